@@ -1,0 +1,3 @@
+from chatsvc.cli import main
+
+main()

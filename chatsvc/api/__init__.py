@@ -1,0 +1,1 @@
+"""Transport: thin HTTP and WebSocket handlers over the application layer."""

@@ -1,0 +1,98 @@
+"""``/api/auth/*`` and ``/api/me``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ValidationException
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.openapi.spec.operation import Operation
+
+from chatsvc.accounts import Accounts
+from chatsvc.api.security import AuthUser, TokenIssuer
+from chatsvc.wire import AccessToken, LoginRequest, RegisterRequest, User
+
+
+@post("/api/auth/register", exclude_from_auth=True, tags=["auth"], status_code=201)
+async def register(data: RegisterRequest, accounts: Accounts) -> User:
+    """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
+    return await accounts.register(data.username, data.password)
+
+
+def _login_schema() -> Schema:
+    text = Schema(type=OpenAPIType.STRING, min_length=1)
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        properties={"username": text, "password": text},
+        required=["username", "password"],
+    )
+
+
+@dataclass
+class _LoginOperation(Operation):
+    """The login body may be JSON or an OAuth2 password form (for Swagger's Authorize)."""
+
+    request_body: RequestBody | None = field(
+        default_factory=lambda: RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(schema=_login_schema()),
+                RequestEncodingType.URL_ENCODED.value: OpenAPIMediaType(schema=_login_schema()),
+            },
+        )
+    )
+
+
+async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
+    body = await request.body()
+    # A body that is a JSON object is JSON, whatever the content type says (curl -d sends
+    # JSON labelled as a form); anything else labelled as a form is the OAuth2 form.
+    is_form = request.content_type[0] == RequestEncodingType.URL_ENCODED
+    try:
+        if is_form and not body.lstrip().startswith(b"{"):
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            fields = {k: v[0] for k, v in form.items() if k in ("username", "password")}
+            return msgspec.convert(fields, LoginRequest)
+        return msgspec.json.decode(body, type=LoginRequest)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$.")
+        named = re.search(r"`(\w+)`", message)
+        key = path.rstrip("`") or (named.group(1) if named else "body")
+        raise ValidationException(
+            detail="invalid login body", extra=[{"key": key, "message": message, "source": "body"}]
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationException(
+            detail="invalid login body: expected a JSON object or a form",
+            extra=[{"key": "body", "message": "not valid JSON", "source": "body"}],
+        ) from exc
+
+
+@post(
+    "/api/auth/login",
+    exclude_from_auth=True,
+    tags=["auth"],
+    status_code=200,
+    operation_class=_LoginOperation,
+)
+async def login(
+    request: Request[Any, Any, Any],
+    accounts: Accounts,
+    tokens: TokenIssuer,
+) -> AccessToken:
+    """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
+    credentials = await _read_login(request)
+    user_id = await accounts.authenticate(credentials.username, credentials.password)
+    return tokens.issue(user_id)
+
+
+@get("/api/me", tags=["auth"])
+async def me(request: Request[AuthUser, Any, Any]) -> User:
+    """The user the token belongs to."""
+    return User(id=request.user.id, username=request.user.username)

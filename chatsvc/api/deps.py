@@ -1,0 +1,21 @@
+"""Dependency providers: the application objects built by ``create_app``, from app state."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+
+from chatsvc.accounts import Accounts
+from chatsvc.api.security import TokenIssuer
+from chatsvc.chats import Chats
+
+
+def provide_accounts(state: State) -> Accounts:
+    return state.accounts
+
+
+def provide_chats(state: State) -> Chats:
+    return state.chats
+
+
+def provide_tokens(state: State) -> TokenIssuer:
+    return state.tokens

@@ -1,0 +1,31 @@
+"""Health checks for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Response, get
+from litestar.datastructures import State
+
+from chatsvc import __version__
+from chatsvc.database import ping
+from chatsvc.wire import Health, Readiness
+
+log = logging.getLogger("chatsvc.health")
+
+
+@get("/health", exclude_from_auth=True, tags=["operations"])
+async def health() -> Health:
+    """Liveness: the process answers."""
+    return Health(version=__version__)
+
+
+@get("/health/ready", exclude_from_auth=True, tags=["operations"])
+async def ready(state: State) -> Response[Readiness]:
+    """Readiness: a real database round trip; `503` while the database is unreachable."""
+    try:
+        await ping(state.engine)
+    except Exception as exc:  # any failure means "not ready"; the log says which
+        log.warning("readiness check failed: database: %s", type(exc).__name__)
+        return Response(Readiness(status="unavailable", database="unavailable"), status_code=503)
+    return Response(Readiness(status="ok", database="ok"))

@@ -1,0 +1,88 @@
+"""JWT authentication: Litestar's OAuth2 bearer auth, plus ``?token=`` on WebSockets.
+
+Browsers cannot set headers on a WebSocket, so ``/ws`` also accepts the token
+as a query parameter (PROTOCOL.md section 1); the log filter in
+:mod:`chatsvc.logs` keeps it out of every log line.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, WebSocketException
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
+from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
+
+from chatsvc import store
+from chatsvc.wire import AccessToken
+
+WS_UNAUTHORIZED = 4401
+LOGIN_PATH = "/api/auth/login"
+
+
+class AuthUser(msgspec.Struct, frozen=True):
+    """The authenticated user of a request or socket (``request.user``)."""
+
+    id: int
+    username: str
+    staff: bool
+
+
+async def retrieve_user(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
+    """The token's user if it still exists and is active (deactivation locks a user out)."""
+    if not token.sub.isdigit():
+        return None
+    row = await store.get_active_user(int(token.sub))
+    if row is None:
+        return None
+    return AuthUser(id=row["id"], username=row["username"], staff=row["admin"])
+
+
+class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
+    """Header first; on WebSockets also ``?token=``; WebSocket failures close with 4401."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        is_websocket = connection.scope["type"] == "websocket"
+        try:
+            if is_websocket and not connection.headers.get(self.auth_header):
+                token = connection.query_params.get("token")
+                if not token:
+                    raise NotAuthorizedException("missing token")
+                return await self.authenticate_token(encoded_token=token, connection=connection)
+            return await super().authenticate_request(connection)
+        except NotAuthorizedException as exc:
+            if is_websocket:
+                raise WebSocketException(detail="unauthorized", code=WS_UNAUTHORIZED) from exc
+            raise
+
+
+class TokenIssuer:
+    """Signs access tokens for the login route."""
+
+    def __init__(self, auth: OAuth2PasswordBearerAuth[AuthUser]) -> None:
+        self._auth = auth
+        self.lifetime = int(auth.default_token_expiration.total_seconds())
+
+    def issue(self, user_id: int) -> AccessToken:
+        token = self._auth.create_token(identifier=str(user_id))
+        return AccessToken(access_token=token, expires_in=self.lifetime)
+
+
+def create_jwt_auth(secret: str, ttl_seconds: int) -> OAuth2PasswordBearerAuth[AuthUser]:
+    return OAuth2PasswordBearerAuth[AuthUser](
+        token_secret=secret,
+        token_url=LOGIN_PATH,
+        retrieve_user_handler=retrieve_user,
+        default_token_expiration=timedelta(seconds=ttl_seconds),
+        authentication_middleware_class=TokenAuthMiddleware,
+        # Documentation pages stay public; our own public routes opt out with
+        # `exclude_from_auth=True`. Patterns are searched unanchored: anchor them.
+        exclude=[r"^/schema(/|$)"],
+        description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`.",
+    )

@@ -1,0 +1,135 @@
+"""``create_app``: the one place that builds chatsvc from its settings."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+
+from chatsvc import __version__
+from chatsvc.accounts import Accounts
+from chatsvc.api import auth, chats, docs, ops
+from chatsvc.api.deps import provide_accounts, provide_chats, provide_tokens
+from chatsvc.api.security import TokenIssuer, create_jwt_auth
+from chatsvc.chats import Chats
+from chatsvc.database import connection_pool, current_engine
+from chatsvc.errors import ChatsvcError
+from chatsvc.logs import logging_config
+from chatsvc.settings import Settings, load_settings
+
+log = logging.getLogger("chatsvc")
+
+#: Driver errors that mean "the database cannot be reached right now".
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    sqlite3.OperationalError,
+)
+
+
+def _error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"status_code": status_code, "detail": detail, "code": code, **extra}
+
+
+def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
+    return Response(
+        _error_body(exc.status_code, exc.message, exc.code), status_code=exc.status_code
+    )
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's 400 shape, with a ``detail`` that names each bad field."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    named = [f"{p.get('key')}: {p.get('message')}" for p in problems if p.get("key")]
+    detail = "invalid input: " + "; ".join(named) if named else exc.detail
+    return Response(
+        _error_body(400, detail, "invalid_message", extra=problems),
+        status_code=400,
+    )
+
+
+def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("database unavailable: %s: %s", type(exc).__name__, exc)
+    return Response(
+        _error_body(503, "the database is unavailable; try again shortly", "unavailable"),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
+    settings = settings or load_settings()
+    jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
+    jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.jwt_secret is None:
+            log.warning(
+                "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
+            )
+        async with connection_pool(app.state.engine):
+            yield
+
+    app = Litestar(
+        route_handlers=[
+            auth.register,
+            auth.login,
+            auth.me,
+            chats.ChatController,
+            chats.list_user_chats,
+            ops.health,
+            ops.ready,
+            docs.swagger_ui,
+            docs.redoc,
+        ],
+        dependencies={
+            "accounts": Provide(provide_accounts, sync_to_thread=False),
+            "chats": Provide(provide_chats, sync_to_thread=False),
+            "tokens": Provide(provide_tokens, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        on_app_init=[jwt_auth.on_app_init],
+        exception_handlers={
+            ChatsvcError: _chatsvc_error,
+            ValidationException: _validation_error,
+            **dict.fromkeys(DATABASE_DOWN, _database_down),
+        },
+        openapi_config=OpenAPIConfig(
+            title="chatsvc",
+            version=__version__,
+            description="Self-hosted chat backend: streaming LLM replies over WebSocket, "
+            "SSE and REST. See docs/protocol.md.",
+            path="/schema",
+            render_plugins=docs.RENDER_PLUGINS,
+        ),
+        logging_config=LoggingConfig(
+            **{k: v for k, v in logging_config(settings.log_level).items() if k != "version"},
+            log_exceptions="always",
+            # Client errors and a database outage (logged in one line) need no traceback.
+            disable_stack_trace={*range(400, 500), *DATABASE_DOWN},
+        ),
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.engine = current_engine()
+    app.state.accounts = Accounts(
+        allow_registration=settings.allow_registration,
+        hash_workers=settings.password_hash_workers,
+    )
+    app.state.chats = Chats()
+    app.state.tokens = TokenIssuer(jwt_auth)
+    return app

@@ -1,0 +1,127 @@
+"""Chat use cases shared by the REST API and (next) the WebSocket and SSE transports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from chatsvc import store
+from chatsvc.errors import InvalidInput, NotFound
+from chatsvc.wire import (
+    UNSET,
+    Chat,
+    ChatCreate,
+    ChatPage,
+    ChatUpdate,
+    ChatWithMessages,
+    Message,
+    MessagePage,
+    Usage,
+)
+
+_Keyset = tuple[datetime, UUID]
+_cursor_decoder = msgspec.json.Decoder(tuple[datetime, UUID])
+
+
+def encode_cursor(keyset: _Keyset) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(keyset)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str) -> _Keyset:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return _cursor_decoder.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"{field}: not a cursor returned by this API") from exc
+
+
+def chat_from_row(row: dict[str, Any]) -> Chat:
+    return Chat(
+        id=row["id"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        model=row["model"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def message_from_row(row: dict[str, Any]) -> Message:
+    has_usage = row["prompt_tokens"] is not None or row["completion_tokens"] is not None
+    return Message(
+        id=row["id"],
+        chat_id=row["chat"],
+        role=row["role"],
+        content=row["content"],
+        status=row["status"],
+        is_ai=row["role"] == "assistant",
+        model=row["model"],
+        usage=Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
+        if has_usage
+        else None,
+        finish_reason=row["finish_reason"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+class Chats:
+    """Everything a user can do to their chats; other users' chats are :class:`NotFound`."""
+
+    async def create(self, owner: int, data: ChatCreate) -> Chat:
+        row = await store.create_chat(
+            owner, title=data.title, system_prompt=data.system_prompt, model=data.model
+        )
+        return chat_from_row(row)
+
+    async def list(
+        self, owner: int, *, limit: int, cursor: str | None = None, q: str | None = None
+    ) -> ChatPage:
+        after = decode_cursor(cursor, "cursor") if cursor else None
+        # One row more than asked tells whether another page exists.
+        rows = await store.list_chats(owner, limit=limit + 1, after=after, search=q)
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor((page[-1]["updated_at"], page[-1]["id"])) if more else None
+        return ChatPage(items=[chat_from_row(r) for r in page], next_cursor=next_cursor)
+
+    async def get(self, owner: int, chat_id: UUID) -> Chat:
+        row = await store.get_chat(owner, chat_id)
+        if row is None:
+            raise NotFound("chat not found")
+        return chat_from_row(row)
+
+    async def get_with_messages(self, owner: int, chat_id: UUID) -> ChatWithMessages:
+        chat = await self.get(owner, chat_id)
+        messages = [message_from_row(r) for r in await store.list_messages(chat_id)]
+        return ChatWithMessages(**msgspec.structs.asdict(chat), messages=messages)
+
+    async def messages(
+        self, owner: int, chat_id: UUID, *, limit: int, before: str | None = None
+    ) -> MessagePage:
+        await self.get(owner, chat_id)
+        keyset = decode_cursor(before, "before") if before else None
+        rows = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
+        more = len(rows) > limit
+        page = rows[1:] if more else rows  # rows are oldest first; drop the extra, oldest one
+        next_cursor = encode_cursor((page[0]["created_at"], page[0]["id"])) if more else None
+        return MessagePage(items=[message_from_row(r) for r in page], next_cursor=next_cursor)
+
+    async def update(self, owner: int, chat_id: UUID, data: ChatUpdate) -> Chat:
+        values = {
+            field: value
+            for field in data.__struct_fields__
+            if (value := getattr(data, field)) is not UNSET
+        }
+        row = await store.update_chat(owner, chat_id, values)
+        if row is None:
+            raise NotFound("chat not found")
+        return chat_from_row(row)
+
+    async def delete(self, owner: int, chat_id: UUID) -> None:
+        if not await store.delete_chat(owner, chat_id):
+            raise NotFound("chat not found")

@@ -1,0 +1,210 @@
+"""The ``chatsvc`` command: ``serve`` (the default), ``migrate`` and ``createuser``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import io
+import logging
+import logging.config
+import sys
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+
+from chatsvc import __version__
+from chatsvc.errors import ChatsvcError
+from chatsvc.logs import logging_config
+from chatsvc.settings import ConfigError, Settings, describe_variables, load_settings
+
+log = logging.getLogger("chatsvc")
+
+EXIT_CONFIG = 2
+
+
+class CommandError(Exception):
+    """Ends the command with this one-line message and exit code 1."""
+
+
+def _variables_help() -> str:
+    width = max(len(name) for name, _, _ in describe_variables())
+    lines = [
+        f"  {name:<{width}}  {meaning} (default: {default})"
+        for name, default, meaning in describe_variables()
+    ]
+    return "configuration (environment variables, or a .env file in the working directory):\n" + (
+        "\n".join(lines)
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatsvc",
+        description="Self-hosted chat backend: streaming LLM replies over WebSocket, SSE and "
+        "REST. With no command, runs `serve`.",
+        epilog=_variables_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"chatsvc {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="apply pending migrations, then serve HTTP and WebSocket (the default)",
+        description="Apply pending migrations, then serve HTTP and WebSocket with uvicorn.",
+        epilog=_variables_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_serve_options(serve)
+
+    commands.add_parser(
+        "migrate",
+        help="apply pending database migrations and exit",
+        description="Apply every pending migration to DATABASE_URL and exit.",
+    )
+
+    create = commands.add_parser(
+        "createuser",
+        help="create an active user (password prompted, or read from stdin)",
+        description="Create an active user. The password is prompted for on a terminal, "
+        "or read from the first line of standard input (for scripts: "
+        '`echo "$PW" | chatsvc createuser alice`).',
+    )
+    create.add_argument("username", help="3-64 characters: letters, digits, _ . -")
+    create.add_argument("--staff", action="store_true", help="may log in to the admin at /admin")
+    create.add_argument(
+        "--superuser", action="store_true", help="staff who may also manage users (implies --staff)"
+    )
+    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default: PORT or 8000)")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart when the code changes (development)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
+        args.insert(0, "serve")  # `chatsvc --port 9000` means `chatsvc serve --port 9000`
+    options = parser.parse_args(args)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"chatsvc: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    logging.config.dictConfig(logging_config(settings.log_level))
+    try:
+        if options.command == "migrate":
+            anyio.run(migrate, False)
+        elif options.command == "createuser":
+            password = _read_password()
+            anyio.run(create_user, options.username, password, options.staff, options.superuser)
+        else:
+            serve(settings, host=options.host, port=options.port, reload=options.reload)
+    except CommandError as exc:
+        print(f"chatsvc: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+async def migrate(quiet: bool) -> int:
+    """Apply pending migrations; returns how many ran. Piccolo's own report goes to stdout."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output if quiet else sys.stdout):
+        result = await run_forwards("all")
+    if not result.success:
+        if quiet:
+            sys.stdout.write(output.getvalue())
+        raise CommandError(f"migrations failed: {result.message}")
+    return output.getvalue().count("[forwards]... ok")
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise CommandError("the two passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def create_user(username: str, password: str, staff: bool, superuser: bool) -> None:
+    from chatsvc.accounts import Accounts
+    from chatsvc.database import connection_pool, current_engine
+    from chatsvc.wire import RegisterRequest
+
+    try:
+        msgspec.convert({"username": username, "password": password}, RegisterRequest)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
+        raise CommandError(f"invalid {field}: {str(exc).split(' - at ')[0]}") from None
+    await migrate(quiet=True)
+    accounts = Accounts(allow_registration=True, hash_workers=1)
+    async with connection_pool(current_engine()):
+        try:
+            user = await accounts.create_user(
+                username, password, staff=staff or superuser, superuser=superuser
+            )
+        except ChatsvcError as exc:
+            raise CommandError(exc.message) from None
+    role = "superuser" if superuser else "staff user" if staff else "user"
+    print(f"created {role} {user.username!r} (id {user.id})")
+
+
+def banner(settings: Settings, host: str, port: int) -> str:
+    from chatsvc.database import describe_url
+
+    shown_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host  # noqa: S104
+    base = f"http://{shown_host}:{port}"
+    if settings.llm_provider == "echo":
+        provider = (
+            "echo (built in, NOT an LLM: it repeats your words; "
+            "set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)"
+        )
+    else:
+        target = settings.openai_base_url or "https://api.openai.com/v1"
+        provider = f"openai-compatible at {target}, model {settings.model_name}"
+    return "\n".join(
+        [
+            f"chatsvc {__version__} ({settings.environment})",
+            f"  API docs   {base}/docs  (ReDoc: {base}/redoc)",
+            f"  OpenAPI    {base}/schema/openapi.json",
+            f"  Health     {base}/health  (readiness: {base}/health/ready)",
+            f"  WebSocket  ws://{shown_host}:{port}/ws",
+            f"  Database   {describe_url(settings.database_url)}",
+            f"  LLM        {provider}",
+        ]
+    )
+
+
+def serve(settings: Settings, *, host: str | None, port: int | None, reload: bool) -> None:
+    import uvicorn
+
+    host = host or settings.host
+    port = port or settings.port
+    applied = anyio.run(migrate, True)
+    log.info(
+        "database: %s", f"{applied} migrations applied" if applied else "migrations up to date"
+    )
+    print(banner(settings, host, port), flush=True)
+    common = {
+        "host": host,
+        "port": port,
+        "log_config": logging_config(settings.log_level),
+        "ws_max_size": settings.max_frame_bytes,
+        "proxy_headers": True,
+    }
+    if reload:
+        uvicorn.run("chatsvc.app:create_app", factory=True, reload=True, **common)
+    else:
+        from chatsvc.app import create_app
+
+        uvicorn.run(create_app(settings), **common)

@@ -1,0 +1,61 @@
+"""The Piccolo engine chosen by ``DATABASE_URL``, and its lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import anyio
+from piccolo.engine import engine_finder
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine
+
+
+def engine_from_url(url: str) -> Engine:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgresql://...`` -> a Piccolo engine."""
+    if url.startswith("sqlite:///"):
+        # A generous busy timeout: SQLite allows one writer at a time.
+        return SQLiteEngine(path=url.removeprefix("sqlite:///"), timeout=30)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresEngine(config={"dsn": url})
+    raise ValueError(f"unsupported DATABASE_URL scheme: {urlsplit(url).scheme!r}")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs and the start banner."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def current_engine() -> Engine:
+    """The engine of ``piccolo_conf.py`` (the one every table and migration uses)."""
+    engine = engine_finder()
+    if engine is None:
+        raise RuntimeError("piccolo_conf.py was not found: run chatsvc from its project")
+    return engine
+
+
+@asynccontextmanager
+async def connection_pool(engine: Engine) -> AsyncIterator[None]:
+    """Open the PostgreSQL pool for the app's lifetime (SQLite has none)."""
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(min_size=1, max_size=20)
+        try:
+            yield
+        finally:
+            await engine.close_connection_pool()
+    else:
+        # WAL lets readers proceed while a write commits; the setting sticks to the file.
+        await engine.run_ddl("PRAGMA journal_mode=WAL")
+        yield
+
+
+async def ping(engine: Engine, timeout: float = 3.0) -> None:
+    """One real round trip, bounded in time; raises on any database error."""
+    with anyio.fail_after(timeout):
+        await engine.run_ddl("SELECT 1")

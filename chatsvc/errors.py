@@ -1,0 +1,70 @@
+"""Our error tree. Each error has a stable ``code`` (PROTOCOL.md 2.3) and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+ErrorCode = Literal[
+    "invalid_message",
+    "too_large",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "busy",
+    "not_running",
+    "rate_limited",
+    "llm_unavailable",
+    "llm_error",
+    "timeout",
+    "internal",
+    "unavailable",
+]
+
+
+class ChatsvcError(Exception):
+    """Base of every error the application layer raises on purpose."""
+
+    code: ClassVar[ErrorCode] = "internal"
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ChatsvcError):
+    code = "invalid_message"
+    status_code = 400
+
+
+class TooLarge(ChatsvcError):
+    code = "too_large"
+    status_code = 413
+
+
+class Unauthorized(ChatsvcError):
+    code = "unauthorized"
+    status_code = 401
+
+
+class Forbidden(ChatsvcError):
+    code = "forbidden"
+    status_code = 403
+
+
+class NotFound(ChatsvcError):
+    """Also raised for other users' resources: never reveal that they exist."""
+
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(ChatsvcError):
+    code = "conflict"
+    status_code = 409
+
+
+class DatabaseUnavailable(ChatsvcError):
+    code = "unavailable"
+    status_code = 503

@@ -1,0 +1,19 @@
+"""Piccolo app config: our tables, with their migrations in the top-level ``migrations/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from chatsvc.tables import Chat, Message
+
+MIGRATIONS_FOLDER = Path(__file__).resolve().parent.parent / "migrations"
+
+APP_CONFIG = AppConfig(
+    app_name="chatsvc",
+    migrations_folder_path=str(MIGRATIONS_FOLDER),
+    table_classes=[Chat, Message],
+    migration_dependencies=["piccolo.apps.user.piccolo_app"],
+    commands=[],
+)

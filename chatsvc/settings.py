@@ -1,0 +1,228 @@
+"""Typed settings, read from the environment and a ``.env`` file.
+
+Every field maps to one upper-case environment variable (``port`` -> ``PORT``).
+The environment wins over ``.env``; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal, get_args, get_type_hints
+
+import msgspec
+from dotenv import dotenv_values
+
+Environment = Literal["development", "test", "production"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+MIN_JWT_SECRET_LENGTH = 32
+
+_Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration of one chatsvc process."""
+
+    database_url: Annotated[
+        str,
+        msgspec.Meta(
+            description="sqlite:///relative.db, sqlite:////abs/path.db or "
+            "postgresql://user:pass@host:port/db"
+        ),
+    ] = "sqlite:///chatsvc.db"
+    openai_api_key: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="key for the OpenAI-compatible server; unset with no base URL: echo"
+        ),
+    ] = None
+    openai_base_url: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="URL of any OpenAI-compatible server (vLLM, Ollama, llama.cpp...)"
+        ),
+    ] = None
+    model_name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=200, description="model sent upstream")
+    ] = "gpt-4o-mini"
+    host: Annotated[str, msgspec.Meta(min_length=1, description="listen address")] = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65_535, description="listen port")] = 8000
+    environment: Annotated[
+        Environment, msgspec.Meta(description="development, test or production")
+    ] = "development"
+    log_level: Annotated[LogLevel, msgspec.Meta(description="debug, info, warning or error")] = (
+        "info"
+    )
+    jwt_secret: Annotated[
+        str | None,
+        msgspec.Meta(
+            description=f"token signing key, at least {MIN_JWT_SECRET_LENGTH} characters; "
+            "generated at start outside production"
+        ),
+    ] = None
+    jwt_ttl_seconds: Annotated[
+        int, msgspec.Meta(ge=60, le=30 * 86_400, description="token lifetime in seconds")
+    ] = 3600
+    allow_registration: Annotated[
+        bool, msgspec.Meta(description="true/false: open POST /api/auth/register")
+    ] = True
+    password_hash_workers: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=64, description="threads hashing passwords at once"),
+    ] = max(1, os.cpu_count() or 1)
+    max_message_chars: Annotated[
+        int, msgspec.Meta(ge=1, le=1_000_000, description="longest message content")
+    ] = 16_000
+    max_frame_bytes: Annotated[
+        int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024, description="largest WebSocket frame")
+    ] = 65_536
+    max_concurrent_generations: Annotated[
+        int, msgspec.Meta(ge=1, le=1000, description="running generations per user")
+    ] = 3
+    llm_stream_idle_timeout: Annotated[
+        _Seconds, msgspec.Meta(description="seconds without an upstream chunk before timeout")
+    ] = 60.0
+    llm_max_retries: Annotated[
+        int, msgspec.Meta(ge=0, le=10, description="upstream retries before the first token")
+    ] = 2
+    event_bus_url: Annotated[
+        str | None,
+        msgspec.Meta(description="unset (in-process), redis://... or postgresql://..."),
+    ] = None
+    tree_tools: Annotated[bool, msgspec.Meta(description="offer the tree tools to the model")] = (
+        True
+    )
+    max_tool_rounds: Annotated[
+        int, msgspec.Meta(ge=1, le=100, description="tool rounds per generation")
+    ] = 8
+
+    def __post_init__(self) -> None:
+        # Shape checks msgspec's constraints cannot express.
+        if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", self.database_url):
+            raise ConfigError(
+                "DATABASE_URL",
+                self.database_url,
+                "a URL like sqlite:///chatsvc.db or postgresql://user:pass@host:5432/db",
+            )
+        for name in ("openai_base_url",):
+            value = getattr(self, name)
+            if value is not None and not re.match(r"^https?://\S+$", value):
+                raise ConfigError(name.upper(), value, "an http:// or https:// URL")
+        if self.event_bus_url is not None and not re.match(
+            r"^(redis|rediss|postgres|postgresql)://\S+$", self.event_bus_url
+        ):
+            raise ConfigError(
+                "EVENT_BUS_URL", self.event_bus_url, "a redis://... or postgresql://... URL"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise ConfigError(
+                "JWT_SECRET",
+                "<hidden>",
+                f"at least {MIN_JWT_SECRET_LENGTH} characters "
+                '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+            )
+        if self.environment == "production" and self.jwt_secret is None:
+            raise ConfigError(
+                "JWT_SECRET",
+                "<unset>",
+                f"a secret of at least {MIN_JWT_SECRET_LENGTH} characters in production",
+            )
+
+    @property
+    def llm_provider(self) -> Literal["openai", "echo"]:
+        """``echo`` when neither a key nor a base URL is configured."""
+        if self.openai_api_key or self.openai_base_url:
+            return "openai"
+        return "echo"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; ``str()`` is the one line to show."""
+
+    def __init__(self, variable: str, value: str, expected: str) -> None:
+        self.variable = variable
+        super().__init__(f"invalid configuration: {variable}={value!r} expects {expected}")
+
+
+FIELDS: tuple[str, ...] = Settings.__struct_fields__
+SECRET_FIELDS = frozenset({"openai_api_key", "jwt_secret"})
+
+
+def _env_name(field: str) -> str:
+    return field.upper()
+
+
+def describe_variables() -> list[tuple[str, str, str]]:
+    """``(VARIABLE, default, meaning)`` for every setting, for ``--help`` and the README."""
+    schema = msgspec.json.schema(Settings)
+    properties = schema["$defs"]["Settings"]["properties"]
+    rows = []
+    for field in FIELDS:
+        prop = properties[field]
+        default = prop.get("default")
+        shown = "unset" if default is None else str(default).lower()
+        if field == "password_hash_workers":
+            shown = "CPU cores"
+        rows.append((_env_name(field), shown, prop.get("description", "")))
+    return rows
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read settings from ``environ`` (default: ``os.environ``) over the ``.env`` file.
+
+    Raises :class:`ConfigError` with a one-line message on any bad value.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        raw.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    raw.update(environ)
+    values: dict[str, str | None] = {}
+    for field in FIELDS:
+        value = raw.get(_env_name(field))
+        if value is None or value.strip() == "":
+            continue
+        values[field] = value.strip()
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc, values) from None
+
+
+def _config_error(exc: msgspec.ValidationError, values: Mapping[str, str | None]) -> ConfigError:
+    message = str(exc)
+    match = re.search(r"at `\$\.(\w+)`", message)
+    if match is None:  # raised by __post_init__, already a ConfigError's text
+        cause = exc.__context__ or exc.__cause__
+        if isinstance(cause, ConfigError):
+            return cause
+        return ConfigError("configuration", "?", message)
+    field = match.group(1)
+    shown = "<hidden>" if field in SECRET_FIELDS else str(values.get(field))
+    return ConfigError(_env_name(field), shown, _expected(field, message[: match.start()]))
+
+
+def _expected(field: str, msgspec_text: str) -> str:
+    """Turn msgspec's ``Expected `int` <= 65535 - `` into ``an integer <= 65535``."""
+    choices = get_args(_field_types()[field])
+    if choices and all(isinstance(c, str) for c in choices):
+        return "one of " + ", ".join(choices)
+    text = msgspec_text.rstrip(" -").removeprefix("Expected ").split(", got ")[0]
+    for old, new in {
+        "`int`": "an integer",
+        "`float`": "a number",
+        "`bool`": "true or false",
+        "`str`": "a string",
+    }.items():
+        text = text.replace(old, new)
+    return text.replace("`", "")
+
+
+def _field_types() -> dict[str, object]:
+    hints = get_type_hints(Settings)
+    return {name: hints[name] for name in FIELDS}

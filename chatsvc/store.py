@@ -1,0 +1,200 @@
+"""Every database query of chatsvc, over the Piccolo tables.
+
+Functions take and return plain values and dicts; callers above this module
+never build queries. Every chat query is scoped by owner, so another user's
+chat is simply not found.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from piccolo.apps.user.tables import BaseUser
+from piccolo.columns.combination import WhereRaw
+from piccolo.engine.postgres import PostgresEngine
+
+from chatsvc.errors import Conflict
+from chatsvc.tables import Chat, Message
+
+Row = dict[str, Any]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- users ----------------------------------------------------------------------
+
+
+async def username_exists(username: str) -> bool:
+    return await BaseUser.exists().where(BaseUser.username == username)
+
+
+async def create_user(
+    username: str, password_hash: str, *, admin: bool = False, superuser: bool = False
+) -> int:
+    """Insert an active user; :class:`Conflict` when the username is taken."""
+    # BaseUser.email is UNIQUE NOT NULL; users of the API have none, so keep it unique.
+    user = BaseUser(
+        username=username,
+        password=password_hash,
+        email=f"{username}@users.invalid",
+        active=True,
+        admin=admin,
+        superuser=superuser,
+    )
+    try:
+        rows = await BaseUser.insert(user).returning(BaseUser.id)
+    except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
+        raise Conflict(f"username {username!r} is already taken") from exc
+    return rows[0]["id"]
+
+
+async def get_credentials(username: str) -> Row | None:
+    return (
+        await BaseUser.select(BaseUser.id, BaseUser.password, BaseUser.active)
+        .where(BaseUser.username == username)
+        .first()
+    )
+
+
+async def record_login(user_id: int, password_hash: str | None = None) -> None:
+    values: dict[Any, Any] = {BaseUser.last_login: now()}
+    if password_hash is not None:
+        values[BaseUser.password] = password_hash
+    await BaseUser.update(values).where(BaseUser.id == user_id)
+
+
+async def get_active_user(user_id: int) -> Row | None:
+    return (
+        await BaseUser.select(BaseUser.id, BaseUser.username, BaseUser.admin)
+        .where((BaseUser.id == user_id) & (BaseUser.active.eq(True)))
+        .first()
+    )
+
+
+# --- chats ----------------------------------------------------------------------
+
+_CHAT_COLUMNS = (
+    Chat.id,
+    Chat.title,
+    Chat.system_prompt,
+    Chat.model,
+    Chat.created_at,
+    Chat.updated_at,
+)
+
+
+async def create_chat(owner: int, *, title: str, system_prompt: str, model: str | None) -> Row:
+    stamp = now()
+    rows = await Chat.insert(
+        Chat(
+            owner=owner,
+            title=title,
+            system_prompt=system_prompt,
+            model=model,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+    ).returning(*_CHAT_COLUMNS)
+    return rows[0]
+
+
+async def get_chat(owner: int, chat_id: UUID) -> Row | None:
+    return (
+        await Chat.select(*_CHAT_COLUMNS)
+        .where((Chat.id == chat_id) & (Chat.owner == owner))
+        .first()
+    )
+
+
+async def list_chats(
+    owner: int,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    search: str | None = None,
+) -> list[Row]:
+    """Chats newest ``updated_at`` first (ties by id), strictly after the keyset ``after``."""
+    query = Chat.select(*_CHAT_COLUMNS).where(Chat.owner == owner)
+    if after is not None:
+        updated_at, chat_id = after
+        query = query.where(
+            (Chat.updated_at < updated_at) | ((Chat.updated_at == updated_at) & (Chat.id < chat_id))
+        )
+    if search:
+        query = query.where(_matches(search))
+    return await query.order_by(Chat.updated_at, Chat.id, ascending=False).limit(limit)
+
+
+def _matches(search: str) -> WhereRaw:
+    """Title or any message contains ``search``, case-insensitively, as a literal substring.
+
+    ``strpos``/``instr`` take the text as a bound parameter, so ``%``, ``_`` and
+    quotes are plain characters and nothing is ever spliced into the SQL.
+    """
+    find = "strpos" if isinstance(Chat._meta.db, PostgresEngine) else "instr"
+    return WhereRaw(
+        f"({find}(lower(chat.title), lower({{}})) > 0 OR EXISTS ("
+        f"SELECT 1 FROM message WHERE message.chat = chat.id "
+        f"AND {find}(lower(message.content), lower({{}})) > 0))",
+        search,
+        search,
+    )
+
+
+async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> Row | None:
+    columns = {Chat._meta.get_column_by_name(name): value for name, value in values.items()}
+    columns[Chat.updated_at] = now()
+    rows = await (
+        Chat.update(columns)
+        .where((Chat.id == chat_id) & (Chat.owner == owner))
+        .returning(*_CHAT_COLUMNS)
+    )
+    return rows[0] if rows else None
+
+
+async def delete_chat(owner: int, chat_id: UUID) -> bool:
+    rows = await (
+        Chat.delete().where((Chat.id == chat_id) & (Chat.owner == owner)).returning(Chat.id)
+    )
+    return bool(rows)
+
+
+# --- messages -------------------------------------------------------------------
+
+_MESSAGE_COLUMNS = (
+    Message.id,
+    Message.chat,
+    Message.role,
+    Message.content,
+    Message.status,
+    Message.model,
+    Message.prompt_tokens,
+    Message.completion_tokens,
+    Message.finish_reason,
+    Message.created_at,
+    Message.completed_at,
+)
+
+
+async def list_messages(
+    chat_id: UUID, *, limit: int | None = None, before: tuple[datetime, UUID] | None = None
+) -> list[Row]:
+    """The newest ``limit`` messages before the keyset ``before``, returned oldest first."""
+    query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
+    if before is not None:
+        created_at, message_id = before
+        query = query.where(
+            (Message.created_at < created_at)
+            | ((Message.created_at == created_at) & (Message.id < message_id))
+        )
+    if limit is None:
+        return await query.order_by(Message.created_at, Message.id)
+    rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
+    rows.reverse()
+    return rows

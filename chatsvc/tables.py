@@ -1,0 +1,76 @@
+"""Piccolo tables. Users are Piccolo's own ``BaseUser`` (table ``piccolo_user``)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from piccolo.apps.user.tables import BaseUser
+from piccolo.columns import (
+    UUID,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class Role(str, Enum):
+    user = "user"
+    assistant = "assistant"
+
+
+class Status(str, Enum):
+    complete = "complete"
+    streaming = "streaming"
+    aborted = "aborted"
+    failed = "failed"
+    interrupted = "interrupted"
+
+
+class Chat(Table):
+    """A conversation owned by one user."""
+
+    id = UUID(primary_key=True)
+    owner = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        help_text="The user who owns the chat.",
+    )
+    title = Varchar(length=200, default="", help_text="Shown in chat lists; searchable.")
+    system_prompt = Text(default="", help_text="Sent first to the model on every generation.")
+    model = Varchar(
+        length=200, null=True, default=None, help_text="Model for this chat; empty: the default."
+    )
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow(), help_text="Last change or message.")
+
+
+class Message(Table):
+    """One user or assistant message of a chat."""
+
+    id = UUID(primary_key=True)
+    chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False)
+    role = Varchar(length=16, choices=Role)
+    content = Text(default="")
+    status = Varchar(length=16, choices=Status, default=Status.complete)
+    model = Varchar(length=200, null=True, default=None, help_text="Model that wrote the reply.")
+    prompt_tokens = Integer(null=True, default=None)
+    completion_tokens = Integer(null=True, default=None)
+    finish_reason = Varchar(length=64, null=True, default=None)
+    error_code = Varchar(length=64, null=True, default=None, help_text="Why a reply failed.")
+    created_at = Timestamptz(default=TimestamptzNow())
+    completed_at = Timestamptz(null=True, default=None)
+
+
+#: Multi-column indexes, created by a migration (Piccolo columns declare single-column ones only):
+#: chat lists are ``WHERE owner = ? ORDER BY updated_at``, histories ``WHERE chat = ? ORDER BY
+#: created_at``. The migrations test checks the database against this list.
+COMPOSITE_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "chat": (("owner", "updated_at"),),
+    "message": (("chat", "created_at"),),
+}
