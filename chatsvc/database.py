@@ -55,7 +55,10 @@ async def connection_pool(engine: Engine) -> AsyncIterator[None]:
         yield
 
 
-async def ping(engine: Engine, timeout: float = 3.0) -> None:
+PING_SECONDS = 3.0
+
+
+async def ping(engine: Engine) -> None:
     """One real round trip, bounded in time; raises on any database error."""
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(PING_SECONDS):
         await engine.run_ddl("SELECT 1")

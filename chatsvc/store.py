@@ -131,20 +131,23 @@ async def list_chats(
     return await query.order_by(Chat.updated_at, Chat.id, ascending=False).limit(limit)
 
 
-def _matches(search: str) -> WhereRaw:
-    """Title or any message contains ``search``, case-insensitively, as a literal substring.
+# Literal substring match, case-insensitive, as constant SQL: the text is a bound
+# parameter, so `%`, `_` and quotes are plain characters and nothing is spliced in.
+_SEARCH = (
+    "({find}(lower(chat.title), lower({{}})) > 0 OR EXISTS ("
+    "SELECT 1 FROM message WHERE message.chat = chat.id "
+    "AND {find}(lower(message.content), lower({{}})) > 0))"
+)
+_SEARCH_SQL = {
+    "postgres": _SEARCH.format(find="strpos"),
+    "sqlite": _SEARCH.format(find="instr"),
+}
 
-    ``strpos``/``instr`` take the text as a bound parameter, so ``%``, ``_`` and
-    quotes are plain characters and nothing is ever spliced into the SQL.
-    """
-    find = "strpos" if isinstance(Chat._meta.db, PostgresEngine) else "instr"
-    return WhereRaw(
-        f"({find}(lower(chat.title), lower({{}})) > 0 OR EXISTS ("
-        f"SELECT 1 FROM message WHERE message.chat = chat.id "
-        f"AND {find}(lower(message.content), lower({{}})) > 0))",
-        search,
-        search,
-    )
+
+def _matches(search: str) -> WhereRaw:
+    """The chat's title or any of its messages contains ``search``."""
+    engine = "postgres" if isinstance(Chat._meta.db, PostgresEngine) else "sqlite"
+    return WhereRaw(_SEARCH_SQL[engine], search, search)
 
 
 async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> Row | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import (
@@ -18,12 +18,12 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     user = "user"
     assistant = "assistant"
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     complete = "complete"
     streaming = "streaming"
     aborted = "aborted"
