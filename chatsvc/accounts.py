@@ -14,6 +14,7 @@ import hmac
 import secrets
 
 import anyio
+import msgspec
 from piccolo.apps.user.tables import BaseUser
 
 from chatsvc import store
@@ -37,6 +38,12 @@ def _check(password: str, stored: str) -> bool:
     if algorithm != ALGORITHM or not iterations.isdigit():
         return False
     return hmac.compare_digest(_pbkdf2(password, salt, int(iterations)), stored)
+
+
+class ActiveUser(msgspec.Struct, frozen=True):
+    id: int
+    username: str
+    staff: bool
 
 
 class Accounts:
@@ -85,3 +92,10 @@ class Accounts:
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
         await store.record_login(row["id"], rehashed)
         return row["id"]
+
+    async def active_user(self, user_id: int) -> ActiveUser | None:
+        """The user behind a token, or ``None`` once deleted or deactivated."""
+        row = await store.get_active_user(user_id)
+        if row is None:
+            return None
+        return ActiveUser(id=row["id"], username=row["username"], staff=row["admin"])

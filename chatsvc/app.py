@@ -18,7 +18,7 @@ from litestar.openapi import OpenAPIConfig
 
 from chatsvc import __version__
 from chatsvc.accounts import Accounts
-from chatsvc.api import auth, chats, docs, ops
+from chatsvc.api import auth, chats, docs, ops, ws
 from chatsvc.api.deps import provide_accounts, provide_chats, provide_tokens
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.chats import Chats
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.ready,
             docs.swagger_ui,
             docs.redoc,
+            ws.chat_socket,
         ],
         dependencies={
             "accounts": Provide(provide_accounts, sync_to_thread=False),

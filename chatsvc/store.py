@@ -63,7 +63,8 @@ async def get_credentials(username: str) -> Row | None:
 
 
 async def record_login(user_id: int, password_hash: str | None = None) -> None:
-    values: dict[Any, Any] = {BaseUser.last_login: now()}
+    # BaseUser.last_login is a naive TIMESTAMP column: store UTC without the offset.
+    values: dict[Any, Any] = {BaseUser.last_login: now().replace(tzinfo=None)}
     if password_hash is not None:
         values[BaseUser.password] = password_hash
     await BaseUser.update(values).where(BaseUser.id == user_id)

@@ -145,3 +145,45 @@ class Health(_Wire):
 class Readiness(_Wire):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
+
+
+# --- WebSocket frames (PROTOCOL.md section 2) --------------------------------------
+# Client frames are tagged by `action`, server frames by `type`.
+
+
+class Ping(Struct, tag="ping", tag_field="action", forbid_unknown_fields=True):
+    """Ask the server for a `pong`."""
+
+
+ClientFrame = Ping
+
+
+class Limits(_Wire):
+    max_message_chars: int
+    max_frame_bytes: int
+    max_concurrent_generations: int
+
+
+class Ready(Struct, tag="ready", tag_field="type", kw_only=True):
+    session_id: str
+    user_id: int
+    limits: Limits
+    protocol: int = 1
+
+
+class Pong(Struct, tag="pong", tag_field="type"):
+    pass
+
+
+class ErrorEvent(Struct, tag="error", tag_field="type", kw_only=True):
+    code: str
+    message: str
+    task_id: UUID | None = None
+    chat_id: UUID | None = None
+    request_id: str | None = None
+
+
+ServerFrame = Ready | Pong | ErrorEvent
+
+decode_client_frame = msgspec.json.Decoder(ClientFrame).decode
+encode_frame = msgspec.json.Encoder().encode

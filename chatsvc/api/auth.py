@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,15 +38,15 @@ def _login_schema() -> Schema:
 class _LoginOperation(Operation):
     """The login body may be JSON or an OAuth2 password form (for Swagger's Authorize)."""
 
-    request_body: RequestBody | None = field(
-        default_factory=lambda: RequestBody(
+    def __post_init__(self) -> None:
+        schema = _login_schema()
+        self.request_body = RequestBody(
             required=True,
             content={
-                "application/json": OpenAPIMediaType(schema=_login_schema()),
-                RequestEncodingType.URL_ENCODED.value: OpenAPIMediaType(schema=_login_schema()),
+                "application/json": OpenAPIMediaType(schema=schema),
+                RequestEncodingType.URL_ENCODED.value: OpenAPIMediaType(schema=schema),
             },
         )
-    )
 
 
 async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:

@@ -85,10 +85,10 @@ class ChatController(Controller):
         await chats.delete(request.user.id, chat_id)
 
 
-@get("/api/users/{user_id:int}/chats", tags=["chats"])
+@get("/api/users/{user_id:str}/chats", tags=["chats"])
 async def list_user_chats(
     request: AuthRequest,
-    user_id: int,
+    user_id: Annotated[int, Parameter(ge=1, le=2**31 - 1, description="The user's id.")],
     chats: Chats,
     limit: Limit = 50,
     cursor: CursorParam = None,

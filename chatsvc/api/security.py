@@ -17,7 +17,7 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
 
-from chatsvc import store
+from chatsvc.accounts import Accounts
 from chatsvc.wire import AccessToken
 
 WS_UNAUTHORIZED = 4401
@@ -32,14 +32,17 @@ class AuthUser(msgspec.Struct, frozen=True):
     staff: bool
 
 
-async def retrieve_user(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
+async def retrieve_user(
+    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+) -> AuthUser | None:
     """The token's user if it still exists and is active (deactivation locks a user out)."""
     if not token.sub.isdigit():
         return None
-    row = await store.get_active_user(int(token.sub))
-    if row is None:
+    accounts: Accounts = connection.app.state.accounts
+    user = await accounts.active_user(int(token.sub))
+    if user is None:
         return None
-    return AuthUser(id=row["id"], username=row["username"], staff=row["admin"])
+    return AuthUser(id=user.id, username=user.username, staff=user.staff)
 
 
 class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):

@@ -1,0 +1,74 @@
+"""Dependencies point one way (transport -> application -> adapters -> leaves), and
+importing chatsvc reads no settings and opens nothing."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import clean_environment
+
+PACKAGE = Path(__file__).resolve().parent.parent / "chatsvc"
+
+LAYERS = {
+    "chatsvc": 0,
+    "chatsvc.settings": 0,
+    "chatsvc.errors": 0,
+    "chatsvc.wire": 0,
+    "chatsvc.tables": 0,
+    "chatsvc.logs": 0,
+    "chatsvc.database": 1,
+    "chatsvc.store": 1,
+    "chatsvc.piccolo_app": 1,
+    "chatsvc.accounts": 2,
+    "chatsvc.chats": 2,
+    "chatsvc.api": 3,
+    "chatsvc.app": 4,
+    "chatsvc.cli": 5,
+    "chatsvc.__main__": 6,
+}
+
+
+def _layer(module: str) -> int:
+    while module not in LAYERS:
+        module = module.rsplit(".", 1)[0]
+    return LAYERS[module]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_imports_point_one_way() -> None:
+    violations = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("chatsvc.") and _layer(target) > _layer(module):
+                    violations.append(f"{module} imports {target}")
+                # Handlers reach the database through the application layer only.
+                if module.startswith("chatsvc.api") and target == "chatsvc.store":
+                    violations.append(f"{module} imports {target}")
+    assert not violations, violations
+    assert all(_module_name(p) for p in PACKAGE.rglob("*.py"))
+
+
+def test_importing_reads_no_settings_and_opens_nothing(tmp_path: Path) -> None:
+    env = clean_environment(DATABASE_URL="mysql://nowhere", PORT="not-a-port")
+    code = "import chatsvc.app, chatsvc.cli, chatsvc.api.ws; print('imported')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
+    assert list(tmp_path.iterdir()) == []

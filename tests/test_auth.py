@@ -1,0 +1,212 @@
+"""Registration, login and token rules (PROTOCOL.md section 1), over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from tests.conftest import JWT_SECRET, PASSWORD, Server, User, unique_username
+
+PROTECTED_ROUTES = [
+    ("GET", "/api/me"),
+    ("GET", "/api/chats"),
+    ("POST", "/api/chats"),
+    ("GET", "/api/users/1/chats"),
+    ("GET", "/api/chats/00000000-0000-4000-8000-000000000000"),
+    ("GET", "/api/chats/00000000-0000-4000-8000-000000000000/messages"),
+    ("PATCH", "/api/chats/00000000-0000-4000-8000-000000000000"),
+    ("DELETE", "/api/chats/00000000-0000-4000-8000-000000000000"),
+]
+
+
+def test_register_returns_the_new_user(server: Server) -> None:
+    username = unique_username()
+    with server.client() as client:
+        response = client.post(
+            "/api/auth/register", json={"username": username, "password": PASSWORD}
+        )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["username"] == username
+    assert isinstance(body["id"], int)
+    rows = server.db.query("SELECT active, password FROM piccolo_user WHERE username = ?", username)
+    assert len(rows) == 1
+    assert rows[0]["active"] in (True, 1)
+    assert rows[0]["password"].startswith("pbkdf2_sha256$600000$")
+    assert PASSWORD not in rows[0]["password"]
+
+
+def test_duplicate_username_is_409(alice: User) -> None:
+    with alice.server.client() as client:
+        response = client.post(
+            "/api/auth/register", json={"username": alice.username, "password": "another-pw1"}
+        )
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict"
+    rows = alice.server.db.query(
+        "SELECT count(*) AS n FROM piccolo_user WHERE username = ?", alice.username
+    )
+    assert rows[0]["n"] == 1
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "field"),
+    [
+        ("ab", PASSWORD, "username"),
+        ("a" * 65, PASSWORD, "username"),
+        ("bad name", PASSWORD, "username"),
+        ("bad/name", PASSWORD, "username"),
+        ("ok_name", "short", "password"),
+        ("ok_name", "p" * 257, "password"),
+    ],
+)
+def test_register_length_and_charset_rules(
+    server: Server, username: str, password: str, field: str
+) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/api/auth/register", json={"username": username, "password": password}
+        )
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body["detail"]
+    assert [e["key"] for e in body["extra"]] == [field]
+    assert not server.db.query("SELECT id FROM piccolo_user WHERE username = ?", username)
+
+
+def test_register_accepts_the_boundaries(server: Server) -> None:
+    with server.client() as client:
+        for username, password in [
+            ("abc" + unique_username()[-6:], "p" * 8),
+            ("A.b-c_" + "x" * 52 + unique_username()[-6:], "p" * 256),
+        ]:
+            response = client.post(
+                "/api/auth/register", json={"username": username, "password": password}
+            )
+            assert response.status_code == 201, response.text
+            login = client.post(
+                "/api/auth/login", json={"username": username, "password": password}
+            )
+            assert login.status_code == 200, login.text
+
+
+def test_login_with_json_and_with_oauth2_form(alice: User) -> None:
+    with alice.server.client() as client:
+        as_json = client.post(
+            "/api/auth/login", json={"username": alice.username, "password": PASSWORD}
+        )
+        as_form = client.post(
+            "/api/auth/login", data={"username": alice.username, "password": PASSWORD}
+        )
+    for response in (as_json, as_form):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["token_type"] == "bearer"
+        assert body["expires_in"] == 3600
+        claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"])
+        assert claims["sub"] == str(alice.id)
+        with alice.server.client(body["access_token"]) as client:
+            assert client.get("/api/me").json() == {"id": alice.id, "username": alice.username}
+
+
+def test_bad_credentials_are_401_with_identical_bodies(alice: User) -> None:
+    with alice.server.client() as client:
+        wrong_password = client.post(
+            "/api/auth/login", json={"username": alice.username, "password": "wrong-password"}
+        )
+        unknown_user = client.post(
+            "/api/auth/login", json={"username": unique_username(), "password": "wrong-password"}
+        )
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert wrong_password.content == unknown_user.content
+    assert wrong_password.json()["code"] == "unauthorized"
+
+
+def test_inactive_user_cannot_log_in_and_loses_access(server: Server) -> None:
+    from tests.conftest import register_and_login
+
+    user = register_and_login(server)
+    server.db.query("UPDATE piccolo_user SET active = ? WHERE id = ?", False, user.id)
+    with server.client() as client:
+        login = client.post(
+            "/api/auth/login", json={"username": user.username, "password": PASSWORD}
+        )
+        unknown = client.post(
+            "/api/auth/login", json={"username": unique_username(), "password": PASSWORD}
+        )
+    assert login.status_code == 401
+    assert login.content == unknown.content
+    with user.client() as client:
+        assert client.get("/api/me").status_code == 401
+
+
+def test_login_body_errors_name_the_field(server: Server) -> None:
+    with server.client() as client:
+        missing = client.post("/api/auth/login", json={"username": "someone"})
+        unknown = client.post(
+            "/api/auth/login", json={"username": "x", "password": "y", "extra": 1}
+        )
+        not_json = client.post(
+            "/api/auth/login", content=b"{nope", headers={"content-type": "application/json"}
+        )
+    assert missing.status_code == 400
+    assert "password" in missing.json()["detail"]
+    assert unknown.status_code == 400
+    assert "extra" in unknown.json()["detail"]
+    assert not_json.status_code == 400
+    assert "JSON" in not_json.json()["detail"]
+
+
+def _tokens(user: User) -> dict[str, str | None]:
+    now = int(time.time())
+    header, payload, signature = user.token.split(".")
+    forged_signature = ("A" if signature[0] != "A" else "B") + signature[1:]
+    return {
+        "missing": None,
+        "garbage": "not-a-jwt",
+        "tampered": f"{header}.{payload}.{forged_signature}",
+        "wrong key": jwt.encode(
+            {"sub": str(user.id), "exp": now + 600, "iat": now}, "another-secret" * 4
+        ),
+        "expired": jwt.encode(
+            {"sub": str(user.id), "exp": now - 60, "iat": now - 3700}, JWT_SECRET
+        ),
+        "unknown user": jwt.encode({"sub": "987654", "exp": now + 600, "iat": now}, JWT_SECRET),
+        "not a user id": jwt.encode({"sub": "alice", "exp": now + 600, "iat": now}, JWT_SECRET),
+    }
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED_ROUTES)
+def test_protected_routes_need_a_valid_token(alice: User, method: str, path: str) -> None:
+    for name, token in _tokens(alice).items():
+        with alice.server.client(token) as client:
+            response = client.request(
+                method, path, json={} if method in ("POST", "PATCH") else None
+            )
+        assert response.status_code == 401, (name, response.text)
+        assert "Traceback" not in response.text
+
+
+def test_valid_token_passes(alice: User) -> None:
+    with alice.client() as client:
+        assert client.get("/api/me").status_code == 200
+
+
+def test_query_token_is_not_accepted_on_http_routes(alice: User) -> None:
+    with alice.server.client() as client:
+        response = client.get("/api/me", params={"token": alice.token})
+    assert response.status_code == 401
+
+
+def test_registration_can_be_switched_off(spawn_server) -> None:  # type: ignore[no-untyped-def]
+    closed = spawn_server(ALLOW_REGISTRATION="false")
+    username = unique_username()
+    with closed.client() as client:
+        response = client.post(
+            "/api/auth/register", json={"username": username, "password": PASSWORD}
+        )
+    assert response.status_code == 403
+    assert "registration" in response.json()["detail"]
+    assert not closed.db.query("SELECT id FROM piccolo_user WHERE username = ?", username)

@@ -1,0 +1,154 @@
+"""The ``chatsvc`` command: help, configuration errors, serve on defaults, createuser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatsvc.settings import describe_variables
+from tests.conftest import (
+    PASSWORD,
+    Database,
+    clean_environment,
+    free_port,
+    run_chatsvc,
+    start_server,
+    unique_username,
+)
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["createuser"]])
+def test_help_everywhere(tmp_path: Path, command: list[str]) -> None:
+    result = run_chatsvc(*command, "--help", cwd=tmp_path, env=clean_environment())
+    assert result.returncode == 0, result.stderr
+    assert "usage: chatsvc" in result.stdout
+    if command in ([], ["serve"]):
+        for name, _, _ in describe_variables():
+            assert name in result.stdout
+
+
+def test_python_dash_m_and_version(tmp_path: Path) -> None:
+    result = run_chatsvc("--version", cwd=tmp_path, env=clean_environment())
+    assert result.returncode == 0
+    assert result.stdout.startswith("chatsvc ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expects"),
+    [
+        ("PORT", "eighty", "an integer"),
+        ("PORT", "70000", "<= 65535"),
+        ("ENVIRONMENT", "staging", "development, test, production"),
+        ("ALLOW_REGISTRATION", "perhaps", "true or false"),
+        ("JWT_TTL_SECONDS", "5", ">= 60"),
+        ("DATABASE_URL", "mysql://localhost/db", "sqlite:///"),
+        ("OPENAI_BASE_URL", "localhost:11434", "http"),
+        ("JWT_SECRET", "too-short", "at least 32 characters"),
+        ("MAX_CONCURRENT_GENERATIONS", "0", ">= 1"),
+        ("LLM_STREAM_IDLE_TIMEOUT", "-3", "> 0"),
+        ("LOG_LEVEL", "loud", "debug, info, warning, error"),
+    ],
+)
+def test_bad_setting_prints_one_clear_line(
+    tmp_path: Path, variable: str, value: str, expects: str
+) -> None:
+    result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment(**{variable: value}))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert expects in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    if variable == "JWT_SECRET":
+        assert value not in lines[0]  # secrets are never echoed
+    assert not (tmp_path / "chatsvc.db").exists()
+
+
+def test_production_refuses_to_start_without_a_jwt_secret(tmp_path: Path) -> None:
+    result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment(ENVIRONMENT="production"))
+    assert result.returncode == 2
+    assert "JWT_SECRET" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_settings_come_from_a_dot_env_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("# local settings\nPORT=not-a-port\n")
+    result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment())
+    assert result.returncode == 2
+    assert "PORT='not-a-port'" in result.stderr
+
+
+def test_environment_wins_over_dot_env(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PORT=not-a-port\n")
+    result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment(PORT="99999"))
+    assert "PORT='99999'" in result.stderr
+
+
+def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatsvc", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "no answer on /health"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["database"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        assert (tmp_path / "chatsvc.db").is_file()
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert f"http://localhost:{port}/docs" in output
+    assert f"http://localhost:{port}/health" in output
+    assert "sqlite:///chatsvc.db" in output
+    assert "echo" in output
+    assert "NOT an LLM" in output
+    assert "tokens will not survive a restart" in output
+
+
+def test_createuser_from_stdin_then_log_in(
+    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    staff = unique_username("staff")
+    created = run_chatsvc("createuser", staff, "--staff", cwd=tmp_path, env=env, stdin=PASSWORD)
+    assert created.returncode == 0, created.stderr
+    assert staff in created.stdout
+    rows = db.query("SELECT admin, superuser, active FROM piccolo_user WHERE username = ?", staff)
+    assert [tuple(bool(v) for v in r.values()) for r in rows] == [(True, False, True)]
+
+    duplicate = run_chatsvc("createuser", staff, cwd=tmp_path, env=env, stdin=PASSWORD)
+    assert duplicate.returncode == 1
+    assert "already taken" in duplicate.stderr
+
+    weak = run_chatsvc("createuser", unique_username(), cwd=tmp_path, env=env, stdin="short")
+    assert weak.returncode == 1
+    assert "password" in weak.stderr
+
+    server = start_server(db, tmp_path)
+    try:
+        with server.client() as client:
+            login = client.post("/api/auth/login", json={"username": staff, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+    finally:
+        server.stop()

@@ -1,0 +1,123 @@
+"""The migrations in ``migrations/`` build exactly the tables ``chatsvc.tables`` defines."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from chatsvc.piccolo_app import APP_CONFIG
+from chatsvc.tables import COMPOSITE_INDEXES
+from tests.conftest import Database, clean_environment, run_chatsvc
+
+TABLES = ("chat", "message")
+
+CREATE_FROM_DEFINITIONS = """
+import asyncio
+from piccolo.apps.user.tables import BaseUser
+from piccolo.table import create_db_tables
+from chatsvc.tables import Chat, Message
+asyncio.run(create_db_tables(BaseUser, Chat, Message))
+"""
+
+
+def _schema(db: Database) -> dict[str, dict]:
+    """Columns, indexes and foreign keys of our tables, in a comparable form."""
+    schema: dict[str, dict] = {}
+    for table in TABLES:
+        if db.engine == "sqlite":
+            columns = {
+                r["name"]: (r["type"].upper(), bool(r["notnull"]), r["dflt_value"], bool(r["pk"]))
+                for r in db.query(f"PRAGMA table_info({table})")
+            }
+            indexes = {
+                r["name"]: tuple(i["name"] for i in db.query(f"PRAGMA index_info({r['name']})"))
+                for r in db.query(f"PRAGMA index_list({table})")
+                if r["origin"] == "c"
+            }
+            foreign = {
+                (r["from"], r["table"], r["on_delete"])
+                for r in db.query(f"PRAGMA foreign_key_list({table})")
+            }
+        else:
+            columns = {
+                r["column_name"]: (
+                    r["data_type"],
+                    r["is_nullable"] == "NO",
+                    r["column_default"],
+                    r["character_maximum_length"],
+                )
+                for r in db.query(
+                    "SELECT column_name, data_type, is_nullable, column_default, "
+                    "character_maximum_length FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND table_name = ?",
+                    table,
+                )
+            }
+            indexes = {
+                r["indexname"]: tuple(
+                    c.strip().strip('"')
+                    for c in re.search(r"\((.*)\)", r["indexdef"]).group(1).split(",")
+                )
+                for r in db.query(
+                    "SELECT indexname, indexdef FROM pg_indexes "
+                    "WHERE schemaname = 'public' AND tablename = ? AND indexname NOT LIKE '%_pkey'",
+                    table,
+                )
+            }
+            foreign = {
+                r["definition"]
+                for r in db.query(
+                    "SELECT pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+                    "WHERE contype = 'f' AND conrelid = ?::regclass",
+                    table,
+                )
+            }
+        schema[table] = {"columns": columns, "indexes": indexes, "foreign": foreign}
+    return schema
+
+
+def test_migrations_match_the_table_definitions(
+    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    migrated, defined = make_database(engine), make_database(engine)
+
+    result = run_chatsvc("migrate", cwd=tmp_path, env=clean_environment(DATABASE_URL=migrated.url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    again = run_chatsvc("migrate", cwd=tmp_path, env=clean_environment(DATABASE_URL=migrated.url))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[forwards]... ok" not in again.stdout  # nothing left to run
+
+    import subprocess
+    import sys
+
+    created = subprocess.run(
+        [sys.executable, "-c", CREATE_FROM_DEFINITIONS],
+        cwd=tmp_path,
+        env=clean_environment(DATABASE_URL=defined.url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+
+    from_migrations, from_definitions = _schema(migrated), _schema(defined)
+    for table in TABLES:
+        got, want = from_migrations[table], from_definitions[table]
+        assert got["columns"] == want["columns"], table
+        assert got["foreign"] == want["foreign"], table
+        assert all("CASCADE" in str(fk).upper() for fk in got["foreign"]), got["foreign"]
+        composite = {
+            f"{table}_{'_'.join(columns)}": columns for columns in COMPOSITE_INDEXES[table]
+        }
+        assert got["indexes"] == {**want["indexes"], **composite}, table
+        assert composite, f"{table} has no index for its list query"
+
+
+def test_piccolo_sees_no_pending_changes() -> None:
+    """Piccolo's own auto-migration differ finds nothing to add to ``migrations/``."""
+    from piccolo.apps.migrations.commands.new import AutoMigrationManager
+
+    statements = asyncio.run(AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG))
+    assert sum(len(s.statements) for s in statements) == 0, [s.statements for s in statements]

@@ -1,0 +1,108 @@
+"""Health checks, OpenAPI and documentation pages, and logins that never stall the loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from tests.conftest import PASSWORD, Server, User
+
+
+def test_health_and_readiness(server: Server) -> None:
+    with server.client() as client:
+        health = client.get("/health")
+        ready = client.get("/health/ready")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "database": "ok"}
+
+
+def test_openapi_schema_names_the_types_well(server: Server) -> None:
+    with server.client() as client:
+        schema = client.get("/schema/openapi.json").json()
+    names = set(schema["components"]["schemas"])
+    for expected in (
+        "Chat",
+        "ChatCreate",
+        "ChatUpdate",
+        "ChatPage",
+        "ChatWithMessages",
+        "Message",
+        "MessagePage",
+        "Usage",
+        "User",
+        "RegisterRequest",
+        "AccessToken",
+    ):
+        assert expected in names, sorted(names)
+    assert not any("_" in name or "." in name for name in names), sorted(names)
+    paths = schema["paths"]
+    for path in (
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/me",
+        "/api/chats",
+        "/api/chats/{chat_id}",
+        "/api/chats/{chat_id}/messages",
+        "/api/users/{user_id}/chats",
+        "/health",
+        "/health/ready",
+    ):
+        assert path in paths, sorted(paths)
+    login_body = paths["/api/auth/login"]["post"]["requestBody"]["content"]
+    assert set(login_body) == {"application/json", "application/x-www-form-urlencoded"}
+    register = schema["components"]["schemas"]["RegisterRequest"]["properties"]
+    assert register["username"]["maxLength"] == 64
+    assert register["password"]["minLength"] == 8
+
+
+def test_docs_pages(server: Server) -> None:
+    with server.client() as client:
+        for path, marker in (("/docs", "swagger"), ("/redoc", "redoc")):
+            response = client.get(path)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/html")
+            assert marker in response.text.lower()
+
+
+def test_unknown_route_is_a_json_404(server: Server) -> None:
+    with server.client() as client:
+        response = client.get("/api/nothing-here")
+    assert response.status_code in (401, 404)
+    assert response.headers["content-type"].startswith("application/json")
+
+
+def test_health_answers_promptly_while_ten_logins_hash(alice: User) -> None:
+    """PBKDF2 runs in worker threads: the event loop keeps serving during a login burst."""
+    server = alice.server
+    statuses: list[int] = []
+
+    def log_in() -> None:
+        response = httpx.post(
+            f"{server.url}/api/auth/login",
+            json={"username": alice.username, "password": PASSWORD},
+            timeout=120,
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=log_in) for _ in range(10)]
+    latencies: list[float] = []
+    with server.client() as client:
+        client.get("/health")  # warm the connection
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # let the hashing start
+        while any(t.is_alive() for t in threads):
+            started = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 10
+    assert len(latencies) >= 5, "the logins finished before /health was measured"
+    # A generous bound (the contract's): a blocked loop would take ~0.5 s per queued hash.
+    assert max(latencies) < 0.2, sorted(latencies)[-5:]
