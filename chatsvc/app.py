@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
@@ -47,6 +47,19 @@ def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any
     return Response(
         _error_body(exc.status_code, exc.message, exc.code), status_code=exc.status_code
     )
+
+
+_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own HTTP errors (auth middleware, routing) get our ``code`` too."""
+    status = exc.status_code
+    code = _CODES.get(status, "invalid_message" if status < 500 else "internal")
+    body = _error_body(status, exc.detail, code)
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=status, headers=exc.headers)
 
 
 def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -106,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
+            HTTPException: _http_error,
             ValidationException: _validation_error,
             **dict.fromkeys(DATABASE_DOWN, _database_down),
         },

@@ -9,11 +9,11 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET
 
 from chatsvc import store
 from chatsvc.errors import InvalidInput, NotFound
 from chatsvc.wire import (
-    UNSET,
     Chat,
     ChatCreate,
     ChatPage,

@@ -107,10 +107,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 self.database_url,
                 "a URL like sqlite:///chatsvc.db or postgresql://user:pass@host:5432/db",
             )
-        for name in ("openai_base_url",):
-            value = getattr(self, name)
-            if value is not None and not re.match(r"^https?://\S+$", value):
-                raise ConfigError(name.upper(), value, "an http:// or https:// URL")
+        if self.openai_base_url is not None and not re.match(
+            r"^https?://\S+$", self.openai_base_url
+        ):
+            raise ConfigError("OPENAI_BASE_URL", self.openai_base_url, "an http:// or https:// URL")
         if self.event_bus_url is not None and not re.match(
             r"^(redis|rediss|postgres|postgresql)://\S+$", self.event_bus_url
         ):

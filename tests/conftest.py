@@ -107,6 +107,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if config.stash[_NOTE]:  # repeated at the end, where a quiet run still shows it
+        terminalreporter.write_line(f"WARNING: {config.stash[_NOTE]}", yellow=True, bold=True)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine" in metafunc.fixturenames:
         engines = metafunc.config.stash[_ENGINES]

@@ -186,6 +186,7 @@ def test_protected_routes_need_a_valid_token(alice: User, method: str, path: str
                 method, path, json={} if method in ("POST", "PATCH") else None
             )
         assert response.status_code == 401, (name, response.text)
+        assert response.json()["code"] == "unauthorized"
         assert "Traceback" not in response.text
 
 

@@ -68,11 +68,14 @@ def test_docs_pages(server: Server) -> None:
             assert marker in response.text.lower()
 
 
-def test_unknown_route_is_a_json_404(server: Server) -> None:
-    with server.client() as client:
+def test_unknown_route_is_a_json_404(alice: User) -> None:
+    with alice.client() as client:
         response = client.get("/api/nothing-here")
-    assert response.status_code in (401, 404)
-    assert response.headers["content-type"].startswith("application/json")
+        wrong_method = client.put("/api/chats")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "invalid_message"
 
 
 def test_health_answers_promptly_while_ten_logins_hash(alice: User) -> None:
