@@ -12,19 +12,28 @@ from typing import Any
 import asyncpg
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException, WebSocketException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
 from chatsvc import __version__
 from chatsvc.accounts import Accounts
 from chatsvc.api import auth, chats, docs, ops, ws
-from chatsvc.api.deps import provide_accounts, provide_chats, provide_tokens
+from chatsvc.api.deps import (
+    provide_accounts,
+    provide_chats,
+    provide_events,
+    provide_generations,
+    provide_tokens,
+)
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
 from chatsvc.errors import ChatsvcError
+from chatsvc.events import ChatEvents
+from chatsvc.generation import Generations
 from chatsvc.logs import logging_config
+from chatsvc.providers import create_provider
 from chatsvc.settings import Settings, load_settings
 
 log = logging.getLogger("chatsvc")
@@ -94,8 +103,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             log.warning(
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
             )
+        provider = app.state.provider
         async with connection_pool(app.state.engine):
-            yield
+            try:
+                async with app.state.generations:
+                    yield
+            finally:
+                await provider.aclose()
 
     app = Litestar(
         route_handlers=[
@@ -114,6 +128,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "accounts": Provide(provide_accounts, sync_to_thread=False),
             "chats": Provide(provide_chats, sync_to_thread=False),
             "tokens": Provide(provide_tokens, sync_to_thread=False),
+            "generations": Provide(provide_generations, sync_to_thread=False),
+            "events": Provide(provide_events, sync_to_thread=False),
         },
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
@@ -135,7 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             **{k: v for k, v in logging_config(settings.log_level).items() if k != "version"},
             log_exceptions="always",
             # Client errors and a database outage (logged in one line) need no traceback.
-            disable_stack_trace={*range(400, 500), *DATABASE_DOWN},
+            disable_stack_trace={*range(400, 500), WebSocketException, *DATABASE_DOWN},
         ),
         debug=False,
     )
@@ -145,6 +161,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
     )
-    app.state.chats = Chats()
+    app.state.events = ChatEvents()
+    app.state.provider = create_provider(settings)
+    app.state.generations = Generations(settings, app.state.provider, app.state.events)
+    app.state.chats = Chats(app.state.generations)
     app.state.tokens = TokenIssuer(jwt_auth)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
@@ -23,6 +23,9 @@ from chatsvc.wire import (
     MessagePage,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from chatsvc.generation import Generations
 
 _Keyset = tuple[datetime, UUID]
 _cursor_decoder = msgspec.json.Decoder(tuple[datetime, UUID])
@@ -72,6 +75,9 @@ def message_from_row(row: dict[str, Any]) -> Message:
 
 class Chats:
     """Everything a user can do to their chats; other users' chats are :class:`NotFound`."""
+
+    def __init__(self, generations: Generations | None = None) -> None:
+        self._generations = generations
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         row = await store.create_chat(
@@ -123,5 +129,9 @@ class Chats:
         return chat_from_row(row)
 
     async def delete(self, owner: int, chat_id: UUID) -> None:
+        """Delete a chat and its messages; a reply still streaming there is aborted first."""
+        await self.get(owner, chat_id)
+        if self._generations is not None:
+            await self._generations.stop(owner, chat_id)
         if not await store.delete_chat(owner, chat_id):
             raise NotFound("chat not found")

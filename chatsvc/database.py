@@ -10,7 +10,7 @@ import anyio
 from piccolo.engine import engine_finder
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 
 def engine_from_url(url: str) -> Engine:
@@ -56,6 +56,28 @@ async def connection_pool(engine: Engine) -> AsyncIterator[None]:
 
 
 PING_SECONDS = 3.0
+
+
+#: Longest a transactional write may take; it runs shielded from cancellation.
+WRITE_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def write_transaction(engine: Engine) -> AsyncIterator[None]:
+    """A transaction that an abort or a shutdown cannot cut in half.
+
+    Cancelling a Piccolo transaction through anyio leaks its pool connection
+    (shared/STACK-NOTES.md section 7), so the whole transaction runs in a
+    shielded scope with its own deadline. SQLite takes the write lock up front
+    (``BEGIN IMMEDIATE``), so two writers queue instead of failing to upgrade.
+    """
+    with anyio.fail_after(WRITE_SECONDS, shield=True):
+        if isinstance(engine, SQLiteEngine):
+            transaction = engine.transaction(transaction_type=TransactionType.immediate)
+        else:
+            transaction = engine.transaction()
+        async with transaction:
+            yield
 
 
 async def ping(engine: Engine) -> None:

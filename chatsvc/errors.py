@@ -68,3 +68,46 @@ class Conflict(ChatsvcError):
 class DatabaseUnavailable(ChatsvcError):
     code = "unavailable"
     status_code = 503
+
+
+class Busy(ChatsvcError):
+    """A generation already runs in that chat."""
+
+    code = "busy"
+    status_code = 409
+
+
+class NotRunning(ChatsvcError):
+    """No running generation matches (finished, unknown, or another user's)."""
+
+    code = "not_running"
+    status_code = 409
+
+
+class RateLimited(ChatsvcError):
+    code = "rate_limited"
+    status_code = 429
+
+
+class LLMUnavailable(ChatsvcError):
+    """The upstream could not be reached or refused before the first token."""
+
+    code = "llm_unavailable"
+    status_code = 503
+
+
+class LLMError(ChatsvcError):
+    """The upstream failed while it streamed."""
+
+    code = "llm_error"
+    status_code = 502
+
+
+class GenerationTimeout(ChatsvcError):
+    code = "timeout"
+    status_code = 504
+
+
+class InternalError(ChatsvcError):
+    code = "internal"
+    status_code = 500

@@ -85,6 +85,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_stream_idle_timeout: Annotated[
         _Seconds, msgspec.Meta(description="seconds without an upstream chunk before timeout")
     ] = 60.0
+    llm_connect_timeout: Annotated[
+        _Seconds, msgspec.Meta(description="seconds to connect to the upstream")
+    ] = 10.0
+    llm_total_timeout: Annotated[
+        _Seconds, msgspec.Meta(description="longest a generation may run, in seconds")
+    ] = 600.0
+    llm_temperature: (
+        Annotated[float, msgspec.Meta(ge=0, le=2, description="sampling temperature")] | None
+    ) = None
+    llm_max_tokens: (
+        Annotated[int, msgspec.Meta(ge=1, le=1_000_000, description="reply length cap")] | None
+    ) = None
+    default_system_prompt: Annotated[
+        str, msgspec.Meta(max_length=32_000, description="system prompt of chats without one")
+    ] = "You are a helpful assistant."
+    context_budget_tokens: Annotated[
+        int,
+        msgspec.Meta(
+            ge=100, le=10_000_000, description="history sent upstream, estimated at 4 chars a token"
+        ),
+    ] = 8000
+    echo_token_delay: Annotated[
+        float, msgspec.Meta(ge=0, le=10, description="seconds between echo provider tokens")
+    ] = 0.05
+    checkpoint_seconds: Annotated[
+        _Seconds, msgspec.Meta(description="how often a streaming reply's text is saved")
+    ] = 2.0
     llm_max_retries: Annotated[
         int, msgspec.Meta(ge=0, le=10, description="upstream retries before the first token")
     ] = 2
@@ -163,10 +190,16 @@ def describe_variables() -> list[tuple[str, str, str]]:
     for field in FIELDS:
         prop = properties[field]
         default = prop.get("default")
-        shown = "unset" if default is None else str(default).lower()
+        shown = "unset" if default is None else str(default)
+        if isinstance(default, bool):
+            shown = shown.lower()
         if field == "password_hash_workers":
             shown = "CPU cores"
-        rows.append((_env_name(field), shown, prop.get("description", "")))
+        description = prop.get("description") or next(
+            (option["description"] for option in prop.get("anyOf", []) if "description" in option),
+            "",
+        )
+        rows.append((_env_name(field), shown, description))
     return rows
 
 

@@ -8,7 +8,7 @@ chat is simply not found.
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
+from chatsvc.database import write_transaction
 from chatsvc.errors import Conflict
 from chatsvc.tables import Chat, Message
 
@@ -202,3 +203,111 @@ async def list_messages(
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
     rows.reverse()
     return rows
+
+
+async def create_exchange(
+    owner: int,
+    *,
+    chat_id: UUID | None,
+    new_chat_title: str,
+    user_content: str,
+    assistant_id: UUID,
+    model: str,
+) -> tuple[Row, Row, Row, bool] | None:
+    """Store the user's message and an empty ``streaming`` reply, in one transaction.
+
+    With no ``chat_id`` a chat is created first. Returns ``(chat, user message,
+    assistant message, created)``, or ``None`` when the chat is not the owner's.
+    """
+    stamp = now()
+    async with write_transaction(Chat._meta.db):
+        if chat_id is None:
+            chat = (
+                await Chat.insert(
+                    Chat(owner=owner, title=new_chat_title, created_at=stamp, updated_at=stamp)
+                ).returning(*_CHAT_COLUMNS)
+            )[0]
+            created = True
+        else:
+            rows = await (
+                Chat.update({Chat.updated_at: stamp})
+                .where((Chat.id == chat_id) & (Chat.owner == owner))
+                .returning(*_CHAT_COLUMNS)
+            )
+            if not rows:
+                return None
+            chat, created = rows[0], False
+        user_message = Message(
+            chat=chat["id"],
+            role="user",
+            content=user_content,
+            status="complete",
+            created_at=stamp,
+            completed_at=stamp,
+        )
+        reply = Message(
+            id=assistant_id,
+            chat=chat["id"],
+            role="assistant",
+            content="",
+            status="streaming",
+            model=model,
+            created_at=stamp + _AFTER,
+        )
+        user_row = (await Message.insert(user_message).returning(*_MESSAGE_COLUMNS))[0]
+        reply_row = (await Message.insert(reply).returning(*_MESSAGE_COLUMNS))[0]
+    return chat, user_row, reply_row, created
+
+
+#: The reply is stamped just after the question, so the two never tie in history order.
+_AFTER = timedelta(microseconds=1)
+
+
+async def checkpoint_reply(message_id: UUID, content: str) -> None:
+    """Save the partial text of a reply that is still streaming (and only then)."""
+    await Message.update({Message.content: content}).where(
+        (Message.id == message_id) & (Message.status == "streaming")
+    )
+
+
+async def finish_reply(
+    message_id: UUID,
+    chat_id: UUID,
+    *,
+    status: str,
+    content: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    finish_reason: str | None,
+    error_code: str | None,
+) -> Row | None:
+    """The one final write of a reply: its text, status and usage; the chat's ``updated_at``."""
+    stamp = now()
+    async with write_transaction(Chat._meta.db):
+        rows = await (
+            Message.update(
+                {
+                    Message.content: content,
+                    Message.status: status,
+                    Message.prompt_tokens: prompt_tokens,
+                    Message.completion_tokens: completion_tokens,
+                    Message.finish_reason: finish_reason,
+                    Message.error_code: error_code,
+                    Message.completed_at: stamp,
+                }
+            )
+            .where(Message.id == message_id)
+            .returning(*_MESSAGE_COLUMNS)
+        )
+        await Chat.update({Chat.updated_at: stamp}).where(Chat.id == chat_id)
+    return rows[0] if rows else None
+
+
+async def interrupt_streaming_replies() -> int:
+    """Mark replies left ``streaming`` by a stopped or crashed process as ``interrupted``."""
+    rows = await (
+        Message.update({Message.status: "interrupted", Message.completed_at: now()})
+        .where(Message.status == "streaming")
+        .returning(Message.id)
+    )
+    return len(rows)

@@ -147,15 +147,75 @@ class Readiness(_Wire):
     database: Literal["ok", "unavailable"]
 
 
+# --- generation (REST) ---------------------------------------------------------------
+
+Content = Annotated[
+    str,
+    Meta(min_length=1, max_length=1_000_000, description="The message; MAX_MESSAGE_CHARS at most."),
+]
+RequestId = Annotated[
+    str, Meta(max_length=200, description="Any client string, echoed in the answers.")
+]
+
+
+class MessageCreate(_Wire):
+    content: Content
+
+
+class MessageReply(_Wire):
+    """The finished reply (status `complete` or `aborted`)."""
+
+    message: Message
+    chat_id: UUID
+    message_id: UUID
+
+
+class AbortResult(_Wire):
+    task_id: UUID
+    message: Message
+
+
 # --- WebSocket frames (PROTOCOL.md section 2) --------------------------------------
 # Client frames are tagged by `action`, server frames by `type`.
 
 
-class Ping(Struct, tag="ping", tag_field="action", forbid_unknown_fields=True):
+class _Action(Struct, tag_field="action", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SendMessage(_Action, tag="send_message"):
+    content: Content
+    chat_id: UUID | None = None
+    request_id: RequestId | None = None
+
+
+class Abort(_Action, tag="abort"):
+    task_id: UUID | None = None
+    chat_id: UUID | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_id is None and self.chat_id is None:
+            raise ValueError("abort needs `task_id` or `chat_id`")
+
+
+class Subscribe(_Action, tag="subscribe"):
+    chat_id: UUID
+    debug: bool = False
+
+
+class Unsubscribe(_Action, tag="unsubscribe"):
+    chat_id: UUID
+
+
+class Ping(_Action, tag="ping"):
     """Ask the server for a `pong`."""
 
 
-ClientFrame = Ping
+ClientFrame = SendMessage | Abort | Subscribe | Unsubscribe | Ping
+
+
+class _RequestIdOnly(Struct):
+    request_id: str | None = None
 
 
 class Limits(_Wire):
@@ -164,18 +224,63 @@ class Limits(_Wire):
     max_concurrent_generations: int
 
 
-class Ready(Struct, tag="ready", tag_field="type", kw_only=True):
+class _Event(Struct, tag_field="type", kw_only=True):
+    pass
+
+
+class Ready(_Event, tag="ready"):
     session_id: str
     user_id: int
     limits: Limits
     protocol: int = 1
 
 
-class Pong(Struct, tag="pong", tag_field="type"):
-    pass
+class ChatCreated(_Event, tag="chat_created"):
+    chat: Chat
+    request_id: str | None = None
 
 
-class ErrorEvent(Struct, tag="error", tag_field="type", kw_only=True):
+class MessageEvent(_Event, tag="message"):
+    message: Message
+    request_id: str | None = None
+
+
+class Started(_Event, tag="started"):
+    task_id: UUID
+    chat_id: UUID
+    message_id: UUID
+    request_id: str | None = None
+
+
+class TokenEvent(_Event, tag="token"):
+    task_id: UUID
+    chat_id: UUID
+    seq: int
+    token: str
+
+
+class ReasoningEvent(_Event, tag="reasoning"):
+    task_id: UUID
+    chat_id: UUID
+    seq: int
+    token: str
+
+
+class Done(_Event, tag="done"):
+    task_id: UUID
+    chat_id: UUID
+    message: Message
+    usage: Usage | None
+    finish_reason: str | None
+
+
+class Aborted(_Event, tag="aborted"):
+    task_id: UUID
+    chat_id: UUID
+    message: Message
+
+
+class ErrorEvent(_Event, tag="error"):
     code: str
     message: str
     task_id: UUID | None = None
@@ -183,7 +288,23 @@ class ErrorEvent(Struct, tag="error", tag_field="type", kw_only=True):
     request_id: str | None = None
 
 
-ServerFrame = Ready | Pong | ErrorEvent
+class Pong(_Event, tag="pong"):
+    pass
+
+
+ServerFrame = (
+    Ready
+    | ChatCreated
+    | MessageEvent
+    | Started
+    | TokenEvent
+    | ReasoningEvent
+    | Done
+    | Aborted
+    | ErrorEvent
+    | Pong
+)
 
 decode_client_frame = msgspec.json.Decoder(ClientFrame).decode
+decode_request_id = msgspec.json.Decoder(_RequestIdOnly).decode
 encode_frame = msgspec.json.Encoder().encode

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
-from chatsvc.errors import NotFound
+from chatsvc.errors import InternalError, NotFound, NotRunning
+from chatsvc.events import ChatEvents, Event
+from chatsvc.generation import Generations
 from chatsvc.wire import (
+    AbortResult,
     Chat,
     ChatCreate,
     ChatPage,
     ChatUpdate,
     ChatWithMessages,
+    MessageCreate,
     MessagePage,
+    MessageReply,
 )
+
+#: Events an SSE client may fall behind by before its stream is ended (the reply goes on).
+SSE_BUFFER = 4096
 
 AuthRequest = Request[AuthUser, Any, Any]
 ChatId = Annotated[UUID, Parameter(description="The chat's UUID.")]
@@ -79,6 +90,50 @@ class ChatController(Controller):
         """Change the title, system prompt or model; fields left out stay as they are."""
         return await chats.update(request.user.id, chat_id, data)
 
+    @post("/{chat_id:str}/messages", status_code=200)
+    async def post_message(
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        data: MessageCreate,
+        generations: Generations,
+        events: ChatEvents,
+    ) -> MessageReply:
+        """Send a message and generate the reply.
+
+        With `Accept: text/event-stream` the answer is a stream of Server-Sent Events
+        (`event:` the type, `data:` the same JSON as the WebSocket event) that ends with
+        the reply's `done`, `aborted` or `error`. Otherwise the answer waits for the end.
+        Disconnecting does not stop the reply.
+        """
+        if "text/event-stream" in request.headers.get("accept", ""):
+            stream = _EventStream(events)
+            generation = await generations.start(
+                request.user.id, data.content, chat_id=chat_id, subscriber=stream
+            )
+            return ServerSentEvent(stream.messages(generation.task_id))  # type: ignore[return-value]
+        generation = await generations.start(request.user.id, data.content, chat_id=chat_id)
+        await generation.finished.wait()
+        if generation.error is not None or generation.reply is None:
+            raise generation.error or InternalError("the reply was interrupted")
+        return MessageReply(
+            message=generation.reply, chat_id=generation.chat_id, message_id=generation.message_id
+        )
+
+    @post("/{chat_id:str}/abort", status_code=200)
+    async def abort(
+        self, request: AuthRequest, chat_id: ChatId, chats: Chats, generations: Generations
+    ) -> AbortResult:
+        """Stop the reply being generated in the chat (started by any of your sockets or
+        requests); answers with the stored partial reply, or `409 not_running`."""
+        await chats.get(request.user.id, chat_id)
+        generation = await generations.stop(request.user.id, chat_id)
+        if generation is None:
+            raise NotRunning("no reply is being generated in this chat")
+        if generation.reply is None:
+            raise generation.error or InternalError("the reply could not be stored")
+        return AbortResult(task_id=generation.task_id, message=generation.reply)
+
     @delete("/{chat_id:str}", status_code=204)
     async def delete_chat(self, request: AuthRequest, chat_id: ChatId, chats: Chats) -> None:
         """Delete a chat and its messages."""
@@ -98,3 +153,30 @@ async def list_user_chats(
     if user_id != request.user.id:
         raise NotFound("user not found")
     return await chats.list(user_id, limit=limit, cursor=cursor, q=q)
+
+
+class _EventStream:
+    """A chat subscriber that feeds one SSE response until its task ends."""
+
+    def __init__(self, events: ChatEvents) -> None:
+        self._events = events
+        self._send, self._receive = anyio.create_memory_object_stream[Event](SSE_BUFFER)
+
+    def deliver(self, event: Event) -> None:
+        try:
+            self._send.send_nowait(event)
+        except anyio.WouldBlock:
+            self._send.close()  # too slow: end this stream; the reply itself goes on
+        except anyio.ClosedResourceError:
+            pass
+
+    async def messages(self, task_id: UUID) -> AsyncIterator[ServerSentEventMessage]:
+        try:
+            async with self._receive:
+                async for event in self._receive:
+                    yield ServerSentEventMessage(event=event.type, data=event.data.decode())
+                    if event.ends_task and event.task_id == task_id:
+                        return
+        finally:
+            self._events.unsubscribe_all(self)
+            self._send.close()

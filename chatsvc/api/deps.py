@@ -7,6 +7,8 @@ from litestar.datastructures import State
 from chatsvc.accounts import Accounts
 from chatsvc.api.security import TokenIssuer
 from chatsvc.chats import Chats
+from chatsvc.events import ChatEvents
+from chatsvc.generation import Generations
 
 
 def provide_accounts(state: State) -> Accounts:
@@ -19,3 +21,11 @@ def provide_chats(state: State) -> Chats:
 
 def provide_tokens(state: State) -> TokenIssuer:
     return state.tokens
+
+
+def provide_generations(state: State) -> Generations:
+    return state.generations
+
+
+def provide_events(state: State) -> ChatEvents:
+    return state.events

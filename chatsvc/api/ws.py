@@ -1,66 +1,206 @@
-"""WebSocket ``/ws``: authenticated by header or ``?token=`` (see :mod:`chatsvc.api.security`).
+"""WebSocket ``/ws`` (PROTOCOL.md section 2): one reader, one writer per socket.
 
-This first version greets with ``ready`` and answers ``ping``; every frame it
-cannot decode gets an ``invalid_message`` error and the socket stays open.
+The reader decodes each frame with msgspec straight into the ``ClientFrame``
+union and acts on it at once, so an ``abort`` is read while replies stream.
+Everything sent to the client goes through one bounded outbox drained by a
+single writer, so frames never interleave. Generations do not live here: they
+run in the app's task group and reach this socket as a chat subscriber, so a
+disconnect stops nothing but this socket.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import anyio
+import anyio.abc
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 
 from chatsvc.api.security import AuthUser
+from chatsvc.chats import Chats
+from chatsvc.errors import ChatsvcError
+from chatsvc.events import ChatEvents, Event
+from chatsvc.generation import Generation, Generations
 from chatsvc.wire import (
+    Abort,
     ErrorEvent,
     Limits,
     Ping,
     Pong,
     Ready,
-    ServerFrame,
+    SendMessage,
+    Subscribe,
+    Unsubscribe,
     decode_client_frame,
+    decode_request_id,
     encode_frame,
 )
+
+log = logging.getLogger("chatsvc.ws")
+
+#: Frames waiting for a slow client; past this the socket is closed (1013, try again later).
+OUTBOX_FRAMES = 4096
+CLOSE_TOO_SLOW = 1013
+
+
+class SocketSession:
+    """One connected client: its outbox, its subscriptions, its frames."""
+
+    def __init__(self, socket: WebSocket[AuthUser, Any, Any], state: State) -> None:
+        self.socket = socket
+        self.user: AuthUser = socket.user
+        self.generations: Generations = state.generations
+        self.events: ChatEvents = state.events
+        self.chats: Chats = state.chats
+        self.settings = state.settings
+        self._send, self._outbox = anyio.create_memory_object_stream[bytes](OUTBOX_FRAMES)
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.too_slow = False
+
+    # The events hub calls this for every event of a chat this socket follows.
+    def deliver(self, event: Event) -> None:
+        self.post(event.data)
+
+    def post(self, data: bytes) -> None:
+        try:
+            self._send.send_nowait(data)
+        except anyio.WouldBlock:
+            self.too_slow = True
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+        except anyio.ClosedResourceError:
+            pass
+
+    def send(self, frame: msgspec.Struct) -> None:
+        self.post(encode_frame(frame))
+
+    async def run(self) -> None:
+        await self.socket.accept()
+        self.send(
+            Ready(
+                session_id=str(uuid.uuid4()),
+                user_id=self.user.id,
+                limits=Limits(
+                    max_message_chars=self.settings.max_message_chars,
+                    max_frame_bytes=self.settings.max_frame_bytes,
+                    max_concurrent_generations=self.settings.max_concurrent_generations,
+                ),
+            )
+        )
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_group.start_soon(self._write)
+                await self._read()
+                task_group.cancel_scope.cancel()
+        except* (WebSocketDisconnect, OSError):
+            pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
+        finally:
+            self.events.unsubscribe_all(self)
+            self._send.close()
+        if self.too_slow:
+            with anyio.move_on_after(1, shield=True):
+                await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
+
+    async def _write(self) -> None:
+        async with self._outbox:
+            async for data in self._outbox:
+                await self.socket.send_data(data, mode="text")
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self.send(ErrorEvent(code="invalid_message", message="frames must be JSON text"))
+                continue
+            try:
+                frame = decode_client_frame(text)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self.send(
+                    ErrorEvent(
+                        code="invalid_message", message=str(exc), request_id=_request_id(text)
+                    )
+                )
+                continue
+            await self._handle(frame)
+
+    async def _handle(self, frame: Any) -> None:
+        match frame:
+            case SendMessage():
+                try:
+                    await self.generations.start(
+                        self.user.id,
+                        frame.content,
+                        chat_id=frame.chat_id,
+                        request_id=frame.request_id,
+                        subscriber=self,
+                    )
+                except ChatsvcError as exc:
+                    self._error(exc, chat_id=frame.chat_id, request_id=frame.request_id)
+            case Abort():
+                try:
+                    generation = self.generations.abort(
+                        self.user.id, task_id=frame.task_id, chat_id=frame.chat_id
+                    )
+                except ChatsvcError as exc:
+                    self._error(exc, chat_id=frame.chat_id, task_id=frame.task_id)
+                    return
+                if not self.events.is_subscribed(generation.chat_id, self):
+                    assert self._task_group is not None
+                    self._task_group.start_soon(self._tell_end, generation)
+            case Subscribe():
+                try:
+                    await self.chats.get(self.user.id, frame.chat_id)
+                except ChatsvcError as exc:
+                    self._error(exc, chat_id=frame.chat_id)
+                    return
+                self.events.subscribe(frame.chat_id, self)
+            case Unsubscribe():
+                self.events.unsubscribe(frame.chat_id, self)
+            case Ping():
+                self.send(Pong())
+
+    async def _tell_end(self, generation: Generation) -> None:
+        """An abort from a socket that does not follow the chat still hears how it ended."""
+        await generation.finished.wait()
+        if generation.terminal is not None:
+            self.post(generation.terminal.data)
+
+    def _error(
+        self,
+        exc: ChatsvcError,
+        *,
+        chat_id: uuid.UUID | None = None,
+        task_id: uuid.UUID | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.send(
+            ErrorEvent(
+                code=exc.code,
+                message=exc.message,
+                chat_id=chat_id,
+                task_id=task_id,
+                request_id=request_id,
+            )
+        )
+
+
+def _request_id(text: str) -> str | None:
+    """The ``request_id`` of a frame that failed validation, when it has a readable one."""
+    try:
+        return decode_request_id(text).request_id
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 @websocket("/ws")
 async def chat_socket(socket: WebSocket[AuthUser, Any, Any], state: State) -> None:
-    settings = state.settings
-    await socket.accept()
-
-    async def send(frame: ServerFrame) -> None:
-        await socket.send_data(encode_frame(frame))
-
-    await send(
-        Ready(
-            session_id=str(uuid.uuid4()),
-            user_id=socket.user.id,
-            limits=Limits(
-                max_message_chars=settings.max_message_chars,
-                max_frame_bytes=settings.max_frame_bytes,
-                max_concurrent_generations=settings.max_concurrent_generations,
-            ),
-        )
-    )
-    try:
-        while True:
-            event = await socket.receive()
-            if event["type"] == "websocket.disconnect":
-                return
-            text = event.get("text")
-            if text is None:
-                await send(ErrorEvent(code="invalid_message", message="frames must be JSON text"))
-                continue
-            try:
-                frame = decode_client_frame(text)
-            except msgspec.DecodeError as exc:
-                await send(ErrorEvent(code="invalid_message", message=str(exc)))
-                continue
-            if isinstance(frame, Ping):
-                await send(Pong())
-    except WebSocketDisconnect:
-        return
+    await SocketSession(socket, state).run()

@@ -1,0 +1,432 @@
+"""Generations: one assistant reply streaming from the LLM, and how it ends.
+
+Read this module first. The life of a reply:
+
+1. ``Generations.start`` checks the limits, stores the user's message and an
+   empty ``streaming`` reply in one transaction, publishes ``message`` and
+   ``started``, and launches ``_run`` in the app-wide task group.
+2. ``_run`` opens the upstream stream inside the generation's own
+   ``CancelScope`` and relays each delta as a ``token`` (or ``reasoning``)
+   event with the next ``seq``. Every few seconds the text so far is saved.
+3. It ends in exactly one way, decided by what stopped it:
+
+   ==========================  ===============  ==========================
+   what happened               stored status    terminal event
+   ==========================  ===============  ==========================
+   the upstream finished       ``complete``     ``done``
+   ``abort`` (scope cancelled) ``aborted``      ``aborted``
+   upstream or internal error  ``failed``       ``error`` with the task id
+   deadline passed             ``failed``       ``error`` ``timeout``
+   the server shuts down       ``interrupted``  (sockets are closing)
+   ==========================  ===============  ==========================
+
+   The partial text is kept in every case. The final write runs shielded
+   from cancellation and bounded in time, and the terminal event is sent
+   only once the reply is safely stored.
+
+Abort is structured cancellation: cancelling the scope raises at the await in
+progress, leaving ``async with provider.stream(...)`` closes the upstream HTTP
+connection (so the model stops generating and billing), and the ``finally``
+persists what was streamed. Nothing polls a flag.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
+
+import anyio
+import anyio.abc
+import msgspec
+
+from chatsvc import store
+from chatsvc.chats import chat_from_row, message_from_row
+from chatsvc.errors import (
+    Busy,
+    ChatsvcError,
+    GenerationTimeout,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    NotRunning,
+    RateLimited,
+    TooLarge,
+)
+from chatsvc.events import ChatEvents, Event, Subscriber
+from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
+from chatsvc.settings import Settings
+from chatsvc.wire import (
+    Aborted,
+    ChatCreated,
+    Done,
+    ErrorEvent,
+    Message,
+    MessageEvent,
+    ReasoningEvent,
+    Started,
+    TokenEvent,
+    Usage,
+    encode_frame,
+)
+
+log = logging.getLogger("chatsvc.generation")
+
+CHARS_PER_TOKEN = 4  # the context budget's estimate: no tokenizer download needed
+TITLE_CHARS = 80
+
+
+@dataclass(eq=False)
+class Generation:
+    """One running reply. ``scope`` is what ``abort`` cancels."""
+
+    task_id: UUID
+    chat_id: UUID
+    owner: int
+    message_id: UUID
+    model: str
+    system_prompt: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    abort_requested: bool = False
+    parts: list[str] = field(default_factory=list)
+    seq: int = -1
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    #: Set when finished: the stored reply, and the error that ended it (if one did).
+    reply: Message | None = None
+    error: ChatsvcError | None = None
+    terminal: Event | None = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class _Outcome:
+    status: str = "failed"
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: ChatsvcError | None = None
+
+
+class Generations:
+    """The registry of running generations and the task group they run in."""
+
+    def __init__(self, settings: Settings, provider: LLMProvider, events: ChatEvents) -> None:
+        self._settings = settings
+        self._provider = provider
+        self._events = events
+        self._by_task: dict[UUID, Generation] = {}
+        self._by_chat: dict[UUID, Generation] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Generations:
+        interrupted = await store.interrupt_streaming_replies()
+        if interrupted:
+            log.warning(
+                "%d replies left streaming by the last run are now interrupted", interrupted
+            )
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task_group is not None
+        if self._by_task:
+            log.info("shutting down: interrupting %d running generations", len(self._by_task))
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(None, None, None)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def running_in(self, chat_id: UUID) -> Generation | None:
+        return self._by_chat.get(chat_id)
+
+    def running_for(self, owner: int) -> int:
+        return sum(1 for g in self._by_task.values() if g.owner == owner)
+
+    # --- start --------------------------------------------------------------------------
+
+    async def start(
+        self,
+        owner: int,
+        content: str,
+        *,
+        chat_id: UUID | None = None,
+        request_id: str | None = None,
+        subscriber: Subscriber | None = None,
+    ) -> Generation:
+        """Store the user's message, then launch the reply. The subscriber follows the chat."""
+        settings = self._settings
+        if len(content) > settings.max_message_chars:
+            raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
+        if not content.strip():
+            raise InvalidInput("content: must not be blank")
+        self._check_cap(owner)
+        chat = await store.get_chat(owner, chat_id) if chat_id is not None else None
+        if chat_id is not None and chat is None:
+            raise NotFound("chat not found")
+        generation = Generation(
+            task_id=uuid4(),
+            chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
+            owner=owner,
+            message_id=uuid4(),
+            model=(chat and chat["model"]) or settings.model_name,
+            system_prompt=(chat and chat["system_prompt"]) or settings.default_system_prompt,
+        )
+        # From the checks to the registration nothing awaits: two requests cannot both pass.
+        if chat_id is not None and chat_id in self._by_chat:
+            raise Busy("a reply is already being generated in this chat")
+        self._check_cap(owner)
+        self._by_task[generation.task_id] = generation
+        if chat_id is not None:
+            self._by_chat[chat_id] = generation
+        try:
+            stored = await store.create_exchange(
+                owner,
+                chat_id=chat_id,
+                new_chat_title=_title_from(content),
+                user_content=content,
+                assistant_id=generation.message_id,
+                model=generation.model,
+            )
+            if stored is None:  # deleted in the meantime
+                raise NotFound("chat not found")
+        except BaseException:
+            self._unregister(generation)
+            raise
+        chat_row, user_row, _, created = stored
+        if created:
+            generation.chat_id = chat_row["id"]
+            self._by_chat[generation.chat_id] = generation
+        if subscriber is not None:
+            self._events.subscribe(generation.chat_id, subscriber)
+        if created:
+            self._publish(
+                generation, ChatCreated(chat=chat_from_row(chat_row), request_id=request_id)
+            )
+        self._publish(
+            generation, MessageEvent(message=message_from_row(user_row), request_id=request_id)
+        )
+        self._publish(
+            generation,
+            Started(
+                task_id=generation.task_id,
+                chat_id=generation.chat_id,
+                message_id=generation.message_id,
+                request_id=request_id,
+            ),
+        )
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run, generation, name=f"generation {generation.task_id}")
+        return generation
+
+    def _check_cap(self, owner: int) -> None:
+        cap = self._settings.max_concurrent_generations
+        if self.running_for(owner) >= cap:
+            raise RateLimited(f"at most {cap} replies may be generated at once; wait for one")
+
+    def _unregister(self, generation: Generation) -> None:
+        self._by_task.pop(generation.task_id, None)
+        if self._by_chat.get(generation.chat_id) is generation:
+            del self._by_chat[generation.chat_id]
+
+    # --- abort ---------------------------------------------------------------------------
+
+    def abort(
+        self, owner: int, *, task_id: UUID | None = None, chat_id: UUID | None = None
+    ) -> Generation:
+        """Cancel a running generation of ``owner``'s; ``NotRunning`` for anything else."""
+        if task_id is not None:
+            generation = self._by_task.get(task_id)
+        else:
+            generation = self._by_chat.get(chat_id) if chat_id is not None else None
+        if generation is None or generation.owner != owner:
+            raise NotRunning("no reply is being generated there")
+        generation.abort_requested = True
+        generation.scope.cancel()
+        return generation
+
+    async def stop(self, owner: int, chat_id: UUID) -> Generation | None:
+        """Abort the reply running in the chat, if any, and wait until it is stored."""
+        try:
+            generation = self.abort(owner, chat_id=chat_id)
+        except NotRunning:
+            return None
+        await generation.finished.wait()
+        return generation
+
+    # --- run -------------------------------------------------------------------------------
+
+    async def _run(self, generation: Generation) -> None:
+        outcome = _Outcome()
+        try:
+            with generation.scope:
+                generation.scope.deadline = anyio.current_time() + self._settings.llm_total_timeout
+                try:
+                    request = await self._request_for(generation)
+                    await self._relay(generation, request, outcome)
+                    outcome.status = "complete"
+                except ChatsvcError as exc:
+                    outcome.error = exc
+                except Exception:  # this task's one error boundary: log, fail, keep siblings
+                    log.exception("generation %s failed", generation.task_id)
+                    outcome.error = InternalError("the reply failed on the server")
+            if generation.scope.cancelled_caught:
+                if generation.abort_requested:
+                    outcome.status = "aborted"
+                else:
+                    outcome.error = GenerationTimeout("the reply took too long")
+        except anyio.get_cancelled_exc_class():
+            outcome.status = "interrupted"
+            raise
+        finally:
+            if outcome.error is not None:
+                outcome.status = "failed"
+            await self._finish(generation, outcome)
+
+    async def _request_for(self, generation: Generation) -> CompletionRequest:
+        """System prompt, then the history that fits the budget, ending with the new message."""
+        rows = await store.list_messages(generation.chat_id)
+        budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
+        turns: list[ChatTurn] = []
+        for row in reversed(rows):
+            if row["id"] == generation.message_id or not row["content"]:
+                continue
+            if turns and budget - len(row["content"]) < 0:
+                break  # the newest message always goes, older ones while they fit
+            budget -= len(row["content"])
+            turns.append(ChatTurn(role=row["role"], content=row["content"]))
+        turns.append(ChatTurn(role="system", content=generation.system_prompt))
+        turns.reverse()
+        return CompletionRequest(
+            model=generation.model,
+            messages=turns,
+            temperature=self._settings.llm_temperature,
+            max_tokens=self._settings.llm_max_tokens,
+        )
+
+    async def _relay(
+        self, generation: Generation, request: CompletionRequest, outcome: _Outcome
+    ) -> None:
+        checkpoint_every = self._settings.checkpoint_seconds
+        next_checkpoint = anyio.current_time() + checkpoint_every
+        async with self._provider.stream(request) as deltas:
+            async for delta in deltas:
+                self._relay_delta(generation, delta, outcome)
+                if anyio.current_time() >= next_checkpoint:
+                    next_checkpoint = anyio.current_time() + checkpoint_every
+                    assert self._task_group is not None
+                    self._task_group.start_soon(
+                        store.checkpoint_reply, generation.message_id, generation.content
+                    )
+                # A burst read from the socket must not starve the loop: let `abort` in.
+                await anyio.lowlevel.checkpoint()
+
+    def _relay_delta(self, generation: Generation, delta: Delta, outcome: _Outcome) -> None:
+        if delta.reasoning:
+            generation.seq += 1
+            self._publish(
+                generation,
+                ReasoningEvent(
+                    task_id=generation.task_id,
+                    chat_id=generation.chat_id,
+                    seq=generation.seq,
+                    token=delta.reasoning,
+                ),
+            )
+        if delta.text:
+            generation.seq += 1
+            generation.parts.append(delta.text)
+            self._publish(
+                generation,
+                TokenEvent(
+                    task_id=generation.task_id,
+                    chat_id=generation.chat_id,
+                    seq=generation.seq,
+                    token=delta.text,
+                ),
+            )
+        if delta.usage is not None:
+            outcome.usage = Usage(
+                prompt_tokens=delta.usage.prompt_tokens,
+                completion_tokens=delta.usage.completion_tokens,
+            )
+        if delta.finish_reason is not None:
+            outcome.finish_reason = delta.finish_reason
+
+    # --- finish ------------------------------------------------------------------------------
+
+    async def _finish(self, generation: Generation, outcome: _Outcome) -> None:
+        """Store the reply once, then announce its end; always leaves the registry."""
+        usage = outcome.usage or Usage(prompt_tokens=None, completion_tokens=None)
+        try:
+            row = await store.finish_reply(
+                generation.message_id,
+                generation.chat_id,
+                status=outcome.status,
+                content=generation.content,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                finish_reason=outcome.finish_reason,
+                error_code=outcome.error.code if outcome.error else None,
+            )
+        except Exception:
+            log.exception("could not store the end of reply %s", generation.message_id)
+            row = None
+        finally:
+            self._unregister(generation)
+        generation.error = outcome.error
+        if row is not None:
+            generation.reply = message_from_row(row)
+        if outcome.status == "complete" and generation.reply is not None:
+            generation.terminal = self._publish(
+                generation,
+                Done(
+                    task_id=generation.task_id,
+                    chat_id=generation.chat_id,
+                    message=generation.reply,
+                    usage=outcome.usage,
+                    finish_reason=outcome.finish_reason,
+                ),
+            )
+        elif outcome.status == "aborted" and generation.reply is not None:
+            generation.terminal = self._publish(
+                generation,
+                Aborted(
+                    task_id=generation.task_id,
+                    chat_id=generation.chat_id,
+                    message=generation.reply,
+                ),
+            )
+        elif outcome.status != "interrupted":
+            error = outcome.error or InternalError("the reply could not be stored")
+            generation.error = error
+            generation.terminal = self._publish(
+                generation,
+                ErrorEvent(
+                    code=error.code,
+                    message=error.message,
+                    task_id=generation.task_id,
+                    chat_id=generation.chat_id,
+                ),
+            )
+        generation.finished.set()
+        log.info(
+            "reply %s %s: %d events, %d chars",
+            generation.task_id,
+            outcome.status,
+            generation.seq + 1,
+            len(generation.content),
+        )
+
+    def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:
+        kind = type(frame).__struct_config__.tag
+        event = Event(str(kind), getattr(frame, "task_id", None), encode_frame(frame))
+        self._events.publish(generation.chat_id, event)
+        return event
+
+
+def _title_from(content: str) -> str:
+    first_line = content.strip().splitlines()[0] if content.strip() else "New chat"
+    return first_line[:TITLE_CHARS]
