@@ -9,6 +9,7 @@ or with ``--db postgres``, an unreachable PostgreSQL is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -27,11 +28,15 @@ import asyncpg
 import httpx
 import piccolo.engine.sqlite  # noqa: F401  (registers Piccolo's SQLite adapters for raw SQL)
 import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.fake_openai import FakeOpenAI
 
 PG_ADMIN_URL = os.environ.get(
     "CHATSVC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 JWT_SECRET = "test-secret-" + "x" * 40
+UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
 PASSWORD = "correct horse battery"
 SERVER_START_SECONDS = 60
 
@@ -50,6 +55,12 @@ CHATSVC_VARIABLES = {
     "ALLOW_REGISTRATION",
     "PASSWORD_HASH_WORKERS",
     "EVENT_BUS_URL",
+    "ECHO_TOKEN_DELAY",
+    "CONTEXT_BUDGET_TOKENS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "MAX_MESSAGE_CHARS",
+    "MAX_CONCURRENT_GENERATIONS",
+    "LLM_MAX_RETRIES",
 }
 
 
@@ -295,13 +306,35 @@ def start_server(db: Database, cwd: Path, **settings: str) -> Server:
 
 
 @pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI-compatible upstream every test server streams from."""
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+def upstream_settings(fake: FakeOpenAI) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": fake.url,
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "LLM_MAX_RETRIES": "0",
+        "MODEL_NAME": "fake-model",
+    }
+
+
+@pytest.fixture(scope="session")
 def server(
     engine: str,
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
+    fake_llm: FakeOpenAI,
 ) -> Iterator[Server]:
-    """One shared server per engine for the whole session."""
-    running = start_server(make_database(engine), tmp_path_factory.mktemp(f"server-{engine}"))
+    """One shared server per engine for the whole session, streaming from ``fake_llm``."""
+    running = start_server(
+        make_database(engine),
+        tmp_path_factory.mktemp(f"server-{engine}"),
+        **upstream_settings(fake_llm),
+    )
     yield running
     running.stop()
 
@@ -393,3 +426,58 @@ def insert_message(
         stamp,
     )
     return str(message_id)
+
+
+TERMINAL = ("done", "aborted", "error")
+
+
+class Socket:
+    """A real WebSocket client of ``/ws``, with helpers to read events."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+        self._connection = connect(f"{user.server.ws_url}?token={user.token}")
+        self.ws: ClientConnection = self._connection.__enter__()
+        self.ready = self.recv()
+        assert self.ready["type"] == "ready", self.ready
+
+    def send(self, **frame: Any) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def send_raw(self, data: str | bytes) -> None:
+        self.ws.send(data)
+
+    def recv(self, timeout: float = 20) -> dict[str, Any]:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def until(self, stop: Callable[[dict[str, Any]], bool], timeout: float = 30) -> list[dict]:
+        """Every frame up to and including the first one ``stop`` accepts."""
+        frames: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            frames.append(self.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if stop(frames[-1]):
+                return frames
+
+    def until_end(self, task_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+        return self.until(lambda f: f.get("task_id") == task_id and f["type"] in TERMINAL, timeout)
+
+    def start(self, content: str, **fields: Any) -> dict[str, Any]:
+        """Send a message and read up to its ``started`` event."""
+        self.send(action="send_message", content=content, **fields)
+        frames = self.until(lambda f: f["type"] in ("started", "error"))
+        assert frames[-1]["type"] == "started", frames
+        return frames[-1]
+
+    def close(self) -> None:
+        self._connection.__exit__(None, None, None)
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def tokens_of(frames: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
+    return [f for f in frames if f["type"] == "token" and f["task_id"] == task_id]

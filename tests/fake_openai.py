@@ -1,0 +1,305 @@
+"""A fake OpenAI-compatible upstream: a real HTTP server on a loopback port.
+
+It speaks ``POST /v1/chat/completions`` as OpenAI does: streamed (chunked
+``text/event-stream`` with chunk objects, a usage chunk and ``[DONE]``) or
+not. What it does is scripted per request: a directive in the last message,
+``[[fake {"tokens": 50, "rate": 20}]]``, overrides the server's default
+``Script``. Every request leaves a ``Record``: what the client sent, how many
+tokens went out, and whether and when the client hung up.
+
+It runs its own asyncio loop in a thread, so tests, benchmarks and the real
+openai SDK in the server under test all talk to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+_DIRECTIVE = re.compile(r"\[\[fake (\{.*?\})\]\]")
+
+
+@dataclass(frozen=True)
+class Script:
+    """How the fake answers one request."""
+
+    tokens: int = 5
+    rate: float = 0.0  # tokens per second; 0 sends them as fast as the socket takes them
+    status: int | None = None  # answer with this HTTP error status instead
+    drop_after: int | None = None  # close the connection after this many tokens
+    stall_after: int | None = None  # stop sending (connection left open) after this many
+    error_after: int | None = None  # send an `error` event after this many tokens
+    reasoning: int = 0  # reasoning deltas before the content
+    timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
+    finish_reason: str = "stop"
+    usage: bool = True
+
+    def token(self, index: int) -> str:
+        if self.timestamps:
+            return f"t{index}@{time.time():.6f} "
+        return f"t{index} "
+
+    def expected_text(self) -> str:
+        """The content a client should end up with when nothing interrupts the stream."""
+        return "".join(f"t{i} " for i in range(self.tokens))
+
+
+@dataclass
+class Record:
+    """One request as the fake saw it."""
+
+    id: str
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    script: Script
+    body: dict[str, Any]
+    started_at: float = field(default_factory=time.time)
+    tokens_sent: int = 0
+    completed: bool = False
+    disconnected: bool = False
+    disconnected_at: float | None = None
+
+    @property
+    def last_user_message(self) -> str:
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+
+class FakeOpenAI:
+    def __init__(self, default: Script | None = None) -> None:
+        self.default = default or Script()
+        self.records: list[Record] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        self._thread.start()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, sock=sock, backlog=1024), self._loop
+        ).result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # --- what tests ask ---------------------------------------------------------------
+
+    def find(self, marker: str, timeout: float = 10) -> Record:
+        """The request whose last user message contains ``marker`` (waits for it)."""
+        return self.wait_for(lambda: self._find(marker), timeout, f"a request with {marker!r}")
+
+    def _find(self, marker: str) -> Record | None:
+        return next((r for r in self.records if marker in r.last_user_message), None)
+
+    def wait_for(self, check: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := check():
+                return result
+            time.sleep(0.01)
+        raise AssertionError(f"the fake upstream never saw {what or check}")
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in header_lines if line)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            method, path, _ = request_line.split(" ", 2)
+            if method != "POST" or not path.endswith("/chat/completions"):
+                await self._send_error(writer, 404, "not found")
+                return
+            await self._completion(reader, writer, json.loads(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def _script_for(self, messages: list[dict[str, Any]]) -> Script:
+        last = messages[-1]["content"] if messages else ""
+        match = _DIRECTIVE.search(last if isinstance(last, str) else "")
+        if match is None:
+            return self.default
+        return replace(self.default, **json.loads(match.group(1)))
+
+    async def _completion(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: dict[str, Any]
+    ) -> None:
+        script = self._script_for(body.get("messages", []))
+        record = Record(
+            id=f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            model=body.get("model", ""),
+            messages=body.get("messages", []),
+            stream=bool(body.get("stream")),
+            script=script,
+            body=body,
+        )
+        self.records.append(record)
+        if script.status is not None:
+            await self._send_error(writer, script.status, "scripted failure")
+            return
+        if not record.stream:
+            await self._send_whole(writer, record)
+            return
+        watcher = asyncio.create_task(self._watch_disconnect(reader, record))
+        try:
+            await self._stream(writer, record)
+        except ConnectionError:
+            self._hung_up(record)
+        finally:
+            if record.disconnected or not record.completed:
+                watcher.cancel()
+            else:
+                # Wait briefly for the client to hang up after a complete answer.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(watcher), 0.05)
+                watcher.cancel()
+
+    async def _watch_disconnect(self, reader: asyncio.StreamReader, record: Record) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(1024):
+                pass
+        self._hung_up(record)
+
+    @staticmethod
+    def _hung_up(record: Record) -> None:
+        if not record.disconnected:
+            record.disconnected = True
+            record.disconnected_at = time.time()
+
+    async def _stream(self, writer: asyncio.StreamWriter, record: Record) -> None:
+        script = record.script
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+        )
+        await self._event(writer, record, {"role": "assistant", "content": ""})
+        for index in range(script.reasoning):
+            await self._event(writer, record, {"reasoning_content": f"r{index} "})
+        for index in range(script.tokens):
+            if record.disconnected:
+                return
+            if index == script.drop_after:
+                writer.transport.abort()  # a hard drop, mid-body
+                return
+            if index == script.stall_after:
+                await asyncio.sleep(3600)  # until the client gives up and hangs up
+            if index == script.error_after:
+                await self._chunk(writer, {"error": {"message": "boom", "type": "server_error"}})
+                break
+            if script.rate:
+                await asyncio.sleep(1 / script.rate)
+            await self._event(writer, record, {"content": script.token(index)})
+            record.tokens_sent += 1
+        else:
+            await self._chunk(writer, self._chunk_body(record, {}, script.finish_reason))
+            if script.usage:
+                usage = {
+                    "prompt_tokens": sum(len(str(m.get("content", ""))) for m in record.messages),
+                    "completion_tokens": record.tokens_sent,
+                    "total_tokens": 0,
+                }
+                await self._chunk(writer, {**self._chunk_body(record, None, None), "usage": usage})
+        await self._raw(writer, b"data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        record.completed = True
+
+    def _chunk_body(
+        self, record: Record, delta: dict[str, Any] | None, finish: str | None
+    ) -> dict[str, Any]:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return {
+            "id": record.id,
+            "object": "chat.completion.chunk",
+            "created": int(record.started_at),
+            "model": record.model,
+            "choices": choices,
+        }
+
+    async def _event(self, writer: asyncio.StreamWriter, record: Record, delta: dict) -> None:
+        await self._chunk(writer, self._chunk_body(record, delta, None))
+
+    async def _chunk(self, writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+        await self._raw(writer, b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+    @staticmethod
+    async def _raw(writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+    async def _send_whole(self, writer: asyncio.StreamWriter, record: Record) -> None:
+        text = record.script.expected_text()
+        record.tokens_sent = record.script.tokens
+        payload = {
+            "id": record.id,
+            "object": "chat.completion",
+            "created": int(record.started_at),
+            "model": record.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": record.script.finish_reason,
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": record.tokens_sent},
+        }
+        await self._send_json(writer, 200, payload)
+        record.completed = True
+
+    async def _send_error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
+        payload = {"error": {"message": message, "type": "server_error", "secret": "UPSTREAM-BODY"}}
+        await self._send_json(writer, status, payload)
+
+    @staticmethod
+    async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+
+
+def directive(**script: Any) -> str:
+    """The text that makes the fake follow ``script`` for one request."""
+    return f"[[fake {json.dumps(script)}]]"
+
+
+__all__ = ["FakeOpenAI", "Record", "Script", "asdict", "directive"]
