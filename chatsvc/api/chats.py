@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.enums import MediaType
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -90,7 +92,21 @@ class ChatController(Controller):
         """Change the title, system prompt or model; fields left out stay as they are."""
         return await chats.update(request.user.id, chat_id, data)
 
-    @post("/{chat_id:str}/messages", status_code=200)
+    @post(
+        "/{chat_id:str}/messages",
+        status_code=200,
+        # Litestar lets a handler's media type override a streamed response's own, so the
+        # handler says event-stream and the waiting answer names JSON on its Response.
+        media_type="text/event-stream",
+        responses={
+            200: ResponseSpec(
+                data_container=MessageReply,
+                media_type=MediaType.JSON,
+                description="The finished reply; with `Accept: text/event-stream`, the events "
+                "of PROTOCOL.md section 2.2 as Server-Sent Events.",
+            )
+        },
+    )
     async def post_message(
         self,
         request: AuthRequest,
@@ -98,7 +114,7 @@ class ChatController(Controller):
         data: MessageCreate,
         generations: Generations,
         events: ChatEvents,
-    ) -> MessageReply:
+    ) -> Response[MessageReply]:
         """Send a message and generate the reply.
 
         With `Accept: text/event-stream` the answer is a stream of Server-Sent Events
@@ -111,14 +127,15 @@ class ChatController(Controller):
             generation = await generations.start(
                 request.user.id, data.content, chat_id=chat_id, subscriber=stream
             )
-            return ServerSentEvent(stream.messages(generation.task_id))  # type: ignore[return-value]
+            return ServerSentEvent(stream.messages(generation.task_id))
         generation = await generations.start(request.user.id, data.content, chat_id=chat_id)
         await generation.finished.wait()
         if generation.error is not None or generation.reply is None:
             raise generation.error or InternalError("the reply was interrupted")
-        return MessageReply(
+        reply = MessageReply(
             message=generation.reply, chat_id=generation.chat_id, message_id=generation.message_id
         )
+        return Response(reply, media_type=MediaType.JSON)
 
     @post("/{chat_id:str}/abort", status_code=200)
     async def abort(
