@@ -52,10 +52,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -598,6 +600,12 @@ def run_against_server(fake: FakeOpenAI, options: argparse.Namespace, tmp: Path)
             users = [register_and_login(server) for _ in range(options.users)]
             relay = asyncio.run(measure_relay(server, users, fake, options))
         finally:
+            if options.profile:
+                # uvicorn re-raises SIGTERM after its shutdown, which would kill cProfile
+                # before it writes; after SIGINT the KeyboardInterrupt lets it write.
+                server.process.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(timeout=30)
             server.stop()
     finally:
         if db.engine == "postgres":
