@@ -201,6 +201,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
         "log_config": logging_config(settings.log_level),
         "ws_max_size": settings.max_frame_bytes,
         "proxy_headers": True,
+        # Open SSE streams would otherwise hold a stop until their replies end.
+        "timeout_graceful_shutdown": 10,
     }
     if reload:
         uvicorn.run("chatsvc.app:create_app", factory=True, reload=True, **common)

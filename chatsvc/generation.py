@@ -317,11 +317,16 @@ class Generations:
                 if anyio.current_time() >= next_checkpoint:
                     next_checkpoint = anyio.current_time() + checkpoint_every
                     assert self._task_group is not None
-                    self._task_group.start_soon(
-                        store.checkpoint_reply, generation.message_id, generation.content
-                    )
+                    self._task_group.start_soon(self._checkpoint, generation)
                 # A burst read from the socket must not starve the loop: let `abort` in.
                 await anyio.lowlevel.checkpoint()
+
+    async def _checkpoint(self, generation: Generation) -> None:
+        """Save the text so far, so that a crash loses little (a failure only logs)."""
+        try:
+            await store.checkpoint_reply(generation.message_id, generation.content)
+        except Exception:
+            log.exception("could not save the partial reply %s", generation.message_id)
 
     def _relay_delta(self, generation: Generation, delta: Delta, outcome: _Outcome) -> None:
         if delta.reasoning:

@@ -61,6 +61,7 @@ CHATSVC_VARIABLES = {
     "MAX_MESSAGE_CHARS",
     "MAX_CONCURRENT_GENERATIONS",
     "LLM_MAX_RETRIES",
+    "CHECKPOINT_SECONDS",
 }
 
 
@@ -319,6 +320,7 @@ def upstream_settings(fake: FakeOpenAI) -> dict[str, str]:
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "LLM_MAX_RETRIES": "0",
         "MODEL_NAME": "fake-model",
+        "CHECKPOINT_SECONDS": "0.3",
     }
 
 

@@ -312,3 +312,19 @@ def test_upstream_failures_end_with_an_error_and_keep_what_streamed(
         t["token"] for t in tokens_of(dropped_frames, dropped["task_id"])
     )
     assert UPSTREAM_KEY not in alice.server.log()
+
+
+def test_partial_text_is_checkpointed_while_streaming(alice: User) -> None:
+    """The server under test saves every 0.3 s: the stored row follows the stream."""
+    with Socket(alice) as socket:
+        started = socket.start(f"save me {directive(tokens=60, rate=30)}")
+        frames = socket.until(lambda f: f["type"] == "token" and f["seq"] >= 25)
+        streamed = "".join(t["token"] for t in tokens_of(frames, started["task_id"]))
+        rows = alice.server.db.query(
+            "SELECT status, content FROM message WHERE id = ?", started["message_id"]
+        )
+        socket.send(action="abort", task_id=started["task_id"])
+        socket.until_end(started["task_id"])
+    assert rows[0]["status"] == "streaming"
+    assert rows[0]["content"]
+    assert streamed.startswith(rows[0]["content"])
