@@ -1,22 +1,24 @@
 """Load benchmark of the generation relay: many WebSocket clients streaming replies at once.
 
-Run (SQLite; the fake OpenAI-compatible upstream runs in this process)::
+Run (SQLite, a fake OpenAI-compatible upstream; each run takes well under a minute)::
 
     uv run python tests/bench/stream_load.py --clients 200 --rate 10 --tokens 50
-    uv run python tests/bench/stream_load.py --clients 20 --rate 0 --tokens 2000 --abort-after 100
+    uv run python tests/bench/stream_load.py --clients 20 --rate 0 --tokens 50000 \
+        --abort-every 1 --abort-after 1000
 
 It starts a real ``chatsvc serve`` (as the tests do) whose upstream is
-``tests/fake_openai.py``, registers ``--users`` users and opens ``--clients``
-WebSockets, started evenly over ``--ramp`` seconds. Each client sends a message
-(a new chat), reads the reply up to its terminal frame and sends the next one,
-until ``--duration`` seconds after the ramp; then it finishes the reply in
-flight. Every ``--abort-every``-th client aborts each of its replies by task id
-after ``--abort-after`` tokens. Every token the fake sends carries its send
-time (``t<i>@<unix time>``); the clients take their own ``time.time()`` on
-receipt (same machine, same clock).
+``tests/fake_openai.py``, run in a child process of its own (so that it does not
+share this process's GIL with the clients), registers ``--users`` users and
+opens ``--clients`` WebSockets, started evenly over ``--ramp`` seconds. Each
+client sends a message (a new chat), reads the reply up to its terminal frame
+and sends the next one, until ``--duration`` seconds after the ramp; then it
+finishes the reply in flight. Every ``--abort-every``-th client aborts each of
+its replies by task id after ``--abort-after`` tokens. Each token the fake
+sends carries its send time (``t<i>@<unix time>``); the clients note their own
+``time.time()`` on receipt (same machine, same clock).
 
 Figures are taken in the window from the end of the ramp to the end of
-``--duration`` (samples are assigned by when they happened), unless said:
+``--duration`` (each sample by when it happened), unless said otherwise:
 
 - tokens/s: upstream tokens received by the clients in the window, per second
   (offered: clients x rate, less the gaps between replies).
@@ -24,28 +26,32 @@ Figures are taken in the window from the end of the ramp to the end of
 - TTFT: ``send_message`` sent -> first ``token`` frame, for messages sent in the
   window. It includes the upstream's own wait before its first token (1/rate
   with the fake). TTFT net subtracts that wait (first token's send time minus
-  the moment the fake got the request): what is left is the server's share
+  when the request reached the fake): what is left is the server's share
   (storing the exchange, reading the history, opening the upstream request)
-  plus the first token's relay. The target is compared with TTFT net.
-- abort -> aborted: ``abort`` sent -> ``aborted`` received, aborts sent in the window.
-- upstream closed: over the whole run, the share of answered aborts whose
-  upstream request the fake saw hang up (waiting up to 1 s), and abort sent ->
-  hang-up seen.
-- errors, over the whole run: ``error`` frames, replies without a terminal frame
-  within 10 s of silence, ``done`` replies with fewer tokens than sent, clients
-  that failed (connect, close 1013 "too slow"...). Aborts answered by ``done``
-  (the reply finished first) are counted apart, as late.
-- server CPU / 1k tokens: utime+stime of the server process (all its threads)
-  over the window, per 1,000 tokens delivered in the window; also as a share of
-  one core.
-- generator CPU: this process over the window, split into the fake upstream's
-  thread and the rest (the clients), as shares of one core: near 100% means the
-  load generator, not the server, limits the figures.
-- SDK ceiling (``--no-ceiling`` skips it): the same load, without the server and
-  without aborts, read straight from the fake by ``openai.AsyncOpenAI`` streams
-  in this process: tokens/s, latency from the upstream's send to the SDK
-  yielding the chunk, and the SDK client's CPU per 1,000 tokens (this process
-  minus the fake's thread; both share this process's GIL).
+  plus the first token's relay. The TTFT target is checked against TTFT net.
+- abort -> aborted: ``abort`` sent -> ``aborted`` received, for aborts sent in
+  the window.
+- upstream closed, over the whole run: the share of answered aborts whose
+  upstream request the fake saw hang up before it had sent every token
+  (waiting up to 1 s), and the time from the abort to that hang-up.
+- errors, over the whole run: ``error`` frames, replies lost (10 s without a
+  frame: that client then stops), ``done`` replies with fewer tokens than
+  sent, and clients that failed (connect, closed 1013 "too slow", ...).
+  Aborts answered by ``done`` (the reply finished first) are shown apart.
+- server CPU / 1k tokens: utime+stime of the server process (all its threads),
+  from ``/proc/<pid>/stat``, over the window, per 1,000 tokens delivered in
+  the window; also as a share of one core.
+- load generator CPU: this process (the clients) and the fake's, as shares of
+  one core: near 100% means the generator, not the server, limits the figures.
+- SDK ceiling (``--no-ceiling`` skips it): the same load without the server,
+  read straight from the fake by ``openai.AsyncOpenAI`` streams in this
+  process (an abort is leaving the stream after ``--abort-after`` tokens):
+  tokens/s, latency from the upstream's send to the SDK yielding the chunk,
+  and this client's CPU per 1,000 tokens.
+
+``--json`` prints every figure as JSON instead of the table. ``--profile FILE``
+runs the server under cProfile (main-thread CPU time; inspect with ``pstats``),
+``--db postgres`` uses a fresh PostgreSQL database (``CHATSVC_TEST_POSTGRES_URL``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import asyncio
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import signal
@@ -62,9 +69,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -86,7 +95,7 @@ from tests.conftest import (
     register_and_login,
     start_server,
 )
-from tests.fake_openai import FakeOpenAI, Record, directive
+from tests.fake_openai import FakeOpenAI, directive
 
 STAMP = re.compile(r"@(\d+\.\d+)")
 MARKER = re.compile(r"\b(?:bench|sdk)-\d+-\d+\b")
@@ -134,8 +143,10 @@ class Run:
     streams: list[Stream] = field(default_factory=list)
     relay: list[tuple[float, float]] = field(default_factory=list)  # (received, latency)
     failures: list[str] = field(default_factory=list)
-    stray_errors: list[dict[str, Any]] = field(default_factory=list)
+    stray_frames: list[dict[str, Any]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
+    lag: list[tuple[float, float]] = field(default_factory=list)  # this process's loop
+    fake_lag: list[tuple[float, float]] = field(default_factory=list)
 
     @classmethod
     def begin(cls, options: argparse.Namespace) -> Run:
@@ -160,13 +171,11 @@ def cpu_seconds(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat
 
 
-def cpu_snapshot(server_pid: int | None, fake: FakeOpenAI) -> dict[str, float]:
+def cpu_snapshot(server_pid: int | None, fake: FakeUpstream) -> dict[str, float]:
     times = os.times()
-    # The fake's loop thread: its CPU is what this process spends being the upstream.
-    fake_tid = fake._thread.native_id
     snapshot = {
         "generator": times.user + times.system,
-        "fake": cpu_seconds(f"/proc/self/task/{fake_tid}/stat"),
+        "fake": cpu_seconds(f"/proc/{fake.pid}/stat"),
         "at": time.time(),
     }
     if server_pid is not None:
@@ -174,7 +183,7 @@ def cpu_snapshot(server_pid: int | None, fake: FakeOpenAI) -> dict[str, float]:
     return snapshot
 
 
-async def probe_cpu(run: Run, server_pid: int | None, fake: FakeOpenAI) -> None:
+async def probe_cpu(run: Run, server_pid: int | None, fake: FakeUpstream) -> None:
     """Read the CPU counters at both ends of the window (and use the actual read times)."""
     await asyncio.sleep(max(0.0, run.window_start - time.time()))
     before = cpu_snapshot(server_pid, fake)
@@ -182,18 +191,112 @@ async def probe_cpu(run: Run, server_pid: int | None, fake: FakeOpenAI) -> None:
     after = cpu_snapshot(server_pid, fake)
     run.window_start, run.window_end = before["at"], after["at"]
     run.cpu = {key: after[key] - before[key] for key in before if key != "at"}
-    run.cpu["generator"] -= run.cpu["fake"]
+
+
+# --- the fake upstream, in a process of its own -----------------------------------------
+
+
+class UpstreamRecord(NamedTuple):
+    """What the fake saw of one request: the part of its ``Record`` used here."""
+
+    started_at: float  # when the request reached the fake
+    completed: bool  # every token was sent
+    disconnected: bool  # the client hung up
+    disconnected_at: float | None
+
+
+async def watch_lag(samples: list[tuple[float, float]], period: float = 0.01) -> None:
+    """How late the event loop wakes a task from a 10 ms sleep: (when, lateness) samples."""
+    loop = asyncio.get_running_loop()
+    while True:
+        planned = loop.time() + period
+        await asyncio.sleep(period)
+        samples.append((time.time(), loop.time() - planned))
+
+
+def run_fake(connection: Connection) -> None:
+    """The fake's process: sends its URL, then answers ``records`` and ``lag`` until ``stop``."""
+    fake = FakeOpenAI().start()
+    lag: list[tuple[float, float]] = []
+    watcher = asyncio.run_coroutine_threadsafe(watch_lag(lag), fake._loop)
+    connection.send(fake.url)
+    while (request := connection.recv()) != "stop":
+        if request == "lag":
+            connection.send(list(lag))
+            continue
+        digest = {}
+        for record in list(fake.records):
+            if found := MARKER.search(record.last_user_message):
+                digest[found.group()] = (
+                    record.started_at,
+                    record.completed,
+                    record.disconnected,
+                    record.disconnected_at,
+                )
+        connection.send(digest)
+    fake._loop.call_soon_threadsafe(watcher.cancel)
+    fake.stop()
+
+
+class FakeUpstream:
+    """``tests/fake_openai.py`` run in a child process.
+
+    In this process it would share the GIL with the clients: at full speed the
+    two together saturated one core and the figures measured the generator.
+    Apart, its CPU is also counted apart.
+    """
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self.process = context.Process(target=run_fake, args=(child,), daemon=True)
+        self.process.start()
+        if not self._pipe.poll(30):
+            self.stop()
+            raise RuntimeError("the fake upstream did not start")
+        self.url: str = self._pipe.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def records(self) -> dict[str, UpstreamRecord]:
+        """Every request so far, by the marker in its message."""
+        self._pipe.send("records")
+        return {marker: UpstreamRecord(*seen) for marker, seen in self._pipe.recv().items()}
+
+    def lag(self) -> list[tuple[float, float]]:
+        """The fake's event-loop lag samples (see ``watch_lag``)."""
+        self._pipe.send("lag")
+        return self._pipe.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._pipe.send("stop")
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
 
 
 # --- WebSocket clients -----------------------------------------------------------------
 
 
+def start_time(index: int, run: Run) -> float:
+    """Clients start evenly spread over the ramp."""
+    return run.started + index * run.options.ramp / run.options.clients
+
+
+def aborts(index: int, options: argparse.Namespace) -> bool:
+    """Every ``--abort-every``-th client aborts each of its replies."""
+    return options.abort_every > 0 and index % options.abort_every == options.abort_every - 1
+
+
 async def client(index: int, url: str, run: Run) -> None:
     options = run.options
-    await asyncio.sleep(
-        max(0.0, run.started + index * options.ramp / options.clients - time.time())
-    )
-    aborts = options.abort_every > 0 and index % options.abort_every == options.abort_every - 1
+    await asyncio.sleep(max(0.0, start_time(index, run) - time.time()))
+    abort_after = options.abort_after if aborts(index, options) else None
     script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
     try:
         async with connect(
@@ -214,7 +317,7 @@ async def client(index: int, url: str, run: Run) -> None:
                 content = f"{stream.marker} {script}"
                 frame = {"action": "send_message", "content": content, "request_id": stream.marker}
                 await socket.send(json.dumps(frame))
-                await read_reply(socket, stream, run, options.abort_after if aborts else None)
+                await read_reply(socket, stream, run, abort_after)
                 if stream.end not in ("done", "aborted"):
                     break
     except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:
@@ -248,7 +351,7 @@ async def read_reply(
             stream.task_id = frame["task_id"]
         elif kind in ("done", "aborted", "error"):
             if frame.get("task_id") not in (None, stream.task_id):
-                run.stray_errors.append(frame)  # e.g. an abort that came after its `done`
+                run.stray_frames.append(frame)  # e.g. an abort that came after its `done`
                 continue
             stream.end, stream.ended_at = kind, received
             if kind == "error":
@@ -257,27 +360,34 @@ async def read_reply(
 
 
 async def measure_relay(
-    server: Server, users: list[User], fake: FakeOpenAI, options: argparse.Namespace
+    server: Server, users: list[User], fake: FakeUpstream, options: argparse.Namespace
 ) -> dict[str, Any]:
     run = Run.begin(options)
     clients = [
         client(index, f"{server.ws_url}?token={users[index % len(users)].token}", run)
         for index in range(options.clients)
     ]
-    await asyncio.gather(probe_cpu(run, server.process.pid, fake), *clients)
+    await gather_with_lag(run, fake, probe_cpu(run, server.process.pid, fake), *clients)
     records = await wait_for_hangups(fake, run)
     return summarize_relay(run, records)
 
 
-async def wait_for_hangups(fake: FakeOpenAI, run: Run) -> dict[str, Record]:
-    """The fake's record of each reply; waits a little for aborted requests to hang up."""
+async def gather_with_lag(run: Run, fake: FakeUpstream, *work: Awaitable[None]) -> None:
+    """Run ``work`` while probing the lag of this event loop and of the fake's."""
+    watcher = asyncio.create_task(watch_lag(run.lag))
+    try:
+        await asyncio.gather(*work)
+    finally:
+        watcher.cancel()
+    run.fake_lag = fake.lag()
+
+
+async def wait_for_hangups(fake: FakeUpstream, run: Run) -> dict[str, UpstreamRecord]:
+    """The fake's records of the run; waits a little for aborted requests to hang up."""
     aborted = [s.marker for s in run.streams if s.end == "aborted"]
     deadline = time.time() + CLOSE_WAIT_SECONDS
     while True:
-        records = {}
-        for record in list(fake.records):
-            if found := MARKER.search(record.last_user_message):
-                records[found.group()] = record
+        records = fake.records()
         if time.time() >= deadline or all(
             m in records and records[m].disconnected for m in aborted
         ):
@@ -289,10 +399,10 @@ async def wait_for_hangups(fake: FakeOpenAI, run: Run) -> dict[str, Record]:
 
 
 async def sdk_client(index: int, sdk: openai.AsyncOpenAI, run: Run) -> None:
+    """One stream after another, like ``client``; an abort is leaving the stream early."""
     options = run.options
-    await asyncio.sleep(
-        max(0.0, run.started + index * options.ramp / options.clients - time.time())
-    )
+    await asyncio.sleep(max(0.0, start_time(index, run) - time.time()))
+    abort_after = options.abort_after if aborts(index, options) else None
     script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
     count = 0
     while time.time() < run.window_end:
@@ -305,24 +415,27 @@ async def sdk_client(index: int, sdk: openai.AsyncOpenAI, run: Run) -> None:
                 messages=[{"role": "user", "content": f"{stream.marker} {script}"}],
                 stream=True,
             )
-            async with response:
+            async with response:  # leaving it closes the connection
                 async for chunk in response:
                     received = time.time()
                     for choice in chunk.choices:
                         if choice.delta and choice.delta.content:
                             run.took_token(stream, received, choice.delta.content)
+                    if abort_after is not None and stream.tokens >= abort_after:
+                        stream.abort_sent_at = received
+                        break
         except openai.OpenAIError as exc:
             stream.end, stream.error = "error", f"{type(exc).__name__}: {exc}"
             return
         stream.end, stream.ended_at = "done", time.time()
 
 
-async def measure_ceiling(fake: FakeOpenAI, options: argparse.Namespace) -> dict[str, Any]:
+async def measure_ceiling(fake: FakeUpstream, options: argparse.Namespace) -> dict[str, Any]:
     run = Run.begin(options)
     sdk = openai.AsyncOpenAI(base_url=fake.url, api_key="x", max_retries=0)
     try:
         clients = [sdk_client(index, sdk, run) for index in range(options.clients)]
-        await asyncio.gather(probe_cpu(run, None, fake), *clients)
+        await gather_with_lag(run, fake, probe_cpu(run, None, fake), *clients)
     finally:
         await sdk.close()
     tokens, latencies = tokens_in_window(run)
@@ -336,6 +449,7 @@ async def measure_ceiling(fake: FakeOpenAI, options: argparse.Namespace) -> dict
         "client_cpu_s_per_1k_tokens": per_1k(run.cpu["generator"], tokens),
         "client_cpu_share": round(run.cpu["generator"] / window, 3),
         "fake_cpu_share": round(run.cpu["fake"] / window, 3),
+        "loop_lag_ms": loop_lag(run),
     }
 
 
@@ -358,12 +472,20 @@ def per_1k(cpu_s: float, tokens: int) -> float | None:
     return round(cpu_s / tokens * 1000, 4) if tokens else None
 
 
+def loop_lag(run: Run) -> dict[str, dict[str, float | int | None]]:
+    """Event-loop lag in the window, of the clients' loop and of the fake's."""
+    return {
+        name: spread([lateness for when, lateness in samples if run.in_window(when)])
+        for name, samples in (("clients", run.lag), ("fake", run.fake_lag))
+    }
+
+
 def tokens_in_window(run: Run) -> tuple[int, list[float]]:
     latencies = [latency for received, latency in run.relay if run.in_window(received)]
     return len(latencies), latencies
 
 
-def summarize_relay(run: Run, records: dict[str, Record]) -> dict[str, Any]:
+def summarize_relay(run: Run, records: dict[str, UpstreamRecord]) -> dict[str, Any]:
     options = run.options
     window = run.window_end - run.window_start
     tokens, latencies = tokens_in_window(run)
@@ -378,22 +500,22 @@ def summarize_relay(run: Run, records: dict[str, Record]) -> dict[str, Any]:
     abort_latency = [
         s.ended_at - s.abort_sent_at for s in aborted if run.in_window(s.abort_sent_at)
     ]
-    closed = [records[s.marker] for s in aborted if s.marker in records]
-    closed = [r for r in closed if r.disconnected and not r.completed]
-    close_latency = [
-        records[s.marker].disconnected_at - s.abort_sent_at
-        for s in aborted
-        if s.marker in records and records[s.marker].disconnected_at is not None
-    ]
+    seen = [(s, records[s.marker]) for s in aborted if s.marker in records]
+    finished_first = [r for _, r in seen if r.completed]  # had sent everything already
+    closed = [(s, r) for s, r in seen if r.disconnected and not r.completed]
+    close_latency = [r.disconnected_at - s.abort_sent_at for s, r in closed if r.disconnected_at]
     late = [s for s in run.streams if s.abort_sent_at is not None and s.end == "done"]
     error_frames = [s for s in run.streams if s.end == "error"]
-    lost = [s for s in run.streams if s.end in (None, "lost")]
+    lost = [s for s in run.streams if s.end == "lost"]  # a failed client's reply: in failures
     short = [s for s in run.streams if s.end == "done" and s.tokens != options.tokens]
     errors = len(error_frames) + len(lost) + len(short) + len(run.failures)
     examples = [f"{s.marker}: {s.error}" for s in error_frames[:3]] + run.failures[:3]
     return {
         "window_s": round(window, 2),
         "replies": len(run.streams),
+        "replies_started_per_s": round(
+            sum(run.in_window(s.sent_at) for s in run.streams) / window, 1
+        ),
         "tokens": tokens,
         "tokens_per_s": round(tokens / window, 1),
         "offered_tokens_per_s": options.clients * options.rate if options.rate else None,
@@ -404,6 +526,7 @@ def summarize_relay(run: Run, records: dict[str, Record]) -> dict[str, Any]:
         "aborts_answered": len(aborted),
         "aborts_late": len(late),
         "upstream_closed": len(closed),
+        "upstream_finished_first": len(finished_first),
         "upstream_closed_share": round(len(closed) / len(aborted), 4) if aborted else None,
         "upstream_close_ms": spread(close_latency),
         "errors": errors,
@@ -412,7 +535,7 @@ def summarize_relay(run: Run, records: dict[str, Record]) -> dict[str, Any]:
             "lost": len(lost),
             "short": len(short),
             "client_failures": len(run.failures),
-            "stray_frames": len(run.stray_errors),
+            "stray_frames": len(run.stray_frames),
             "examples": examples,
         },
         "server_cpu_s": round(run.cpu["server"], 2),
@@ -420,10 +543,11 @@ def summarize_relay(run: Run, records: dict[str, Record]) -> dict[str, Any]:
         "server_cpu_share": round(run.cpu["server"] / window, 3),
         "generator_cpu_share": round(run.cpu["generator"] / window, 3),
         "fake_cpu_share": round(run.cpu["fake"] / window, 3),
+        "loop_lag_ms": loop_lag(run),
     }
 
 
-def upstream_free_ttft(stream: Stream, record: Record) -> float:
+def upstream_free_ttft(stream: Stream, record: UpstreamRecord) -> float:
     """TTFT less the upstream's own wait: (request reached the fake - sent) + first relay."""
     assert stream.first_token_at is not None
     assert stream.first_stamp is not None
@@ -453,16 +577,25 @@ def verdicts(relay: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
+def lag_text(lag: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{name} {lag[name]['p99'] or 0:.1f}" for name in ("clients", "fake"))
+
+
 def print_table(results: dict[str, Any]) -> None:
     o = results["options"]
     relay, met = results["relay"], results["met"]
-    aborts = f"every {o['abort_every']}th client after {o['abort_after']} tokens"
+    pace = f"{o['rate']:g} tok/s" if o["rate"] else "full speed"
+    nth = o["abort_every"]
+    every = (
+        "every" if nth == 1 else f"every {nth}{'nd' if nth == 2 else 'rd' if nth == 3 else 'th'}"
+    )
+    abort_text = f"{every} client after {o['abort_after']} tokens"
     print(
         f"chatsvc relay: {o['clients']} clients x {o['tokens']} tokens at "
-        f"{o['rate'] or 'full speed'}{' tok/s' if o['rate'] else ''}, {o['db']}, "
+        f"{pace}, {o['db']}, "
         f"{o['users']} users, "
         f"{'no deflate' if o['no_deflate'] else 'permessage-deflate'}; aborts: "
-        f"{aborts if o['abort_every'] else 'none'}"
+        f"{abort_text if o['abort_every'] else 'none'}"
     )
     print(
         f"window {relay['window_s']} s after a {o['ramp']} s ramp; {relay['replies']} replies "
@@ -478,12 +611,13 @@ def print_table(results: dict[str, Any]) -> None:
             f"{'-' if spread_ms[q] is None else f'{spread_ms[q]:.1f}':>9}"
             for q in ("p50", "p99", "max")
         )
-        print(f"{label:<30}{cells}  {target:<13}{mark(key) if key else ''}")
+        print(f"{label:<30}{cells}  {target:<13}{mark(key) if key else ''}".rstrip())
 
     offered = relay["offered_tokens_per_s"]
+    offered = f"{offered:g}" if offered else "as fast as it goes"
     print(
         f"{'tokens/s delivered':<30}{relay['tokens_per_s']:>9.1f}"
-        f"   ({relay['tokens']} tokens; offered {offered or 'as fast as it goes'})"
+        f"   ({relay['tokens']} tokens; offered {offered})"
     )
     row("relay latency ms", relay["relay_ms"], "p99 < 10", "relay_p99_ms")
     row("TTFT ms (with upstream wait)", relay["ttft_ms"])
@@ -495,7 +629,8 @@ def print_table(results: dict[str, Any]) -> None:
         f"{'aborts closing the upstream':<30}"
         f"{relay['upstream_closed']:>9}/{relay['aborts_answered']:<8}"
         f"{'' if share is None else f'{share:.0%}':>9}  {'all':<13}"
-        f"{mark('upstream_closed_share')}   (late, answered by done: {relay['aborts_late']})"
+        f"{mark('upstream_closed_share')}   (upstream had sent all: "
+        f"{relay['upstream_finished_first']}; late, answered by done: {relay['aborts_late']})"
     )
     detail = relay["error_detail"]
     print(
@@ -515,6 +650,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"{'load generator CPU':<30}clients {relay['generator_cpu_share']:.0%}, "
         f"fake upstream {relay['fake_cpu_share']:.0%} of a core"
     )
+    print(f"{'generator loop lag p99 ms':<30}{lag_text(relay['loop_lag_ms'])}")
     if ceiling := results.get("ceiling"):
         lat = ceiling["latency_ms"]
         print(
@@ -525,7 +661,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"    SDK client CPU {ceiling['client_cpu_s_per_1k_tokens']} s / 1k tokens "
             f"(busy {ceiling['client_cpu_share']:.0%} of a core; "
-            f"fake upstream {ceiling['fake_cpu_share']:.0%})"
+            f"fake upstream {ceiling['fake_cpu_share']:.0%}; loop lag p99 "
+            f"{lag_text(ceiling['loop_lag_ms'])})"
         )
 
 
@@ -533,7 +670,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 async def create_postgres_database() -> Database:
-    name = f"chatsvc_bench_{os.getpid()}_{int(time.time())}"
+    name = f"chatsvc_test_bench_{os.getpid()}_{int(time.time())}"  # CI sweeps chatsvc_test_*
     connection = await asyncpg.connect(PG_ADMIN_URL)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
@@ -552,13 +689,28 @@ async def drop_postgres_database(db: Database) -> None:
         await connection.close()
 
 
+#: ``python -c`` program: ``chatsvc ARGS`` under cProfile, timing the main thread's CPU (the
+#: event loop; not the SQLite threads, not time spent waiting), written to ``argv[1]`` at exit.
+PROFILED_SERVE = """
+import cProfile, runpy, sys, time
+out = sys.argv.pop(1)
+profiler = cProfile.Profile(time.thread_time)
+profiler.enable()
+try:
+    runpy.run_module("chatsvc", run_name="__main__", alter_sys=True)
+finally:
+    profiler.disable()
+    profiler.dump_stats(out)
+"""
+
+
 def start_profiled_server(db: Database, cwd: Path, profile: Path, **settings: str) -> Server:
-    """``start_server`` under cProfile: the profile is written when the server stops."""
+    """``start_server`` under cProfile (``PROFILED_SERVE``); stop it with SIGINT."""
     port = free_port()
     env = clean_environment(
         DATABASE_URL=db.url, ENVIRONMENT="test", JWT_SECRET=JWT_SECRET, **settings
     )
-    command = ["-m", "cProfile", "-o", str(profile.resolve()), "-m", "chatsvc", "serve"]
+    command = ["-c", PROFILED_SERVE, str(profile.resolve()), "serve"]
     log_path = cwd / f"server-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -580,7 +732,9 @@ def start_profiled_server(db: Database, cwd: Path, profile: Path, **settings: st
     raise RuntimeError(f"chatsvc did not start:\n{server.log()}")
 
 
-def run_against_server(fake: FakeOpenAI, options: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_against_server(
+    fake: FakeUpstream, options: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
     if options.db == "postgres":
         db = asyncio.run(create_postgres_database())
     else:
@@ -621,14 +775,19 @@ def run_against_server(fake: FakeOpenAI, options: argparse.Namespace, tmp: Path)
 
 
 def parse_options() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--clients", type=int, default=200, help="concurrent WebSockets")
     parser.add_argument("--rate", type=float, default=10, help="tokens/s per reply; 0: flat out")
     parser.add_argument("--tokens", type=int, default=50, help="tokens per reply")
     parser.add_argument("--users", type=int, default=2, help="users the clients share")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to open the clients")
-    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds")
-    parser.add_argument("--abort-every", type=int, default=4, help="every Nth client aborts")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument(
+        "--abort-every", type=int, default=4, help="every Nth client aborts; 0: none"
+    )
     parser.add_argument("--abort-after", type=int, default=10, help="tokens before the abort")
     parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the SDK ceiling run")
@@ -645,7 +804,7 @@ def parse_options() -> argparse.Namespace:
 
 def main() -> None:
     options = parse_options()
-    fake = FakeOpenAI().start()
+    fake = FakeUpstream()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             relay = run_against_server(fake, options, Path(tmp))
