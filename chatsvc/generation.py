@@ -7,7 +7,8 @@ Read this module first. The life of a reply:
    ``started``, and launches ``_run`` in the app-wide task group.
 2. ``_run`` opens the upstream stream inside the generation's own
    ``CancelScope`` and relays each delta as a ``token`` (or ``reasoning``)
-   event with the next ``seq``. Every few seconds the text so far is saved.
+   event with the next ``seq``. Every few seconds one write saves the text so
+   far of every running reply.
 3. It ends in exactly one way, decided by what stopped it:
 
    ==========================  ===============  ==========================
@@ -128,6 +129,7 @@ class Generations:
             )
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self._task_group.start_soon(self._save_partial_replies, name="checkpoints")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -309,24 +311,30 @@ class Generations:
     async def _relay(
         self, generation: Generation, request: CompletionRequest, outcome: _Outcome
     ) -> None:
-        checkpoint_every = self._settings.checkpoint_seconds
-        next_checkpoint = anyio.current_time() + checkpoint_every
         async with self._provider.stream(request) as deltas:
             async for delta in deltas:
                 self._relay_delta(generation, delta, outcome)
-                if anyio.current_time() >= next_checkpoint:
-                    next_checkpoint = anyio.current_time() + checkpoint_every
-                    assert self._task_group is not None
-                    self._task_group.start_soon(self._checkpoint, generation)
                 # A burst read from the socket must not starve the loop: let `abort` in.
                 await anyio.lowlevel.checkpoint()
 
-    async def _checkpoint(self, generation: Generation) -> None:
-        """Save the text so far, so that a crash loses little (a failure only logs)."""
-        try:
-            await store.checkpoint_reply(generation.message_id, generation.content)
-        except Exception:
-            log.exception("could not save the partial reply %s", generation.message_id)
+    async def _save_partial_replies(self) -> None:
+        """Every few seconds, save the text of every running reply in one write.
+
+        One transaction for all replies, rather than one per reply, keeps the
+        (single-writer) SQLite lock and the PostgreSQL pool free for the writes
+        that clients wait for. A crash loses at most this interval of text.
+        """
+        saved: dict[UUID, int] = {}
+        while True:
+            await anyio.sleep(self._settings.checkpoint_seconds)
+            changed = [g for g in self._by_task.values() if saved.get(g.task_id) != len(g.parts)]
+            saved = {g.task_id: len(g.parts) for g in self._by_task.values()}
+            if not changed:
+                continue
+            try:
+                await store.checkpoint_replies([(g.message_id, g.content) for g in changed])
+            except Exception:  # this task's error boundary: the replies themselves go on
+                log.exception("could not save the partial text of %d replies", len(changed))
 
     def _relay_delta(self, generation: Generation, delta: Delta, outcome: _Outcome) -> None:
         if delta.reasoning:

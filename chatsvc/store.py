@@ -263,11 +263,13 @@ async def create_exchange(
 _AFTER = timedelta(microseconds=1)
 
 
-async def checkpoint_reply(message_id: UUID, content: str) -> None:
-    """Save the partial text of a reply that is still streaming (and only then)."""
-    await Message.update({Message.content: content}).where(
-        (Message.id == message_id) & (Message.status == "streaming")
-    )
+async def checkpoint_replies(replies: list[tuple[UUID, str]]) -> None:
+    """Save the partial text of replies still streaming (a finished one is left alone)."""
+    async with write_transaction(Chat._meta.db):
+        for message_id, content in replies:
+            await Message.update({Message.content: content}).where(
+                (Message.id == message_id) & (Message.status == "streaming")
+            )
 
 
 async def finish_reply(

@@ -129,19 +129,23 @@ class FakeOpenAI:
     # --- HTTP -------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: requests one after another while each answer completes (keep-alive)."""
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in header_lines if line)
-            }
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            method, path, _ = request_line.split(" ", 2)
-            if method != "POST" or not path.endswith("/chat/completions"):
-                await self._send_error(writer, 404, "not found")
-                return
-            await self._completion(reader, writer, json.loads(body))
+            keep_alive = True
+            while keep_alive:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in header_lines if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                method, path, _ = request_line.split(" ", 2)
+                if method != "POST" or not path.endswith("/chat/completions"):
+                    await self._send_error(writer, 404, "not found")
+                    return
+                keep_alive = await self._completion(reader, writer, json.loads(body))
+                keep_alive = keep_alive and headers.get("connection", "").lower() != "close"
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -158,7 +162,8 @@ class FakeOpenAI:
 
     async def _completion(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Answer one request; ``True`` when the connection can serve another."""
         script = self._script_for(body.get("messages", []))
         record = Record(
             id=f"chatcmpl-{uuid.uuid4().hex[:12]}",
@@ -171,23 +176,19 @@ class FakeOpenAI:
         self.records.append(record)
         if script.status is not None:
             await self._send_error(writer, script.status, "scripted failure")
-            return
+            return False
         if not record.stream:
             await self._send_whole(writer, record)
-            return
+            return True
+        # While streaming, a read that ends means the client hung up.
         watcher = asyncio.create_task(self._watch_disconnect(reader, record))
         try:
-            await self._stream(writer, record)
+            await self._stream(writer, record, watcher)
         except ConnectionError:
             self._hung_up(record)
         finally:
-            if record.disconnected or not record.completed:
-                watcher.cancel()
-            else:
-                # Wait briefly for the client to hang up after a complete answer.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(watcher), 0.05)
-                watcher.cancel()
+            watcher.cancel()
+        return record.completed
 
     async def _watch_disconnect(self, reader: asyncio.StreamReader, record: Record) -> None:
         with contextlib.suppress(ConnectionError):
@@ -201,11 +202,13 @@ class FakeOpenAI:
             record.disconnected = True
             record.disconnected_at = time.time()
 
-    async def _stream(self, writer: asyncio.StreamWriter, record: Record) -> None:
+    async def _stream(
+        self, writer: asyncio.StreamWriter, record: Record, watcher: asyncio.Task[None]
+    ) -> None:
         script = record.script
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
         )
         await self._event(writer, record, {"role": "assistant", "content": ""})
         for index in range(script.reasoning):
@@ -217,7 +220,8 @@ class FakeOpenAI:
                 writer.transport.abort()  # a hard drop, mid-body
                 return
             if index == script.stall_after:
-                await asyncio.sleep(3600)  # until the client gives up and hangs up
+                await watcher  # send nothing more until the client gives up and hangs up
+                return
             if index == script.error_after:
                 await self._chunk(writer, {"error": {"message": "boom", "type": "server_error"}})
                 break
@@ -235,6 +239,11 @@ class FakeOpenAI:
                 }
                 await self._chunk(writer, {**self._chunk_body(record, None, None), "usage": usage})
         await self._raw(writer, b"data: [DONE]\n\n")
+        # Stop watching before the last chunk: the client may send its next request on
+        # this connection as soon as it has it, and that must not be read as a hang-up.
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         record.completed = True
@@ -284,14 +293,17 @@ class FakeOpenAI:
 
     async def _send_error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
         payload = {"error": {"message": message, "type": "server_error", "secret": "UPSTREAM-BODY"}}
-        await self._send_json(writer, status, payload)
+        await self._send_json(writer, status, payload, close=True)
 
     @staticmethod
-    async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict) -> None:
+    async def _send_json(
+        writer: asyncio.StreamWriter, status: int, payload: dict, close: bool = False
+    ) -> None:
         data = json.dumps(payload).encode()
+        connection = "connection: close\r\n" if close else ""
         writer.write(
             f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode()
+            f"content-length: {len(data)}\r\n{connection}\r\n".encode()
             + data
         )
         await writer.drain()

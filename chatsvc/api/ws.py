@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from typing import Any
 
 import anyio
@@ -58,7 +59,11 @@ class SocketSession:
         self.events: ChatEvents = state.events
         self.chats: Chats = state.chats
         self.settings = state.settings
-        self._send, self._outbox = anyio.create_memory_object_stream[bytes](OUTBOX_FRAMES)
+        # A deque and an event rather than a memory stream: one wake-up drains every frame
+        # waiting, and posting never awaits.
+        self._outbox: deque[bytes] = deque()
+        self._waiting = anyio.Event()
+        self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
 
@@ -67,14 +72,16 @@ class SocketSession:
         self.post(event.data)
 
     def post(self, data: bytes) -> None:
-        try:
-            self._send.send_nowait(data)
-        except anyio.WouldBlock:
+        if self._closed:
+            return
+        if len(self._outbox) >= OUTBOX_FRAMES:
             self.too_slow = True
+            self._closed = True
             if self._task_group is not None:
                 self._task_group.cancel_scope.cancel()
-        except anyio.ClosedResourceError:
-            pass
+            return
+        self._outbox.append(data)
+        self._waiting.set()
 
     def send(self, frame: msgspec.Struct) -> None:
         self.post(encode_frame(frame))
@@ -101,16 +108,19 @@ class SocketSession:
         except* (WebSocketDisconnect, OSError):
             pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
         finally:
+            self._closed = True
             self.events.unsubscribe_all(self)
-            self._send.close()
         if self.too_slow:
             with anyio.move_on_after(1, shield=True):
                 await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
 
     async def _write(self) -> None:
-        async with self._outbox:
-            async for data in self._outbox:
-                await self.socket.send_data(data, mode="text")
+        outbox = self._outbox
+        while True:
+            await self._waiting.wait()
+            self._waiting = anyio.Event()
+            while outbox:
+                await self.socket.send_data(outbox.popleft(), mode="text")
 
     async def _read(self) -> None:
         while True:
@@ -130,7 +140,11 @@ class SocketSession:
                     )
                 )
                 continue
-            await self._handle(frame)
+            try:
+                await self._handle(frame)
+            except Exception:  # this frame's error boundary: the socket and its replies go on
+                log.exception("frame %s failed", type(frame).__name__)
+                self.send(ErrorEvent(code="internal", message="the server could not do that"))
 
     async def _handle(self, frame: Any) -> None:
         match frame:
