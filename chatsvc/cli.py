@@ -200,6 +200,9 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
         "port": port,
         "log_config": logging_config(settings.log_level),
         "ws_max_size": settings.max_frame_bytes,
+        # Token frames are small; compressing each costs more CPU than it saves bytes,
+        # and zlib state per socket costs memory (docs/performance.md).
+        "ws_per_message_deflate": False,
         "proxy_headers": True,
         # Open SSE streams would otherwise hold a stop until their replies end.
         "timeout_graceful_shutdown": 10,
