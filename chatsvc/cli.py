@@ -8,16 +8,22 @@ import getpass
 import io
 import logging
 import logging.config
+import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
+import uvicorn
 
 from chatsvc import __version__
 from chatsvc.errors import ChatsvcError
 from chatsvc.logs import logging_config
 from chatsvc.settings import ConfigError, Settings, describe_variables, load_settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("chatsvc")
 
@@ -186,8 +192,6 @@ def banner(settings: Settings, host: str, port: int) -> str:
 
 
 def serve(settings: Settings, *, host: str | None, port: int | None, reload: bool) -> None:
-    import uvicorn
-
     host = host or settings.host
     port = port or settings.port
     applied = anyio.run(migrate, True)
@@ -205,11 +209,32 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
         "ws_per_message_deflate": False,
         "proxy_headers": True,
         # Open SSE streams would otherwise hold a stop until their replies end.
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
     if reload:
         uvicorn.run("chatsvc.app:create_app", factory=True, reload=True, **common)
-    else:
-        from chatsvc.app import create_app
+        return
+    from chatsvc.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+    app = create_app(settings)
+    _GracefulServer(uvicorn.Config(app, **common), app).run()
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, stopping the running replies first.
+
+    uvicorn closes sockets (1012), waits for open requests, and only then runs
+    the app's shutdown; replies would stream on, unseen, in between. Here they
+    are interrupted and stored before any socket is closed.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self.chatsvc_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        with anyio.move_on_after(self.config.timeout_graceful_shutdown or 10):
+            stopped = await self.chatsvc_app.state.generations.interrupt_all()
+            if stopped:
+                log.info("stopped %d running replies as interrupted", stopped)
+        await super().shutdown(sockets)

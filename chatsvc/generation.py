@@ -90,6 +90,7 @@ class Generation:
     system_prompt: str
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_requested: bool = False
+    interrupt_requested: bool = False
     parts: list[str] = field(default_factory=list)
     seq: int = -1
     finished: anyio.Event = field(default_factory=anyio.Event)
@@ -121,6 +122,7 @@ class Generations:
         self._by_task: dict[UUID, Generation] = {}
         self._by_chat: dict[UUID, Generation] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Generations:
         interrupted = await store.interrupt_streaming_replies()
@@ -161,6 +163,8 @@ class Generations:
     ) -> Generation:
         """Store the user's message, then launch the reply. The subscriber follows the chat."""
         settings = self._settings
+        if self._closing:
+            raise InternalError("the server is shutting down; try again in a moment")
         if len(content) > settings.max_message_chars:
             raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
         if not content.strip():
@@ -250,6 +254,21 @@ class Generations:
         generation.scope.cancel()
         return generation
 
+    async def interrupt_all(self) -> int:
+        """Stop every running reply as ``interrupted`` and wait until each is stored.
+
+        Called first when the server stops, before sockets are closed, so that
+        what is stored is what the clients were sent.
+        """
+        self._closing = True
+        running = list(self._by_task.values())
+        for generation in running:
+            generation.interrupt_requested = True
+            generation.scope.cancel()
+        for generation in running:
+            await generation.finished.wait()
+        return len(running)
+
     async def stop(self, owner: int, chat_id: UUID) -> Generation | None:
         """Abort the reply running in the chat, if any, and wait until it is stored."""
         try:
@@ -278,6 +297,8 @@ class Generations:
             if generation.scope.cancelled_caught:
                 if generation.abort_requested:
                     outcome.status = "aborted"
+                elif generation.interrupt_requested:
+                    outcome.status = "interrupted"
                 else:
                     outcome.error = GenerationTimeout("the reply took too long")
         except anyio.get_cancelled_exc_class():

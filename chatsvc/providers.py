@@ -16,6 +16,7 @@ SDK and HTTP exceptions never leave this module: they become ``LLMUnavailable``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ import anyio
 import httpx2
 import msgspec
 import openai
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 
 from chatsvc.errors import GenerationTimeout, LLMError, LLMUnavailable
 from chatsvc.settings import Settings
@@ -63,6 +66,9 @@ class Delta(msgspec.Struct, frozen=True, kw_only=True):
 
 class LLMProvider(Protocol):
     name: str
+
+    @property
+    def circuit_state(self) -> CircuitState: ...
 
     def stream(
         self, request: CompletionRequest
@@ -137,12 +143,45 @@ def _parse_events(lines: list[bytes]) -> tuple[Delta | None, bool]:
     return delta, done
 
 
+CircuitState = Literal["closed", "open", "half-open"]
+_CIRCUIT = "llm"
+_STATES: dict[str, CircuitState] = {
+    "closed": "closed",
+    "opened": "open",
+    "half-opened": "half-open",
+}
+
+
+def _not_an_outage(exc: BaseException) -> bool:
+    """A refusal such as 400 or 401 means the server is up: it does not trip the breaker."""
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    return exc.status_code < 500 and exc.status_code != 429
+
+
 class OpenAIProvider:
-    """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed."""
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed.
+
+    A circuit breaker (purgatory) guards the opening of each stream: after
+    ``LLM_BREAKER_THRESHOLD`` outages in a row (unreachable, timeout, 429, 5xx,
+    each after the SDK's own retries) it opens, and requests fail at once with
+    ``llm_unavailable`` for ``LLM_BREAKER_COOLDOWN`` seconds; then one trial
+    request goes through, and its outcome closes or reopens the circuit.
+    """
 
     name = "openai"
 
     def __init__(self, settings: Settings) -> None:
+        self._breakers = AsyncCircuitBreakerFactory(
+            default_threshold=settings.llm_breaker_threshold,
+            default_ttl=settings.llm_breaker_cooldown,
+            exclude=[
+                asyncio.CancelledError,  # an abort while connecting is no outage (asyncio: uvicorn)
+                (openai.APIStatusError, _not_an_outage),
+            ],
+        )
+        self._circuit_state: CircuitState = "closed"
+        self._trial_running = False
         # The read timeout is the idle timeout between two chunks of the stream.
         timeout = openai.Timeout(
             settings.llm_stream_idle_timeout, connect=settings.llm_connect_timeout
@@ -159,6 +198,30 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    @property
+    def circuit_state(self) -> CircuitState:
+        return self._circuit_state
+
+    async def _open_guarded(self, opening: Any) -> Any:
+        """Open the stream through the breaker; a half-open circuit lets one trial through."""
+        breaker = await self._breakers.get_breaker(_CIRCUIT)
+        if breaker.context.state == "half-opened" and self._trial_running:
+            raise LLMUnavailable("the model server is unavailable (circuit open)")
+        trial = breaker.context.state != "closed"
+        self._trial_running = self._trial_running or trial
+        try:
+            async with breaker:
+                return await opening.__aenter__()
+        except OpenedState as exc:
+            raise LLMUnavailable("the model server is unavailable (circuit open)") from exc
+        finally:
+            if trial:
+                self._trial_running = False
+            state = _STATES.get(breaker.context.state, "closed")
+            if state != self._circuit_state:
+                log.warning("LLM circuit breaker: %s -> %s", self._circuit_state, state)
+                self._circuit_state = state
 
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[Delta]]:
@@ -178,7 +241,7 @@ class OpenAIProvider:
             extra_body=body,
         )
         try:
-            response = await opening.__aenter__()
+            response = await self._open_guarded(opening)
         except openai.APITimeoutError as exc:
             raise LLMUnavailable("the model server did not answer in time") from exc
         except openai.APIConnectionError as exc:
@@ -234,6 +297,7 @@ class EchoProvider:
     """Repeats the user's last message word by word. Not an LLM."""
 
     name = "echo"
+    circuit_state: CircuitState = "closed"
 
     def __init__(self, token_delay: float) -> None:
         self.token_delay = token_delay

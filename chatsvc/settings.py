@@ -112,6 +112,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     checkpoint_seconds: Annotated[
         _Seconds, msgspec.Meta(description="how often a streaming reply's text is saved")
     ] = 2.0
+    llm_breaker_threshold: Annotated[
+        int, msgspec.Meta(ge=1, le=1000, description="upstream outages in a row that trip it")
+    ] = 5
+    llm_breaker_cooldown: Annotated[
+        _Seconds, msgspec.Meta(description="seconds the circuit stays open before one trial")
+    ] = 30.0
+    shutdown_timeout: Annotated[
+        _Seconds, msgspec.Meta(description="seconds a stop may take (replies are interrupted)")
+    ] = 10.0
     llm_max_retries: Annotated[
         int, msgspec.Meta(ge=0, le=10, description="upstream retries before the first token")
     ] = 2

@@ -143,8 +143,11 @@ class Health(_Wire):
 
 
 class Readiness(_Wire):
+    """`status` follows the database; `llm` is the upstream circuit breaker's state."""
+
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
+    llm: Literal["closed", "open", "half-open"]
 
 
 # --- generation (REST) ---------------------------------------------------------------

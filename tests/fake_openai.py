@@ -35,6 +35,7 @@ class Script:
     tokens: int = 5
     rate: float = 0.0  # tokens per second; 0 sends them as fast as the socket takes them
     status: int | None = None  # answer with this HTTP error status instead
+    fail_times: int = 0  # answer the first N attempts of the same messages with `status` or 503
     drop_after: int | None = None  # close the connection after this many tokens
     stall_after: int | None = None  # stop sending (connection left open) after this many
     error_after: int | None = None  # send an `error` event after this many tokens
@@ -78,6 +79,7 @@ class FakeOpenAI:
     def __init__(self, default: Script | None = None) -> None:
         self.default = default or Script()
         self.records: list[Record] = []
+        self._attempts: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -174,7 +176,13 @@ class FakeOpenAI:
             body=body,
         )
         self.records.append(record)
-        if script.status is not None:
+        if script.fail_times:
+            key = json.dumps(record.messages)
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            if self._attempts[key] <= script.fail_times:
+                await self._send_error(writer, script.status or 503, "scripted failure")
+                return False
+        elif script.status is not None:
             await self._send_error(writer, script.status, "scripted failure")
             return False
         if not record.stream:

@@ -22,10 +22,13 @@ async def health() -> Health:
 
 @get("/health/ready", exclude_from_auth=True, tags=["operations"])
 async def ready(state: State) -> Response[Readiness]:
-    """Readiness: a real database round trip; `503` while the database is unreachable."""
+    """Readiness: a real database round trip (`503` while the database is unreachable),
+    and the state of the upstream circuit breaker."""
+    llm = state.provider.circuit_state
     try:
         await ping(state.engine)
     except Exception as exc:  # any failure means "not ready"; the log says which
         log.warning("readiness check failed: database: %s", type(exc).__name__)
-        return Response(Readiness(status="unavailable", database="unavailable"), status_code=503)
-    return Response(Readiness(status="ok", database="ok"))
+        body = Readiness(status="unavailable", database="unavailable", llm=llm)
+        return Response(body, status_code=503)
+    return Response(Readiness(status="ok", database="ok", llm=llm))
