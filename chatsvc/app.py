@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, Router
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException, WebSocketException
 from litestar.logging import LoggingConfig
+from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
 
 from chatsvc import __version__
@@ -27,6 +29,7 @@ from chatsvc.api.deps import (
     provide_tokens,
 )
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
+from chatsvc.api.ws import SocketCounter
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
 from chatsvc.errors import ChatsvcError
@@ -58,7 +61,14 @@ def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any
     )
 
 
-_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -68,7 +78,10 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     body = _error_body(status, exc.detail, code)
     if exc.extra:
         body["extra"] = exc.extra
-    return Response(body, status_code=status, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 429 and "RateLimit-Reset" in headers:
+        headers["Retry-After"] = str(max(1, int(headers["RateLimit-Reset"])))
+    return Response(body, status_code=status, headers=headers)
 
 
 def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -91,11 +104,37 @@ def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
+def _client_key(request: Request[Any, Any, Any]) -> str:
+    """Per user when the request is authenticated, else per client address."""
+    user = request.scope.get("user")
+    if user is not None:
+        return f"user:{user.id}"
+    return f"ip:{get_remote_address(request)}"
+
+
+def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
+    """Litestar's rate limiting: every REST route, and a stricter one for logging in."""
+    api = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_per_minute),
+        identifier_for_request=_client_key,
+        exclude=[r"^/health", r"^/docs", r"^/redoc", r"^/schema", r"^/ws$"],
+        store="rate_limit",
+    )
+    login = RateLimitConfig(
+        rate_limit=("minute", settings.login_attempts_per_minute),
+        identifier_for_request=lambda request: f"ip:{get_remote_address(request)}",
+        store="login_limit",
+    )
+    return api, login
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
     settings = settings or load_settings()
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
+    api_limit, login_limit = rate_limits(settings)
+    origins = settings.cors_origin_list
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -113,8 +152,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            auth.register,
-            auth.login,
+            Router(
+                "/api/auth",
+                route_handlers=[auth.register, auth.login],
+                middleware=[login_limit.middleware],
+            ),
             auth.me,
             chats.ChatController,
             chats.list_user_chats,
@@ -132,6 +174,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "events": Provide(provide_events, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        middleware=[api_limit.middleware],
+        cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
@@ -166,4 +210,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.generations = Generations(settings, app.state.provider, app.state.events)
     app.state.chats = Chats(app.state.generations)
     app.state.tokens = TokenIssuer(jwt_auth)
+    app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

@@ -73,6 +73,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         msgspec.Meta(ge=1, le=64, description="threads hashing passwords at once"),
     ] = max(1, os.cpu_count() or 1)
+    rate_limit_per_minute: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=1_000_000, description="REST requests a minute, per user (or IP)"),
+    ] = 300
+    login_attempts_per_minute: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1, le=1_000_000, description="login and register attempts a minute, per IP"
+        ),
+    ] = 10
+    ws_frames_per_second: Annotated[
+        float,
+        msgspec.Meta(gt=0, le=100_000, description="frames a second per socket (bursts of 2x)"),
+    ] = 20.0
+    max_sockets_per_user: Annotated[
+        int, msgspec.Meta(ge=1, le=10_000, description="open WebSockets per user")
+    ] = 10
+    cors_origins: Annotated[
+        str | None,
+        msgspec.Meta(description="comma-separated origins allowed by CORS; unset: none"),
+    ] = None
     max_message_chars: Annotated[
         int, msgspec.Meta(ge=1, le=1_000_000, description="longest message content")
     ] = 16_000
@@ -166,6 +187,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "<unset>",
                 f"a secret of at least {MIN_JWT_SECRET_LENGTH} characters in production",
             )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def llm_provider(self) -> Literal["openai", "echo"]:

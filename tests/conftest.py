@@ -37,6 +37,12 @@ PG_ADMIN_URL = os.environ.get(
 )
 JWT_SECRET = "test-secret-" + "x" * 40
 UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
+HIGH_LIMITS = {
+    "RATE_LIMIT_PER_MINUTE": "100000",
+    "LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+    "WS_FRAMES_PER_SECOND": "10000",
+    "MAX_SOCKETS_PER_USER": "1000",
+}
 PASSWORD = "correct horse battery"
 SERVER_START_SECONDS = 60
 
@@ -62,6 +68,9 @@ CHATSVC_VARIABLES = {
     "MAX_CONCURRENT_GENERATIONS",
     "LLM_MAX_RETRIES",
     "CHECKPOINT_SECONDS",
+    *HIGH_LIMITS,
+    "CORS_ORIGINS",
+    "SHUTDOWN_TIMEOUT",
 }
 
 
@@ -280,7 +289,8 @@ def start_server(db: Database, cwd: Path, **settings: str) -> Server:
         DATABASE_URL=db.url,
         ENVIRONMENT="test",
         JWT_SECRET=JWT_SECRET,
-        **settings,
+        # The suite makes many requests from one address; the limit tests lower these.
+        **{**HIGH_LIMITS, **settings},
     )
     log_path = cwd / f"server-{port}.log"
     with log_path.open("wb") as log_file:

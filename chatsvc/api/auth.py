@@ -1,4 +1,4 @@
-"""``/api/auth/*`` and ``/api/me``."""
+"""``/api/auth/*`` (mounted under that prefix by ``create_app``) and ``/api/me``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from chatsvc.api.security import AuthUser, TokenIssuer
 from chatsvc.wire import AccessToken, LoginRequest, RegisterRequest, User
 
 
-@post("/api/auth/register", exclude_from_auth=True, tags=["auth"], status_code=201)
+@post("/register", exclude_from_auth=True, tags=["auth"], status_code=201)
 async def register(data: RegisterRequest, accounts: Accounts) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
     return await accounts.register(data.username, data.password)
@@ -75,7 +75,7 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
 
 
 @post(
-    "/api/auth/login",
+    "/login",
     exclude_from_auth=True,
     tags=["auth"],
     status_code=200,

@@ -11,6 +11,7 @@ disconnect stops nothing but this socket.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -49,6 +50,47 @@ OUTBOX_FRAMES = 4096
 CLOSE_TOO_SLOW = 1013
 
 
+class SocketCounter:
+    """Open sockets per user, against ``MAX_SOCKETS_PER_USER`` (one process)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[int, int] = {}
+
+    def enter(self, user_id: int) -> bool:
+        if self._open.get(user_id, 0) >= self.limit:
+            return False
+        self._open[user_id] = self._open.get(user_id, 0) + 1
+        return True
+
+    def leave(self, user_id: int) -> None:
+        self._open[user_id] -= 1
+        if not self._open[user_id]:
+            del self._open[user_id]
+
+
+class FrameBudget:
+    """A token bucket: ``rate`` frames a second, bursts of twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = 2 * rate
+        self._tokens = self.capacity
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+CLOSE_TOO_MANY_SOCKETS = 1008
+
+
 class SocketSession:
     """One connected client: its outbox, its subscriptions, its frames."""
 
@@ -59,6 +101,8 @@ class SocketSession:
         self.events: ChatEvents = state.events
         self.chats: Chats = state.chats
         self.settings = state.settings
+        self.budget = FrameBudget(state.settings.ws_frames_per_second)
+        self.counter: SocketCounter = state.sockets
         # A deque and an event rather than a memory stream: one wake-up drains every frame
         # waiting, and posting never awaits.
         self._outbox: deque[bytes] = deque()
@@ -87,6 +131,21 @@ class SocketSession:
         self.post(encode_frame(frame))
 
     async def run(self) -> None:
+        if not self.counter.enter(self.user.id):
+            await self.socket.accept()
+            limit = self.counter.limit
+            message = f"at most {limit} sockets per user are open at once"
+            await self.socket.send_data(
+                encode_frame(ErrorEvent(code="rate_limited", message=message)), mode="text"
+            )
+            await self.socket.close(code=CLOSE_TOO_MANY_SOCKETS, reason="too many sockets")
+            return
+        try:
+            await self._serve()
+        finally:
+            self.counter.leave(self.user.id)
+
+    async def _serve(self) -> None:
         await self.socket.accept()
         self.send(
             Ready(
@@ -127,6 +186,9 @@ class SocketSession:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if not self.budget.take():
+                self.send(ErrorEvent(code="rate_limited", message="too many frames; slow down"))
+                continue
             text = message.get("text")
             if text is None:
                 self.send(ErrorEvent(code="invalid_message", message="frames must be JSON text"))
