@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException, WebSocketExc
 from litestar.logging import LoggingConfig
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig
 
 from chatsvc import __version__
 from chatsvc.accounts import Accounts
@@ -38,6 +39,7 @@ from chatsvc.generation import Generations
 from chatsvc.logs import logging_config
 from chatsvc.providers import create_provider
 from chatsvc.settings import Settings, load_settings
+from chatsvc.telemetry import Telemetry
 
 log = logging.getLogger("chatsvc")
 
@@ -95,6 +97,13 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     )
 
 
+def _unreadable_body(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A body that is not UTF-8, or JSON nested deeper than the decoder goes."""
+    reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
+    body = _error_body(400, f"invalid input: the body is {reason}", "invalid_message")
+    return Response(body, status_code=400)
+
+
 def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("database unavailable: %s: %s", type(exc).__name__, exc)
     return Response(
@@ -117,7 +126,7 @@ def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
     api = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=_client_key,
-        exclude=[r"^/health", r"^/docs", r"^/redoc", r"^/schema", r"^/ws$"],
+        exclude=[r"^/health", r"^/metrics$", r"^/docs", r"^/redoc", r"^/schema", r"^/ws$"],
         store="rate_limit",
     )
     login = RateLimitConfig(
@@ -134,6 +143,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
     api_limit, login_limit = rate_limits(settings)
+    prometheus = PrometheusConfig(
+        app_name="chatsvc", group_path=True, exclude=[r"^/metrics$", r"^/health"]
+    )
     origins = settings.cors_origin_list
 
     @asynccontextmanager
@@ -162,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             chats.list_user_chats,
             ops.health,
             ops.ready,
+            ops.metrics,
             docs.swagger_ui,
             docs.redoc,
             ws.chat_socket,
@@ -174,13 +187,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "events": Provide(provide_events, sync_to_thread=False),
         },
         lifespan=[lifespan],
-        middleware=[api_limit.middleware],
+        middleware=[api_limit.middleware, prometheus.middleware],
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
             HTTPException: _http_error,
             ValidationException: _validation_error,
+            UnicodeDecodeError: _unreadable_body,
+            RecursionError: _unreadable_body,
             **dict.fromkeys(DATABASE_DOWN, _database_down),
         },
         openapi_config=OpenAPIConfig(
@@ -192,10 +207,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=docs.RENDER_PLUGINS,
         ),
         logging_config=LoggingConfig(
-            **{k: v for k, v in logging_config(settings.log_level).items() if k != "version"},
+            **{
+                k: v
+                for k, v in logging_config(
+                    settings.log_level, json=settings.environment == "production"
+                ).items()
+                if k != "version"
+            },
             log_exceptions="always",
             # Client errors and a database outage (logged in one line) need no traceback.
-            disable_stack_trace={*range(400, 500), WebSocketException, *DATABASE_DOWN},
+            disable_stack_trace={
+                *range(400, 500),
+                WebSocketException,
+                UnicodeDecodeError,
+                RecursionError,
+                *DATABASE_DOWN,
+            },
         ),
         debug=False,
     )
@@ -206,8 +233,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hash_workers=settings.password_hash_workers,
     )
     app.state.events = ChatEvents()
+    app.state.telemetry = Telemetry()
     app.state.provider = create_provider(settings)
-    app.state.generations = Generations(settings, app.state.provider, app.state.events)
+    app.state.generations = Generations(
+        settings, app.state.provider, app.state.events, app.state.telemetry
+    )
     app.state.chats = Chats(app.state.generations)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)

@@ -132,6 +132,6 @@ class Chats:
         """Delete a chat and its messages; a reply still streaming there is aborted first."""
         await self.get(owner, chat_id)
         if self._generations is not None:
-            await self._generations.stop(owner, chat_id)
+            await self._generations.stop(owner, chat_id, by="delete")
         if not await store.delete_chat(owner, chat_id):
             raise NotFound("chat not found")

@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"chatsvc: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(
+        logging_config(settings.log_level, json=settings.environment == "production")
+    )
     try:
         if options.command == "migrate":
             anyio.run(migrate, False)
@@ -202,7 +204,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
     common = {
         "host": host,
         "port": port,
-        "log_config": logging_config(settings.log_level),
+        "log_config": logging_config(settings.log_level, json=settings.environment == "production"),
         "ws_max_size": settings.max_frame_bytes,
         # Token frames are small; compressing each costs more CPU than it saves bytes,
         # and zlib state per socket costs memory (docs/performance.md).

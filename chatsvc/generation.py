@@ -58,6 +58,7 @@ from chatsvc.errors import (
 from chatsvc.events import ChatEvents, Event, Subscriber
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
 from chatsvc.settings import Settings
+from chatsvc.telemetry import AbortedBy, Telemetry
 from chatsvc.wire import (
     Aborted,
     ChatCreated,
@@ -98,6 +99,11 @@ class Generation:
     reply: Message | None = None
     error: ChatsvcError | None = None
     terminal: Event | None = None
+    #: For the audit log and metrics (``anyio.current_time()`` values).
+    started_at: float = 0.0
+    first_token_at: float | None = None
+    aborted_by: AbortedBy | None = None
+    abort_requested_at: float | None = None
 
     @property
     def content(self) -> str:
@@ -115,10 +121,17 @@ class _Outcome:
 class Generations:
     """The registry of running generations and the task group they run in."""
 
-    def __init__(self, settings: Settings, provider: LLMProvider, events: ChatEvents) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: LLMProvider,
+        events: ChatEvents,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._settings = settings
         self._provider = provider
         self._events = events
+        self._telemetry = telemetry or Telemetry()
         self._by_task: dict[UUID, Generation] = {}
         self._by_chat: dict[UUID, Generation] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -180,6 +193,7 @@ class Generations:
             message_id=uuid4(),
             model=(chat and chat["model"]) or settings.model_name,
             system_prompt=(chat and chat["system_prompt"]) or settings.default_system_prompt,
+            started_at=anyio.current_time(),
         )
         # From the checks to the registration nothing awaits: two requests cannot both pass.
         if chat_id is not None and chat_id in self._by_chat:
@@ -226,6 +240,9 @@ class Generations:
         )
         assert self._task_group is not None
         self._task_group.start_soon(self._run, generation, name=f"generation {generation.task_id}")
+        self._telemetry.generation_started(
+            user_id=owner, chat_id=generation.chat_id, task_id=generation.task_id
+        )
         return generation
 
     def _check_cap(self, owner: int) -> None:
@@ -241,7 +258,12 @@ class Generations:
     # --- abort ---------------------------------------------------------------------------
 
     def abort(
-        self, owner: int, *, task_id: UUID | None = None, chat_id: UUID | None = None
+        self,
+        owner: int,
+        *,
+        task_id: UUID | None = None,
+        chat_id: UUID | None = None,
+        by: AbortedBy = "socket",
     ) -> Generation:
         """Cancel a running generation of ``owner``'s; ``NotRunning`` for anything else."""
         if task_id is not None:
@@ -250,7 +272,10 @@ class Generations:
             generation = self._by_chat.get(chat_id) if chat_id is not None else None
         if generation is None or generation.owner != owner:
             raise NotRunning("no reply is being generated there")
-        generation.abort_requested = True
+        if not generation.abort_requested:
+            generation.abort_requested = True
+            generation.aborted_by = by
+            generation.abort_requested_at = anyio.current_time()
         generation.scope.cancel()
         return generation
 
@@ -269,10 +294,10 @@ class Generations:
             await generation.finished.wait()
         return len(running)
 
-    async def stop(self, owner: int, chat_id: UUID) -> Generation | None:
+    async def stop(self, owner: int, chat_id: UUID, *, by: AbortedBy = "rest") -> Generation | None:
         """Abort the reply running in the chat, if any, and wait until it is stored."""
         try:
-            generation = self.abort(owner, chat_id=chat_id)
+            generation = self.abort(owner, chat_id=chat_id, by=by)
         except NotRunning:
             return None
         await generation.finished.wait()
@@ -373,6 +398,9 @@ class Generations:
                 ),
             )
         if delta.text:
+            if generation.first_token_at is None:
+                generation.first_token_at = anyio.current_time()
+                self._telemetry.first_token_after(generation.first_token_at - generation.started_at)
             generation.seq += 1
             generation.parts.append(delta.text)
             self._publish(
@@ -449,12 +477,21 @@ class Generations:
                 ),
             )
         generation.finished.set()
-        log.info(
-            "reply %s %s: %d events, %d chars",
-            generation.task_id,
-            outcome.status,
-            generation.seq + 1,
-            len(generation.content),
+        now = anyio.current_time()
+        aborted = outcome.status == "aborted" and generation.abort_requested_at is not None
+        self._telemetry.generation_ended(
+            status=outcome.status,
+            user_id=generation.owner,
+            chat_id=generation.chat_id,
+            task_id=generation.task_id,
+            duration=now - generation.started_at,
+            events=generation.seq + 1,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            finish_reason=outcome.finish_reason,
+            error_code=generation.error.code if generation.error else None,
+            aborted_by=generation.aborted_by if outcome.status == "aborted" else None,
+            abort_latency=now - generation.abort_requested_at if aborted else None,  # type: ignore[operator]
         )
 
     def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:

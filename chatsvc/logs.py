@@ -11,6 +11,8 @@ import logging
 import re
 from typing import Any
 
+import msgspec
+
 _SECRET_PARAMS = re.compile(
     r"(?P<key>[?&](?:token|access_token|api_key|password)=)[^&\s\"']*", re.IGNORECASE
 )
@@ -33,7 +35,42 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def logging_config(level: str = "info") -> dict[str, Any]:
+#: Attributes every LogRecord has; anything else on a record came in through ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...`` (development)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items() if v is not None)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (production): time, level, logger, message and the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_extras(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry, enc_hook=str).decode()
+
+
+def logging_config(level: str = "info", *, json: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict for uvicorn, Litestar and chatsvc."""
     level = level.upper()
     return {
@@ -42,6 +79,7 @@ def logging_config(level: str = "info") -> dict[str, Any]:
         "filters": {"redact": {"()": RedactSecrets}},
         "formatters": {
             "plain": {
+                "()": JsonFormatter if json else TextFormatter,
                 "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                 "datefmt": "%Y-%m-%d %H:%M:%S",
             }

@@ -16,6 +16,9 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 MessageRole = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "streaming", "aborted", "failed", "interrupted"]
 
+#: Text without NUL characters (PostgreSQL cannot store them; SQLite would, so refuse both).
+NO_NUL = r"^[^\x00]*$"
+
 Username = Annotated[
     str,
     Meta(
@@ -25,10 +28,17 @@ Username = Annotated[
         description="3-64 characters: letters, digits, `_`, `.` and `-`.",
     ),
 ]
-Password = Annotated[str, Meta(min_length=8, max_length=256, description="8-256 characters.")]
-Title = Annotated[str, Meta(max_length=200, description="Up to 200 characters.")]
+Password = Annotated[
+    str, Meta(min_length=8, max_length=256, pattern=NO_NUL, description="8-256 characters.")
+]
+Title = Annotated[str, Meta(max_length=200, pattern=NO_NUL, description="Up to 200 characters.")]
 SystemPrompt = Annotated[
-    str, Meta(max_length=32_000, description="Sent first to the model; up to 32,000 characters.")
+    str,
+    Meta(
+        max_length=32_000,
+        pattern=NO_NUL,
+        description="Sent first to the model; up to 32,000 characters.",
+    ),
 ]
 ModelName = Annotated[
     str,
@@ -39,7 +49,6 @@ ModelName = Annotated[
         description="Model id sent upstream; null uses the server's MODEL_NAME.",
     ),
 ]
-SearchQuery = Annotated[str, Meta(min_length=1, max_length=200)]
 Cursor = Annotated[
     str, Meta(max_length=200, description="Opaque: the `next_cursor` of the previous page.")
 ]
@@ -58,8 +67,8 @@ class RegisterRequest(_Wire):
 
 
 class LoginRequest(_Wire):
-    username: Annotated[str, Meta(min_length=1, max_length=64)]
-    password: Annotated[str, Meta(min_length=1, max_length=256)]
+    username: Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+    password: Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 class User(_Wire):
@@ -154,7 +163,12 @@ class Readiness(_Wire):
 
 Content = Annotated[
     str,
-    Meta(min_length=1, max_length=1_000_000, description="The message; MAX_MESSAGE_CHARS at most."),
+    Meta(
+        min_length=1,
+        max_length=1_000_000,
+        pattern=NO_NUL,
+        description="The message; MAX_MESSAGE_CHARS at most.",
+    ),
 ]
 RequestId = Annotated[
     str, Meta(max_length=200, description="Any client string, echoed in the answers.")

@@ -23,6 +23,7 @@ LAYERS = {
     "chatsvc.store": 1,
     "chatsvc.piccolo_app": 1,
     "chatsvc.events": 1,
+    "chatsvc.telemetry": 1,
     "chatsvc.providers": 1,
     "chatsvc.generation": 2,
     "chatsvc.accounts": 2,

@@ -56,7 +56,7 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     is_form = request.content_type[0] == RequestEncodingType.URL_ENCODED
     try:
         if is_form and not body.lstrip().startswith(b"{"):
-            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
             fields = {k: v[0] for k, v in form.items() if k in ("username", "password")}
             return msgspec.convert(fields, LoginRequest)
         return msgspec.json.decode(body, type=LoginRequest)
@@ -67,7 +67,7 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
         raise ValidationException(
             detail="invalid login body", extra=[{"key": key, "message": message, "source": "body"}]
         ) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationException(
             detail="invalid login body: expected a JSON object or a form",
             extra=[{"key": "body", "message": "not valid JSON", "source": "body"}],

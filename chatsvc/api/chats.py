@@ -19,6 +19,7 @@ from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Generations
 from chatsvc.wire import (
+    NO_NUL,
     AbortResult,
     Chat,
     ChatCreate,
@@ -41,7 +42,12 @@ CursorParam = Annotated[
 ]
 Query = Annotated[
     str | None,
-    Parameter(min_length=1, max_length=200, description="Text searched in titles and messages."),
+    Parameter(
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Text searched in titles and messages.",
+    ),
 ]
 
 
@@ -144,7 +150,7 @@ class ChatController(Controller):
         """Stop the reply being generated in the chat (started by any of your sockets or
         requests); answers with the stored partial reply, or `409 not_running`."""
         await chats.get(request.user.id, chat_id)
-        generation = await generations.stop(request.user.id, chat_id)
+        generation = await generations.stop(request.user.id, chat_id, by="rest")
         if generation is None:
             raise NotRunning("no reply is being generated in this chat")
         if generation.reply is None:

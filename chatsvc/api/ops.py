@@ -6,6 +6,7 @@ import logging
 
 from litestar import Response, get
 from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from chatsvc import __version__
 from chatsvc.database import ping
@@ -32,3 +33,10 @@ async def ready(state: State) -> Response[Readiness]:
         body = Readiness(status="unavailable", database="unavailable", llm=llm)
         return Response(body, status_code=503)
     return Response(Readiness(status="ok", database="ok", llm=llm))
+
+
+@get("/metrics", exclude_from_auth=True, include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: State) -> bytes:
+    """Prometheus text: Litestar's HTTP metrics, then chatsvc's own."""
+    state.telemetry.set_circuit(state.provider.circuit_state)
+    return generate_latest(REGISTRY) + state.telemetry.render()

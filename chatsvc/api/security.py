@@ -7,6 +7,7 @@ as a query parameter (PROTOCOL.md section 1); the log filter in
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,9 @@ from chatsvc.accounts import Accounts
 from chatsvc.wire import AccessToken
 
 WS_UNAUTHORIZED = 4401
+#: A user id as we issue it: ASCII digits, no sign, no leading zero, within a 32-bit serial.
+_USER_ID = re.compile(r"[1-9][0-9]{0,9}")
+MAX_USER_ID = 2**31 - 1
 LOGIN_PATH = "/api/auth/login"
 
 
@@ -36,7 +40,7 @@ async def retrieve_user(
     token: Token, connection: ASGIConnection[Any, Any, Any, Any]
 ) -> AuthUser | None:
     """The token's user if it still exists and is active (deactivation locks a user out)."""
-    if not token.sub.isdigit():
+    if not _USER_ID.fullmatch(token.sub) or int(token.sub) > MAX_USER_ID:
         return None
     accounts: Accounts = connection.app.state.accounts
     user = await accounts.active_user(int(token.sub))
@@ -86,6 +90,6 @@ def create_jwt_auth(secret: str, ttl_seconds: int) -> OAuth2PasswordBearerAuth[A
         authentication_middleware_class=TokenAuthMiddleware,
         # Documentation pages stay public; our own public routes opt out with
         # `exclude_from_auth=True`. Patterns are searched unanchored: anchor them.
-        exclude=[r"^/schema(/|$)"],
+        exclude=[r"^/schema(/|$)", r"^/metrics$"],
         description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`.",
     )

@@ -28,6 +28,7 @@ from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Generation, Generations
+from chatsvc.telemetry import Telemetry
 from chatsvc.wire import (
     Abort,
     ErrorEvent,
@@ -103,6 +104,7 @@ class SocketSession:
         self.settings = state.settings
         self.budget = FrameBudget(state.settings.ws_frames_per_second)
         self.counter: SocketCounter = state.sockets
+        self.telemetry: Telemetry = state.telemetry
         # A deque and an event rather than a memory stream: one wake-up drains every frame
         # waiting, and posting never awaits.
         self._outbox: deque[bytes] = deque()
@@ -140,10 +142,14 @@ class SocketSession:
             )
             await self.socket.close(code=CLOSE_TOO_MANY_SOCKETS, reason="too many sockets")
             return
+        self.telemetry.sockets.inc()
         try:
             await self._serve()
         finally:
             self.counter.leave(self.user.id)
+            self.telemetry.sockets.dec()
+            if self.too_slow:
+                self.telemetry.slow_consumers.inc()
 
     async def _serve(self) -> None:
         await self.socket.accept()
@@ -202,6 +208,9 @@ class SocketSession:
                     )
                 )
                 continue
+            except RecursionError:
+                self.send(ErrorEvent(code="invalid_message", message="JSON nested too deeply"))
+                continue
             try:
                 await self._handle(frame)
             except Exception:  # this frame's error boundary: the socket and its replies go on
@@ -224,7 +233,7 @@ class SocketSession:
             case Abort():
                 try:
                     generation = self.generations.abort(
-                        self.user.id, task_id=frame.task_id, chat_id=frame.chat_id
+                        self.user.id, task_id=frame.task_id, chat_id=frame.chat_id, by="socket"
                     )
                 except ChatsvcError as exc:
                     self._error(exc, chat_id=frame.chat_id, task_id=frame.task_id)
@@ -273,7 +282,7 @@ def _request_id(text: str) -> str | None:
     """The ``request_id`` of a frame that failed validation, when it has a readable one."""
     try:
         return decode_request_id(text).request_id
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 
 
