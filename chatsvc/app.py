@@ -47,6 +47,7 @@ log = logging.getLogger("chatsvc")
 DATABASE_DOWN = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     sqlite3.OperationalError,

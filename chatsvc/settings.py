@@ -187,6 +187,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "<unset>",
                 f"a secret of at least {MIN_JWT_SECRET_LENGTH} characters in production",
             )
+        if self.environment == "production" and _looks_like_a_placeholder(self.jwt_secret or ""):
+            raise ConfigError(
+                "JWT_SECRET",
+                "<hidden>",
+                "a random secret in production, not a placeholder "
+                '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+            )
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -198,6 +205,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.openai_api_key or self.openai_base_url:
             return "openai"
         return "echo"
+
+
+_PLACEHOLDERS = ("change", "secret", "example", "placeholder", "default", "password", "xxxx")
+
+
+def _looks_like_a_placeholder(secret: str) -> bool:
+    """Words people leave in example configs, or too few distinct characters to be random."""
+    lowered = secret.lower()
+    return any(word in lowered for word in _PLACEHOLDERS) or len(set(secret)) < 12
 
 
 class ConfigError(ValueError):

@@ -31,8 +31,13 @@ class Telemetry:
             registry=r,
         )  # fmt: skip
         self.active = Gauge("chatsvc_generations_active", "Generations running now.", registry=r)
-        self.tokens = Counter(
-            "chatsvc_tokens_streamed", "Token and reasoning events relayed.", registry=r
+        self.events = Counter(
+            "chatsvc_token_events", "Token and reasoning events relayed.", registry=r
+        )
+        self.completion_tokens = Counter(
+            "chatsvc_completion_tokens",
+            "Tokens the upstream reported generating (its usage figures).",
+            registry=r,
         )
         self.first_token = Histogram(
             "chatsvc_time_to_first_token_seconds",
@@ -97,7 +102,9 @@ class Telemetry:
     ) -> None:
         self.active.dec()
         self.finished.labels(status=status).inc()
-        self.tokens.inc(events)
+        self.events.inc(events)
+        if completion_tokens:
+            self.completion_tokens.inc(completion_tokens)
         if error_code is not None:
             self.upstream_errors.labels(code=error_code).inc()
         if abort_latency is not None:

@@ -285,13 +285,9 @@ class Server:
 def start_server(db: Database, cwd: Path, **settings: str) -> Server:
     """Start ``chatsvc serve`` on a free port and wait until ``/health`` answers."""
     port = free_port()
-    env = clean_environment(
-        DATABASE_URL=db.url,
-        ENVIRONMENT="test",
-        JWT_SECRET=JWT_SECRET,
-        # The suite makes many requests from one address; the limit tests lower these.
-        **{**HIGH_LIMITS, **settings},
-    )
+    defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
+    # The suite makes many requests from one address; the limit tests lower these.
+    env = clean_environment(**{**defaults, **HIGH_LIMITS, **settings})
     log_path = cwd / f"server-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -77,6 +77,23 @@ def test_production_refuses_to_start_without_a_jwt_secret(tmp_path: Path) -> Non
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "change-me-change-me-change-me-change-me",
+        "my-super-secret-jwt-signing-key-for-prod",
+        "abababababababababababababababababababab",
+    ],
+)
+def test_production_refuses_a_placeholder_secret(tmp_path: Path, secret: str) -> None:
+    env = clean_environment(ENVIRONMENT="production", JWT_SECRET=secret)
+    result = run_chatsvc("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "JWT_SECRET" in result.stderr
+    assert "placeholder" in result.stderr
+    assert secret not in result.stderr
+
+
 def test_settings_come_from_a_dot_env_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("# local settings\nPORT=not-a-port\n")
     result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment())

@@ -58,3 +58,38 @@ def test_unknown_and_foreign_chats_answer_the_same(alice: User, bob: User) -> No
         unknown = client.get("/api/chats/00000000-0000-4000-8000-000000000000")
     assert foreign.status_code == unknown.status_code == 404
     assert foreign.content == unknown.content
+
+
+def test_websocket_actions_on_another_users_chat_change_nothing(alice: User, bob: User) -> None:
+    from tests.conftest import Socket, tokens_of
+    from tests.fake_openai import directive
+
+    with Socket(alice) as owner, Socket(bob) as intruder:
+        started = owner.start(f"private {directive(tokens=60, rate=60)}")
+        chat_id, task_id = started["chat_id"], started["task_id"]
+
+        intruder.send(action="send_message", content="let me in", chat_id=chat_id, request_id="x1")
+        sent = intruder.recv()
+        intruder.send(action="subscribe", chat_id=chat_id)
+        subscribed = intruder.recv()
+        intruder.send(action="abort", task_id=task_id)
+        by_task = intruder.recv()
+        intruder.send(action="abort", chat_id=chat_id)
+        by_chat = intruder.recv()
+        frames = owner.until_end(task_id)
+        intruder.send(action="ping")
+        after = intruder.recv()  # nothing of alice's stream leaked into bob's socket
+
+    assert (sent["code"], sent["request_id"]) == ("not_found", "x1")
+    assert subscribed["code"] == "not_found"
+    # An abort answers `not_running` for unknown, finished or foreign tasks alike (PROTOCOL 2.3).
+    assert by_task["code"] == by_chat["code"] == "not_running"
+    assert after == {"type": "pong"}
+    assert frames[-1]["type"] == "done"
+    assert frames[-1]["message"]["content"] == "".join(
+        t["token"] for t in tokens_of(frames, task_id)
+    )
+    with alice.client() as client:
+        history = client.get(f"/api/chats/{chat_id}").json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert "let me in" not in str(history)
