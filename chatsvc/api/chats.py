@@ -17,7 +17,7 @@ from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event
-from chatsvc.generation import Generations
+from chatsvc.generation import Generation, Generations
 from chatsvc.wire import (
     NO_NUL,
     AbortResult,
@@ -133,7 +133,7 @@ class ChatController(Controller):
             generation = await generations.start(
                 request.user.id, data.content, chat_id=chat_id, subscriber=stream
             )
-            return ServerSentEvent(stream.messages(generation.task_id))
+            return ServerSentEvent(stream.messages(generation))
         generation = await generations.start(request.user.id, data.content, chat_id=chat_id)
         await generation.finished.wait()
         if generation.error is not None or generation.reply is None:
@@ -193,13 +193,22 @@ class _EventStream:
         except anyio.ClosedResourceError:
             pass
 
-    async def messages(self, task_id: UUID) -> AsyncIterator[ServerSentEventMessage]:
+    async def messages(self, generation: Generation) -> AsyncIterator[ServerSentEventMessage]:
+        """The task's events up to its terminal one; also ends when the task ended without
+        one (interrupted by a stop), checked twice a second while the stream is idle."""
         try:
             async with self._receive:
-                async for event in self._receive:
-                    yield ServerSentEventMessage(event=event.type, data=event.data.decode())
-                    if event.ends_task and event.task_id == task_id:
+                while True:
+                    with anyio.move_on_after(0.5):
+                        event = await self._receive.receive()
+                        yield ServerSentEventMessage(event=event.type, data=event.data.decode())
+                        if event.ends_task and event.task_id == generation.task_id:
+                            return
+                        continue
+                    if generation.finished.is_set():
                         return
+        except anyio.EndOfStream:
+            return
         finally:
             self._events.unsubscribe_all(self)
             self._send.close()
