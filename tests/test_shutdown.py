@@ -92,6 +92,7 @@ def test_sigterm_interrupts_replies_and_keeps_what_clients_received(
         assert got["text"], "the stream was cut before the signal"
         assert row["content"].endswith(got["text"]), (row["content"][-80:], got["text"][-80:])
     assert "stopped 20 running replies as interrupted" in server.log()
+    assert server.log().count("generation interrupted") == STREAMS  # the audit log says so
 
 
 def test_after_kill_9_no_reply_stays_streaming(
