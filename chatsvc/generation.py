@@ -444,38 +444,9 @@ class Generations:
         generation.error = outcome.error
         if row is not None:
             generation.reply = message_from_row(row)
-        if outcome.status == "complete" and generation.reply is not None:
-            generation.terminal = self._publish(
-                generation,
-                Done(
-                    task_id=generation.task_id,
-                    chat_id=generation.chat_id,
-                    message=generation.reply,
-                    usage=outcome.usage,
-                    finish_reason=outcome.finish_reason,
-                ),
-            )
-        elif outcome.status == "aborted" and generation.reply is not None:
-            generation.terminal = self._publish(
-                generation,
-                Aborted(
-                    task_id=generation.task_id,
-                    chat_id=generation.chat_id,
-                    message=generation.reply,
-                ),
-            )
-        elif outcome.status != "interrupted":
-            error = outcome.error or InternalError("the reply could not be stored")
-            generation.error = error
-            generation.terminal = self._publish(
-                generation,
-                ErrorEvent(
-                    code=error.code,
-                    message=error.message,
-                    task_id=generation.task_id,
-                    chat_id=generation.chat_id,
-                ),
-            )
+        terminal = self._terminal_frame(generation, outcome)
+        if terminal is not None:
+            generation.terminal = self._publish(generation, terminal)
         generation.finished.set()
         now = anyio.current_time()
         aborted = outcome.status == "aborted" and generation.abort_requested_at is not None
@@ -493,6 +464,21 @@ class Generations:
             aborted_by=generation.aborted_by if outcome.status == "aborted" else None,
             abort_latency=now - generation.abort_requested_at if aborted else None,  # type: ignore[operator]
         )
+
+    def _terminal_frame(self, generation: Generation, outcome: _Outcome) -> msgspec.Struct | None:
+        """``done``, ``aborted`` or ``error`` (none when interrupted: the sockets are closing)."""
+        ids = {"task_id": generation.task_id, "chat_id": generation.chat_id}
+        reply = generation.reply
+        if outcome.status == "complete" and reply is not None:
+            return Done(
+                **ids, message=reply, usage=outcome.usage, finish_reason=outcome.finish_reason
+            )
+        if outcome.status == "aborted" and reply is not None:
+            return Aborted(**ids, message=reply)
+        if outcome.status == "interrupted":
+            return None
+        generation.error = outcome.error or InternalError("the reply could not be stored")
+        return ErrorEvent(**ids, code=generation.error.code, message=generation.error.message)
 
     def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:
         kind = type(frame).__struct_config__.tag

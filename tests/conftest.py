@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,8 +282,13 @@ class Server:
                 self.process.wait()
 
 
-def start_server(db: Database, cwd: Path, **settings: str) -> Server:
-    """Start ``chatsvc serve`` on a free port and wait until ``/health`` answers."""
+def start_server(
+    db: Database, cwd: Path, *, python_args: Sequence[str] = ("-m", "chatsvc"), **settings: str
+) -> Server:
+    """Start ``chatsvc serve`` on a free port and wait until ``/health`` answers.
+
+    ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server under a profiler).
+    """
     port = free_port()
     defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
     # The suite makes many requests from one address; the limit tests lower these.
@@ -291,7 +296,7 @@ def start_server(db: Database, cwd: Path, **settings: str) -> Server:
     log_path = cwd / f"server-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatsvc", "serve", "--port", str(port)],
+            [sys.executable, *python_args, "serve", "--port", str(port)],
             cwd=cwd,
             env=env,
             stdout=log_file,

@@ -76,7 +76,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import asyncpg
-import httpx
 import openai
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
@@ -84,14 +83,10 @@ from websockets.exceptions import WebSocketException
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import (
-    JWT_SECRET,
     PG_ADMIN_URL,
-    SERVER_START_SECONDS,
     Database,
     Server,
     User,
-    clean_environment,
-    free_port,
     register_and_login,
     start_server,
 )
@@ -704,34 +699,6 @@ finally:
 """
 
 
-def start_profiled_server(db: Database, cwd: Path, profile: Path, **settings: str) -> Server:
-    """``start_server`` under cProfile (``PROFILED_SERVE``); stop it with SIGINT."""
-    port = free_port()
-    env = clean_environment(
-        DATABASE_URL=db.url, ENVIRONMENT="test", JWT_SECRET=JWT_SECRET, **settings
-    )
-    command = ["-c", PROFILED_SERVE, str(profile.resolve()), "serve"]
-    log_path = cwd / f"server-{port}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, *command, "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", db, log_path, process, cwd)
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"chatsvc did not start:\n{server.log()}")
-
-
 def run_against_server(
     fake: FakeUpstream, options: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
@@ -747,7 +714,8 @@ def run_against_server(
     }
     try:
         if options.profile:
-            server = start_profiled_server(db, tmp, options.profile, **settings)
+            profiled = ("-c", PROFILED_SERVE, str(options.profile.resolve()))
+            server = start_server(db, tmp, python_args=profiled, **settings)
         else:
             server = start_server(db, tmp, **settings)
         try:
