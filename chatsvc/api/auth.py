@@ -12,33 +12,43 @@ from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
-from litestar.openapi.spec.operation import Operation
 
 from chatsvc.accounts import Accounts
+from chatsvc.api.openapi import PROTECTED, PublicOperation, errors
 from chatsvc.api.security import AuthUser, TokenIssuer
-from chatsvc.wire import AccessToken, LoginRequest, RegisterRequest, User
+from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, User
 
 
-@post("/register", exclude_from_auth=True, tags=["auth"], status_code=201)
+@post(
+    "/register",
+    exclude_from_auth=True,
+    tags=["auth"],
+    status_code=201,
+    operation_class=PublicOperation,
+    responses=errors(403, 409, 429),
+)
 async def register(data: RegisterRequest, accounts: Accounts) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
     return await accounts.register(data.username, data.password)
 
 
 def _login_schema() -> Schema:
-    text = Schema(type=OpenAPIType.STRING, min_length=1)
+    def text(longest: int) -> Schema:
+        return Schema(type=OpenAPIType.STRING, min_length=1, max_length=longest, pattern=NO_NUL)
+
     return Schema(
         type=OpenAPIType.OBJECT,
-        properties={"username": text, "password": text},
+        properties={"username": text(64), "password": text(256)},
         required=["username", "password"],
     )
 
 
 @dataclass
-class _LoginOperation(Operation):
+class _LoginOperation(PublicOperation):
     """The login body may be JSON or an OAuth2 password form (for Swagger's Authorize)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         schema = _login_schema()
         self.request_body = RequestBody(
             required=True,
@@ -80,6 +90,7 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     tags=["auth"],
     status_code=200,
     operation_class=_LoginOperation,
+    responses=errors(400, 401, 429),
 )
 async def login(
     request: Request[Any, Any, Any],
@@ -92,7 +103,7 @@ async def login(
     return tokens.issue(user_id)
 
 
-@get("/api/me", tags=["auth"])
+@get("/api/me", tags=["auth"], responses=errors(*PROTECTED))
 async def me(request: Request[AuthUser, Any, Any]) -> User:
     """The user the token belongs to."""
     return User(id=request.user.id, username=request.user.username)

@@ -13,6 +13,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from chatsvc.api.openapi import PROTECTED, errors
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
@@ -55,12 +56,12 @@ class ChatController(Controller):
     path = "/api/chats"
     tags = ["chats"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=errors(*PROTECTED))
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
         return await chats.create(request.user.id, data)
 
-    @get("/")
+    @get("/", responses=errors(*PROTECTED))
     async def list_chats(
         self,
         request: AuthRequest,
@@ -72,14 +73,14 @@ class ChatController(Controller):
         """Your chats, newest `updated_at` first; `q` searches titles and message text."""
         return await chats.list(request.user.id, limit=limit, cursor=cursor, q=q)
 
-    @get("/{chat_id:str}")
+    @get("/{chat_id:str}", responses=errors(*PROTECTED, 404))
     async def get_chat(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats
     ) -> ChatWithMessages:
         """A chat with all its messages, oldest first."""
         return await chats.get_with_messages(request.user.id, chat_id)
 
-    @get("/{chat_id:str}/messages")
+    @get("/{chat_id:str}/messages", responses=errors(*PROTECTED, 404))
     async def list_messages(
         self,
         request: AuthRequest,
@@ -91,7 +92,7 @@ class ChatController(Controller):
         """The newest messages (oldest first in the page); `before` pages back in time."""
         return await chats.messages(request.user.id, chat_id, limit=limit, before=before)
 
-    @patch("/{chat_id:str}")
+    @patch("/{chat_id:str}", responses=errors(*PROTECTED, 404))
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
     ) -> Chat:
@@ -110,7 +111,8 @@ class ChatController(Controller):
                 media_type=MediaType.JSON,
                 description="The finished reply; with `Accept: text/event-stream`, the events "
                 "of PROTOCOL.md section 2.2 as Server-Sent Events.",
-            )
+            ),
+            **errors(*PROTECTED, 404, 409, 413, 502, 504),
         },
     )
     async def post_message(
@@ -143,7 +145,7 @@ class ChatController(Controller):
         )
         return Response(reply, media_type=MediaType.JSON)
 
-    @post("/{chat_id:str}/abort", status_code=200)
+    @post("/{chat_id:str}/abort", status_code=200, responses=errors(*PROTECTED, 404, 409))
     async def abort(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats, generations: Generations
     ) -> AbortResult:
@@ -157,13 +159,13 @@ class ChatController(Controller):
             raise generation.error or InternalError("the reply could not be stored")
         return AbortResult(task_id=generation.task_id, message=generation.reply)
 
-    @delete("/{chat_id:str}", status_code=204)
+    @delete("/{chat_id:str}", status_code=204, responses=errors(*PROTECTED, 404))
     async def delete_chat(self, request: AuthRequest, chat_id: ChatId, chats: Chats) -> None:
         """Delete a chat and its messages."""
         await chats.delete(request.user.id, chat_id)
 
 
-@get("/api/users/{user_id:str}/chats", tags=["chats"])
+@get("/api/users/{user_id:str}/chats", tags=["chats"], responses=errors(*PROTECTED, 404))
 async def list_user_chats(
     request: AuthRequest,
     user_id: Annotated[int, Parameter(ge=1, le=2**31 - 1, description="The user's id.")],

@@ -6,22 +6,36 @@ import logging
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from chatsvc import __version__
+from chatsvc.api.openapi import PublicOperation
 from chatsvc.database import ping
 from chatsvc.wire import Health, Readiness
 
 log = logging.getLogger("chatsvc.health")
 
 
-@get("/health", exclude_from_auth=True, tags=["operations"])
+@get("/health", exclude_from_auth=True, tags=["operations"], operation_class=PublicOperation)
 async def health() -> Health:
     """Liveness: the process answers."""
     return Health(version=__version__)
 
 
-@get("/health/ready", exclude_from_auth=True, tags=["operations"])
+@get(
+    "/health/ready",
+    exclude_from_auth=True,
+    tags=["operations"],
+    operation_class=PublicOperation,
+    responses={
+        503: ResponseSpec(
+            data_container=Readiness,
+            description="The database is unreachable.",
+            generate_examples=False,
+        )
+    },
+)
 async def ready(state: State) -> Response[Readiness]:
     """Readiness: a real database round trip (`503` while the database is unreachable),
     and the state of the upstream circuit breaker."""
