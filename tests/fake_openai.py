@@ -36,6 +36,7 @@ class Script:
     rate: float = 0.0  # tokens per second; 0 sends them as fast as the socket takes them
     status: int | None = None  # answer with this HTTP error status instead
     fail_times: int = 0  # answer the first N attempts of the same messages with `status` or 503
+    header_delay: float = 0.0  # seconds before the response starts (a server slow to answer)
     drop_after: int | None = None  # close the connection after this many tokens
     stall_after: int | None = None  # stop sending (connection left open) after this many
     error_after: int | None = None  # send an `error` event after this many tokens
@@ -185,6 +186,8 @@ class FakeOpenAI:
         elif script.status is not None:
             await self._send_error(writer, script.status, "scripted failure")
             return False
+        if script.header_delay:
+            await asyncio.sleep(script.header_delay)
         if not record.stream:
             await self._send_whole(writer, record)
             return True
