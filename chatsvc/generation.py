@@ -157,9 +157,6 @@ class Generations:
 
     # --- queries ------------------------------------------------------------------------
 
-    def running_in(self, chat_id: UUID) -> Generation | None:
-        return self._by_chat.get(chat_id)
-
     def running_for(self, owner: int) -> int:
         return sum(1 for g in self._by_task.values() if g.owner == owner)
 
