@@ -67,6 +67,7 @@ from chatsvc.wire import (
     Message,
     MessageEvent,
     ReasoningEvent,
+    Snapshot,
     Started,
     TokenEvent,
     Usage,
@@ -156,6 +157,25 @@ class Generations:
         await self._task_group.__aexit__(None, None, None)
 
     # --- queries ------------------------------------------------------------------------
+
+    def follow(self, chat_id: UUID, subscriber: Subscriber) -> Snapshot | None:
+        """Subscribe to a chat; if a reply streams there, what it has said so far.
+
+        Subscribing and reading the text happen without an await in between, and
+        events are published in the same way, so the next event the subscriber gets
+        is the one numbered ``seq + 1``: no gap, no duplicate.
+        """
+        self._events.subscribe(chat_id, subscriber)
+        generation = self._by_chat.get(chat_id)
+        if generation is None or generation.finished.is_set():
+            return None
+        return Snapshot(
+            task_id=generation.task_id,
+            chat_id=generation.chat_id,
+            message_id=generation.message_id,
+            seq=generation.seq,
+            content=generation.content,
+        )
 
     def running_for(self, owner: int) -> int:
         return sum(1 for g in self._by_task.values() if g.owner == owner)

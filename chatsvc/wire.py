@@ -283,6 +283,17 @@ class ReasoningEvent(_Event, tag="reasoning"):
     token: str
 
 
+class Snapshot(_Event, tag="snapshot"):
+    """Sent on `subscribe` while a reply streams: everything so far; `token` events go on
+    from `seq + 1`."""
+
+    task_id: UUID
+    chat_id: UUID
+    message_id: UUID
+    seq: int
+    content: str
+
+
 class Done(_Event, tag="done"):
     task_id: UUID
     chat_id: UUID
@@ -316,6 +327,7 @@ ServerFrame = (
     | Started
     | TokenEvent
     | ReasoningEvent
+    | Snapshot
     | Done
     | Aborted
     | ErrorEvent

@@ -247,7 +247,9 @@ class SocketSession:
                 except ChatsvcError as exc:
                     self._error(exc, chat_id=frame.chat_id)
                     return
-                self.events.subscribe(frame.chat_id, self)
+                snapshot = self.generations.follow(frame.chat_id, self)
+                if snapshot is not None:
+                    self.send(snapshot)
             case Unsubscribe():
                 self.events.unsubscribe(frame.chat_id, self)
             case Ping():
