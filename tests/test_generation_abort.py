@@ -6,6 +6,7 @@ import secrets
 import threading
 
 import httpx
+import pytest
 
 from tests.conftest import Socket, User, tokens_of
 from tests.fake_openai import FakeOpenAI, directive
@@ -41,22 +42,13 @@ def _check_aborted(
     assert not record.completed
 
 
-def test_abort_by_task_id(alice: User, fake_llm: FakeOpenAI) -> None:
+@pytest.mark.parametrize("by", ["task_id", "chat_id"])
+def test_abort_over_the_socket(alice: User, fake_llm: FakeOpenAI, by: str) -> None:
     mark = marker()
     with Socket(alice) as socket:
         started = socket.start(f"{mark} {SLOW}")
         before = socket.until(lambda f: f["type"] == "token" and f["seq"] >= 2)
-        socket.send(action="abort", task_id=started["task_id"])
-        frames = before + socket.until_end(started["task_id"])
-    _check_aborted(alice, fake_llm, mark, frames, started)
-
-
-def test_abort_by_chat_id(alice: User, fake_llm: FakeOpenAI) -> None:
-    mark = marker()
-    with Socket(alice) as socket:
-        started = socket.start(f"{mark} {SLOW}")
-        before = socket.until(lambda f: f["type"] == "token" and f["seq"] >= 2)
-        socket.send(action="abort", chat_id=started["chat_id"])
+        socket.send(action="abort", **{by: started[by]})
         frames = before + socket.until_end(started["task_id"])
     _check_aborted(alice, fake_llm, mark, frames, started)
 
