@@ -87,6 +87,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float,
         msgspec.Meta(gt=0, le=100_000, description="frames a second per socket (bursts of 2x)"),
     ] = 20.0
+    ws_outbox_events: Annotated[
+        int,
+        msgspec.Meta(
+            ge=8, le=1_000_000, description="events waiting for a slow socket (then 1013)"
+        ),
+    ] = 4096
     max_sockets_per_user: Annotated[
         int, msgspec.Meta(ge=1, le=10_000, description="open WebSockets per user")
     ] = 10

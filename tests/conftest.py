@@ -71,6 +71,7 @@ CHATSVC_VARIABLES = {
     *HIGH_LIMITS,
     "CORS_ORIGINS",
     "SHUTDOWN_TIMEOUT",
+    "WS_OUTBOX_EVENTS",
 }
 
 
@@ -449,7 +450,7 @@ class Socket:
 
     def __init__(self, user: User) -> None:
         self.user = user
-        self._connection = connect(f"{user.server.ws_url}?token={user.token}")
+        self._connection = connect(f"{user.server.ws_url}?token={user.token}", max_size=None)
         self.ws: ClientConnection = self._connection.__enter__()
         self.ready = self.recv()
         assert self.ready["type"] == "ready", self.ready

@@ -42,17 +42,18 @@ class Script:
     error_after: int | None = None  # send an `error` event after this many tokens
     reasoning: int = 0  # reasoning deltas before the content
     timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
+    pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
     usage: bool = True
 
     def token(self, index: int) -> str:
         if self.timestamps:
             return f"t{index}@{time.time():.6f} "
-        return f"t{index} "
+        return f"t{index}{'.' * self.pad} "
 
     def expected_text(self) -> str:
         """The content a client should end up with when nothing interrupts the stream."""
-        return "".join(f"t{i} " for i in range(self.tokens))
+        return "".join(f"t{i}{'.' * self.pad} " for i in range(self.tokens))
 
 
 @dataclass

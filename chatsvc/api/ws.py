@@ -46,8 +46,7 @@ from chatsvc.wire import (
 
 log = logging.getLogger("chatsvc.ws")
 
-#: Frames waiting for a slow client; past this the socket is closed (1013, try again later).
-OUTBOX_FRAMES = 4096
+#: Past ``WS_OUTBOX_EVENTS`` events waiting for a slow client, its socket is closed with this.
 CLOSE_TOO_SLOW = 1013
 
 
@@ -120,7 +119,7 @@ class SocketSession:
     def post(self, data: bytes) -> None:
         if self._closed:
             return
-        if len(self._outbox) >= OUTBOX_FRAMES:
+        if len(self._outbox) >= self.settings.ws_outbox_events:
             self.too_slow = True
             self._closed = True
             if self._task_group is not None:
