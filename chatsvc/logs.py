@@ -36,7 +36,10 @@ class RedactSecrets(logging.Filter):
 
 
 #: Attributes every LogRecord has; anything else on a record came in through ``extra``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",  # set on the record by Formatter.format
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

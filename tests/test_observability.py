@@ -91,6 +91,7 @@ def test_audit_log_says_what_happened(alice: User, fake_llm: FakeOpenAI) -> None
     assert "generation complete" in complete
     assert re.search(r"duration_ms=\d+", complete)
     assert "completion_tokens=4" in complete
+    assert "asctime=" not in complete
     assert "finish_reason=stop" in complete
     assert "aborted_by=socket" in audit_lines(server, by_socket["task_id"])[-1]
     assert "aborted_by=rest" in audit_lines(server, by_rest["task_id"])[-1]
