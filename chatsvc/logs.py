@@ -39,6 +39,7 @@ class RedactSecrets(logging.Filter):
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",  # set on the record by Formatter.format
+    "color_message",  # uvicorn's coloured copy of the message
 }
 
 
