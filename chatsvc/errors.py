@@ -65,11 +65,6 @@ class Conflict(ChatsvcError):
     status_code = 409
 
 
-class DatabaseUnavailable(ChatsvcError):
-    code = "unavailable"
-    status_code = 503
-
-
 class Busy(ChatsvcError):
     """A generation already runs in that chat."""
 

@@ -404,31 +404,13 @@ class Generations:
 
     def _relay_delta(self, generation: Generation, delta: Delta, outcome: _Outcome) -> None:
         if delta.reasoning:
-            generation.seq += 1
-            self._publish(
-                generation,
-                ReasoningEvent(
-                    task_id=generation.task_id,
-                    chat_id=generation.chat_id,
-                    seq=generation.seq,
-                    token=delta.reasoning,
-                ),
-            )
+            self._publish_next(generation, ReasoningEvent, delta.reasoning)
         if delta.text:
             if generation.first_token_at is None:
                 generation.first_token_at = anyio.current_time()
                 self._telemetry.first_token_after(generation.first_token_at - generation.started_at)
-            generation.seq += 1
             generation.parts.append(delta.text)
-            self._publish(
-                generation,
-                TokenEvent(
-                    task_id=generation.task_id,
-                    chat_id=generation.chat_id,
-                    seq=generation.seq,
-                    token=delta.text,
-                ),
-            )
+            self._publish_next(generation, TokenEvent, delta.text)
         if delta.usage is not None:
             outcome.usage = Usage(
                 prompt_tokens=delta.usage.prompt_tokens,
@@ -480,6 +462,24 @@ class Generations:
             error_code=generation.error.code if generation.error else None,
             aborted_by=generation.aborted_by if outcome.status == "aborted" else None,
             abort_latency=now - generation.abort_requested_at if aborted else None,  # type: ignore[operator]
+        )
+
+    def _publish_next(
+        self,
+        generation: Generation,
+        kind: type[TokenEvent] | type[ReasoningEvent],
+        text: str,
+    ) -> None:
+        """The task's next ``seq``: token and reasoning events share one gapless count."""
+        generation.seq += 1
+        self._publish(
+            generation,
+            kind(
+                task_id=generation.task_id,
+                chat_id=generation.chat_id,
+                seq=generation.seq,
+                token=text,
+            ),
         )
 
     def _terminal_frame(self, generation: Generation, outcome: _Outcome) -> msgspec.Struct | None:
