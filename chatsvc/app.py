@@ -31,6 +31,7 @@ from chatsvc.api.deps import (
 )
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.api.ws import SocketCounter
+from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
 from chatsvc.errors import ChatsvcError
@@ -156,9 +157,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
             )
         provider = app.state.provider
-        async with connection_pool(app.state.engine):
+        async with connection_pool(app.state.engine), app.state.bus, app.state.events:
             try:
                 async with app.state.generations:
+                    log.info(
+                        "instance %s, event bus: %s",
+                        app.state.generations.instance,
+                        app.state.bus.kind,
+                    )
                     yield
             finally:
                 await provider.aclose()
@@ -233,11 +239,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
     )
-    app.state.events = ChatEvents()
+    app.state.bus = EventBus.from_url(settings.event_bus_url)
+    app.state.events = ChatEvents(app.state.bus)
     app.state.telemetry = Telemetry()
     app.state.provider = create_provider(settings)
     app.state.generations = Generations(
-        settings, app.state.provider, app.state.events, app.state.telemetry
+        settings, app.state.provider, app.state.events, app.state.bus, app.state.telemetry
     )
     app.state.chats = Chats(app.state.generations)
     app.state.tokens = TokenIssuer(jwt_auth)

@@ -3,21 +3,44 @@
 A generation publishes each event once, already encoded; every subscriber of
 the chat gets the same bytes. Delivery never blocks the publisher: a
 subscriber that cannot keep up handles that itself (see ``Subscriber``).
-This in-process hub serves one instance; a shared event bus replaces it for
-several instances.
+
+Subscribers on this instance get an event straight from the publisher. With
+a shared event bus the event also goes out on the chat's channel, and while
+this instance has subscribers of a chat it reads that channel (a *feed*), so
+events of replies running on other instances reach them too. A subscriber
+that joins a reply running elsewhere waits behind a ``_SnapshotGate`` until
+the owner's snapshot arrives (see ``follow_remote``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from contextlib import aclosing
 from typing import NamedTuple, Protocol
 from uuid import UUID
+
+import anyio
+import anyio.abc
+import msgspec
+
+from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
+
+log = logging.getLogger("chatsvc.events")
+
+#: How long a subscriber waits for the snapshot of a reply running on another
+#: instance before asking again, and how many times it asks.
+SNAPSHOT_WAIT_SECONDS = 2.0
+SNAPSHOT_ASKS = 3
+#: Events held for a subscriber waiting for a snapshot (a snapshot is due in a round trip).
+GATE_EVENTS = 5_000
 
 
 class Event(NamedTuple):
     type: str
     task_id: UUID | None
     data: bytes
+    seq: int | None = None
 
     @property
     def ends_task(self) -> bool:
@@ -31,27 +54,199 @@ class Subscriber(Protocol):
         ...
 
 
-class ChatEvents:
+class _Feed:
+    """This instance reading one chat's channel on the bus."""
+
     def __init__(self) -> None:
+        self.ready = anyio.Event()
+        self.scope = anyio.CancelScope()
+
+
+class ChatEvents:
+    def __init__(self, bus: EventBus | None = None) -> None:
         self._subscribers: defaultdict[UUID, set[Subscriber]] = defaultdict(set)
+        self._bus = bus
+        self._feeds: dict[UUID, _Feed] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def _shared(self) -> bool:
+        return self._bus is not None and self._bus.shared
+
+    async def __aenter__(self) -> ChatEvents:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(None, None, None)
+
+    # --- subscribing ------------------------------------------------------------------
 
     def subscribe(self, chat_id: UUID, subscriber: Subscriber) -> None:
         self._subscribers[chat_id].add(subscriber)
+        if self._shared and chat_id not in self._feeds and self._task_group is not None:
+            feed = self._feeds[chat_id] = _Feed()
+            self._task_group.start_soon(self._read_feed, chat_id, feed)
+
+    async def follow(self, chat_id: UUID, subscriber: Subscriber) -> None:
+        """Subscribe, and return once events from other instances reach the subscriber too."""
+        self.subscribe(chat_id, subscriber)
+        await self.feed_ready(chat_id)
+
+    async def feed_ready(self, chat_id: UUID) -> None:
+        """Return once this instance reads the chat's channel (at once without a bus)."""
+        feed = self._feeds.get(chat_id)
+        if feed is not None:
+            with anyio.move_on_after(SNAPSHOT_WAIT_SECONDS):
+                await feed.ready.wait()
+
+    async def follow_remote(
+        self, chat_id: UUID, subscriber: Subscriber, *, task_id: UUID, owner_instance: str
+    ) -> None:
+        """Follow a chat whose reply ``task_id`` runs on another instance.
+
+        The subscriber first gets that instance's ``snapshot``, then the events
+        after it: events that arrive before the snapshot are held, and the
+        tokens it already contains are dropped (by ``seq``).
+        """
+        assert self._task_group is not None
+        gate = _SnapshotGate(self, chat_id, subscriber, task_id)
+        await self.follow(chat_id, gate)
+        self._task_group.start_soon(self._ask_for_snapshot, gate, owner_instance)
 
     def is_subscribed(self, chat_id: UUID, subscriber: Subscriber) -> bool:
-        return subscriber in self._subscribers.get(chat_id, ())
+        subscribers = self._subscribers.get(chat_id, ())
+        return subscriber in subscribers or any(
+            isinstance(s, _SnapshotGate) and s.subscriber is subscriber for s in subscribers
+        )
 
     def unsubscribe(self, chat_id: UUID, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.get(chat_id)
-        if subscribers is not None:
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._subscribers[chat_id]
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        for gate in [s for s in subscribers if isinstance(s, _SnapshotGate)]:
+            if gate.subscriber is subscriber:
+                subscribers.discard(gate)
+        if not subscribers:
+            del self._subscribers[chat_id]
+            feed = self._feeds.pop(chat_id, None)
+            if feed is not None:
+                feed.scope.cancel()
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None:
-        for chat_id in [c for c, subs in self._subscribers.items() if subscriber in subs]:
+        for chat_id in [c for c in self._subscribers if self.is_subscribed(c, subscriber)]:
             self.unsubscribe(chat_id, subscriber)
 
+    def _replace(self, chat_id: UUID, old: Subscriber, new: Subscriber) -> None:
+        subscribers = self._subscribers.get(chat_id)
+        if subscribers is not None and old in subscribers:
+            subscribers.discard(old)
+            subscribers.add(new)
+
+    # --- publishing -------------------------------------------------------------------
+
     def publish(self, chat_id: UUID, event: Event) -> None:
+        self._deliver(chat_id, event)
+        if self._shared:
+            assert self._bus is not None
+            self._bus.publish(chat_channel(chat_id), self._envelope(event))
+
+    def publish_remote(self, chat_id: UUID, event: Event) -> None:
+        """Only to other instances (a snapshot asked for, an end they must hear of)."""
+        if self._shared:
+            assert self._bus is not None
+            self._bus.publish(chat_channel(chat_id), self._envelope(event))
+
+    def _envelope(self, event: Event) -> Envelope:
+        assert self._bus is not None
+        return Envelope(
+            origin=self._bus.instance,
+            type=event.type,
+            task_id=event.task_id,
+            seq=event.seq,
+            data=msgspec.Raw(event.data),
+        )
+
+    def _deliver(self, chat_id: UUID, event: Event) -> None:
         for subscriber in tuple(self._subscribers.get(chat_id, ())):
+            if event.type == "snapshot" and not isinstance(subscriber, _SnapshotGate):
+                continue  # a snapshot from the bus answers a waiting subscriber only
             subscriber.deliver(event)
+
+    # --- the bus ----------------------------------------------------------------------
+
+    async def _read_feed(self, chat_id: UUID, feed: _Feed) -> None:
+        assert self._bus is not None
+        with feed.scope:
+            try:
+                messages = self._bus.listen(chat_channel(chat_id), feed.ready)
+                async with aclosing(messages):
+                    async for message in messages:
+                        if isinstance(message, Envelope):
+                            self._deliver(
+                                chat_id,
+                                Event(
+                                    message.type, message.task_id, bytes(message.data), message.seq
+                                ),
+                            )
+            except Exception:  # this feed's error boundary: local delivery goes on
+                log.exception("event bus: stopped reading chat %s", chat_id)
+        if self._feeds.get(chat_id) is feed:
+            del self._feeds[chat_id]
+
+    async def _ask_for_snapshot(self, gate: _SnapshotGate, owner_instance: str) -> None:
+        assert self._bus is not None
+        request = SnapshotRequest(origin=self._bus.instance, chat_id=gate.chat_id)
+        for _ in range(SNAPSHOT_ASKS):
+            self._bus.publish(instance_channel(owner_instance), request)
+            with anyio.move_on_after(SNAPSHOT_WAIT_SECONDS):
+                await gate.opened.wait()
+                return
+            if not self.is_subscribed(gate.chat_id, gate.subscriber):
+                return
+        log.warning("event bus: no snapshot of chat %s came from %s", gate.chat_id, owner_instance)
+        gate.open(None)
+
+
+class _SnapshotGate:
+    """Holds one subscriber's events of a chat until the snapshot of its running reply."""
+
+    def __init__(self, hub: ChatEvents, chat_id: UUID, subscriber: Subscriber, task_id: UUID):
+        self._hub = hub
+        self.chat_id = chat_id
+        self.subscriber = subscriber
+        self.task_id = task_id
+        self.opened = anyio.Event()
+        self._held: list[Event] = []
+
+    def deliver(self, event: Event) -> None:
+        if event.type == "snapshot":
+            self.open(event)
+            return
+        self._held.append(event)
+        if len(self._held) > GATE_EVENTS:
+            self.open(None)
+
+    def open(self, snapshot: Event | None) -> None:
+        """Hand over: the snapshot (if one came and a reply runs), then what came after it."""
+        if self.opened.is_set():
+            return
+        self.opened.set()
+        self._hub._replace(self.chat_id, self, self.subscriber)
+        running = snapshot is not None and snapshot.data != b"null"
+        last = -1
+        if running:
+            assert snapshot is not None
+            self.task_id, last = snapshot.task_id, snapshot.seq if snapshot.seq is not None else -1
+            self.subscriber.deliver(snapshot)
+        for event in self._held:
+            if event.task_id == self.task_id and event.seq is not None and event.seq <= last:
+                continue  # already in the snapshot
+            if event.seq is not None and not running:
+                continue  # tokens without their beginning: the terminal event has the text
+            self.subscriber.deliver(event)
+        self._held.clear()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
@@ -43,6 +44,7 @@ import anyio.abc
 import msgspec
 
 from chatsvc import store
+from chatsvc.bus import AbortRequest, EventBus, SnapshotRequest, instance_channel
 from chatsvc.chats import chat_from_row, message_from_row
 from chatsvc.errors import (
     Busy,
@@ -56,6 +58,7 @@ from chatsvc.errors import (
     TooLarge,
 )
 from chatsvc.events import ChatEvents, Event, Subscriber
+from chatsvc.instances import Lease
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.telemetry import AbortedBy, Telemetry
@@ -127,26 +130,35 @@ class Generations:
         settings: Settings,
         provider: LLMProvider,
         events: ChatEvents,
+        bus: EventBus,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._provider = provider
         self._events = events
+        self._bus = bus
+        self._lease = Lease(bus.instance, settings.instance_lease_seconds)
         self._telemetry = telemetry or Telemetry()
         self._by_task: dict[UUID, Generation] = {}
         self._by_chat: dict[UUID, Generation] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
 
+    @property
+    def instance(self) -> str:
+        return self._lease.id
+
     async def __aenter__(self) -> Generations:
-        interrupted = await store.interrupt_streaming_replies()
-        if interrupted:
-            log.warning(
-                "%d replies left streaming by the last run are now interrupted", interrupted
-            )
+        await self._lease.take()
+        await self._lease.recover(self._announce_interrupted)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._save_partial_replies, name="checkpoints")
+        self._task_group.start_soon(self._lease.keep, self._announce_interrupted, name="lease")
+        if self._bus.shared:
+            ready = anyio.Event()
+            self._task_group.start_soon(self._serve_requests, ready, name="bus requests")
+            await ready.wait()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -155,20 +167,44 @@ class Generations:
             log.info("shutting down: interrupting %d running generations", len(self._by_task))
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._lease.drop()
 
     # --- queries ------------------------------------------------------------------------
 
-    def follow(self, chat_id: UUID, subscriber: Subscriber) -> Snapshot | None:
+    async def follow(self, chat_id: UUID, owner: int, subscriber: Subscriber) -> Snapshot | None:
         """Subscribe to a chat; if a reply streams there, what it has said so far.
 
-        Subscribing and reading the text happen without an await in between, and
-        events are published in the same way, so the next event the subscriber gets
-        is the one numbered ``seq + 1``: no gap, no duplicate.
+        For a reply running here, subscribing and reading its text happen without
+        an await in between, and events are published in the same way, so the
+        next event the subscriber gets is the one numbered ``seq + 1``: no gap, no
+        duplicate. For a reply running on another instance, the snapshot comes
+        from there, later, and the events hub keeps the same promise.
         """
-        self._events.subscribe(chat_id, subscriber)
+        if chat_id not in self._by_chat and self._bus.shared:
+            running = await store.find_running(
+                owner, task_id=None, chat_id=chat_id, live_after=self._lease.live_after()
+            )
+            if (
+                running is not None
+                and running["instance"] != self.instance
+                and chat_id not in self._by_chat
+            ):
+                await self._events.follow_remote(
+                    chat_id,
+                    subscriber,
+                    task_id=running["task_id"],
+                    owner_instance=running["instance"],
+                )
+                return None
         generation = self._by_chat.get(chat_id)
-        if generation is None or generation.finished.is_set():
-            return None
+        self._events.subscribe(chat_id, subscriber)
+        if generation is not None and not generation.finished.is_set():
+            return self._snapshot(generation)
+        await self._events.feed_ready(chat_id)
+        return None
+
+    def _snapshot(self, generation: Generation) -> Snapshot:
         return Snapshot(
             task_id=generation.task_id,
             chat_id=generation.chat_id,
@@ -227,6 +263,10 @@ class Generations:
                 user_content=content,
                 assistant_id=generation.message_id,
                 model=generation.model,
+                task_id=generation.task_id,
+                instance=self.instance,
+                live_after=self._lease.live_after(),
+                per_user_cap=settings.max_concurrent_generations,
             )
             if stored is None:  # deleted in the meantime
                 raise NotFound("chat not found")
@@ -274,27 +314,47 @@ class Generations:
 
     # --- abort ---------------------------------------------------------------------------
 
-    def abort(
+    async def abort(
         self,
         owner: int,
         *,
         task_id: UUID | None = None,
         chat_id: UUID | None = None,
         by: AbortedBy = "socket",
-    ) -> Generation:
-        """Cancel a running generation of ``owner``'s; ``NotRunning`` for anything else."""
+    ) -> Aborting:
+        """Cancel a running reply of ``owner``'s, here or on another instance.
+
+        ``NotRunning`` for anything else. The handle tells how the reply ended.
+        """
         if task_id is not None:
             generation = self._by_task.get(task_id)
         else:
             generation = self._by_chat.get(chat_id) if chat_id is not None else None
-        if generation is None or generation.owner != owner:
+        if generation is not None and generation.owner == owner:
+            aborting = Aborting(
+                self._events, generation.task_id, generation.chat_id, generation.message_id
+            )
+            self._cancel(generation, by)
+            return aborting
+        running = None
+        if self._bus.shared:
+            running = await store.find_running(
+                owner, task_id=task_id, chat_id=chat_id, live_after=self._lease.live_after()
+            )
+        if running is None or running["instance"] == self.instance:
             raise NotRunning("no reply is being generated there")
+        aborting = Aborting(self._events, running["task_id"], running["chat"], running["id"])
+        await self._events.feed_ready(running["chat"])
+        request = AbortRequest(origin=self.instance, owner=owner, task_id=running["task_id"], by=by)
+        self._bus.publish(instance_channel(running["instance"]), request)
+        return aborting
+
+    def _cancel(self, generation: Generation, by: str) -> None:
         if not generation.abort_requested:
             generation.abort_requested = True
-            generation.aborted_by = by
+            generation.aborted_by = by  # type: ignore[assignment]
             generation.abort_requested_at = anyio.current_time()
         generation.scope.cancel()
-        return generation
 
     async def interrupt_all(self) -> int:
         """Stop every running reply as ``interrupted`` and wait until each is stored.
@@ -311,14 +371,60 @@ class Generations:
             await generation.finished.wait()
         return len(running)
 
-    async def stop(self, owner: int, chat_id: UUID, *, by: AbortedBy = "rest") -> Generation | None:
-        """Abort the reply running in the chat, if any, and wait until it is stored."""
+    async def stop(
+        self, owner: int, chat_id: UUID, *, by: AbortedBy = "rest"
+    ) -> tuple[UUID, Message] | None:
+        """Abort the reply running in the chat, if any, and wait until it is stored.
+
+        Gives the task id and the stored reply.
+        """
         try:
-            generation = self.abort(owner, chat_id=chat_id, by=by)
+            aborting = await self.abort(owner, chat_id=chat_id, by=by)
         except NotRunning:
             return None
-        await generation.finished.wait()
-        return generation
+        with anyio.move_on_after(self._settings.shutdown_timeout):
+            await aborting.ended()
+        generation = self._by_task.get(aborting.task_id)
+        if generation is not None:  # interrupted here: no terminal event, but it is stored
+            await generation.finished.wait()
+        row = await store.get_message(aborting.message_id)
+        if row is None:
+            raise InternalError("the reply could not be stored")
+        return aborting.task_id, message_from_row(row)
+
+    # --- other instances ---------------------------------------------------------------
+
+    async def _serve_requests(self, ready: anyio.Event) -> None:
+        """Requests of other instances about the replies running here."""
+        requests = self._bus.listen(instance_channel(self.instance), ready)
+        async with aclosing(requests):
+            async for request in requests:
+                match request:
+                    case AbortRequest():
+                        generation = self._by_task.get(request.task_id)
+                        if generation is not None and generation.owner == request.owner:
+                            self._cancel(generation, request.by)
+                    case SnapshotRequest():
+                        self._answer_snapshot(request.chat_id)
+
+    def _answer_snapshot(self, chat_id: UUID) -> None:
+        """The snapshot goes out on the chat's channel, in order with the tokens after it."""
+        generation = self._by_chat.get(chat_id)
+        if generation is None or generation.finished.is_set():
+            self._events.publish_remote(chat_id, Event("snapshot", None, b"null"))
+            return
+        snapshot = self._snapshot(generation)
+        self._events.publish_remote(
+            chat_id, Event("snapshot", generation.task_id, encode_frame(snapshot), generation.seq)
+        )
+
+    async def _announce_interrupted(self, rows: list[store.Row]) -> None:
+        """Subscribers of a reply interrupted by its instance's end hear that it ended."""
+        for row in rows:
+            if row["task_id"] is None:
+                continue
+            frame = _interrupted_frame(row["task_id"], row["chat"])
+            self._events.publish(row["chat"], _event_of(frame))
 
     # --- run -------------------------------------------------------------------------------
 
@@ -446,6 +552,11 @@ class Generations:
         terminal = self._terminal_frame(generation, outcome)
         if terminal is not None:
             generation.terminal = self._publish(generation, terminal)
+        elif outcome.status == "interrupted":  # sockets here are closing; elsewhere they are not
+            self._events.publish_remote(
+                generation.chat_id,
+                _event_of(_interrupted_frame(generation.task_id, generation.chat_id)),
+            )
         generation.finished.set()
         now = anyio.current_time()
         aborted = outcome.status == "aborted" and generation.abort_requested_at is not None
@@ -498,10 +609,58 @@ class Generations:
         return ErrorEvent(**ids, code=generation.error.code, message=generation.error.message)
 
     def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:
-        kind = type(frame).__struct_config__.tag
-        event = Event(str(kind), getattr(frame, "task_id", None), encode_frame(frame))
+        event = _event_of(frame)
         self._events.publish(generation.chat_id, event)
         return event
+
+
+class Aborting:
+    """An abort on its way: follows the chat until the reply's terminal event."""
+
+    def __init__(self, events: ChatEvents, task_id: UUID, chat_id: UUID, message_id: UUID) -> None:
+        self.task_id = task_id
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self._events = events
+        self._end: Event | None = None
+        self._ended = anyio.Event()
+        events.subscribe(chat_id, self)
+
+    def deliver(self, event: Event) -> None:
+        if event.ends_task and event.task_id == self.task_id:
+            self._end = event
+            self._ended.set()
+            self.forget()
+
+    def forget(self) -> None:
+        self._events.unsubscribe(self.chat_id, self)
+
+    async def ended(self) -> Event:
+        """The terminal event (bound the wait: an interrupted reply sends none here)."""
+        try:
+            await self._ended.wait()
+        finally:
+            self.forget()
+        assert self._end is not None
+        return self._end
+
+
+def _interrupted_frame(task_id: UUID, chat_id: UUID) -> ErrorEvent:
+    return ErrorEvent(
+        task_id=task_id,
+        chat_id=chat_id,
+        code="internal",
+        message="the reply was interrupted: the server running it stopped",
+    )
+
+
+def _event_of(frame: msgspec.Struct) -> Event:
+    return Event(
+        str(type(frame).__struct_config__.tag),
+        getattr(frame, "task_id", None),
+        encode_frame(frame),
+        getattr(frame, "seq", None),
+    )
 
 
 def _title_from(content: str) -> str:

@@ -155,6 +155,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str | None,
         msgspec.Meta(description="unset (in-process), redis://... or postgresql://..."),
     ] = None
+    instance_lease_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            ge=1,
+            le=3600,
+            description="an instance silent this long is gone; its streaming replies are "
+            "interrupted by another",
+        ),
+    ] = 15.0
     tree_tools: Annotated[bool, msgspec.Meta(description="offer the tree tools to the model")] = (
         True
     )

@@ -18,8 +18,8 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc.database import write_transaction
-from chatsvc.errors import Conflict
-from chatsvc.tables import Chat, Message
+from chatsvc.errors import Busy, Conflict, RateLimited
+from chatsvc.tables import Chat, Instance, Message
 
 Row = dict[str, Any]
 
@@ -213,14 +213,35 @@ async def create_exchange(
     user_content: str,
     assistant_id: UUID,
     model: str,
+    task_id: UUID,
+    instance: str,
+    live_after: datetime,
+    per_user_cap: int,
 ) -> tuple[Row, Row, Row, bool] | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
     With no ``chat_id`` a chat is created first. Returns ``(chat, user message,
     assistant message, created)``, or ``None`` when the chat is not the owner's.
+    The limits hold across instances: the user's row is locked (SQLite has one
+    writer anyway) while the replies streaming on live instances are counted,
+    so two instances cannot both start a reply in one chat (``Busy``) or pass
+    the user's cap together (``RateLimited``).
     """
     stamp = now()
     async with write_transaction(Chat._meta.db):
+        if isinstance(Chat._meta.db, PostgresEngine):
+            await BaseUser.select(BaseUser.id).where(BaseUser.id == owner).lock_rows()
+        running = await Message.select(Message.chat).where(
+            (Message.status == "streaming")
+            & (Message.chat.owner == owner)
+            & _on_live_instance(live_after)
+        )
+        if chat_id is not None and any(row["chat"] == chat_id for row in running):
+            raise Busy("a reply is already being generated in this chat")
+        if len(running) >= per_user_cap:
+            raise RateLimited(
+                f"at most {per_user_cap} replies may be generated at once; wait for one"
+            )
         if chat_id is None:
             chat = (
                 await Chat.insert(
@@ -253,6 +274,8 @@ async def create_exchange(
             status="streaming",
             model=model,
             created_at=stamp + _AFTER,
+            task_id=task_id,
+            instance=instance,
         )
         user_row = (await Message.insert(user_message).returning(*_MESSAGE_COLUMNS))[0]
         reply_row = (await Message.insert(reply).returning(*_MESSAGE_COLUMNS))[0]
@@ -305,11 +328,84 @@ async def finish_reply(
     return rows[0] if rows else None
 
 
-async def interrupt_streaming_replies() -> int:
-    """Mark replies left ``streaming`` by a stopped or crashed process as ``interrupted``."""
-    rows = await (
-        Message.update({Message.status: "interrupted", Message.completed_at: now()})
-        .where(Message.status == "streaming")
-        .returning(Message.id)
+async def get_message(message_id: UUID) -> Row | None:
+    rows = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == message_id)
+    return rows[0] if rows else None
+
+
+async def find_running(
+    owner: int, *, task_id: UUID | None, chat_id: UUID | None, live_after: datetime
+) -> Row | None:
+    """The owner's reply streaming on a live instance, by task or by chat.
+
+    Gives the reply's ``id``, ``chat``, ``task_id`` and ``instance``.
+    """
+    where = (
+        (Message.status == "streaming")
+        & (Message.chat.owner == owner)
+        & _on_live_instance(live_after)
     )
-    return len(rows)
+    if task_id is not None:
+        where &= Message.task_id == task_id
+    elif chat_id is not None:
+        where &= Message.chat == chat_id
+    rows = await Message.select(Message.id, Message.chat, Message.task_id, Message.instance).where(
+        where
+    )
+    return rows[0] if rows else None
+
+
+# --- instances ---------------------------------------------------------------------
+
+
+def _live_instances(live_after: datetime) -> Any:
+    return Instance.select(Instance.id).where(Instance.heartbeat_at > live_after)
+
+
+def _on_live_instance(live_after: datetime) -> Any:
+    return Message.instance.is_in(_live_instances(live_after))
+
+
+async def register_instance(instance: str, host: str) -> None:
+    stamp = now()
+    await Instance.insert(Instance(id=instance, host=host, started_at=stamp, heartbeat_at=stamp))
+
+
+async def renew_lease(instance: str, host: str) -> bool:
+    """Extend the instance's lease; ``False`` when its row was gone (and is now back)."""
+    rows = await (
+        Instance.update({Instance.heartbeat_at: now()})
+        .where(Instance.id == instance)
+        .returning(Instance.id)
+    )
+    if rows:
+        return True
+    await register_instance(instance, host)
+    return False
+
+
+async def end_lease(instance: str) -> None:
+    await Instance.delete().where(Instance.id == instance)
+
+
+async def interrupt_orphaned_replies(live_after: datetime) -> list[Row]:
+    """Mark ``interrupted`` the replies still ``streaming`` for an instance that is gone.
+
+    An instance is gone when its lease ran out (it crashed, or lost its
+    database) or its row was removed (it stopped); a reply stored before
+    instances were tracked has none. Replies of live instances are left alone.
+    """
+    async with write_transaction(Chat._meta.db):
+        rows = await (
+            Message.update({Message.status: "interrupted", Message.completed_at: now()})
+            .where(
+                (Message.status == "streaming")
+                & (
+                    Message.instance.is_null()
+                    | Message.instance.not_in(_live_instances(live_after))
+                )
+            )
+            .returning(Message.id, Message.chat, Message.task_id)
+        )
+        await Instance.delete().where(Instance.heartbeat_at <= live_after)
+    return rows

@@ -57,7 +57,12 @@ class Message(Table):
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False)
     role = Varchar(length=16, choices=Role)
     content = Text(default="")
-    status = Varchar(length=16, choices=Status, default=Status.complete)
+    status = Varchar(
+        length=16,
+        choices=Status,
+        default=Status.complete,
+        index=True,  # recovery looks for `streaming` replies every few seconds
+    )
     model = Varchar(length=200, null=True, default=None, help_text="Model that wrote the reply.")
     prompt_tokens = Integer(null=True, default=None)
     completion_tokens = Integer(null=True, default=None)
@@ -65,6 +70,19 @@ class Message(Table):
     error_code = Varchar(length=64, null=True, default=None, help_text="Why a reply failed.")
     created_at = Timestamptz(default=TimestamptzNow())
     completed_at = Timestamptz(null=True, default=None)
+    task_id = UUID(null=True, default=None, help_text="The generation that streams the reply.")
+    instance = Varchar(
+        length=64, null=True, default=None, help_text="The chatsvc instance streaming the reply."
+    )
+
+
+class Instance(Table):
+    """A running chatsvc process; the replies it streams are its own while its lease lasts."""
+
+    id = Varchar(length=64, primary_key=True)
+    host = Varchar(length=200, default="", help_text="Host name and process id, for operators.")
+    started_at = Timestamptz(default=TimestamptzNow())
+    heartbeat_at = Timestamptz(default=TimestamptzNow(), help_text="Renewed every few seconds.")
 
 
 #: Multi-column indexes, created by a migration (Piccolo columns declare single-column ones only):

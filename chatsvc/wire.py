@@ -152,10 +152,12 @@ class Health(_Wire):
 
 
 class Readiness(_Wire):
-    """`status` follows the database; `llm` is the upstream circuit breaker's state."""
+    """`status` follows the database and the event bus; `llm` is the upstream circuit
+    breaker's state. `event_bus` is `none` for one instance (no EVENT_BUS_URL)."""
 
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
+    event_bus: Literal["ok", "unavailable", "none"]
     llm: Literal["closed", "open", "half-open"]
 
 

@@ -17,7 +17,12 @@ def test_health_and_readiness(server: Server) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "database": "ok", "llm": "closed"}
+    assert ready.json() == {
+        "status": "ok",
+        "database": "ok",
+        "event_bus": "none",
+        "llm": "closed",
+    }
 
 
 def test_openapi_schema_names_the_types_well(server: Server) -> None:

@@ -102,7 +102,8 @@ def test_after_kill_9_no_reply_stays_streaming(
     fake_llm: FakeOpenAI,
 ) -> None:
     db = make_database(engine)
-    server = start_server(db, tmp_path, **upstream_settings(fake_llm))
+    settings = {**upstream_settings(fake_llm), "INSTANCE_LEASE_SECONDS": "1"}
+    server = start_server(db, tmp_path, **settings)
     try:
         user = register_and_login(server)
         with Socket(user) as socket:
@@ -116,9 +117,16 @@ def test_after_kill_9_no_reply_stays_streaming(
     row = db.query("SELECT status, content FROM message WHERE id = ?", started["message_id"])[0]
     assert row["status"] == "streaming"  # the crash left it so
     assert row["content"]  # ...with the text of the last checkpoint
-    restarted = start_server(db, tmp_path, **upstream_settings(fake_llm))
-    restarted.stop()
-    rows = db.query("SELECT id, status, content FROM message WHERE role = 'assistant'")
+    restarted = start_server(db, tmp_path, **settings)
+    try:  # once the crashed process's lease has run out, the new one interrupts its reply
+        deadline = time.monotonic() + 15
+        while True:
+            rows = db.query("SELECT id, status, content FROM message WHERE role = 'assistant'")
+            if rows[0]["status"] != "streaming" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        restarted.stop()
     assert [r["status"] for r in rows] == ["interrupted"]
     assert rows[0]["content"] == row["content"]
     assert streamed.startswith(rows[0]["content"])

@@ -152,12 +152,11 @@ class ChatController(Controller):
         """Stop the reply being generated in the chat (started by any of your sockets or
         requests); answers with the stored partial reply, or `409 not_running`."""
         await chats.get(request.user.id, chat_id)
-        generation = await generations.stop(request.user.id, chat_id, by="rest")
-        if generation is None:
+        stopped = await generations.stop(request.user.id, chat_id, by="rest")
+        if stopped is None:
             raise NotRunning("no reply is being generated in this chat")
-        if generation.reply is None:
-            raise generation.error or InternalError("the reply could not be stored")
-        return AbortResult(task_id=generation.task_id, message=generation.reply)
+        task_id, message = stopped
+        return AbortResult(task_id=task_id, message=message)
 
     @delete("/{chat_id:str}", status_code=204, responses=errors(*PROTECTED, 404))
     async def delete_chat(self, request: AuthRequest, chat_id: ChatId, chats: Chats) -> None:

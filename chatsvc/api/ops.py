@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import Literal
 
 from litestar import Response, get
 from litestar.datastructures import State
@@ -31,22 +33,30 @@ async def health() -> Health:
     responses={
         503: ResponseSpec(
             data_container=Readiness,
-            description="The database is unreachable.",
+            description="The database or the event bus is unreachable.",
             generate_examples=False,
         )
     },
 )
 async def ready(state: State) -> Response[Readiness]:
-    """Readiness: a real database round trip (`503` while the database is unreachable),
-    and the state of the upstream circuit breaker."""
-    llm = state.provider.circuit_state
+    """Readiness: a real round trip to the database and to the event bus (`503` while
+    either is unreachable), and the state of the upstream circuit breaker."""
+    database = await _check("database", ping(state.engine))
+    bus = await _check("event bus", state.bus.ping()) if state.bus.shared else "none"
+    status = "unavailable" if "unavailable" in (database, bus) else "ok"
+    body = Readiness(
+        status=status, database=database, event_bus=bus, llm=state.provider.circuit_state
+    )
+    return Response(body, status_code=503 if status == "unavailable" else 200)
+
+
+async def _check(name: str, round_trip: Awaitable[None]) -> Literal["ok", "unavailable"]:
     try:
-        await ping(state.engine)
+        await round_trip
     except Exception as exc:  # any failure means "not ready"; the log says which
-        log.warning("readiness check failed: database: %s", type(exc).__name__)
-        body = Readiness(status="unavailable", database="unavailable", llm=llm)
-        return Response(body, status_code=503)
-    return Response(Readiness(status="ok", database="ok", llm=llm))
+        log.warning("readiness check failed: %s: %s", name, type(exc).__name__)
+        return "unavailable"
+    return "ok"
 
 
 @get("/metrics", exclude_from_auth=True, include_in_schema=False, media_type=CONTENT_TYPE_LATEST)

@@ -27,7 +27,7 @@ from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
-from chatsvc.generation import Generation, Generations
+from chatsvc.generation import Aborting, Generations
 from chatsvc.telemetry import Telemetry
 from chatsvc.wire import (
     Abort,
@@ -231,22 +231,24 @@ class SocketSession:
                     self._error(exc, chat_id=frame.chat_id, request_id=frame.request_id)
             case Abort():
                 try:
-                    generation = self.generations.abort(
+                    aborting = await self.generations.abort(
                         self.user.id, task_id=frame.task_id, chat_id=frame.chat_id, by="socket"
                     )
                 except ChatsvcError as exc:
                     self._error(exc, chat_id=frame.chat_id, task_id=frame.task_id)
                     return
-                if not self.events.is_subscribed(generation.chat_id, self):
+                if self.events.is_subscribed(aborting.chat_id, self):
+                    aborting.forget()  # the end comes with the chat's events
+                else:
                     assert self._task_group is not None
-                    self._task_group.start_soon(self._tell_end, generation)
+                    self._task_group.start_soon(self._tell_end, aborting)
             case Subscribe():
                 try:
                     await self.chats.get(self.user.id, frame.chat_id)
                 except ChatsvcError as exc:
                     self._error(exc, chat_id=frame.chat_id)
                     return
-                snapshot = self.generations.follow(frame.chat_id, self)
+                snapshot = await self.generations.follow(frame.chat_id, self.user.id, self)
                 if snapshot is not None:
                     self.send(snapshot)
             case Unsubscribe():
@@ -254,11 +256,10 @@ class SocketSession:
             case Ping():
                 self.send(Pong())
 
-    async def _tell_end(self, generation: Generation) -> None:
+    async def _tell_end(self, aborting: Aborting) -> None:
         """An abort from a socket that does not follow the chat still hears how it ended."""
-        await generation.finished.wait()
-        if generation.terminal is not None:
-            self.post(generation.terminal.data)
+        with anyio.move_on_after(self.settings.shutdown_timeout):
+            self.post((await aborting.ended()).data)
 
     def _error(
         self,

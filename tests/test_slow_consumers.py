@@ -1,0 +1,80 @@
+"""A socket that reads slowly never slows the reply or its other readers, and is never
+buffered for without bound: past ``WS_OUTBOX_EVENTS`` waiting events it is dropped
+(close code 1013) and counted in ``chatsvc_slow_consumers_total``."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import Server, Socket, register_and_login, tokens_of, upstream_settings
+from tests.fake_openai import FakeOpenAI, Script, directive
+
+OUTBOX = 64
+#: 2,000 tokens of 2 KB: far more than the kernel's socket buffers hold.
+SCRIPT = Script(tokens=2000, pad=2000)
+
+
+def _slow_socket(server: Server, token: str) -> ClientConnection:
+    """A client that stops reading: a tiny receive buffer and a one-frame queue."""
+    address = urlsplit(server.url)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((address.hostname, address.port))
+    return connect(f"{server.ws_url}?token={token}", sock=raw, max_queue=1, max_size=None)
+
+
+def _slow_consumers(server: Server) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    found = re.search(r"^chatsvc_slow_consumers_total (\S+)$", metrics, re.MULTILINE)
+    assert found, metrics
+    return float(found.group(1))
+
+
+def _drain(connection: ClientConnection) -> None:
+    while True:
+        connection.recv(timeout=10)
+
+
+@pytest.fixture
+def tight_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> Server:
+    return spawn_server(**upstream_settings(fake_llm), WS_OUTBOX_EVENTS=str(OUTBOX))
+
+
+def test_a_slow_reader_is_dropped_and_the_fast_one_gets_everything(tight_server: Server) -> None:
+    user = register_and_login(tight_server)
+    with user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "busy"}).json()["id"]
+    before = _slow_consumers(tight_server)
+    with _slow_socket(tight_server, user.token) as slow:
+        assert json.loads(slow.recv(timeout=10))["type"] == "ready"
+        slow.send(json.dumps({"action": "subscribe", "chat_id": chat_id}))
+        slow.send(json.dumps({"action": "ping"}))
+        assert json.loads(slow.recv(timeout=10)) == {"type": "pong"}
+        # From here on the slow client reads nothing.
+        with Socket(replace(user, server=tight_server)) as fast:
+            started = fast.start(f"flood {directive(tokens=2000, pad=2000)}", chat_id=chat_id)
+            frames = fast.until_end(started["task_id"], timeout=60)
+        deadline = time.monotonic() + 30
+        while _slow_consumers(tight_server) < before + 1:
+            assert time.monotonic() < deadline, "the slow socket was never dropped"
+            time.sleep(0.1)
+        # What was already on its way drains, then the connection ends.
+        with pytest.raises(ConnectionClosed):
+            _drain(slow)
+    assert frames[-1]["type"] == "done"
+    tokens = tokens_of(frames, started["task_id"])  # deltas read together arrive as one
+    assert [t["seq"] for t in tokens] == list(range(len(tokens)))
+    assert "".join(t["token"] for t in tokens) == SCRIPT.expected_text()
+    assert frames[-1]["message"]["content"] == SCRIPT.expected_text()
+    assert _slow_consumers(tight_server) == before + 1
