@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ def cluster(
     fake_llm: FakeOpenAI,
 ) -> Iterator[Cluster]:
     bus = request.param
+    if bus == "redis":
+        _require_redis()
     db = make_database(engine)
     cwd = tmp_path_factory.mktemp(f"cluster-{engine}-{bus}")
     settings = {**upstream_settings(fake_llm), "INSTANCE_LEASE_SECONDS": str(LEASE_SECONDS)}
@@ -70,6 +73,17 @@ def cluster(
     yield Cluster(bus, db, a, b, settings, cwd)
     for server in {id(a): a, id(b): b}.values():
         server.stop()
+
+
+def _require_redis() -> None:
+    """Redis down is a failure (with the reason), never a skip: CI starts it."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=5) as connection:
+            connection.sendall(b"PING\r\n")
+            answer = connection.recv(64)
+    except OSError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is unreachable ({exc}); .ci/run starts it")
+    assert answer.startswith(b"+PONG"), answer
 
 
 @dataclass
