@@ -180,6 +180,11 @@ def banner(settings: Settings, host: str, port: int) -> str:
     else:
         target = settings.openai_base_url or "https://api.openai.com/v1"
         provider = f"openai-compatible at {target}, model {settings.model_name}"
+    bus = (
+        describe_url(settings.event_bus_url)
+        if settings.event_bus_url
+        else "in-process (one instance; set EVENT_BUS_URL to run several)"
+    )
     return "\n".join(
         [
             f"chatsvc {__version__} ({settings.environment})",
@@ -188,6 +193,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
             f"  Health     {base}/health  (readiness: {base}/health/ready)",
             f"  WebSocket  ws://{shown_host}:{port}/ws",
             f"  Database   {describe_url(settings.database_url)}",
+            f"  Event bus  {bus}",
             f"  LLM        {provider}",
         ]
     )

@@ -291,3 +291,5 @@ def test_readiness_reports_the_event_bus(cluster: Cluster) -> None:
         assert ready.status_code == 200
         expected = "none" if cluster.bus == "memory" else "ok"
         assert ready.json()["event_bus"] == expected
+        shown = BUS_URLS[cluster.bus] or "in-process (one instance"
+        assert f"Event bus  {shown}" in server.log()  # the start banner says which
