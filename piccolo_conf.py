@@ -15,5 +15,7 @@ APP_REGISTRY = AppRegistry(
     apps=[
         "chatsvc.piccolo_app",
         "piccolo.apps.user.piccolo_app",
+        # The sessions of the admin's logins (/admin).
+        "piccolo_api.session_auth.piccolo_app",
     ]
 )

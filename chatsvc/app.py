@@ -21,7 +21,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from chatsvc import __version__
 from chatsvc.accounts import Accounts
-from chatsvc.api import auth, chats, docs, ops, ws
+from chatsvc.api import admin, auth, chats, docs, ops, ws
 from chatsvc.api.deps import (
     provide_accounts,
     provide_chats,
@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs.swagger_ui,
             docs.redoc,
             ws.chat_socket,
+            admin.admin_mount(settings),
         ],
         dependencies={
             "accounts": Provide(provide_accounts, sync_to_thread=False),

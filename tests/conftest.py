@@ -32,6 +32,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.fake_openai import FakeOpenAI
 
+pytest_plugins = ("tests.browser",)  # the `browser` and `page` fixtures (headless Chromium)
+
 PG_ADMIN_URL = os.environ.get(
     "CHATSVC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

