@@ -34,6 +34,8 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
 
+from chatsvc.telemetry import AbortedBy
+
 log = logging.getLogger("chatsvc.bus")
 
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more; stay well below.
@@ -59,7 +61,7 @@ class AbortRequest(msgspec.Struct, tag="abort", tag_field="k"):
     origin: str
     owner: int
     task_id: UUID
-    by: str
+    by: AbortedBy
 
 
 class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="k"):

@@ -102,7 +102,6 @@ class Generation:
     #: Set when finished: the stored reply, and the error that ended it (if one did).
     reply: Message | None = None
     error: ChatsvcError | None = None
-    terminal: Event | None = None
     #: For the audit log and metrics (``anyio.current_time()`` values).
     started_at: float = 0.0
     first_token_at: float | None = None
@@ -349,10 +348,10 @@ class Generations:
         self._bus.publish(instance_channel(running["instance"]), request)
         return aborting
 
-    def _cancel(self, generation: Generation, by: str) -> None:
+    def _cancel(self, generation: Generation, by: AbortedBy) -> None:
         if not generation.abort_requested:
             generation.abort_requested = True
-            generation.aborted_by = by  # type: ignore[assignment]
+            generation.aborted_by = by
             generation.abort_requested_at = anyio.current_time()
         generation.scope.cancel()
 
@@ -551,7 +550,7 @@ class Generations:
             generation.reply = message_from_row(row)
         terminal = self._terminal_frame(generation, outcome)
         if terminal is not None:
-            generation.terminal = self._publish(generation, terminal)
+            self._publish(generation, terminal)
         elif outcome.status == "interrupted":  # sockets here are closing; elsewhere they are not
             self._events.publish_remote(
                 generation.chat_id,
