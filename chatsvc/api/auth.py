@@ -23,9 +23,12 @@ from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, Use
     "/register",
     exclude_from_auth=True,
     tags=["auth"],
+    operation_id="register",
+    summary="Register an account",
     status_code=201,
+    response_description="The new user.",
     operation_class=PublicOperation,
-    responses=errors(403, 409, 429),
+    responses=errors(400, 403, 409, 429, meaning={409: "The username is taken (`conflict`)."}),
 )
 async def register(data: RegisterRequest, accounts: Accounts) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
@@ -88,9 +91,12 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     "/login",
     exclude_from_auth=True,
     tags=["auth"],
+    operation_id="login",
+    summary="Log in",
     status_code=200,
+    response_description="A bearer token for `Authorization: Bearer <token>`.",
     operation_class=_LoginOperation,
-    responses=errors(400, 401, 429),
+    responses=errors(400, 401, 429, meaning={401: "Wrong username or password (`unauthorized`)."}),
 )
 async def login(
     request: Request[Any, Any, Any],
@@ -103,7 +109,14 @@ async def login(
     return tokens.issue(user_id)
 
 
-@get("/api/me", tags=["auth"], responses=errors(*PROTECTED))
+@get(
+    "/api/me",
+    tags=["auth"],
+    operation_id="getCurrentUser",
+    summary="Get the current user",
+    response_description="The token's user.",
+    responses=errors(*PROTECTED),
+)
 async def me(request: Request[AuthUser, Any, Any]) -> User:
     """The user the token belongs to."""
     return User(id=request.user.id, username=request.user.username)

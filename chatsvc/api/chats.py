@@ -56,12 +56,25 @@ class ChatController(Controller):
     path = "/api/chats"
     tags = ["chats"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @post("/", status_code=201, responses=errors(*PROTECTED))
+    @post(
+        "/",
+        operation_id="createChat",
+        summary="Create a chat",
+        status_code=201,
+        response_description="The new chat.",
+        responses=errors(*PROTECTED, 400),
+    )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
         return await chats.create(request.user.id, data)
 
-    @get("/", responses=errors(*PROTECTED))
+    @get(
+        "/",
+        operation_id="listChats",
+        summary="List your chats",
+        response_description="A page of chats; `next_cursor` fetches the next one.",
+        responses=errors(*PROTECTED, 400),
+    )
     async def list_chats(
         self,
         request: AuthRequest,
@@ -73,14 +86,26 @@ class ChatController(Controller):
         """Your chats, newest `updated_at` first; `q` searches titles and message text."""
         return await chats.list(request.user.id, limit=limit, cursor=cursor, q=q)
 
-    @get("/{chat_id:str}", responses=errors(*PROTECTED, 404))
+    @get(
+        "/{chat_id:str}",
+        operation_id="getChat",
+        summary="Get a chat and its messages",
+        response_description="The chat with all its messages.",
+        responses=errors(*PROTECTED, 400, 404),
+    )
     async def get_chat(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats
     ) -> ChatWithMessages:
         """A chat with all its messages, oldest first."""
         return await chats.get_with_messages(request.user.id, chat_id)
 
-    @get("/{chat_id:str}/messages", responses=errors(*PROTECTED, 404))
+    @get(
+        "/{chat_id:str}/messages",
+        operation_id="listMessages",
+        summary="List a chat's messages",
+        response_description="A page of messages, oldest first.",
+        responses=errors(*PROTECTED, 400, 404),
+    )
     async def list_messages(
         self,
         request: AuthRequest,
@@ -92,7 +117,13 @@ class ChatController(Controller):
         """The newest messages (oldest first in the page); `before` pages back in time."""
         return await chats.messages(request.user.id, chat_id, limit=limit, before=before)
 
-    @patch("/{chat_id:str}", responses=errors(*PROTECTED, 404))
+    @patch(
+        "/{chat_id:str}",
+        operation_id="updateChat",
+        summary="Rename or reconfigure a chat",
+        response_description="The chat as it is now.",
+        responses=errors(*PROTECTED, 400, 404),
+    )
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
     ) -> Chat:
@@ -101,6 +132,8 @@ class ChatController(Controller):
 
     @post(
         "/{chat_id:str}/messages",
+        operation_id="sendMessage",
+        summary="Send a message and get the reply",
         status_code=200,
         # Litestar lets a handler's media type override a streamed response's own, so the
         # handler says event-stream and the waiting answer names JSON on its Response.
@@ -112,7 +145,16 @@ class ChatController(Controller):
                 description="The finished reply; with `Accept: text/event-stream`, the events "
                 "of PROTOCOL.md section 2.2 as Server-Sent Events.",
             ),
-            **errors(*PROTECTED, 404, 409, 413, 502, 504),
+            **errors(
+                *PROTECTED,
+                400,
+                404,
+                409,
+                413,
+                502,
+                504,
+                meaning={409: "A reply is already being generated in the chat (`busy`)."},
+            ),
         },
     )
     async def post_message(
@@ -145,7 +187,20 @@ class ChatController(Controller):
         )
         return Response(reply, media_type=MediaType.JSON)
 
-    @post("/{chat_id:str}/abort", status_code=200, responses=errors(*PROTECTED, 404, 409))
+    @post(
+        "/{chat_id:str}/abort",
+        operation_id="abortReply",
+        summary="Stop the reply being generated",
+        status_code=200,
+        response_description="The stopped task and its stored partial reply.",
+        responses=errors(
+            *PROTECTED,
+            400,
+            404,
+            409,
+            meaning={409: "No reply is being generated in the chat (`not_running`)."},
+        ),
+    )
     async def abort(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats, generations: Generations
     ) -> AbortResult:
@@ -158,13 +213,27 @@ class ChatController(Controller):
         task_id, message = stopped
         return AbortResult(task_id=task_id, message=message)
 
-    @delete("/{chat_id:str}", status_code=204, responses=errors(*PROTECTED, 404))
+    @delete(
+        "/{chat_id:str}",
+        operation_id="deleteChat",
+        summary="Delete a chat",
+        status_code=204,
+        response_description="Deleted.",
+        responses=errors(*PROTECTED, 400, 404),
+    )
     async def delete_chat(self, request: AuthRequest, chat_id: ChatId, chats: Chats) -> None:
         """Delete a chat and its messages."""
         await chats.delete(request.user.id, chat_id)
 
 
-@get("/api/users/{user_id:str}/chats", tags=["chats"], responses=errors(*PROTECTED, 404))
+@get(
+    "/api/users/{user_id:str}/chats",
+    tags=["chats"],
+    operation_id="listUserChats",
+    summary="List a user's chats",
+    response_description="A page of chats; `next_cursor` fetches the next one.",
+    responses=errors(*PROTECTED, 400, 404),
+)
 async def list_user_chats(
     request: AuthRequest,
     user_id: Annotated[int, Parameter(ge=1, le=2**31 - 1, description="The user's id.")],

@@ -1,11 +1,19 @@
-"""OpenAPI documentation of what the handlers answer besides success.
+"""OpenAPI documentation: operation ids and what the handlers answer besides success.
 
-Every error body has Litestar's shape plus our stable ``code``; each handler
-lists the statuses it can answer, so a generated client knows them all.
+Every operation names its ``operation_id`` explicitly, in lowerCamelCase, verb first
+(``listChats``, ``getChat``, ``updateChat``...): generated clients name their functions
+after it (``list_chats``), so it is part of the API and must not follow handler or
+path renames. ``OPERATION_ID`` is the rule; the tests hold every operation to it.
+
+Every error body has Litestar's shape plus our stable ``code``; each handler lists
+the statuses it can answer, so a generated client knows them all. A handler that takes
+a body or parameters lists ``400`` itself: otherwise Litestar documents its own 400,
+whose schema lacks ``code``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +21,13 @@ import msgspec
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec.operation import Operation
 
+#: The form of every operation id: lowerCamelCase, starting with a verb.
+OPERATION_ID = r"^[a-z]+(?:[A-Z][a-z]+)*$"
+
 
 class ErrorBody(msgspec.Struct, kw_only=True):
+    """The body of every error answer; `code` is stable, `detail` is for people."""
+
     status_code: int
     detail: str
     code: str
@@ -38,10 +51,13 @@ _MEANING = {
 PROTECTED = (401, 429, 503)
 
 
-def errors(*statuses: int) -> dict[int, ResponseSpec]:
+def errors(*statuses: int, meaning: Mapping[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """Error responses with the ``ErrorBody`` schema; ``meaning`` words a status for one
+    operation (``409`` means something else on each route that answers it)."""
+    described = {**_MEANING, **(meaning or {})}
     return {
         status: ResponseSpec(
-            data_container=ErrorBody, description=_MEANING[status], generate_examples=False
+            data_container=ErrorBody, description=described[status], generate_examples=False
         )
         for status in sorted(set(statuses))
     }

@@ -19,7 +19,15 @@ from chatsvc.wire import Health, Readiness
 log = logging.getLogger("chatsvc.health")
 
 
-@get("/health", exclude_from_auth=True, tags=["operations"], operation_class=PublicOperation)
+@get(
+    "/health",
+    exclude_from_auth=True,
+    tags=["operations"],
+    operation_id="getHealth",
+    summary="Liveness check",
+    response_description="The process answers.",
+    operation_class=PublicOperation,
+)
 async def health() -> Health:
     """Liveness: the process answers."""
     return Health(version=__version__)
@@ -29,6 +37,9 @@ async def health() -> Health:
     "/health/ready",
     exclude_from_auth=True,
     tags=["operations"],
+    operation_id="getReadiness",
+    summary="Readiness check",
+    response_description="The database and the event bus answer.",
     operation_class=PublicOperation,
     responses={
         503: ResponseSpec(

@@ -92,4 +92,5 @@ def create_jwt_auth(secret: str, ttl_seconds: int) -> OAuth2PasswordBearerAuth[A
         # `exclude_from_auth=True`. Patterns are searched unanchored: anchor them.
         exclude=[r"^/schema(/|$)", r"^/metrics$", r"^/admin(/|$)"],
         description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`.",
+        oauth_scopes={},  # OpenAPI requires the password flow's `scopes`, even empty
     )
