@@ -21,7 +21,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from chatsvc import __version__
 from chatsvc.accounts import Accounts
-from chatsvc.api import admin, auth, chats, docs, ops, ws
+from chatsvc.api import admin, auth, chats, docs, ops, web, ws
 from chatsvc.api.deps import (
     provide_accounts,
     provide_chats,
@@ -128,7 +128,16 @@ def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
     api = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=_client_key,
-        exclude=[r"^/health", r"^/metrics$", r"^/docs", r"^/redoc", r"^/schema", r"^/ws$"],
+        exclude=[
+            r"^/health",
+            r"^/metrics$",
+            r"^/docs",
+            r"^/redoc",
+            r"^/schema",
+            r"^/ws$",
+            r"^/static",
+            r"^/$",
+        ],
         store="rate_limit",
     )
     login = RateLimitConfig(
@@ -142,6 +151,7 @@ def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
     settings = settings or load_settings()
+    settings.check_serving()
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
     api_limit, login_limit = rate_limits(settings)
@@ -186,6 +196,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs.redoc,
             ws.chat_socket,
             admin.admin_mount(settings),
+            web.index,
+            web.static_files(),
         ],
         dependencies={
             "accounts": Provide(provide_accounts, sync_to_thread=False),

@@ -9,6 +9,7 @@ or with ``--db postgres``, an unreachable PostgreSQL is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -154,7 +155,13 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run a coroutine to the end, also from a test where a loop runs (Playwright's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @dataclass
