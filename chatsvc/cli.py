@@ -1,4 +1,4 @@
-"""The ``chatsvc`` command: ``serve`` (the default), ``migrate`` and ``createuser``."""
+"""The ``chatsvc`` command: ``serve`` (the default), ``migrate``, ``createuser`` and ``chat``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import getpass
 import io
 import logging
 import logging.config
+import os
 import socket
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -83,7 +85,44 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--superuser", action="store_true", help="staff who may also manage users (implies --staff)"
     )
+
+    chat = commands.add_parser(
+        "chat",
+        help="terminal client: chat with a running server",
+        description="Chat with a running chatsvc server from the terminal: log in, pick or\n"
+        "start a chat, and read the replies as they stream. Ctrl-C during a reply\n"
+        "stops it (its text so far is kept); Ctrl-C or Ctrl-D at the prompt leaves.",
+        epilog=CHAT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chat.add_argument(
+        "--url", help="the server (default: http://127.0.0.1:PORT, PORT from the settings)"
+    )
+    chat.add_argument("--user", metavar="NAME", help="log in as NAME (asked for when missing)")
+    chat.add_argument(
+        "--chat", metavar="ID", type=_chat_id, help="open this chat (default: choose from a list)"
+    )
     return parser
+
+
+CHAT_EPILOG = """\
+at the prompt:
+  /chats    list your chats and switch to one
+  /new      start a new chat (created with your next message)
+  /history  show the messages of this chat
+  /help     show these commands
+  /quit     leave (also Ctrl-D, or Ctrl-C at the prompt)
+  anything else is sent as a message (start it with // to send a /)
+
+logging in: the password is asked for; or set CHATSVC_TOKEN to a bearer token
+(from POST /api/auth/login) and nothing is asked."""
+
+
+def _chat_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a chat id: {text!r}") from None
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +139,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "serve")  # `chatsvc --port 9000` means `chatsvc serve --port 9000`
     options = parser.parse_args(args)
+    if options.command == "chat":  # a client: no database, no logging set-up, few settings
+        raise SystemExit(chat_client(options.url, options.user, options.chat))
     try:
         settings = load_settings()
+        if options.command == "serve":
+            settings.check_serving()
     except ConfigError as exc:
         print(f"chatsvc: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -119,6 +162,51 @@ def main(argv: Sequence[str] | None = None) -> None:
     except CommandError as exc:
         print(f"chatsvc: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def chat_client(url: str | None, username: str | None, chat_id: uuid.UUID | None) -> int:
+    """``chatsvc chat``: returns the exit status."""
+    from chatsvc import terminal
+
+    try:
+        base = terminal.normalize_url(url or _default_chat_url())
+        terminal.check_server(base)  # before asking anything: a server down is said at once
+        token = os.environ.get("CHATSVC_TOKEN", "").strip()
+        if not token:
+            username = username or terminal.read_line("Username: ")
+            if username is None:
+                raise terminal.ClientError("no username given")
+            token = terminal.login(base, username.strip(), _ask_chat_password())
+        return terminal.run(base, token, chat_id)
+    except terminal.ClientError as exc:
+        print(f"chatsvc: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"chatsvc: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)
+        return terminal.EXIT_INTERRUPTED
+
+
+def _default_chat_url() -> str:
+    """``http://127.0.0.1:PORT``: of the settings (environment over ``.env``), PORT only."""
+    from dotenv import dotenv_values
+
+    port = os.environ.get("PORT") or (
+        dotenv_values(".env").get("PORT") if os.path.isfile(".env") else None
+    )
+    settings = load_settings({"PORT": port} if port else {}, env_file=None)
+    return f"http://127.0.0.1:{settings.port}"
+
+
+def _ask_chat_password() -> str:
+    from chatsvc import terminal
+
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    password = terminal.read_line("")
+    return "" if password is None else password
 
 
 async def migrate(quiet: bool) -> int:
@@ -188,6 +276,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
     return "\n".join(
         [
             f"chatsvc {__version__} ({settings.environment})",
+            f"  Web client {base}/",
             f"  API docs   {base}/docs  (ReDoc: {base}/redoc)",
             f"  OpenAPI    {base}/schema/openapi.json",
             f"  Health     {base}/health  (readiness: {base}/health/ready)",

@@ -196,13 +196,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 f"at least {MIN_JWT_SECRET_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
             )
-        if self.environment == "production" and self.jwt_secret is None:
+
+    def check_serving(self) -> None:
+        """What only a server needs: in production, a real ``JWT_SECRET``.
+
+        (``migrate`` and ``createuser`` sign no tokens, so they run without one.)
+        """
+        if self.environment != "production":
+            return
+        if self.jwt_secret is None:
             raise ConfigError(
                 "JWT_SECRET",
                 "<unset>",
                 f"a secret of at least {MIN_JWT_SECRET_LENGTH} characters in production",
             )
-        if self.environment == "production" and _looks_like_a_placeholder(self.jwt_secret or ""):
+        if _looks_like_a_placeholder(self.jwt_secret):
             raise ConfigError(
                 "JWT_SECRET",
                 "<hidden>",

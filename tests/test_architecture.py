@@ -33,6 +33,8 @@ LAYERS = {
     "chatsvc.api": 3,
     "chatsvc.app": 4,
     "chatsvc.cli": 5,
+    # The terminal client (`chatsvc chat`): a client of the HTTP API, run by the CLI.
+    "chatsvc.terminal": 5,
     "chatsvc.__main__": 6,
 }
 
@@ -78,3 +80,38 @@ def test_importing_reads_no_settings_and_opens_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported"
     assert list(tmp_path.iterdir()) == []
+
+
+#: What the terminal client may import of chatsvc: the wire types, nothing of the server.
+CLIENT_IMPORTS = {"chatsvc", "chatsvc.wire"}
+SERVER_PACKAGES = ("litestar", "piccolo", "piccolo_admin", "uvicorn", "asyncpg", "openai", "redis")
+
+
+def test_the_terminal_client_is_only_a_client(tmp_path: Path) -> None:
+    tree = ast.parse((PACKAGE / "terminal.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    ours = {name for name in imported if name.split(".")[0] == "chatsvc"}
+    assert ours <= CLIENT_IMPORTS, ours - CLIENT_IMPORTS
+
+    code = (
+        "import sys, chatsvc.terminal; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} | "
+        "{m for m in sys.modules if m.startswith('chatsvc.')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(ast.literal_eval(result.stdout.strip()))
+    assert not loaded & set(SERVER_PACKAGES), loaded & set(SERVER_PACKAGES)
+    assert {m for m in loaded if m.startswith("chatsvc.")} == {"chatsvc.terminal", "chatsvc.wire"}

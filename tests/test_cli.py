@@ -77,6 +77,21 @@ def test_production_refuses_to_start_without_a_jwt_secret(tmp_path: Path) -> Non
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_createuser_and_migrate_need_no_jwt_secret_in_production(tmp_path: Path) -> None:
+    env = clean_environment(ENVIRONMENT="production")
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    created = run_chatsvc(
+        "createuser",
+        "root_admin",
+        "--superuser",
+        cwd=tmp_path,
+        env=env,
+        stdin="correct horse battery\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created superuser 'root_admin'" in created.stdout
+
+
 @pytest.mark.parametrize(
     "secret",
     [
