@@ -277,6 +277,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
         [
             f"chatsvc {__version__} ({settings.environment})",
             f"  Web client {base}/",
+            f"  Admin      {base}/admin/  (staff only: chatsvc createuser NAME --staff)",
             f"  API docs   {base}/docs  (ReDoc: {base}/redoc)",
             f"  OpenAPI    {base}/schema/openapi.json",
             f"  Health     {base}/health  (readiness: {base}/health/ready)",

@@ -15,6 +15,7 @@ from piccolo.columns import (
     Varchar,
 )
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.columns.readable import Readable
 from piccolo.table import Table
 
 
@@ -48,6 +49,11 @@ class Chat(Table):
     )
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow(), help_text="Last change or message.")
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        """How the admin names a chat (in message lists and the chat filter)."""
+        return Readable(template="%s (%s)", columns=[cls.title, cls.owner.username])
 
 
 class Message(Table):

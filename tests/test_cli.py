@@ -150,6 +150,7 @@ def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> Non
         process.terminate()
         output, _ = process.communicate(timeout=20)
     assert f"http://localhost:{port}/docs" in output
+    assert f"http://localhost:{port}/admin/" in output
     assert f"http://localhost:{port}/health" in output
     assert "sqlite:///chatsvc.db" in output
     assert "echo" in output
