@@ -28,6 +28,7 @@ from chatsvc.api.deps import (
     provide_events,
     provide_generations,
     provide_tokens,
+    provide_trees,
 )
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.api.ws import SocketCounter
@@ -41,6 +42,7 @@ from chatsvc.logs import logging_config
 from chatsvc.providers import create_provider
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
+from chatsvc.trees import Trees
 
 log = logging.getLogger("chatsvc")
 
@@ -205,6 +207,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "tokens": Provide(provide_tokens, sync_to_thread=False),
             "generations": Provide(provide_generations, sync_to_thread=False),
             "events": Provide(provide_events, sync_to_thread=False),
+            "trees": Provide(provide_trees, sync_to_thread=False),
         },
         lifespan=[lifespan],
         middleware=[api_limit.middleware, prometheus.middleware],
@@ -260,6 +263,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings, app.state.provider, app.state.events, app.state.bus, app.state.telemetry
     )
     app.state.chats = Chats(app.state.generations)
+    app.state.trees = Trees(settings, app.state.events)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

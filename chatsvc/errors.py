@@ -65,6 +65,20 @@ class Conflict(ChatsvcError):
     status_code = 409
 
 
+class StaleVersion(ChatsvcError):
+    """A change against a version that is no longer the current one."""
+
+    code = "stale_version"
+    status_code = 409
+
+
+class InvalidPatch(ChatsvcError):
+    """A change that is not valid or breaks a limit; nothing of it was applied."""
+
+    code = "invalid_patch"
+    status_code = 422
+
+
 class Busy(ChatsvcError):
     """A generation already runs in that chat."""
 

@@ -25,6 +25,7 @@ import anyio.abc
 import msgspec
 
 from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
+from chatsvc.wire import encode_frame
 
 log = logging.getLogger("chatsvc.events")
 
@@ -46,6 +47,16 @@ class Event(NamedTuple):
     def ends_task(self) -> bool:
         """``done``, ``aborted``, or an ``error`` that names its task."""
         return self.task_id is not None and self.type in ("done", "aborted", "error")
+
+
+def event_of(frame: msgspec.Struct) -> Event:
+    """The event of a server frame, encoded once for every subscriber."""
+    return Event(
+        str(type(frame).__struct_config__.tag),
+        getattr(frame, "task_id", None),
+        encode_frame(frame),
+        getattr(frame, "seq", None),
+    )
 
 
 class Subscriber(Protocol):

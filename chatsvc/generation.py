@@ -57,7 +57,7 @@ from chatsvc.errors import (
     RateLimited,
     TooLarge,
 )
-from chatsvc.events import ChatEvents, Event, Subscriber
+from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.instances import Lease
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
 from chatsvc.settings import Settings
@@ -423,7 +423,7 @@ class Generations:
             if row["task_id"] is None:
                 continue
             frame = _interrupted_frame(row["task_id"], row["chat"])
-            self._events.publish(row["chat"], _event_of(frame))
+            self._events.publish(row["chat"], event_of(frame))
 
     # --- run -------------------------------------------------------------------------------
 
@@ -554,7 +554,7 @@ class Generations:
         elif outcome.status == "interrupted":  # sockets here are closing; elsewhere they are not
             self._events.publish_remote(
                 generation.chat_id,
-                _event_of(_interrupted_frame(generation.task_id, generation.chat_id)),
+                event_of(_interrupted_frame(generation.task_id, generation.chat_id)),
             )
         generation.finished.set()
         now = anyio.current_time()
@@ -608,7 +608,7 @@ class Generations:
         return ErrorEvent(**ids, code=generation.error.code, message=generation.error.message)
 
     def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:
-        event = _event_of(frame)
+        event = event_of(frame)
         self._events.publish(generation.chat_id, event)
         return event
 
@@ -650,15 +650,6 @@ def _interrupted_frame(task_id: UUID, chat_id: UUID) -> ErrorEvent:
         chat_id=chat_id,
         code="internal",
         message="the reply was interrupted: the server running it stopped",
-    )
-
-
-def _event_of(frame: msgspec.Struct) -> Event:
-    return Event(
-        str(type(frame).__struct_config__.tag),
-        getattr(frame, "task_id", None),
-        encode_frame(frame),
-        getattr(frame, "seq", None),
     )
 
 

@@ -164,6 +164,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "interrupted by another",
         ),
     ] = 15.0
+    tree_max_nodes: Annotated[
+        int, msgspec.Meta(ge=1, le=1_000_000, description="nodes in a chat's tree")
+    ] = 1000
+    tree_max_depth: Annotated[
+        int, msgspec.Meta(ge=1, le=1000, description="levels of a chat's tree (the root is 1)")
+    ] = 32
+    tree_max_value_chars: Annotated[
+        int, msgspec.Meta(ge=1, le=1_000_000, description="characters in a node's value")
+    ] = 1000
     tree_tools: Annotated[bool, msgspec.Meta(description="offer the tree tools to the model")] = (
         True
     )

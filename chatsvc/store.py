@@ -19,7 +19,8 @@ from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc.database import write_transaction
 from chatsvc.errors import Busy, Conflict, RateLimited
-from chatsvc.tables import Chat, Instance, Message
+from chatsvc.tables import Chat, ChatTree, Instance, Message
+from chatsvc.tree import empty_root
 
 Row = dict[str, Any]
 
@@ -93,16 +94,18 @@ _CHAT_COLUMNS = (
 
 async def create_chat(owner: int, *, title: str, system_prompt: str, model: str | None) -> Row:
     stamp = now()
-    rows = await Chat.insert(
-        Chat(
-            owner=owner,
-            title=title,
-            system_prompt=system_prompt,
-            model=model,
-            created_at=stamp,
-            updated_at=stamp,
-        )
-    ).returning(*_CHAT_COLUMNS)
+    async with write_transaction(Chat._meta.db):
+        rows = await Chat.insert(
+            Chat(
+                owner=owner,
+                title=title,
+                system_prompt=system_prompt,
+                model=model,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        ).returning(*_CHAT_COLUMNS)
+        await _create_tree(rows[0]["id"])
     return rows[0]
 
 
@@ -248,6 +251,7 @@ async def create_exchange(
                     Chat(owner=owner, title=new_chat_title, created_at=stamp, updated_at=stamp)
                 ).returning(*_CHAT_COLUMNS)
             )[0]
+            await _create_tree(chat["id"])
             created = True
         else:
             rows = await (
@@ -353,6 +357,42 @@ async def find_running(
         where
     )
     return rows[0] if rows else None
+
+
+# --- trees ---------------------------------------------------------------------------
+
+
+async def _create_tree(chat_id: UUID) -> None:
+    """An empty tree (the root alone, version 0); nothing when the chat has one."""
+    await ChatTree.insert(ChatTree(chat=chat_id, version=0, root=empty_root())).on_conflict(
+        target=ChatTree.chat, action="DO NOTHING"
+    )
+
+
+async def get_tree(chat_id: UUID) -> Row:
+    """The chat's tree (``version``, ``root``); a chat from before trees gets an empty one."""
+    query = ChatTree.select(ChatTree.version, ChatTree.root).where(ChatTree.chat == chat_id)
+    rows = await query.output(load_json=True)
+    if not rows:
+        await _create_tree(chat_id)
+        rows = await query.output(load_json=True)
+    return rows[0]
+
+
+async def save_tree(chat_id: UUID, expected_version: int, root: dict[str, Any]) -> int | None:
+    """Store ``root`` as the next version if the tree is still at ``expected_version``.
+
+    One conditional UPDATE: of two writers from the same version, the database
+    lets one through and the other matches no row (``None``), so no change is
+    ever lost, across instances too.
+    """
+    async with write_transaction(Chat._meta.db):
+        rows = await (
+            ChatTree.update({ChatTree.root: root, ChatTree.version: ChatTree.version + 1})
+            .where((ChatTree.chat == chat_id) & (ChatTree.version == expected_version))
+            .returning(ChatTree.version)
+        )
+    return rows[0]["version"] if rows else None
 
 
 # --- instances ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import (
+    JSONB,
     UUID,
     ForeignKey,
     Integer,
@@ -80,6 +81,17 @@ class Message(Table):
     instance = Varchar(
         length=64, null=True, default=None, help_text="The chatsvc instance streaming the reply."
     )
+    tool_calls = JSONB(
+        null=True, default=None, help_text="The tree tool calls the reply made, with results."
+    )
+
+
+class ChatTree(Table):
+    """A chat's workspace tree (PROTOCOL.md section 6): the root node and its version."""
+
+    chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False, unique=True)
+    version = Integer(default=0, help_text="0 when created; +1 per change.")
+    root = JSONB(default=None, null=True, help_text="The root node: id, value, children.")
 
 
 class Instance(Table):

@@ -7,7 +7,7 @@ Timestamps encode as RFC 3339 UTC (``...Z``), ids as UUID strings.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -322,6 +322,61 @@ class Pong(_Event, tag="pong"):
     pass
 
 
+# --- the workspace tree (PROTOCOL.md section 6) -----------------------------------------
+
+
+class TreeNode(_Wire):
+    """A node: `id` unique in the tree (the root's is `root`), a text `value`, children."""
+
+    id: str
+    value: str
+    children: list[TreeNode] = []
+
+
+class Tree(_Wire):
+    """A chat's workspace tree; `version` is 0 for a new chat and grows by 1 per change."""
+
+    chat_id: UUID
+    version: int
+    root: TreeNode
+
+
+class PatchOperation(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One RFC 6902 operation on the document `{"root": Node}` (paths start with `/root`)."""
+
+    op: Literal["add", "remove", "replace", "move", "copy", "test"]
+    path: Annotated[str, Meta(max_length=2_000, pattern=NO_NUL)]
+    from_: Annotated[str, Meta(max_length=2_000, pattern=NO_NUL)] | None = msgspec.field(
+        default=None, name="from"
+    )
+    value: Any = msgspec.UNSET
+
+
+class TreePatch(_Wire):
+    """An RFC 6902 JSON Patch against `version`: applied whole or not at all."""
+
+    version: Annotated[int, Meta(ge=0)]
+    ops: Annotated[list[PatchOperation], Meta(min_length=1, max_length=1_000)]
+
+
+class TreeUpdate(_Event, tag="tree_update"):
+    """A change of the chat's tree: `ops` turn version `version - 1` into `version`."""
+
+    chat_id: UUID
+    version: int
+    ops: list[PatchOperation]
+    source: Literal["assistant", "user"]
+    task_id: UUID | None = None
+
+
+class DebugEvent(_Event, tag="debug"):
+    """Timings and counts of a generation, for sockets that asked (`subscribe` `debug`)."""
+
+    chat_id: UUID
+    task_id: UUID
+    data: dict[str, Any]
+
+
 ServerFrame = (
     Ready
     | ChatCreated
@@ -334,6 +389,8 @@ ServerFrame = (
     | Aborted
     | ErrorEvent
     | Pong
+    | TreeUpdate
+    | DebugEvent
 )
 
 decode_client_frame = msgspec.json.Decoder(ClientFrame).decode

@@ -19,6 +19,7 @@ from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Generation, Generations
+from chatsvc.trees import Trees
 from chatsvc.wire import (
     NO_NUL,
     AbortResult,
@@ -30,6 +31,8 @@ from chatsvc.wire import (
     MessageCreate,
     MessagePage,
     MessageReply,
+    Tree,
+    TreePatch,
 )
 
 #: Events an SSE client may fall behind by before its stream is ended (the reply goes on).
@@ -129,6 +132,38 @@ class ChatController(Controller):
     ) -> Chat:
         """Change the title, system prompt or model; fields left out stay as they are."""
         return await chats.update(request.user.id, chat_id, data)
+
+    @get(
+        "/{chat_id:str}/tree",
+        operation_id="getTree",
+        summary="Get a chat's workspace tree",
+        response_description="The tree and its version.",
+        responses=errors(*PROTECTED, 400, 404),
+    )
+    async def get_tree(self, request: AuthRequest, chat_id: ChatId, trees: Trees) -> Tree:
+        """The chat's workspace tree (PROTOCOL.md section 6): the root node and its version."""
+        return await trees.get(request.user.id, chat_id)
+
+    @patch(
+        "/{chat_id:str}/tree",
+        operation_id="patchTree",
+        summary="Change a chat's workspace tree",
+        response_description="The tree after the change, with its new version.",
+        responses=errors(
+            *PROTECTED,
+            400,
+            404,
+            409,
+            422,
+            meaning={409: "`version` is not the current one; nothing changed (`stale_version`)."},
+        ),
+    )
+    async def patch_tree(
+        self, request: AuthRequest, chat_id: ChatId, data: TreePatch, trees: Trees
+    ) -> Tree:
+        """Apply an RFC 6902 JSON Patch (paths start with `/root`) against `version`: all of
+        it or nothing. Every subscriber of the chat gets the change as `tree_update`."""
+        return await trees.patch(request.user.id, chat_id, data)
 
     @post(
         "/{chat_id:str}/messages",

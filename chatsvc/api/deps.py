@@ -9,6 +9,7 @@ from chatsvc.api.security import TokenIssuer
 from chatsvc.chats import Chats
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
+from chatsvc.trees import Trees
 
 
 def provide_accounts(state: State) -> Accounts:
@@ -29,3 +30,7 @@ def provide_generations(state: State) -> Generations:
 
 def provide_events(state: State) -> ChatEvents:
     return state.events
+
+
+def provide_trees(state: State) -> Trees:
+    return state.trees
