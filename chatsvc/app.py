@@ -259,11 +259,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.events = ChatEvents(app.state.bus)
     app.state.telemetry = Telemetry()
     app.state.provider = create_provider(settings)
+    app.state.trees = Trees(settings, app.state.events)
     app.state.generations = Generations(
-        settings, app.state.provider, app.state.events, app.state.bus, app.state.telemetry
+        settings,
+        app.state.provider,
+        app.state.events,
+        app.state.bus,
+        app.state.telemetry,
+        trees=app.state.trees,
     )
     app.state.chats = Chats(app.state.generations)
-    app.state.trees = Trees(settings, app.state.events)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

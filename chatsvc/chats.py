@@ -21,6 +21,7 @@ from chatsvc.wire import (
     ChatWithMessages,
     Message,
     MessagePage,
+    ToolCallRecord,
     Usage,
 )
 
@@ -70,7 +71,17 @@ def message_from_row(row: dict[str, Any]) -> Message:
         finish_reason=row["finish_reason"],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+        tool_calls=_tool_calls(row.get("tool_calls")),
     )
+
+
+def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
+    """The JSONB column as stored: JSON text (both drivers give it so), or null."""
+    if stored is None:
+        return None
+    if isinstance(stored, str | bytes):
+        stored = msgspec.json.decode(stored)
+    return msgspec.convert(stored, list[ToolCallRecord]) if stored else None
 
 
 class Chats:

@@ -9,7 +9,14 @@ Read this module first. The life of a reply:
    ``CancelScope`` and relays each delta as a ``token`` (or ``reasoning``)
    event with the next ``seq``. Every few seconds one write saves the text so
    far of every running reply.
-3. It ends in exactly one way, decided by what stopped it:
+3. Tool rounds (the workspace tree tools, PROTOCOL.md section 6): when an
+   upstream stream ends asking for tool calls, each call is applied in turn
+   (``Trees.apply_tool``: one version each, ``tree_update`` to every
+   subscriber), then the calls and their results go back to the model and a
+   new stream starts. Its text continues the same reply (``seq`` goes on). At
+   most ``MAX_TOOL_ROUNDS`` rounds: the model asking for one more ends the
+   reply ``done`` with finish reason ``tool_rounds_exceeded``.
+4. It ends in exactly one way, decided by what stopped it:
 
    ==========================  ===============  ==========================
    what happened               stored status    terminal event
@@ -28,7 +35,12 @@ Read this module first. The life of a reply:
 Abort is structured cancellation: cancelling the scope raises at the await in
 progress, leaving ``async with provider.stream(...)`` closes the upstream HTTP
 connection (so the model stops generating and billing), and the ``finally``
-persists what was streamed. Nothing polls a flag.
+persists what was streamed. Nothing polls a flag. A tool call being applied
+is shielded: an abort lets it finish (its change stays) and stops every later
+one at the next checkpoint.
+
+Just before the terminal event, a ``debug`` event gives the reply's timings
+and counts (the sockets decide who gets it).
 """
 
 from __future__ import annotations
@@ -37,10 +49,12 @@ import asyncio
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
 from chatsvc import store
@@ -59,12 +73,15 @@ from chatsvc.errors import (
 )
 from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.instances import Lease
-from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
+from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider, ToolRequest
 from chatsvc.settings import Settings
 from chatsvc.telemetry import AbortedBy, Telemetry
+from chatsvc.tree import TOOLS, ToolCall
+from chatsvc.trees import Trees
 from chatsvc.wire import (
     Aborted,
     ChatCreated,
+    DebugEvent,
     Done,
     ErrorEvent,
     Message,
@@ -107,6 +124,12 @@ class Generation:
     first_token_at: float | None = None
     aborted_by: AbortedBy | None = None
     abort_requested_at: float | None = None
+    upstream_started_at: float | None = None
+    #: Upstream streams opened, and rounds of tool calls applied between them.
+    rounds: int = 0
+    tool_rounds: int = 0
+    #: The tool calls applied, as stored with the reply: ``name``, ``arguments``, ``result``.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def content(self) -> str:
@@ -131,11 +154,14 @@ class Generations:
         events: ChatEvents,
         bus: EventBus,
         telemetry: Telemetry | None = None,
+        trees: Trees | None = None,
     ) -> None:
         self._settings = settings
         self._provider = provider
         self._events = events
         self._bus = bus
+        #: Without ``trees`` (or with ``TREE_TOOLS`` off) the model is offered no tools.
+        self._trees = trees if settings.tree_tools else None
         self._lease = Lease(bus.instance, settings.instance_lease_seconds)
         self._telemetry = telemetry or Telemetry()
         self._by_task: dict[UUID, Generation] = {}
@@ -433,8 +459,7 @@ class Generations:
             with generation.scope:
                 generation.scope.deadline = anyio.current_time() + self._settings.llm_total_timeout
                 try:
-                    request = await self._request_for(generation)
-                    await self._relay(generation, request, outcome)
+                    await self._converse(generation, outcome)
                     outcome.status = "complete"
                 except ChatsvcError as exc:
                     outcome.error = exc
@@ -475,18 +500,71 @@ class Generations:
             messages=turns,
             temperature=self._settings.llm_temperature,
             max_tokens=self._settings.llm_max_tokens,
+            tools=TOOLS if self._trees is not None else None,
         )
+
+    async def _converse(self, generation: Generation, outcome: _Outcome) -> None:
+        """Upstream rounds until one ends without tool calls (or the cap on tool rounds)."""
+        request = await self._request_for(generation)
+        while True:
+            said_before = len(generation.parts)
+            outcome.finish_reason = None  # the last round's is the reply's
+            calls = await self._relay(generation, request, outcome)
+            if not calls or request.tools is None:
+                return
+            if generation.tool_rounds >= self._settings.max_tool_rounds:
+                log.info("reply %s: the model asked for too many tool rounds", generation.task_id)
+                outcome.finish_reason = "tool_rounds_exceeded"
+                return
+            generation.tool_rounds += 1
+            said = "".join(generation.parts[said_before:])
+            asked = ChatTurn(role="assistant", content=said, tool_calls=calls)
+            answers = await self._apply_tools(generation, calls)
+            messages = [*request.messages, asked, *answers]
+            request = msgspec.structs.replace(request, messages=messages)
 
     async def _relay(
         self, generation: Generation, request: CompletionRequest, outcome: _Outcome
-    ) -> None:
+    ) -> tuple[ToolRequest, ...]:
+        """One upstream stream into the reply; the tool calls it ended with."""
+        generation.rounds += 1
+        if generation.upstream_started_at is None:
+            generation.upstream_started_at = anyio.current_time()
+        calls: tuple[ToolRequest, ...] = ()
         async with self._provider.stream(request) as deltas:
             async for delta in deltas:
                 self._relay_delta(generation, delta, outcome)
+                calls += delta.tool_calls
                 # A burst read from the socket must not starve the loop: let `abort` in.
                 # (asyncio's own zero sleep: a tenth of the CPU of anyio's checkpoint, and
                 # the same cancellation point for the scope; uvicorn always runs asyncio.)
                 await asyncio.sleep(0)
+        return calls
+
+    async def _apply_tools(
+        self, generation: Generation, calls: tuple[ToolRequest, ...]
+    ) -> list[ChatTurn]:
+        """Apply the calls in order, one tree version each; their results, as ``tool`` turns.
+
+        Each call runs shielded (bounded in time): an abort lets the call being
+        applied finish, then the checkpoint after it stops every later one.
+        """
+        assert self._trees is not None
+        answers = []
+        for call in calls:
+            with anyio.CancelScope(shield=True) as shield:
+                shield.deadline = anyio.current_time() + self._settings.shutdown_timeout
+                result = await self._trees.apply_tool(
+                    generation.chat_id, generation.task_id, ToolCall(call.name, call.arguments)
+                )
+            if shield.cancelled_caught:
+                raise InternalError("the workspace tree could not be changed in time")
+            generation.tool_calls.append(
+                {"name": call.name, "arguments": call.arguments, "result": result}
+            )
+            answers.append(ChatTurn(role="tool", tool_call_id=call.id, content=_json_text(result)))
+            await anyio.lowlevel.checkpoint()
+        return answers
 
     async def _save_partial_replies(self) -> None:
         """Every few seconds, save the text of every running reply in one write.
@@ -516,10 +594,11 @@ class Generations:
                 self._telemetry.first_token_after(generation.first_token_at - generation.started_at)
             generation.parts.append(delta.text)
             self._publish_next(generation, TokenEvent, delta.text)
-        if delta.usage is not None:
+        if delta.usage is not None:  # every round is billed: the reply's usage is their sum
+            before = outcome.usage or Usage(prompt_tokens=None, completion_tokens=None)
             outcome.usage = Usage(
-                prompt_tokens=delta.usage.prompt_tokens,
-                completion_tokens=delta.usage.completion_tokens,
+                prompt_tokens=_plus(before.prompt_tokens, delta.usage.prompt_tokens),
+                completion_tokens=_plus(before.completion_tokens, delta.usage.completion_tokens),
             )
         if delta.finish_reason is not None:
             outcome.finish_reason = delta.finish_reason
@@ -539,6 +618,7 @@ class Generations:
                 completion_tokens=usage.completion_tokens,
                 finish_reason=outcome.finish_reason,
                 error_code=outcome.error.code if outcome.error else None,
+                tool_calls=generation.tool_calls,
             )
         except Exception:
             log.exception("could not store the end of reply %s", generation.message_id)
@@ -550,6 +630,7 @@ class Generations:
             generation.reply = message_from_row(row)
         terminal = self._terminal_frame(generation, outcome)
         if terminal is not None:
+            self._publish(generation, self._debug_frame(generation, outcome))
             self._publish(generation, terminal)
         elif outcome.status == "interrupted":  # sockets here are closing; elsewhere they are not
             self._events.publish_remote(
@@ -591,6 +672,30 @@ class Generations:
                 token=text,
             ),
         )
+
+    def _debug_frame(self, generation: Generation, outcome: _Outcome) -> DebugEvent:
+        """Timings (ms) and counts of the reply, for the sockets that asked for them."""
+        now = anyio.current_time()
+
+        def ms(since: float | None, until: float | None = now) -> float | None:
+            if since is None or until is None:
+                return None
+            return round((until - since) * 1000, 3)
+
+        aborted = outcome.status == "aborted"
+        data = {
+            "status": outcome.status,
+            "duration_ms": ms(generation.started_at),
+            "upstream_first_token_ms": ms(
+                generation.upstream_started_at, generation.first_token_at
+            ),
+            "tokens": generation.seq + 1,
+            "rounds": generation.rounds,
+            "tool_rounds": generation.tool_rounds,
+            "tool_calls": len(generation.tool_calls),
+            "cancel_latency_ms": ms(generation.abort_requested_at) if aborted else None,
+        }
+        return DebugEvent(chat_id=generation.chat_id, task_id=generation.task_id, data=data)
 
     def _terminal_frame(self, generation: Generation, outcome: _Outcome) -> msgspec.Struct | None:
         """``done``, ``aborted`` or ``error`` (none when interrupted: the sockets are closing)."""
@@ -651,6 +756,14 @@ def _interrupted_frame(task_id: UUID, chat_id: UUID) -> ErrorEvent:
         code="internal",
         message="the reply was interrupted: the server running it stopped",
     )
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _title_from(content: str) -> str:

@@ -9,6 +9,12 @@ a burst of chunks is relayed as one event rather than hundreds.
 
 ``EchoProvider`` is the built-in stand-in used when no upstream is configured:
 it repeats the user's words. It is not an LLM, and the start banner says so.
+Its ``/tree ...`` commands stand in for a model's tool calls (see the class).
+
+Tools: a request may offer function ``tools``; the model's calls come back
+whole on the delta that ends its answer (``Delta.tool_calls``, finish reason
+``tool_calls``), and the next request carries the assistant turn with the
+calls and one ``tool`` turn per result.
 
 SDK and HTTP exceptions never leave this module: they become ``LLMUnavailable``
 (before the first token), ``LLMError`` (mid-stream) or ``GenerationTimeout``.
@@ -21,6 +27,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -38,9 +45,25 @@ log = logging.getLogger("chatsvc.providers")
 CLOSE_SECONDS = 2.0
 
 
-class ChatTurn(msgspec.Struct, frozen=True):
-    role: Literal["system", "user", "assistant"]
+class ToolRequest(msgspec.Struct, frozen=True):
+    """A function call the model asked for: ``arguments`` is JSON text, as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ChatTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of the conversation sent upstream.
+
+    An assistant turn may carry the ``tool_calls`` it made; each gets its answer
+    in a ``tool`` turn naming it by ``tool_call_id``.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolRequest, ...] = ()
+    tool_call_id: str | None = None
 
 
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +71,8 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     messages: list[ChatTurn]
     temperature: float | None = None
     max_tokens: int | None = None
+    #: Function tools offered to the model (OpenAI's ``tools`` shape); none: no tools.
+    tools: list[dict[str, Any]] | None = None
 
 
 class TokenUsage(msgspec.Struct, frozen=True):
@@ -62,6 +87,8 @@ class Delta(msgspec.Struct, frozen=True, kw_only=True):
     reasoning: str = ""
     usage: TokenUsage | None = None
     finish_reason: str | None = None
+    #: Complete tool calls, on the delta that ends the model's answer (never fragments).
+    tool_calls: tuple[ToolRequest, ...] = ()
 
 
 class LLMProvider(Protocol):
@@ -80,10 +107,22 @@ class LLMProvider(Protocol):
 # --- OpenAI-compatible ----------------------------------------------------------------
 
 
+class _ChunkFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None  # a few servers send an object, whole
+
+
+class _ChunkToolCall(msgspec.Struct):
+    index: int | None = None
+    id: str | None = None
+    function: _ChunkFunction | None = None
+
+
 class _ChunkDelta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None  # vLLM, DeepSeek, llama.cpp
     reasoning: str | None = None  # Ollama, OpenRouter
+    tool_calls: list[_ChunkToolCall] | None = None
 
 
 class _ChunkChoice(msgspec.Struct):
@@ -105,12 +144,70 @@ class _Chunk(msgspec.Struct):
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 
-def _parse_events(lines: list[bytes]) -> tuple[Delta | None, bool]:
-    """Fold the ``data:`` lines of one read into one delta; ``True`` once ``[DONE]`` came."""
+@dataclass
+class _PartialCall:
+    index: int
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _ToolCalls:
+    """Streamed tool calls put together: the first fragment of a call brings its ``index``,
+    ``id`` and name, the next ones (same ``index``) pieces of its ``arguments`` text."""
+
+    def __init__(self) -> None:
+        self._calls: list[_PartialCall] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragment: _ChunkToolCall) -> None:
+        call = self._call_for(fragment)
+        call.id = fragment.id or call.id
+        if (function := fragment.function) is not None:
+            if name := function.name:  # sent once, in pieces, or again whole on every chunk
+                call.name = name if name.startswith(call.name) else call.name + name
+            if isinstance(function.arguments, dict):
+                call.arguments.append(msgspec.json.encode(function.arguments).decode())
+            elif function.arguments:
+                call.arguments.append(function.arguments)
+
+    def _call_for(self, fragment: _ChunkToolCall) -> _PartialCall:
+        """The call a fragment continues; a new one for a new index, or a new id at an index
+        (a few servers number every call 0, or none: then a fragment continues the last)."""
+        if fragment.index is None:
+            current = self._calls[-1] if self._calls else None
+        else:
+            current = next((c for c in reversed(self._calls) if c.index == fragment.index), None)
+        if current is None or (fragment.id and current.id and fragment.id != current.id):
+            index = len(self._calls) if fragment.index is None else fragment.index
+            current = _PartialCall(index)
+            self._calls.append(current)
+        return current
+
+    def take(self) -> tuple[ToolRequest, ...]:
+        calls = tuple(
+            ToolRequest(
+                id=call.id or f"call_{n}", name=call.name, arguments="".join(call.arguments)
+            )
+            for n, call in enumerate(self._calls)
+        )
+        self._calls.clear()
+        return calls
+
+
+def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[Delta | None, bool]:
+    """Fold the ``data:`` lines of one read into one delta; ``True`` once ``[DONE]`` came.
+
+    Tool call fragments gather in ``tools``; the calls come out whole on the delta that
+    ends the answer (its finish reason, or ``[DONE]``).
+    """
     text: list[str] = []
     reasoning: list[str] = []
     usage = finish_reason = None
     done = False
+    tools = tools if tools is not None else _ToolCalls()
     for line in lines:
         if not line.startswith(b"data:"):
             continue  # blank separators, comments, `event:` lines
@@ -131,16 +228,48 @@ def _parse_events(lines: list[bytes]) -> tuple[Delta | None, bool]:
                     text.append(choice.delta.content)
                 if thought := choice.delta.reasoning_content or choice.delta.reasoning:
                     reasoning.append(thought)
+                for fragment in choice.delta.tool_calls or ():
+                    tools.add(fragment)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
         if chunk.usage is not None:
             usage = chunk.usage
-    if not (text or reasoning or usage or finish_reason):
+    calls = tools.take() if tools and (finish_reason or done) else ()
+    if not (text or reasoning or usage or finish_reason or calls):
         return None, done
     delta = Delta(
-        text="".join(text), reasoning="".join(reasoning), usage=usage, finish_reason=finish_reason
+        text="".join(text),
+        reasoning="".join(reasoning),
+        usage=usage,
+        finish_reason=finish_reason,
+        tool_calls=calls,
     )
     return delta, done
+
+
+def _openai_messages(turns: list[ChatTurn]) -> list[dict[str, Any]]:
+    """The turns in OpenAI's message shape, as plain values (sent as they are)."""
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        if turn.role == "tool":
+            message = {"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content}
+        elif turn.tool_calls:
+            message = {
+                "role": "assistant",
+                "content": turn.content or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in turn.tool_calls
+                ],
+            }
+        else:
+            message = {"role": turn.role, "content": turn.content}
+        messages.append(message)
+    return messages
 
 
 CircuitState = Literal["closed", "open", "half-open"]
@@ -225,14 +354,16 @@ class OpenAIProvider:
 
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[Delta]]:
-        body: dict[str, Any] = {"messages": msgspec.to_builtins(request.messages)}
+        body: dict[str, Any] = {"messages": _openai_messages(request.messages)}
+        if request.tools:
+            body["tools"] = request.tools
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
-        # The messages go in `extra_body`, which the SDK sends as given: through `messages=`
-        # it would first walk them against its TypedDicts, about 5 ms of CPU per reply with
-        # a short history, more with a long one (docs/performance.md).
+        # The messages and tools go in `extra_body`, which the SDK sends as given: through
+        # `messages=` it would first walk them against its TypedDicts, about 5 ms of CPU per
+        # reply with a short history, more with a long one (docs/performance.md).
         opening = self._client.chat.completions.with_streaming_response.create(
             model=request.model,
             messages=[],
@@ -264,11 +395,12 @@ class OpenAIProvider:
     async def _deltas(self, response: httpx2.Response) -> AsyncIterator[Delta]:
         pending = b""
         finished = False
+        tools = _ToolCalls()
         try:
             async for data in response.aiter_bytes():
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
-                delta, done = _parse_events(lines)
+                delta, done = _parse_events(lines, tools)
                 if delta is not None:
                     finished = finished or delta.finish_reason is not None
                     yield delta
@@ -287,14 +419,82 @@ class OpenAIProvider:
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
+#: The echo provider's stand-ins for a model using the tree tools (PROTOCOL.md section 6).
+TREE_COMMANDS = (
+    "/tree add <parent_id> <text>",
+    "/tree rename <id> <text>",
+    "/tree move <id> <parent_id> [index]",
+    "/tree remove <id>",
+)
+_VERBS = {
+    "tree_add_node": "added",
+    "tree_rename_node": "renamed",
+    "tree_move_node": "moved",
+    "tree_remove_node": "removed",
+}
+
 
 def echo_reply(content: str) -> list[str]:
     """The echo provider's reply to ``content``, as the tokens it streams."""
     return _WORDS.findall(f"Echo: {content}")
 
 
+def tree_command(content: str) -> tuple[str, dict[str, Any]] | None:
+    """The tool call (name, arguments) a ``/tree ...`` message stands for.
+
+    ``None`` when the message is no ``/tree`` command; ``ValueError`` when it is
+    one, misspelled.
+    """
+    words = content.split()
+    if not words or words[0] != "/tree":
+        return None
+    text = content.split(maxsplit=3)[3].strip() if len(words) > 3 else ""  # spaces kept
+    match words[1:]:
+        case ["add", parent_id, _, *_]:
+            return "tree_add_node", {"parent_id": parent_id, "value": text}
+        case ["rename", node_id, _, *_]:
+            return "tree_rename_node", {"id": node_id, "value": text}
+        case ["move", node_id, parent_id]:
+            return "tree_move_node", {"id": node_id, "parent_id": parent_id}
+        case ["move", node_id, parent_id, index] if index.isdigit():
+            return "tree_move_node", {"id": node_id, "parent_id": parent_id, "index": int(index)}
+        case ["remove", node_id]:
+            return "tree_remove_node", {"id": node_id}
+    raise ValueError("usage: " + " | ".join(TREE_COMMANDS))
+
+
+def _tool_outcome(request: CompletionRequest) -> str:
+    """What the echo provider says once the result of its tool call came back."""
+    result_turn = request.messages[-1]
+    asked = next(
+        (
+            call
+            for turn in reversed(request.messages)
+            for call in turn.tool_calls
+            if call.id == result_turn.tool_call_id
+        ),
+        None,
+    )
+    verb = _VERBS.get(asked.name, "changed") if asked is not None else "changed"
+    try:
+        result = msgspec.json.decode(result_turn.content)
+    except msgspec.DecodeError:
+        result = {}
+    if isinstance(result, dict) and result.get("ok"):
+        return f"Done: {verb} node {result.get('id')} (version {result.get('version')})."
+    error = result.get("error") if isinstance(result, dict) else None
+    return f"Not done: the node could not be {verb}: {error or 'no result'}."
+
+
 class EchoProvider:
-    """Repeats the user's last message word by word. Not an LLM."""
+    """Repeats the user's last message word by word. Not an LLM.
+
+    When the tree tools are offered, a message that is one of ``TREE_COMMANDS``
+    (``/tree add root hello``) makes it ask for that one tool call instead, and
+    once the call's result comes back it says in a sentence what happened
+    ("Done: added node n1a2b3c4 (version 1)." or why not). A deterministic way to
+    exercise the tool loop with no model at all.
+    """
 
     name = "echo"
     circuit_state: CircuitState = "closed"
@@ -311,12 +511,48 @@ class EchoProvider:
 
     async def _deltas(self, request: CompletionRequest) -> AsyncIterator[Delta]:
         prompt = sum(len(_WORDS.findall(turn.content)) for turn in request.messages)
-        tokens = echo_reply(request.messages[-1].content)
+        call = _echo_tool_call(request)
+        if call is not None:
+            await anyio.sleep(self.token_delay)
+            usage = TokenUsage(prompt_tokens=prompt, completion_tokens=1)
+            yield Delta(tool_calls=(call,), usage=usage, finish_reason="tool_calls")
+            return
+        tokens = _echo_answer(request)
         for token in tokens:
             await anyio.sleep(self.token_delay)
             yield Delta(text=token)
         usage = TokenUsage(prompt_tokens=prompt, completion_tokens=len(tokens))
         yield Delta(usage=usage, finish_reason="stop")
+
+
+def _echo_tool_call(request: CompletionRequest) -> ToolRequest | None:
+    """The call a ``/tree`` command as the last message stands for, if that tool is offered."""
+    last = request.messages[-1]
+    offered = {tool["function"]["name"] for tool in request.tools or ()}
+    if last.role != "user" or not offered:
+        return None
+    try:
+        command = tree_command(last.content)
+    except ValueError:
+        return None
+    if command is None or command[0] not in offered:
+        return None
+    name, arguments = command
+    arguments_json = msgspec.json.encode(arguments).decode()
+    return ToolRequest(id=f"call_{len(request.messages)}", name=name, arguments=arguments_json)
+
+
+def _echo_answer(request: CompletionRequest) -> list[str]:
+    """The words of the echo provider's text answer."""
+    last = request.messages[-1]
+    if last.role == "tool":
+        return _WORDS.findall(_tool_outcome(request))
+    if request.tools:
+        try:
+            tree_command(last.content)
+        except ValueError as exc:  # a misspelled command: say how to spell it
+            return _WORDS.findall(str(exc))
+    return echo_reply(last.content)
 
 
 def create_provider(settings: Settings) -> OpenAIProvider | EchoProvider:

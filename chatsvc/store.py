@@ -187,6 +187,7 @@ _MESSAGE_COLUMNS = (
     Message.finish_reason,
     Message.created_at,
     Message.completed_at,
+    Message.tool_calls,
 )
 
 
@@ -309,8 +310,10 @@ async def finish_reply(
     completion_tokens: int | None,
     finish_reason: str | None,
     error_code: str | None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Row | None:
-    """The one final write of a reply: its text, status and usage; the chat's ``updated_at``."""
+    """The one final write of a reply: its text, status, usage and tool calls (``name``,
+    ``arguments``, ``result`` each); the chat's ``updated_at``."""
     stamp = now()
     async with write_transaction(Chat._meta.db):
         rows = await (
@@ -323,6 +326,7 @@ async def finish_reply(
                     Message.finish_reason: finish_reason,
                     Message.error_code: error_code,
                     Message.completed_at: stamp,
+                    Message.tool_calls: tool_calls or None,
                 }
             )
             .where(Message.id == message_id)

@@ -5,8 +5,8 @@ each node ``{"id", "value", "children"}`` with ids unique in the tree. Changes
 are RFC 6902 JSON Patches against the document ``{"root": node}``, applied by
 the ``jsonpatch`` library; this module adds the tree's own rules (shape,
 unique ids, node count, depth, value length) on top, and turns the model's four
-tools into patches. Nothing here touches the database: ``trees.py`` stores a
-change with a version check.
+tools (``TOOLS``: their schemas as offered to the model) into patches. Nothing
+here touches the database: ``trees.py`` stores a change with a version check.
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ class Limits(NamedTuple):
 def apply(root: Node, ops: list[dict[str, Any]], limits: Limits) -> Node:
     """The tree after ``ops``; ``InvalidPatch`` (and ``root`` untouched) if any op fails."""
     for op in ops:
+        if not isinstance(op, dict):
+            raise InvalidPatch("every op is an object")
         for pointer in (op.get("path"), op.get("from")):
-            if pointer is not None and pointer != "/root" and not pointer.startswith("/root/"):
+            if pointer is None:
+                continue
+            if not isinstance(pointer, str) or (
+                pointer != "/root" and not pointer.startswith("/root/")
+            ):
                 raise InvalidPatch(f"{op.get('op')} {pointer}: paths start with /root")
     try:
         document = jsonpatch.apply_patch({"root": root}, ops, in_place=False)
@@ -118,6 +124,75 @@ _ARGUMENTS: dict[str, type[msgspec.Struct]] = {
     "tree_move_node": _Move,
     "tree_remove_node": _Remove,
 }
+
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+_NODE_ID = {"type": "string", "description": "The id of an existing node; the root's is 'root'."}
+
+#: The four tools as offered to an OpenAI-compatible model (``tools`` of a chat completion):
+#: one entry per argument struct above, same names and fields.
+TOOLS: list[dict[str, Any]] = [
+    _tool(
+        "tree_add_node",
+        "Add a node to the chat's workspace tree, as the last child of `parent_id`. "
+        "Returns the new node's id and the tree's new version.",
+        {
+            "parent_id": _NODE_ID,
+            "value": {"type": "string", "description": "The text of the new node."},
+            "id": {
+                "type": "string",
+                "description": "Optional id for the new node (unique in the tree); "
+                "leave it out and the server makes one.",
+            },
+        },
+        ["parent_id", "value"],
+    ),
+    _tool(
+        "tree_rename_node",
+        "Replace the text of a node of the workspace tree.",
+        {"id": _NODE_ID, "value": {"type": "string", "description": "The node's new text."}},
+        ["id", "value"],
+    ),
+    _tool(
+        "tree_move_node",
+        "Move a node (with its subtree) under another parent of the workspace tree.",
+        {
+            "id": _NODE_ID,
+            "parent_id": {
+                **_NODE_ID,
+                "description": "The new parent; not the node itself nor one of its descendants.",
+            },
+            "index": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Position among the new parent's children (0 is first); "
+                "leave it out to append.",
+            },
+        },
+        ["id", "parent_id"],
+    ),
+    _tool(
+        "tree_remove_node",
+        "Remove a node and its whole subtree from the workspace tree (not the root).",
+        {"id": _NODE_ID},
+        ["id"],
+    ),
+]
 
 
 def tool_patch(root: Node, call: ToolCall) -> tuple[list[dict[str, Any]], str]:

@@ -90,7 +90,23 @@ class Usage(_Wire):
     completion_tokens: int | None
 
 
-class Message(_Wire):
+class ToolCallRecord(_Wire):
+    """A tool call an assistant reply made (PROTOCOL.md section 6), and its result."""
+
+    name: str
+    arguments: Annotated[str, Meta(description="The arguments as the model wrote them (JSON).")]
+    result: Annotated[
+        dict[str, Any],
+        Meta(
+            description='What the model was answered: `{"ok": true, "version", "id"}` or '
+            '`{"ok": false, "error"}`.'
+        ),
+    ]
+
+
+class Message(_Wire, omit_defaults=True):
+    """`tool_calls` is left out when the message made none."""
+
     id: UUID
     chat_id: UUID
     role: MessageRole
@@ -102,6 +118,10 @@ class Message(_Wire):
     finish_reason: str | None
     created_at: datetime
     completed_at: datetime | None
+    tool_calls: Annotated[
+        list[ToolCallRecord] | None,
+        Meta(description="The workspace tree tool calls of an assistant reply, in order."),
+    ] = None
 
 
 class Chat(_Wire):

@@ -1,10 +1,6 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.base import OnDelete
-from piccolo.columns.base import OnUpdate
-from piccolo.columns.column_types import ForeignKey
-from piccolo.columns.column_types import Integer
-from piccolo.columns.column_types import JSONB
-from piccolo.columns.column_types import UUID
+from piccolo.columns.base import OnDelete, OnUpdate
+from piccolo.columns.column_types import JSONB, UUID, ForeignKey, Integer
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
 from piccolo.table import Table
@@ -30,13 +26,9 @@ DESCRIPTION = ""
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="chatsvc", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="chatsvc", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="ChatTree", tablename="chat_tree", schema=None, columns=None
-    )
+    manager.add_table(class_name="ChatTree", tablename="chat_tree", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="ChatTree",

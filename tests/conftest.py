@@ -154,7 +154,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 # --- databases ------------------------------------------------------------------------
 
 
-def _run(coro: Any) -> Any:
+def run_async(coro: Any) -> Any:
     """Run a coroutine to the end, also from a test where a loop runs (Playwright's)."""
     try:
         asyncio.get_running_loop()
@@ -191,7 +191,7 @@ class Database:
             finally:
                 await connection.close()
 
-        return _run(run())
+        return run_async(run())
 
 
 @pytest.fixture(scope="session")
@@ -212,7 +212,7 @@ def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             finally:
                 await connection.close()
 
-        _run(create())
+        run_async(create())
         created.append(name)
         base = PG_ADMIN_URL.rsplit("/", 1)[0]
         return Database(engine, f"{base}/{name}")
@@ -228,7 +228,7 @@ def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             await connection.close()
 
     if created:
-        _run(drop_all())
+        run_async(drop_all())
 
 
 # --- servers --------------------------------------------------------------------------

@@ -2,10 +2,19 @@
 
 It speaks ``POST /v1/chat/completions`` as OpenAI does: streamed (chunked
 ``text/event-stream`` with chunk objects, a usage chunk and ``[DONE]``) or
-not. What it does is scripted per request: a directive in the last message,
+not. What it does is scripted per request: a directive in the last user message,
 ``[[fake {"tokens": 50, "rate": 20}]]``, overrides the server's default
 ``Script``. Every request leaves a ``Record``: what the client sent, how many
 tokens went out, and whether and when the client hung up.
+
+Tool calls: ``directive(tool_calls=[{"name": "tree_add_node", "arguments":
+{...}}])`` makes the fake answer with those calls (streamed in pieces, as real
+servers do: a first chunk with the call's id and name, then fragments of its
+arguments), and once the client comes back with the results, with the normal
+text tokens. ``rounds=[[calls], [calls]]`` scripts several rounds;
+``loop_tools`` asks for calls every round, forever. The directive stays in the
+user message, so it scripts every round of a reply: the round is the number of
+tool-call turns the client sent back after it (``Record.round``).
 
 It runs its own asyncio loop in a thread, so tests, benchmarks and the real
 openai SDK in the server under test all talk to it over real sockets.
@@ -16,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import socket
 import threading
 import time
@@ -25,7 +33,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-_DIRECTIVE = re.compile(r"\[\[fake (\{.*?\})\]\]")
+_DIRECTIVE = "[[fake "
+_GONE, _ERROR = "<client gone>", "<error event sent>"  # how a streamed answer stopped early
+ARGUMENT_PIECE = 7  # characters of a tool call's arguments per chunk
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,23 @@ class Script:
     pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
     usage: bool = True
+    # Tool calls, each {"name", "arguments": object, or a string sent as is (even malformed)}.
+    tool_calls: list[dict[str, Any]] | None = None  # the calls of one round: rounds=[tool_calls]
+    rounds: list[list[dict[str, Any]]] | None = None  # the calls of each round, then text
+    loop_tools: bool = False  # every round asks for `calls_per_round` tree_add_node calls
+    calls_per_round: int = 1
+    round_tokens: int = 0  # text tokens sent in a round before its tool calls
+    round_delay: float = 0.0  # seconds before answering a request that brings tool results
+
+    def calls_for(self, round_: int) -> list[dict[str, Any]] | None:
+        """The tool calls of round ``round_`` (0 first), or ``None``: answer with text."""
+        if self.loop_tools:
+            return [
+                {"name": "tree_add_node", "arguments": {"parent_id": "root", "value": f"loop {i}"}}
+                for i in range(self.calls_per_round)
+            ]
+        rounds = self.rounds or ([self.tool_calls] if self.tool_calls else [])
+        return rounds[round_] if round_ < len(rounds) else None
 
     def token(self, index: int) -> str:
         if self.timestamps:
@@ -71,10 +98,33 @@ class Record:
     completed: bool = False
     disconnected: bool = False
     disconnected_at: float | None = None
+    tool_calls_sent: int = 0
 
     @property
     def last_user_message(self) -> str:
         return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+    @property
+    def since_user(self) -> list[dict[str, Any]]:
+        """The messages after the last user message: the tool rounds of this reply so far."""
+        last = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
+        return self.messages[last + 1 :]
+
+    @property
+    def round(self) -> int:
+        """How many rounds of tool calls the client reported back in this request."""
+        return sum(
+            1 for m in self.since_user if m.get("role") == "assistant" and m.get("tool_calls")
+        )
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The ``tool`` messages of this reply so far (every round), content decoded."""
+        return [
+            {**m, "content": json.loads(m["content"])}
+            for m in self.since_user
+            if m["role"] == "tool"
+        ]
 
 
 class FakeOpenAI:
@@ -122,6 +172,10 @@ class FakeOpenAI:
     def _find(self, marker: str) -> Record | None:
         return next((r for r in self.records if marker in r.last_user_message), None)
 
+    def records_for(self, marker: str) -> list[Record]:
+        """Every request whose last user message contains ``marker`` (a reply's rounds)."""
+        return [r for r in self.records if marker in r.last_user_message]
+
     def wait_for(self, check: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -158,11 +212,14 @@ class FakeOpenAI:
                 await writer.wait_closed()
 
     def _script_for(self, messages: list[dict[str, Any]]) -> Script:
-        last = messages[-1]["content"] if messages else ""
-        match = _DIRECTIVE.search(last if isinstance(last, str) else "")
-        if match is None:
+        users = [m.get("content") for m in messages if m.get("role") == "user"]
+        last = users[-1] if users else ""
+        start = last.find(_DIRECTIVE) if isinstance(last, str) else -1
+        if start < 0:
             return self.default
-        return replace(self.default, **json.loads(match.group(1)))
+        # The JSON object itself ends the directive (it may nest `]]`, as tool call lists do).
+        script, _ = json.JSONDecoder().raw_decode(last, start + len(_DIRECTIVE))
+        return replace(self.default, **script)
 
     async def _completion(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: dict[str, Any]
@@ -223,26 +280,19 @@ class FakeOpenAI:
             b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
         )
         await self._event(writer, record, {"role": "assistant", "content": ""})
+        if record.round and script.round_delay:
+            await asyncio.wait([watcher], timeout=script.round_delay)
         for index in range(script.reasoning):
             await self._event(writer, record, {"reasoning_content": f"r{index} "})
-        for index in range(script.tokens):
-            if record.disconnected:
-                return
-            if index == script.drop_after:
-                writer.transport.abort()  # a hard drop, mid-body
-                return
-            if index == script.stall_after:
-                await watcher  # send nothing more until the client gives up and hangs up
-                return
-            if index == script.error_after:
-                await self._chunk(writer, {"error": {"message": "boom", "type": "server_error"}})
-                break
-            if script.rate:
-                await asyncio.sleep(1 / script.rate)
-            await self._event(writer, record, {"content": script.token(index)})
-            record.tokens_sent += 1
+        calls = script.calls_for(record.round)
+        if calls is not None:
+            finish = await self._send_calls(writer, record, calls)
         else:
-            await self._chunk(writer, self._chunk_body(record, {}, script.finish_reason))
+            finish = await self._send_tokens(writer, record, watcher)
+        if finish is _GONE:
+            return
+        if finish is not _ERROR:
+            await self._chunk(writer, self._chunk_body(record, {}, finish))
             if script.usage:
                 usage = {
                     "prompt_tokens": sum(len(str(m.get("content", ""))) for m in record.messages),
@@ -259,6 +309,64 @@ class FakeOpenAI:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         record.completed = True
+
+    async def _send_tokens(
+        self, writer: asyncio.StreamWriter, record: Record, watcher: asyncio.Task[None]
+    ) -> str:
+        """The text tokens; the finish reason, or ``_GONE`` / ``_ERROR``."""
+        script = record.script
+        for index in range(script.tokens):
+            if record.disconnected:
+                return _GONE
+            if index == script.drop_after:
+                writer.transport.abort()  # a hard drop, mid-body
+                return _GONE
+            if index == script.stall_after:
+                await watcher  # send nothing more until the client gives up and hangs up
+                return _GONE
+            if index == script.error_after:
+                await self._chunk(writer, {"error": {"message": "boom", "type": "server_error"}})
+                return _ERROR
+            if script.rate:
+                await asyncio.sleep(1 / script.rate)
+            await self._event(writer, record, {"content": script.token(index)})
+            record.tokens_sent += 1
+        return script.finish_reason
+
+    async def _send_calls(
+        self, writer: asyncio.StreamWriter, record: Record, calls: list[dict[str, Any]]
+    ) -> str:
+        """A tool round: ``round_tokens`` of text, then each call in pieces."""
+        script = record.script
+        for index in range(script.round_tokens):
+            if record.disconnected:
+                return _GONE
+            if script.rate:
+                await asyncio.sleep(1 / script.rate)
+            await self._event(writer, record, {"content": f"r{record.round}.{index} "})
+            record.tokens_sent += 1
+        for index, call in enumerate(calls):
+            if record.disconnected:
+                return _GONE
+            arguments = call["arguments"]
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            first = text[: 3 * (index % 2)]  # the first chunk has none or a bit of the arguments
+            head = {
+                "index": index,
+                "id": f"call_{uuid.uuid4().hex[:10]}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": first},
+            }
+            await self._event(writer, record, {"tool_calls": [head]})
+            for start in range(len(first), len(text), ARGUMENT_PIECE):
+                piece = text[start : start + ARGUMENT_PIECE]
+                await self._event(
+                    writer,
+                    record,
+                    {"tool_calls": [{"index": index, "function": {"arguments": piece}}]},
+                )
+            record.tool_calls_sent += 1
+        return "tool_calls"
 
     def _chunk_body(
         self, record: Record, delta: dict[str, Any] | None, finish: str | None
@@ -323,7 +431,7 @@ class FakeOpenAI:
 
 def directive(**script: Any) -> str:
     """The text that makes the fake follow ``script`` for one request."""
-    return f"[[fake {json.dumps(script)}]]"
+    return f"{_DIRECTIVE}{json.dumps(script)}]]"
 
 
 __all__ = ["FakeOpenAI", "Record", "Script", "asdict", "directive"]

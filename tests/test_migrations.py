@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
-from tests.conftest import Database, clean_environment, run_chatsvc
+from tests.conftest import Database, clean_environment, run_async, run_chatsvc
 
 TABLES = ("chat", "message")
 
@@ -119,5 +118,5 @@ def test_piccolo_sees_no_pending_changes() -> None:
     """Piccolo's own auto-migration differ finds nothing to add to ``migrations/``."""
     from piccolo.apps.migrations.commands.new import AutoMigrationManager
 
-    statements = asyncio.run(AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG))
+    statements = run_async(AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG))
     assert sum(len(s.statements) for s in statements) == 0, [s.statements for s in statements]

@@ -285,6 +285,35 @@ def test_killing_an_instance_interrupts_its_replies_and_only_its_own(
     assert len(_stored_replies(cluster.db, lost["chat_id"])) == 2
 
 
+def test_a_tree_patch_on_b_reaches_a_socket_following_the_chat_on_a(
+    cluster: Cluster, user: Twins
+) -> None:
+    chat_id = _new_chat(user.on_a)
+    ops = [
+        {
+            "op": "add",
+            "path": "/root/children/-",
+            "value": {"id": "a", "value": "from B", "children": []},
+        }
+    ]
+    with Socket(user.on_a) as reader:
+        _follow(reader, chat_id)
+        with user.on_b.client() as client:
+            response = client.patch(f"/api/chats/{chat_id}/tree", json={"version": 0, "ops": ops})
+        update = reader.recv()
+    assert response.status_code == 200, response.text
+    assert update == {
+        "type": "tree_update",
+        "chat_id": chat_id,
+        "version": 1,
+        "ops": ops,
+        "source": "user",
+        "task_id": None,
+    }
+    with user.on_a.client() as client:
+        assert client.get(f"/api/chats/{chat_id}/tree").json() == response.json()
+
+
 def test_readiness_reports_the_event_bus(cluster: Cluster) -> None:
     for server in (cluster.a, cluster.b):
         ready = httpx.get(f"{server.url}/health/ready", timeout=10)

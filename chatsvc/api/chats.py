@@ -291,6 +291,8 @@ class _EventStream:
         self._send, self._receive = anyio.create_memory_object_stream[Event](SSE_BUFFER)
 
     def deliver(self, event: Event) -> None:
+        if event.type == "debug":
+            return  # for WebSockets that ask for them only (PROTOCOL.md section 6)
         try:
             self._send.send_nowait(event)
         except anyio.WouldBlock:

@@ -6,6 +6,10 @@ Everything sent to the client goes through one bounded outbox drained by a
 single writer, so frames never interleave. Generations do not live here: they
 run in the app's task group and reach this socket as a chat subscriber, so a
 disconnect stops nothing but this socket.
+
+A socket gets every event of the chats it follows except ``debug`` events: those
+only for the chats it subscribed to with ``"debug": true``, and only when the
+server runs in development or the user is staff (PROTOCOL.md section 6).
 """
 
 from __future__ import annotations
@@ -91,6 +95,13 @@ class FrameBudget:
 CLOSE_TOO_MANY_SOCKETS = 1008
 
 
+class _ChatIdOnly(msgspec.Struct):
+    chat_id: uuid.UUID
+
+
+_decode_chat_id = msgspec.json.Decoder(_ChatIdOnly).decode
+
+
 class SocketSession:
     """One connected client: its outbox, its subscriptions, its frames."""
 
@@ -111,10 +122,24 @@ class SocketSession:
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
+        # `debug` events: allowed in development and to staff; wanted for these chats.
+        self._may_debug = self.settings.environment == "development" or self.user.staff
+        self._debug_chats: set[uuid.UUID] = set()
 
     # The events hub calls this for every event of a chat this socket follows.
     def deliver(self, event: Event) -> None:
+        if event.type == "debug" and not self._wants_debug(event):
+            return
         self.post(event.data)
+
+    def _wants_debug(self, event: Event) -> bool:
+        """Whether this socket subscribed with ``debug`` to the chat of a ``debug`` event."""
+        if not self._debug_chats:
+            return False
+        try:
+            return _decode_chat_id(event.data).chat_id in self._debug_chats
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return False
 
     def post(self, data: bytes) -> None:
         if self._closed:
@@ -248,10 +273,16 @@ class SocketSession:
                 except ChatsvcError as exc:
                     self._error(exc, chat_id=frame.chat_id)
                     return
+                # Without the right to them, `debug` is ignored: still a plain subscribe.
+                if frame.debug and self._may_debug:
+                    self._debug_chats.add(frame.chat_id)
+                else:
+                    self._debug_chats.discard(frame.chat_id)
                 snapshot = await self.generations.follow(frame.chat_id, self.user.id, self)
                 if snapshot is not None:
                     self.send(snapshot)
             case Unsubscribe():
+                self._debug_chats.discard(frame.chat_id)
                 self.events.unsubscribe(frame.chat_id, self)
             case Ping():
                 self.send(Pong())

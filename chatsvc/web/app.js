@@ -2,8 +2,9 @@
 //
 // It speaks the protocol of docs/protocol.md: REST for accounts, the chat list
 // and history; one WebSocket (/ws?token=...) for sending, streaming, stopping
-// and following a chat live. Safety rule: user and model text reaches the page
-// only through textContent and text nodes, never as HTML (and the page's
+// and following a chat live. The chat's workspace tree, shown beside it, is
+// tree.js. Safety rule: user and model text reaches the page only through
+// textContent and text nodes, never as HTML (and the page's
 // Content-Security-Policy allows no inline script).
 //
 // The token is kept in localStorage so that a second tab of the same browser is
@@ -31,7 +32,7 @@ const state = {
   requestCounter: 0,
 };
 
-const socket = { ws: null, ready: false, attempt: 0, timer: null, reconnected: false };
+const socket = { ws: null, ready: false, attempt: 0, timer: null, reconnected: false, pings: [] };
 
 const $ = (id) => document.getElementById(id);
 
@@ -99,6 +100,13 @@ function showError(text) {
 function clearError() {
   $("error").hidden = true;
 }
+
+/** The chat's workspace tree beside the conversation (tree.js). */
+const treePanel = new TreePanel({
+  api,
+  el,
+  describe: (error) => (error instanceof ApiError ? error.plain : plainWords("internal")),
+});
 
 // --- REST -----------------------------------------------------------------------------
 
@@ -183,6 +191,7 @@ function signOut(reason = "") {
   state.messages.clear();
   state.pending.clear();
   $("messages").replaceChildren();
+  treePanel.show(null);
   $("app-view").hidden = true;
   $("auth-view").hidden = false;
   authError(reason);
@@ -227,6 +236,8 @@ async function onSocketClosed(event) {
   const wasReady = socket.ready;
   socket.ws = null;
   socket.ready = false;
+  settlePings();
+  treePanel.offline();
   updateControls();
   if (!state.token) return;
   if (!wasReady) {
@@ -257,6 +268,28 @@ function sendFrame(frame) {
   return true;
 }
 
+/**
+ * Resolves once the server has handled every frame sent so far (it handles a socket's
+ * frames in order, and answers a `ping` with a `pong`): true then, false without a socket.
+ */
+function serverCaughtUp(timeoutSeconds = 5) {
+  return new Promise((resolve) => {
+    if (!sendFrame({ action: "ping" })) return resolve(false);
+    socket.pings.push(resolve);
+    setTimeout(() => resolve(false), timeoutSeconds * 1000);
+  });
+}
+
+function onPong() {
+  const resolve = socket.pings.shift();
+  if (resolve) resolve(true);
+}
+
+function settlePings() {
+  for (const resolve of socket.pings) resolve(false);
+  socket.pings = [];
+}
+
 function onFrame(text) {
   let event;
   try {
@@ -265,6 +298,8 @@ function onFrame(text) {
     return;
   }
   if (event.type === "ready") return onReady(event);
+  if (event.type === "pong") return onPong();
+  if (event.type === "tree_update") return treePanel.onUpdate(event);
   if (event.type === "chat_created") return onChatCreated(event);
   const chatId = event.chat_id || (event.message && event.message.chat_id);
   if (event.type === "message" && event.request_id) state.pending.delete(event.request_id);
@@ -363,6 +398,7 @@ async function loadChat(chatId) {
   state.loading = true;
   state.buffered = [];
   sendFrame({ action: "subscribe", chat_id: chatId });
+  treePanel.show(chatId, serverCaughtUp()); // fetched once the subscription holds
   let data;
   try {
     data = await api("GET", `/api/chats/${chatId}`);
@@ -395,6 +431,7 @@ function newChat() {
   state.loading = false;
   if (location.hash) history.pushState(null, "", location.pathname);
   showChat(null, []);
+  treePanel.show(null);
   $("message-input").focus();
 }
 
@@ -448,7 +485,7 @@ function applyChatEvent(event) {
       onChatError(event);
       break;
     default:
-      break; // events this client does not show (tree_update, debug, pong)
+      break; // events this client does not show (debug)
   }
   updateControls();
 }
@@ -520,6 +557,7 @@ function onChatCreated(event) {
   state.chat = event.chat;
   history.replaceState(null, "", `#/chat/${event.chat.id}`);
   showChat(event.chat, []);
+  treePanel.show(event.chat.id); // the socket follows the chat already (it sent the message)
 }
 
 // --- rendering messages -----------------------------------------------------------------
@@ -767,6 +805,16 @@ async function deleteChat() {
 
 // --- wiring -----------------------------------------------------------------------------
 
+/** Narrower screens show the chat list or the tree over the conversation: one at a time. */
+function togglePanel(name) {
+  const app = $("app-view");
+  const open = app.classList.toggle(`${name}-open`);
+  $(`toggle-${name}`).setAttribute("aria-expanded", String(open));
+  const other = name === "list" ? "tree" : "list";
+  app.classList.remove(`${other}-open`);
+  $(`toggle-${other}`).setAttribute("aria-expanded", "false");
+}
+
 function bind() {
   $("auth-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -784,10 +832,8 @@ function bind() {
       loadChats();
     }, 250);
   });
-  $("toggle-list").addEventListener("click", () => {
-    const open = $("app-view").classList.toggle("list-open");
-    $("toggle-list").setAttribute("aria-expanded", String(open));
-  });
+  $("toggle-list").addEventListener("click", () => togglePanel("list"));
+  $("toggle-tree").addEventListener("click", () => togglePanel("tree"));
   $("rename-chat").addEventListener("click", askRename);
   $("rename-dialog").addEventListener("close", () => {
     if ($("rename-dialog").returnValue === "save") rename();
@@ -814,6 +860,7 @@ function bind() {
     }
   });
   document.addEventListener("keydown", (event) => {
+    if (event.defaultPrevented) return; // the tree's editor took it
     if (event.key === "Escape" && !document.querySelector("dialog[open]") && isRunning()) {
       event.preventDefault();
       stop();
