@@ -486,6 +486,9 @@ class Generations:
         rows = await store.list_messages(generation.chat_id)
         budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
         turns: list[ChatTurn] = []
+        tree = await self._tree_turn(generation.chat_id, budget // 2) if self._trees else None
+        if tree is not None:
+            budget -= len(tree.content)
         for row in reversed(rows):
             if row["id"] == generation.message_id or not row["content"]:
                 continue
@@ -493,6 +496,8 @@ class Generations:
                 break  # the newest message always goes, older ones while they fit
             budget -= len(row["content"])
             turns.append(ChatTurn(role=row["role"], content=row["content"]))
+        if tree is not None:
+            turns.append(tree)
         turns.append(ChatTurn(role="system", content=generation.system_prompt))
         turns.reverse()
         return CompletionRequest(
@@ -501,6 +506,18 @@ class Generations:
             temperature=self._settings.llm_temperature,
             max_tokens=self._settings.llm_max_tokens,
             tools=TOOLS if self._trees is not None else None,
+        )
+
+    async def _tree_turn(self, chat_id: UUID, room: int) -> ChatTurn:
+        """The chat's tree as the model sees it: node ids are what its tools take."""
+        row = await store.get_tree(chat_id)
+        shown = _json_text(row["root"])
+        if len(shown) > room:
+            shown = "(too large to show here; ask the user which nodes to change)"
+        return ChatTurn(
+            role="system",
+            content=f"The chat's workspace tree (version {row['version']}); the tree_* tools "
+            f"change it and take the nodes' ids:\n{shown}",
         )
 
     async def _converse(self, generation: Generation, outcome: _Outcome) -> None:

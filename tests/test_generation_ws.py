@@ -94,6 +94,9 @@ def test_history_and_system_prompt_reach_the_upstream(alice: User, fake_llm: Fak
             socket.send(action="send_message", content=f"q {mark}", chat_id=chat["id"])
             assert socket.until(lambda f: f["type"] in ("done", "error"))[-1]["type"] == "done"
     record = fake_llm.find(second)
+    tree = record.messages.pop(1)  # the workspace tree, for the tree tools (test_tree_tools.py)
+    assert tree["role"] == "system"
+    assert "workspace tree" in tree["content"]
     assert record.messages == [
         {"role": "system", "content": "You are a pirate."},
         {"role": "user", "content": f"q {first}"},
@@ -114,7 +117,10 @@ def test_default_system_prompt(alice: User, fake_llm: FakeOpenAI) -> None:
 
 
 def test_history_is_trimmed_to_the_budget(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(**upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100")
+    # Without the tree tools, whose tree turn would take part of this small budget.
+    server: Server = spawn_server(
+        **upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100", TREE_TOOLS="false"
+    )
     user = register_and_login(server)
     old, new = marker(), marker()
     with Socket(user) as socket:

@@ -271,6 +271,40 @@ def test_no_tools_are_offered_with_tree_tools_off(
     assert get_tree(user, started["chat_id"])["version"] == 0
 
 
+def test_the_model_sees_the_current_tree(alice: User, fake_llm: FakeOpenAI) -> None:
+    chat_id = new_chat(alice)
+    with alice.client() as client:
+        patched = client.patch(
+            f"/api/chats/{chat_id}/tree",
+            json={
+                "version": 0,
+                "ops": [
+                    {
+                        "op": "add",
+                        "path": "/root/children/-",
+                        "value": {"id": "shopping", "value": "Shopping <list>", "children": []},
+                    }
+                ],
+            },
+        )
+    assert patched.status_code == 200, patched.text
+    mark = marker()
+    with Socket(alice) as socket:
+        started = socket.start(f"{mark} {directive(tokens=3)}", chat_id=chat_id)
+        socket.until_end(started["task_id"])
+    [record] = fake_llm.records_for(mark)
+    system, tree = record.messages[0], record.messages[1]
+    assert system["role"] == "system"
+    assert tree["role"] == "system"
+    assert "version 1" in tree["content"]
+    shown = tree["content"].split("\n", 1)[1]
+    assert json.loads(shown) == {
+        "id": "root",
+        "value": "",
+        "children": [{"id": "shopping", "value": "Shopping <list>", "children": []}],
+    }
+
+
 # --- abort --------------------------------------------------------------------------------
 
 
