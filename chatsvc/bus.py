@@ -71,6 +71,13 @@ class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="k"):
     chat_id: UUID
 
 
+class Probe(msgspec.Struct, tag="probe", tag_field="k"):
+    """Sent by a new reader to its own channel: back at the reader, the subscription is live."""
+
+    origin: str
+    id: str
+
+
 class Chunk(msgspec.Struct, tag="chunk", tag_field="k"):
     origin: str
     id: str
@@ -81,7 +88,7 @@ class Chunk(msgspec.Struct, tag="chunk", tag_field="k"):
 
 BusMessage = Envelope | AbortRequest | SnapshotRequest
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(BusMessage | Chunk).decode
+_decode = msgspec.json.Decoder(BusMessage | Probe | Chunk).decode
 
 
 def chat_channel(chat_id: UUID) -> str:
@@ -226,12 +233,15 @@ class EventBus:
         """The messages of other instances on ``channel``, put back together.
 
         ``ready`` is set once the subscription is live: a message published after
-        that is read.
+        that is read. Redis confirms a SUBSCRIBE only on the subscribing connection,
+        after the call returned, so the reader sends itself a ``Probe`` and waits
+        for it to come back.
         """
         subscriber = await self._plugin.subscribe(channel)
         assembling: OrderedDict[tuple[str, str], list[str | None]] = OrderedDict()
+        probe = Probe(origin=self.instance, id=uuid.uuid4().hex)
         try:
-            ready.set()
+            self._plugin.publish(_encode(probe), channel)
             async for data in subscriber.iter_events():
                 try:
                     message = _decode(data)
@@ -243,7 +253,10 @@ class EventBus:
                 except msgspec.DecodeError:
                     log.warning("event bus: ignored an unreadable message on %s", channel)
                     continue
-                if message.origin != self.instance and not isinstance(message, Chunk):
+                if isinstance(message, Probe):
+                    if message == probe:
+                        ready.set()
+                elif message.origin != self.instance and not isinstance(message, Chunk):
                     yield message
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(PING_SECONDS):

@@ -96,6 +96,7 @@ from chatsvc.wire import (
 
 log = logging.getLogger("chatsvc.generation")
 
+BUS_READY_SECONDS = 5.0
 CHARS_PER_TOKEN = 4  # the context budget's estimate: no tokenizer download needed
 TITLE_CHARS = 80
 
@@ -183,7 +184,13 @@ class Generations:
         if self._bus.shared:
             ready = anyio.Event()
             self._task_group.start_soon(self._serve_requests, ready, name="bus requests")
-            await ready.wait()
+            with anyio.move_on_after(BUS_READY_SECONDS):  # a bus that is down: start anyway
+                await ready.wait()
+            if not ready.is_set():
+                log.error(
+                    "event bus: no answer in %g s; requests from others may be lost",
+                    BUS_READY_SECONDS,
+                )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
