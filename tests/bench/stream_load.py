@@ -56,9 +56,10 @@ runs the server (instance A) under cProfile (main-thread CPU time; inspect with
 
 Several instances and slow readers::
 
-    uv run python tests/bench/stream_load.py --db postgres --instances 2 --bus redis
+    uv run python tests/bench/stream_load.py --db postgres --instances 2 --bus redis \
+        --clients 100 --duration 15 --no-ceiling
     uv run python tests/bench/stream_load.py --db postgres --instances 2 --bus postgres \
-        --slow-readers 4
+        --clients 100 --duration 45 --users 1 --slow-readers 8 --no-ceiling
 
 - ``--instances 2`` starts two servers, A and B, on the same database (PostgreSQL
   only: ``--db postgres``) with ``EVENT_BUS_URL`` set by ``--bus``: ``redis``
@@ -85,8 +86,12 @@ Several instances and slow readers::
   user started during the run and never read (a receive buffer of a few KB,
   ``max_queue=1``, no keepalive pings), so TCP backpressure builds up to the
   server's outbox (``WS_OUTBOX_EVENTS``), which then closes them with 1013. At
-  the end of the window they read what is left and note the close code; the
-  servers' ``chatsvc_slow_consumers`` counters (polled every 0.5 s) say when.
+  the end of the window they read what is left and note the close code (1006
+  when no close frame came: it cannot get through a full TCP buffer); the
+  servers' ``chatsvc_slow_consumers`` counters (polled every 0.5 s) say which
+  instance closed how many, and when. Use a longer ``--duration`` (45 s): the
+  kernel's send buffer on the server's side grows to about 1 MB per socket
+  before the outbox starts to fill.
 - Server CPU is shown per instance and summed; per 1,000 tokens it is the sum
   over the tokens the senders received (generated tokens) and over every token
   delivered (senders' and followers').
