@@ -9,7 +9,8 @@ from piccolo.conf.apps import AppRegistry
 from chatsvc.database import engine_from_url
 from chatsvc.settings import load_settings
 
-DB = engine_from_url(load_settings().database_url)
+_settings = load_settings()
+DB = engine_from_url(_settings.database_url, write_seconds=_settings.database_write_timeout)
 
 APP_REGISTRY = AppRegistry(
     apps=[

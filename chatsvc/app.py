@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
-from chatsvc.errors import ChatsvcError
+from chatsvc.errors import ChatsvcError, Overloaded
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
 from chatsvc.logs import logging_config
@@ -62,8 +63,13 @@ def _error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[
 
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
-        _error_body(exc.status_code, exc.message, exc.code), status_code=exc.status_code
+        _error_body(exc.status_code, exc.message, exc.code),
+        status_code=exc.status_code,
+        headers=headers,
     )
 
 

@@ -7,20 +7,42 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 from piccolo.engine import engine_finder
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
+from chatsvc.errors import Overloaded
+from chatsvc.sqlite import EmbeddedSQLiteEngine
 
-def engine_from_url(url: str) -> Engine:
-    """``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgresql://...`` -> a Piccolo engine."""
+#: Longest a write may wait for the database (``DATABASE_WRITE_TIMEOUT``'s default).
+WRITE_SECONDS = 10.0
+
+
+def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgresql://...`` -> a Piccolo engine.
+
+    On PostgreSQL a write that waits for a lock longer than ``write_seconds``
+    fails cleanly on the server (``lock_timeout``), before our own deadline
+    would have to cancel a transaction half-way.
+    """
     if url.startswith("sqlite:///"):
-        # A generous busy timeout: SQLite allows one writer at a time.
-        return SQLiteEngine(path=url.removeprefix("sqlite:///"), timeout=30)
+        return EmbeddedSQLiteEngine(url.removeprefix("sqlite:///"), write_seconds=write_seconds)
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresEngine(config={"dsn": url})
+        return ServerPostgresEngine(url, write_seconds=write_seconds)
     raise ValueError(f"unsupported DATABASE_URL scheme: {urlsplit(url).scheme!r}")
+
+
+class ServerPostgresEngine(PostgresEngine):
+    """Piccolo's PostgreSQL engine; lock waits end at ``write_seconds`` (``lock_timeout``)."""
+
+    __slots__ = ("write_seconds",)
+
+    def __init__(self, url: str, *, write_seconds: float) -> None:
+        lock_timeout = str(max(1, round(write_seconds * 1000)))  # milliseconds
+        super().__init__(config={"dsn": url, "server_settings": {"lock_timeout": lock_timeout}})
+        self.write_seconds = write_seconds
 
 
 def describe_url(url: str) -> str:
@@ -42,42 +64,52 @@ def current_engine() -> Engine:
 
 @asynccontextmanager
 async def connection_pool(engine: Engine) -> AsyncIterator[None]:
-    """Open the PostgreSQL pool for the app's lifetime (SQLite has none)."""
+    """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         await engine.start_connection_pool(min_size=1, max_size=20)
         try:
             yield
         finally:
             await engine.close_connection_pool()
+    elif isinstance(engine, EmbeddedSQLiteEngine):
+        async with engine.serve():
+            yield
     else:
-        # WAL lets readers proceed while a write commits; the setting sticks to the file.
-        await engine.run_ddl("PRAGMA journal_mode=WAL")
         yield
 
 
 PING_SECONDS = 3.0
 
-
-#: Longest a transactional write may take; it runs shielded from cancellation.
-WRITE_SECONDS = 10.0
+#: PostgreSQL errors that mean "too busy right now": a lock waited on past ``lock_timeout``.
+_BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
 async def write_transaction(engine: Engine) -> AsyncIterator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
-    Cancelling a Piccolo transaction through anyio leaks its pool connection
-    (shared/STACK-NOTES.md section 7), so the whole transaction runs in a
-    shielded scope with its own deadline. SQLite takes the write lock up front
-    (``BEGIN IMMEDIATE``), so two writers queue instead of failing to upgrade.
+    On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
+    On PostgreSQL, cancelling a Piccolo transaction through anyio leaks its pool
+    connection (docs/architecture.md), so the whole transaction runs in a
+    shielded scope; lock waits end at ``lock_timeout`` on the server, and the
+    deadline here (twice that) is a last resort. Either way a write that could
+    not be done in time raises :class:`Overloaded`, which may be retried.
     """
-    with anyio.fail_after(WRITE_SECONDS, shield=True):
-        if isinstance(engine, SQLiteEngine):
-            transaction = engine.transaction(transaction_type=TransactionType.immediate)
-        else:
-            transaction = engine.transaction()
-        async with transaction:
+    if isinstance(engine, EmbeddedSQLiteEngine):
+        async with engine.write_turn():
             yield
+        return
+    seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
+    try:
+        with anyio.fail_after(2 * seconds, shield=True):
+            if isinstance(engine, SQLiteEngine):
+                transaction = engine.transaction(transaction_type=TransactionType.immediate)
+            else:
+                transaction = engine.transaction()
+            async with transaction:
+                yield
+    except (TimeoutError, *_BUSY) as exc:
+        raise Overloaded("the database is busy; try again in a moment", retry_after=1.0) from exc
 
 
 async def ping(engine: Engine) -> None:

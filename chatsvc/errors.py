@@ -19,6 +19,7 @@ ErrorCode = Literal[
     "timeout",
     "internal",
     "unavailable",
+    "overloaded",
 ]
 
 
@@ -115,6 +116,17 @@ class LLMError(ChatsvcError):
 class GenerationTimeout(ChatsvcError):
     code = "timeout"
     status_code = 504
+
+
+class Overloaded(ChatsvcError):
+    """The server is too busy to take this now; nothing was done, and it may be retried."""
+
+    code = "overloaded"
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InternalError(ChatsvcError):

@@ -68,6 +68,7 @@ from chatsvc.errors import (
     InvalidInput,
     NotFound,
     NotRunning,
+    Overloaded,
     RateLimited,
     TooLarge,
 )
@@ -99,6 +100,10 @@ log = logging.getLogger("chatsvc.generation")
 BUS_READY_SECONDS = 5.0
 CHARS_PER_TOKEN = 4  # the context budget's estimate: no tokenizer download needed
 TITLE_CHARS = 80
+#: A reply's end that the database did not take is tried again, backing off, this long.
+END_RETRY_SECONDS = 600.0
+END_RETRY_FIRST_PAUSE = 0.5
+END_RETRY_MAX_PAUSE = 5.0
 
 
 @dataclass(eq=False)
@@ -267,17 +272,13 @@ class Generations:
             raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
         if not content.strip():
             raise InvalidInput("content: must not be blank")
-        self._check_cap(owner)
-        chat = await store.get_chat(owner, chat_id) if chat_id is not None else None
-        if chat_id is not None and chat is None:
-            raise NotFound("chat not found")
         generation = Generation(
             task_id=uuid4(),
             chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
             owner=owner,
             message_id=uuid4(),
-            model=(chat and chat["model"]) or settings.model_name,
-            system_prompt=(chat and chat["system_prompt"]) or settings.default_system_prompt,
+            model=settings.model_name,  # the chat's own, once it is read
+            system_prompt=settings.default_system_prompt,
             started_at=anyio.current_time(),
         )
         # From the checks to the registration nothing awaits: two requests cannot both pass.
@@ -294,7 +295,7 @@ class Generations:
                 new_chat_title=_title_from(content),
                 user_content=content,
                 assistant_id=generation.message_id,
-                model=generation.model,
+                default_model=settings.model_name,
                 task_id=generation.task_id,
                 instance=self.instance,
                 live_after=self._lease.live_after(),
@@ -305,7 +306,9 @@ class Generations:
         except BaseException:
             self._unregister(generation)
             raise
-        chat_row, user_row, _, created = stored
+        chat_row, user_row, reply_row, created = stored
+        generation.model = reply_row["model"]
+        generation.system_prompt = chat_row["system_prompt"] or settings.default_system_prompt
         if created:
             generation.chat_id = chat_row["id"]
             self._by_chat[generation.chat_id] = generation
@@ -606,6 +609,8 @@ class Generations:
                 continue
             try:
                 await store.checkpoint_replies([(g.message_id, g.content) for g in changed])
+            except Overloaded as exc:  # the next checkpoint saves it
+                log.warning("could not save the partial text of %d replies: %s", len(changed), exc)
             except Exception:  # this task's error boundary: the replies themselves go on
                 log.exception("could not save the partial text of %d replies", len(changed))
 
@@ -633,20 +638,10 @@ class Generations:
         """Store the reply once, then announce its end; always leaves the registry."""
         usage = outcome.usage or Usage(prompt_tokens=None, completion_tokens=None)
         try:
-            row = await store.finish_reply(
-                generation.message_id,
-                generation.chat_id,
-                status=outcome.status,
-                content=generation.content,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                finish_reason=outcome.finish_reason,
-                error_code=outcome.error.code if outcome.error else None,
-                tool_calls=generation.tool_calls,
-            )
-        except Exception:
-            log.exception("could not store the end of reply %s", generation.message_id)
-            row = None
+            row = await self._store_end(generation, outcome, usage)
+        except anyio.get_cancelled_exc_class():  # stopped while waiting to try again
+            generation.finished.set()
+            raise
         finally:
             self._unregister(generation)
         generation.error = outcome.error
@@ -678,6 +673,49 @@ class Generations:
             aborted_by=generation.aborted_by if outcome.status == "aborted" else None,
             abort_latency=now - generation.abort_requested_at if aborted else None,  # type: ignore[operator]
         )
+
+    async def _store_end(
+        self, generation: Generation, outcome: _Outcome, usage: Usage
+    ) -> store.Row | None:
+        """The reply's one final write. When the database cannot take it in time, it is
+        tried again (backing off, each try shielded) until it lands or ``END_RETRY_SECONDS``
+        pass: the reply stays registered meanwhile, and is announced once, when stored.
+        A stop cancels the waiting between tries; the next start recovers the reply."""
+        give_up_at = anyio.current_time() + END_RETRY_SECONDS
+        pause = END_RETRY_FIRST_PAUSE
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await store.finish_reply(
+                    generation.message_id,
+                    generation.chat_id,
+                    status=outcome.status,
+                    content=generation.content,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    finish_reason=outcome.finish_reason,
+                    error_code=outcome.error.code if outcome.error else None,
+                    tool_calls=generation.tool_calls,
+                )
+            except Exception as exc:  # every failure of the write is worth another try
+                if anyio.current_time() + pause > give_up_at:
+                    log.error(
+                        "could not store the end of reply %s after %d tries (%s); it stays "
+                        "'streaming' until the next start",
+                        generation.message_id,
+                        attempt,
+                        _describe(exc),
+                    )
+                    return None
+                log.warning(
+                    "could not store the end of reply %s (%s); trying again in %.1f s",
+                    generation.message_id,
+                    _describe(exc),
+                    pause,
+                )
+            await anyio.sleep(pause)
+            pause = min(pause * 2, END_RETRY_MAX_PAUSE)
 
     def _publish_next(
         self,
@@ -780,6 +818,10 @@ def _interrupted_frame(task_id: UUID, chat_id: UUID) -> ErrorEvent:
         code="internal",
         message="the reply was interrupted: the server running it stopped",
     )
+
+
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, ChatsvcError) else f"{type(exc).__name__}: {exc}"
 
 
 def _plus(a: int | None, b: int | None) -> int | None:

@@ -139,6 +139,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     checkpoint_seconds: Annotated[
         _Seconds, msgspec.Meta(description="how often a streaming reply's text is saved")
     ] = 2.0
+    database_write_timeout: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            le=600,
+            description="seconds a write may wait for the database before it is refused "
+            "(overloaded); a reply's end is retried in the background",
+        ),
+    ] = 10.0
     llm_breaker_threshold: Annotated[
         int, msgspec.Meta(ge=1, le=1000, description="upstream outages in a row that trip it")
     ] = 5

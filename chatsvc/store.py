@@ -216,7 +216,7 @@ async def create_exchange(
     new_chat_title: str,
     user_content: str,
     assistant_id: UUID,
-    model: str,
+    default_model: str,
     task_id: UUID,
     instance: str,
     live_after: datetime,
@@ -224,8 +224,9 @@ async def create_exchange(
 ) -> tuple[Row, Row, Row, bool] | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
-    With no ``chat_id`` a chat is created first. Returns ``(chat, user message,
-    assistant message, created)``, or ``None`` when the chat is not the owner's.
+    With no ``chat_id`` a chat is created first. The reply's model is the chat's,
+    else ``default_model``. Returns ``(chat, user message, assistant message,
+    created)``, or ``None`` when the chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
     so two instances cannot both start a reply in one chat (``Busy``) or pass
@@ -277,13 +278,13 @@ async def create_exchange(
             role="assistant",
             content="",
             status="streaming",
-            model=model,
+            model=chat["model"] or default_model,
             created_at=stamp + _AFTER,
             task_id=task_id,
             instance=instance,
         )
-        user_row = (await Message.insert(user_message).returning(*_MESSAGE_COLUMNS))[0]
-        reply_row = (await Message.insert(reply).returning(*_MESSAGE_COLUMNS))[0]
+        rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
+    user_row, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
     return chat, user_row, reply_row, created
 
 

@@ -336,6 +336,8 @@ class ErrorEvent(_Event, tag="error"):
     task_id: UUID | None = None
     chat_id: UUID | None = None
     request_id: str | None = None
+    #: With `overloaded`: seconds to wait before sending the same frame again.
+    retry_after: float | None = None
 
 
 class Pong(_Event, tag="pong"):

@@ -1,0 +1,329 @@
+"""Embedded SQLite that holds bursts: one writer connection fed in FIFO order, reused readers.
+
+Piccolo's ``SQLiteEngine`` opens a new connection (and an aiosqlite thread)
+for every query and transaction, so concurrent writers of one process meet
+inside SQLite's busy handler, which sleeps and retries in no particular order:
+under a burst some writers wait past any deadline (docs/architecture.md,
+"Embedded SQLite"). This engine keeps Piccolo's tables, queries and
+transactions, and changes only where a statement runs:
+
+- **Writes** (every transaction, and every statement that is not a
+  ``SELECT``) run on one long-lived writer connection, one turn at a time, in
+  the order they asked. ``BEGIN IMMEDIATE`` is only ever issued by the writer,
+  so no two writers of this process wait on each other inside SQLite.
+- **Group commit**: the turns queued while a transaction is open join it, each
+  inside its own ``SAVEPOINT`` (one turn's error undoes only that turn), and
+  one ``COMMIT`` makes them all durable. A turn returns once its batch is
+  committed, so what it wrote is visible to every reader.
+- **Reads** outside a transaction go to a few reused connections; WAL keeps
+  them concurrent with the writer.
+- **Deadlines**: a turn that has not started within ``write_seconds`` is
+  dropped before it touched anything and raises :class:`Overloaded` (a
+  retryable refusal). A turn that has started runs to its end, shielded from
+  cancellation: nothing is ever half written.
+
+Until :meth:`serve` is entered (migrations, the command line), the engine is
+Piccolo's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sqlite3
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import aiosqlite
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
+from piccolo.querystring import QueryString
+
+from chatsvc.errors import Overloaded
+
+log = logging.getLogger("chatsvc.database")
+
+#: Readers kept open; each is one aiosqlite thread.
+READERS = 4
+#: A batch commits after this many turns or this many seconds, whichever comes first,
+#: so the first turn of a long queue does not wait for the whole queue.
+BATCH_TURNS = 64
+BATCH_SECONDS = 0.01
+#: How long ``BEGIN IMMEDIATE`` waits on another process's lock before the writer
+#: looks again at which turns are still wanted.
+BUSY_MILLISECONDS = 500
+
+
+class _State(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One transaction's turn on the writer connection."""
+
+    state: _State = _State.QUEUED
+    handed: anyio.Event = field(default_factory=anyio.Event)  # the body may run now
+    released: anyio.Event = field(default_factory=anyio.Event)  # the body has ended
+    failed: bool = False  # the body raised: its savepoint is rolled back
+    done: anyio.Event = field(default_factory=anyio.Event)  # its batch is committed (or not)
+    error: BaseException | None = None
+
+
+class _WriterTransaction(SQLiteTransaction):
+    """What Piccolo sees as the current transaction during a turn: the writer's connection."""
+
+    __slots__ = ()
+
+    def __init__(self, engine: EmbeddedSQLiteEngine, connection: aiosqlite.Connection) -> None:
+        super().__init__(engine, TransactionType.immediate)
+        self.connection = connection
+
+    async def commit(self) -> None:
+        raise RuntimeError("a writer turn commits with its batch")
+
+    async def rollback(self) -> None:
+        raise RuntimeError("a writer turn is rolled back by raising from its body")
+
+
+class EmbeddedSQLiteEngine(SQLiteEngine):
+    """Piccolo's SQLite engine with one FIFO writer, group commit and reused readers."""
+
+    __slots__ = ("_idle_readers", "_reader_slots", "_sender", "_writer", "write_seconds")
+
+    def __init__(self, path: str, *, write_seconds: float) -> None:
+        super().__init__(path=path, timeout=BUSY_MILLISECONDS / 1000)
+        self.write_seconds = write_seconds
+        self._writer: aiosqlite.Connection | None = None
+        self._sender: MemoryObjectSendStream[_Turn] | None = None
+        self._idle_readers: list[aiosqlite.Connection] = []
+        self._reader_slots = anyio.Semaphore(READERS, fast_acquire=True)
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def serve(self) -> AsyncIterator[None]:
+        """Open the writer and the readers, and run the writer's loop, for the app's lifetime."""
+        await self.run_ddl("PRAGMA journal_mode=WAL")  # sticks to the file
+        writer = await self._connect()
+        readers = [await self._connect() for _ in range(READERS)]
+        turns_in, turns_out = anyio.create_memory_object_stream[_Turn](math.inf)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._write_loop, writer, turns_out, name="sqlite writer")
+                self._writer, self._sender, self._idle_readers = writer, turns_in, list(readers)
+                try:
+                    yield
+                finally:
+                    self._writer = self._sender = None
+                    turns_in.close()  # the loop ends once the queued turns are done
+        finally:
+            with anyio.CancelScope(shield=True):
+                for connection in (writer, *readers):
+                    await connection.close()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        connection = await aiosqlite.connect(**self.connection_kwargs)
+        connection.row_factory = dict_factory  # type: ignore[assignment]
+        await connection.execute("PRAGMA foreign_keys = 1")
+        return connection
+
+    # --- Piccolo's entry points -----------------------------------------------------------------
+
+    async def run_querystring(self, querystring: QueryString, in_pool: bool = False) -> Any:
+        if self._sender is None:
+            return await super().run_querystring(querystring, in_pool)
+        sql, args = querystring.compile_string(engine_type=self.engine_type)
+        return await self._run(sql, args)
+
+    async def run_ddl(self, ddl: str, in_pool: bool = False) -> Any:
+        if self._sender is None:
+            return await super().run_ddl(ddl, in_pool)
+        return await self._run(ddl, [])
+
+    def transaction(
+        self,
+        transaction_type: TransactionType = TransactionType.deferred,
+        allow_nested: bool = True,
+    ) -> Any:
+        """While serving, every transaction is a writer turn (whatever its type)."""
+        if self._sender is None:
+            return super().transaction(transaction_type, allow_nested)
+        return self.write_turn()
+
+    # --- reads and writes ------------------------------------------------------------------------
+
+    async def _run(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        current = self.current_transaction.get()
+        if current is not None:
+            return await current.connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+        if _is_read(sql):
+            return await self._read(sql, args)
+        async with self.write_turn():
+            current = self.current_transaction.get()
+            assert current is not None
+            return await current.connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+
+    async def _read(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        async with self._reader_slots:
+            connection = self._idle_readers.pop()
+            try:
+                # One call into the connection's thread: the cursor never outlives it.
+                return await connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+            finally:
+                self._idle_readers.append(connection)
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """Run the body as one transaction on the writer, in FIFO order with every other.
+
+        Raises :class:`Overloaded` when the turn could not start within
+        ``write_seconds`` (nothing was written). Once started, the body and the
+        commit are shielded from cancellation. Nested turns join the outer one.
+        """
+        if self.current_transaction.get() is not None:
+            yield
+            return
+        sender, writer = self._sender, self._writer
+        if sender is None or writer is None:
+            async with super().transaction(TransactionType.immediate):
+                yield
+            return
+        turn = _Turn()
+        with anyio.CancelScope(shield=True):
+            sender.send_nowait(turn)
+            with anyio.move_on_after(self.write_seconds):
+                await turn.handed.wait()
+            if turn.error is not None:
+                raise turn.error
+            if turn.state is _State.QUEUED:
+                turn.state = _State.ABANDONED
+                raise Overloaded("the database is busy; try again in a moment", retry_after=1.0)
+            token = self.current_transaction.set(_WriterTransaction(self, writer))
+            try:
+                yield
+            except BaseException:
+                turn.failed = True
+                raise
+            finally:
+                self.current_transaction.reset(token)
+                turn.released.set()
+            await turn.done.wait()
+            if turn.error is not None:
+                raise turn.error
+
+    async def _write_loop(
+        self, writer: aiosqlite.Connection, turns: MemoryObjectReceiveStream[_Turn]
+    ) -> None:
+        """Take turns in order; the turns queued behind an open transaction join it."""
+        waiting: deque[_Turn] = deque()
+        async with turns:
+            while True:
+                if not waiting:
+                    try:
+                        waiting.append(await turns.receive())
+                    except anyio.EndOfStream:
+                        return
+                batch: list[_Turn] = []
+                # A batch is never cut in half: its turns' bodies are shielded too.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._run_batch(writer, batch, waiting, turns)
+                    except sqlite3.Error as exc:  # the writer's error boundary: fail the batch
+                        log.error("database: %d writes failed: %s", len(batch), exc)
+                        await _rollback(writer)
+                        _fail(batch, exc)
+
+    async def _run_batch(
+        self,
+        writer: aiosqlite.Connection,
+        batch: list[_Turn],
+        waiting: deque[_Turn],
+        turns: MemoryObjectReceiveStream[_Turn],
+    ) -> None:
+        """One transaction: the turns waiting, in order, while the batch is young and small."""
+        if not await self._begin(writer, waiting, turns):
+            return
+        started = anyio.current_time()
+        while waiting and len(batch) < BATCH_TURNS:
+            turn = waiting.popleft()
+            if turn.state is not _State.QUEUED:
+                continue
+            batch.append(turn)
+            await self._take(writer, turn)
+            if anyio.current_time() - started > BATCH_SECONDS:
+                break
+            _join(waiting, turns)
+        await writer.execute("COMMIT")
+        for turn in batch:
+            turn.done.set()
+
+    async def _begin(
+        self,
+        writer: aiosqlite.Connection,
+        waiting: deque[_Turn],
+        turns: MemoryObjectReceiveStream[_Turn],
+    ) -> bool:
+        """``BEGIN IMMEDIATE``; while another process holds the lock, try again as long as
+        some turn still wants it. ``False`` when none does any more."""
+        while True:
+            _join(waiting, turns)
+            live = [turn for turn in waiting if turn.state is _State.QUEUED]
+            waiting.clear()
+            waiting.extend(live)
+            if not waiting:
+                return False
+            try:
+                await writer.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            log.warning(
+                "database: another process holds the write lock; %d writes wait", len(waiting)
+            )
+
+    async def _take(self, writer: aiosqlite.Connection, turn: _Turn) -> None:
+        """One turn inside the open transaction, in a savepoint of its own."""
+        await writer.execute("SAVEPOINT turn")
+        turn.state = _State.RUNNING
+        turn.handed.set()
+        await turn.released.wait()
+        if turn.failed:
+            await writer.execute("ROLLBACK TO turn")
+        await writer.execute("RELEASE turn")
+
+
+async def _rollback(writer: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # no transaction was open
+        await writer.execute("ROLLBACK")
+
+
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def _join(waiting: deque[_Turn], turns: MemoryObjectReceiveStream[_Turn]) -> None:
+    """Move every turn queued right now to the end of ``waiting``."""
+    while True:
+        try:
+            waiting.append(turns.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return
+
+
+def _fail(batch: list[_Turn], exc: BaseException) -> None:
+    for turn in batch:
+        if turn.state is _State.QUEUED:
+            turn.state = _State.ABANDONED
+        turn.error = exc
+        turn.handed.set()
+        turn.done.set()
