@@ -44,7 +44,9 @@ _MEANING = {
     422: "The patch does not apply or breaks a limit; nothing changed (`invalid_patch`).",
     429: "Rate limited (`rate_limited`); see `Retry-After`.",
     502: "The model server failed mid-stream (`llm_error`).",
-    503: "The database or the model server is unavailable (`unavailable`, `llm_unavailable`).",
+    503: "The database or the model server is unavailable (`unavailable`, `llm_unavailable`), "
+    "or the server is too busy right now (`overloaded`: nothing was done; send the same "
+    "request again after `Retry-After` seconds).",
     504: "The model server stalled or the reply took too long (`timeout`).",
 }
 
