@@ -282,7 +282,10 @@ class Generations:
             started_at=anyio.current_time(),
         )
         # From the checks to the registration nothing awaits: two requests cannot both pass.
-        if chat_id is not None and chat_id in self._by_chat:
+        running = self._by_chat.get(chat_id) if chat_id is not None else None
+        if running is not None and running.owner != owner:
+            raise NotFound("chat not found")  # another user's chat, as everywhere
+        if running is not None:
             raise Busy("a reply is already being generated in this chat")
         self._check_cap(owner)
         self._by_task[generation.task_id] = generation

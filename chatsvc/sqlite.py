@@ -100,7 +100,9 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
     __slots__ = ("_idle_readers", "_reader_slots", "_sender", "_writer", "write_seconds")
 
     def __init__(self, path: str, *, write_seconds: float) -> None:
-        super().__init__(path=path, timeout=BUSY_MILLISECONDS / 1000)
+        # Before `serve` (migrations, the command line) Piccolo's own connections wait
+        # this long for another process's lock; the writer's own wait is much shorter.
+        super().__init__(path=path, timeout=30)
         self.write_seconds = write_seconds
         self._writer: aiosqlite.Connection | None = None
         self._sender: MemoryObjectSendStream[_Turn] | None = None
@@ -114,6 +116,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         """Open the writer and the readers, and run the writer's loop, for the app's lifetime."""
         await self.run_ddl("PRAGMA journal_mode=WAL")  # sticks to the file
         writer = await self._connect()
+        await writer.execute(f"PRAGMA busy_timeout = {BUSY_MILLISECONDS}")
         readers = [await self._connect() for _ in range(READERS)]
         turns_in, turns_out = anyio.create_memory_object_stream[_Turn](math.inf)
         try:

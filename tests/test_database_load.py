@@ -35,6 +35,7 @@ from tests.conftest import (
     Socket,
     User,
     register_and_login,
+    run_async,
     tokens_of,
     upstream_settings,
 )
@@ -143,7 +144,7 @@ def burst_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> S
 def test_burst_of_clients_sending_at_once(burst_server: Server) -> None:
     users = [register_and_login(burst_server) for _ in range(BURST_USERS)]
 
-    logs = asyncio.run(_burst(burst_server, users))
+    logs = run_async(_burst(burst_server, users))
 
     errors = sum((log.errors for log in logs), Counter())
     assert errors == Counter(), f"errors other than deliberate refusals: {errors}"
@@ -201,7 +202,7 @@ def write_lock_held(db: Database) -> Iterator[Callable[[], None]]:
             if db.engine == "sqlite":
                 hold_sqlite()
             else:
-                asyncio.run(hold_postgres())
+                asyncio.run(hold_postgres())  # this thread's own loop
         except BaseException as exc:
             failure.append(exc)
             taken.set()
