@@ -23,6 +23,8 @@ Figures are taken in the window from the end of the ramp to the end of
 - tokens/s: upstream tokens received by the clients in the window, per second
   (offered: clients x rate, less the gaps between replies).
 - relay: per token, client receipt minus the upstream's send time.
+- send -> started: ``send_message`` sent -> ``started`` received (the exchange
+  is stored and the reply launched), for messages sent in the window.
 - TTFT: ``send_message`` sent -> first ``token`` frame, for messages sent in the
   window. It includes the upstream's own wait before its first token (1/rate
   with the fake). TTFT net subtracts that wait (first token's send time minus
@@ -34,10 +36,22 @@ Figures are taken in the window from the end of the ramp to the end of
 - upstream closed, over the whole run: the share of answered aborts whose
   upstream request the fake saw hang up before it had sent every token
   (waiting up to 1 s), and the time from the abort to that hang-up.
-- errors, over the whole run: ``error`` frames, replies lost (10 s without a
-  frame: that client then stops), ``done`` replies with fewer tokens than
-  sent, and clients that failed (connect, closed 1013 "too slow", ...).
-  Aborts answered by ``done`` (the reply finished first) are shown apart.
+- errors (other than deliberate refusals), over the whole run: ``error`` frames,
+  also those that did not end a reply (e.g. an ``internal`` answer to an
+  ``abort``), replies lost (10 s without a frame, 30 s in burst mode: that
+  client then stops), ``done`` replies with fewer tokens than sent, and clients
+  that failed (connect, closed 1013 "too slow", ...). Not errors, shown apart:
+  aborts answered by ``done`` (the reply finished first) and the ``not_running``
+  that may answer them ("late abort"); deliberate refusals of a send
+  (``overloaded``, ``rate_limited``, ``busy``): such a reply ends ``refused``.
+- error frames by code: every ``error`` frame the senders' sockets got
+  (followers' apart), by ``code``; refusals and late-abort answers are marked.
+- refused sends: refusal frames, replies refused at least once, resends (burst
+  mode) and replies given up after ``MAX_RESENDS`` (5) resends.
+- replies left streaming: once the clients are done (before the server stops),
+  the ``message`` rows still ``status = 'streaming'``, counted again every
+  0.25 s for up to 5 s while any are left; what is left then is the figure
+  (the count when the clients ended is shown too, with every reply's status).
 - server CPU / 1k tokens: utime+stime of the server process (all its threads),
   from ``/proc/<pid>/stat``, over the window, per 1,000 tokens delivered in
   the window; also as a share of one core.
@@ -48,6 +62,63 @@ Figures are taken in the window from the end of the ramp to the end of
   process (an abort is leaving the stream after ``--abort-after`` tokens):
   tokens/s, latency from the upstream's send to the SDK yielding the chunk,
   and this client's CPU per 1,000 tokens.
+
+Burst mode (issue 11), and the runs it records (each well under a minute)::
+
+    uv run python tests/bench/stream_load.py --burst --clients 200 --users 20 --messages 3 \
+        --rate 10 --tokens 50 --abort-share 0.3 --no-ceiling
+    uv run python tests/bench/stream_load.py --burst --clients 200 --users 20 --messages 3 \
+        --rate 10 --tokens 50 --abort-share 0.3 --no-ceiling --db postgres
+    uv run python tests/bench/stream_load.py --burst --clients 200 --users 20 --messages 3 \
+        --rate 0 --tokens 200 --abort-share 0.3 --no-ceiling
+    uv run python tests/bench/stream_load.py --burst --clients 200 --users 20 --messages 3 \
+        --rate 0 --tokens 200 --abort-share 0.3 --no-ceiling --db postgres
+
+- ``--burst``: every client connects and reads ``ready`` first; once the last
+  one has (or has failed to), one instant 0.5 s later is set for all, and every
+  client sends its first ``send_message`` then. Each sends ``--messages``
+  (default 3) messages one after another in one chat: the first creates it, the
+  next ones pass its ``chat_id``, each once the previous reply has reached its
+  terminal frame (after an ``error`` too; a lost reply stops the client). The
+  window is the whole run, from just before the burst instant until every
+  client is done: ``--ramp`` and ``--duration`` are not used. Client ``i`` is
+  user ``i % users`` as in the other modes (with ``--instances 1``).
+- Refused sends: a send answered ``overloaded`` or ``rate_limited`` (before
+  ``started``) is sent again, the same frame, after the error's ``retry_after``
+  seconds (1 s without one), up to 5 times; ``busy`` is counted, not resent.
+  The reply's TTFT and send -> started count from the send that was taken; for
+  replies refused at least once, TTFT from the first send is shown apart.
+- ``--abort-share S`` (burst mode; instead of ``--abort-every``): a share S of
+  all the replies is aborted after ``--abort-after`` tokens, exactly
+  (``floor(n x S)`` of the first ``n``, in the order client 0's messages, then
+  client 1's...), so aborted replies are spread over the clients and over the
+  messages of each chat. Without it, ``--abort-every`` works as in the other
+  modes (every Nth client aborts each of its replies).
+- ``MAX_CONCURRENT_GENERATIONS`` is one more than a user's clients
+  (``ceil(clients / users) + 1``), so that the per-user cap does not refuse;
+  ``--user-cap N`` sets it (also in the other modes, where it is 1000).
+- Targets (issue 11; benchmark figures, not test assertions), met or not:
+  relay p99 < 5 ms, TTFT net p99 < 300 ms, abort -> aborted p99 < 20 ms, 0
+  errors other than deliberate refusals, 0 replies left streaming, server CPU
+  < 0.1 s per 1,000 tokens (the issue's is at 200 x 10 tokens/s on PostgreSQL),
+  and, flat out (``--rate 0``) only, aborts landing >= 99%: answered by
+  ``aborted`` rather than ``done``, among the aborts sent.
+- ``--slow-readers`` needs a timed window: not with ``--burst``. Followers work.
+
+Idle sockets (a mode of its own; about a minute)::
+
+    uv run python tests/bench/stream_load.py --idle-sockets 5000 --users 20
+
+It starts one server (``--db``; no upstream is called), registers ``--users``
+users, raises this process's ``RLIMIT_NOFILE`` to its hard limit (the server
+inherits it) and sets ``MAX_SOCKETS_PER_USER`` to ``ceil(N / users) + 1`` (at
+most 10,000: use enough users). A first socket per user is opened and closed
+(warm-up); then the server's ``VmRSS`` (``/proc/<pid>/status``) is read once it
+has held within 1 MB for 3 s, ``--idle-sockets`` authenticated WebSockets are
+opened (spread over the users, 200 at a time, each reading its ``ready``), the
+RSS is read again the same way, and the sockets are closed. Figures: MB added
+(target: 5,000 sockets add less than 150 MB), KB per socket, and the server's
+own count of open sockets (``chatsvc_websockets_open``).
 
 ``--json`` prints every figure as JSON instead of the table. ``--profile FILE``
 runs the server (instance A) under cProfile (main-thread CPU time; inspect with
@@ -107,6 +178,7 @@ import math
 import multiprocessing
 import os
 import re
+import resource
 import signal
 import socket as tcp
 import subprocess
@@ -142,6 +214,7 @@ from tests.fake_openai import FakeOpenAI, directive
 STAMP = re.compile(r"@(\d+\.\d+)")
 MARKER = re.compile(r"\b(?:bench|sdk)-\d+-\d+\b")
 IDLE_SECONDS = 10.0  # silence that makes a reply count as lost
+BURST_IDLE_SECONDS = 30.0  # the same in burst mode: a send may wait out the database's timeout
 CLOSE_WAIT_SECONDS = 1.0  # how long an abort may take to close the upstream request
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REDIS_URL = os.environ.get("CHATSVC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -153,6 +226,17 @@ DRAIN_IDLE_SECONDS = 3.0  # a slow reader draining at the end stops after this s
 METRICS_PERIOD = 0.5  # seconds between polls of the servers' slow-consumer counters
 SERVICES = ("postgres", "redis-server")  # their CPU is reported apart
 SLOW_CONSUMERS = re.compile(r"^chatsvc_slow_consumers_total (\S+)$", re.MULTILINE)
+OPEN_SOCKETS = re.compile(r"^chatsvc_websockets_open (\S+)$", re.MULTILINE)
+REFUSALS = ("overloaded", "rate_limited", "busy")  # deliberate refusals of a send: not errors
+RESENT = ("overloaded", "rate_limited")  # refusals a burst client resends after `retry_after`
+MAX_RESENDS = 5  # resends of one refused message before the client gives up on it
+DEFAULT_RETRY_AFTER = 1.0  # seconds to wait when a refusal carries no `retry_after`
+BURST_MARGIN_SECONDS = 0.5  # from the last client's `ready` to the burst instant
+STREAMING_SETTLE_SECONDS = 5.0  # how long replies still `streaming` after the run may take
+IDLE_BATCH = 200  # idle sockets opened at once
+MAX_SOCKETS_PER_USER_LIMIT = 10_000  # the most the server's setting allows
+RSS_SETTLE_SECONDS = 3.0  # the server's RSS must hold still this long (idle sockets)
+RSS_SETTLE_LIMIT_SECONDS = 20.0  # ... or this long has passed
 
 TARGETS = {
     "relay_p99_ms": 10.0,
@@ -162,6 +246,17 @@ TARGETS = {
     "errors": 0,
     "server_cpu_s_per_1k_tokens": 0.2,
 }
+#: Issue 11's targets, used with ``--burst`` (benchmark figures, not test assertions).
+BURST_TARGETS = {
+    "relay_p99_ms": 5.0,
+    "ttft_p99_ms": 300.0,
+    "abort_p99_ms": 20.0,
+    "abort_landed_share": 0.99,  # met or not only when the upstream streams flat out
+    "errors": 0,
+    "left_streaming": 0,
+    "server_cpu_s_per_1k_tokens": 0.1,  # at 200 x 10 tokens/s on PostgreSQL
+}
+IDLE_TARGET_MB = 150.0  # 5,000 idle authenticated WebSockets add less than this
 
 
 # --- measurement records ----------------------------------------------------------------
@@ -172,17 +267,22 @@ class Stream:
     """One reply as a client saw it (times are ``time.time()``)."""
 
     marker: str
-    sent_at: float
+    sent_at: float  # of the send that was taken (the last one, after refusals)
+    first_sent_at: float = 0.0  # of the first send (before any refusal)
     client: int = -1
     task_id: str | None = None
     chat_id: str | None = None
+    started_at: float | None = None  # ``started`` received
     first_token_at: float | None = None
     first_stamp: float | None = None  # the upstream's send time of the first token
     tokens: int = 0
     abort_sent_at: float | None = None
-    end: str | None = None  # done, aborted, error, lost
+    end: str | None = None  # done, aborted, error, refused, lost
     ended_at: float | None = None
     error: str | None = None
+    code: str | None = None  # the error frame's, when it ended with one
+    retry_after: float | None = None  # a refusal's, in seconds
+    refusals: list[str] = field(default_factory=list)  # codes of the refused sends, in order
     content: str | None = None  # the final message's, from ``done`` or ``aborted``
 
 
@@ -247,10 +347,17 @@ class Run:
     slow_closes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     follower_queues: dict[int, asyncio.Queue[Stream | None]] = field(default_factory=dict)
     watchers: dict[int, list[asyncio.Queue[str]]] = field(default_factory=dict)  # by user
+    error_codes: Counter[str] = field(default_factory=Counter)  # every error frame the senders got
+    late_abort_answers: int = 0  # `not_running` errors answering an abort of a finished reply
+    resends: int = 0  # refused sends sent again (burst mode)
+    gate: Gate | None = None  # burst mode: opens once every client is connected
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # burst: every client is done
 
     @classmethod
     def begin(cls, options: argparse.Namespace) -> Run:
         started = time.time() + 0.2
+        if options.burst:  # the window is known once the gate opens, and when the clients end
+            return cls(options, started, math.inf, math.inf)
         window_start = started + options.ramp
         return cls(options, started, window_start, window_start + options.duration)
 
@@ -278,6 +385,32 @@ class Run:
         assert stream.chat_id is not None
         for watcher in self.watchers.get(user_of(stream.client, self.options), ()):
             watcher.put_nowait(stream.chat_id)
+
+
+class Gate:
+    """Burst mode: once ``parties`` clients have arrived, it opens at one instant for all."""
+
+    def __init__(self, parties: int) -> None:
+        self.waiting = parties
+        self.at = math.inf  # the burst instant (``time.time()``), once open
+        self.opened = asyncio.Event()
+        if parties <= 0:
+            self._open()
+
+    def arrive(self) -> None:
+        """A client is connected (or failed to connect: it does not hold the others up)."""
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._open()
+
+    def _open(self) -> None:
+        self.at = time.time() + BURST_MARGIN_SECONDS
+        self.opened.set()
+
+    async def wait(self) -> float:
+        """Wait until every client has arrived; returns the burst instant."""
+        await self.opened.wait()
+        return self.at
 
 
 def cpu_seconds(stat_path: str) -> float:
@@ -335,11 +468,23 @@ def cpu_snapshot(server_pids: dict[str, int], fake: FakeUpstream) -> dict[str, f
 
 
 async def probe_cpu(run: Run, server_pids: dict[str, int], fake: FakeUpstream) -> None:
-    """Read the CPU counters at both ends of the window (and use the actual read times)."""
-    await asyncio.sleep(max(0.0, run.window_start - time.time()))
-    before = cpu_snapshot(server_pids, fake)
-    await asyncio.sleep(max(0.0, run.window_end - time.time()))
-    after = cpu_snapshot(server_pids, fake)
+    """Read the CPU counters at both ends of the window (and use the actual read times).
+
+    In burst mode the window opens just before the burst instant (so that every send
+    falls in it) and closes once every client is done.
+    """
+    if run.gate is not None:
+        burst_at = await run.gate.wait()
+        await asyncio.sleep(max(0.0, burst_at - 0.02 - time.time()))
+        before = cpu_snapshot(server_pids, fake)
+        run.window_start = before["at"]
+        await run.finished.wait()
+        after = cpu_snapshot(server_pids, fake)
+    else:
+        await asyncio.sleep(max(0.0, run.window_start - time.time()))
+        before = cpu_snapshot(server_pids, fake)
+        await asyncio.sleep(max(0.0, run.window_end - time.time()))
+        after = cpu_snapshot(server_pids, fake)
     run.window_start, run.window_end = before["at"], after["at"]
     run.cpu = {key: after[key] - before[key] for key in before if key != "at"}
 
@@ -444,6 +589,22 @@ def aborts(index: int, options: argparse.Namespace) -> bool:
     return options.abort_every > 0 and index % options.abort_every == options.abort_every - 1
 
 
+def aborts_reply(index: int, number: int, options: argparse.Namespace) -> bool:
+    """Whether client ``index`` aborts its reply ``number`` (0 first).
+
+    With ``--abort-share S`` (burst mode), the replies are numbered client after client
+    (``k = index x messages + number``) and reply ``k`` is aborted when it takes the
+    count of aborts so far, ``floor(k x S)``, one further: exactly a share S of them,
+    spread evenly over the clients and over each chat's messages. Otherwise every
+    ``--abort-every``-th client aborts each of its replies.
+    """
+    if options.abort_share is None:
+        return aborts(index, options)
+    k = index * options.messages + number
+    share = options.abort_share
+    return math.floor((k + 1) * share + 1e-9) > math.floor(k * share + 1e-9)
+
+
 def instance_of(index: int, options: argparse.Namespace) -> int:
     """Clients alternate between the instances: even index on A, odd on B."""
     return index % options.instances
@@ -497,12 +658,84 @@ async def client(index: int, url: str, run: Run) -> None:
             queue.put_nowait(None)  # the follower stops after the reply it reads
 
 
+async def burst_client(index: int, url: str, run: Run) -> None:
+    """Connects and reads ``ready``, waits at the gate for the burst instant, then sends
+    ``--messages`` messages in one chat, each once the previous reply has ended."""
+    options = run.options
+    assert run.gate is not None
+    arrived = False
+    script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
+    try:
+        async with connect(
+            url,
+            max_size=None,
+            open_timeout=30,
+            compression=None if options.no_deflate else "deflate",
+        ) as socket:
+            await expect_ready(socket)
+            run.gate.arrive()
+            arrived = True
+            await asyncio.sleep(max(0.0, await run.gate.wait() - time.time()))
+            chat_id: str | None = None
+            for number in range(options.messages):
+                stream = Stream(f"bench-{index}-{number}", time.time(), client=index)
+                run.streams.append(stream)
+                frame = {
+                    "action": "send_message",
+                    "content": f"{stream.marker} {script}",
+                    "request_id": stream.marker,
+                }
+                if chat_id is not None:
+                    frame["chat_id"] = chat_id
+                abort_after = options.abort_after if aborts_reply(index, number, options) else None
+                await send_with_resends(socket, frame, stream, run, abort_after)
+                if stream.end == "lost":
+                    break  # the socket may be stuck: its next reply would not say much
+                chat_id = stream.chat_id or chat_id
+    except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:
+        run.failures.append(f"client {index}: {type(exc).__name__}: {exc}")
+    finally:
+        if not arrived:
+            run.gate.arrive()
+        if (queue := run.follower_queues.get(index)) is not None:
+            queue.put_nowait(None)
+
+
+async def send_with_resends(
+    socket: ClientConnection,
+    frame: dict[str, Any],
+    stream: Stream,
+    run: Run,
+    abort_after: int | None,
+) -> None:
+    """Send ``frame`` and read its reply; a send refused with ``overloaded`` or
+    ``rate_limited`` is sent again after its ``retry_after`` (1 s without one), up to
+    ``MAX_RESENDS`` times. ``stream.sent_at`` is the last send's."""
+    stream.first_sent_at = time.time()
+    for attempt in range(MAX_RESENDS + 1):
+        stream.sent_at = time.time()
+        await socket.send(json.dumps(frame))
+        await read_reply(socket, stream, run, abort_after)
+        if stream.end != "refused":
+            return
+        assert stream.code is not None
+        stream.refusals.append(stream.code)
+        if stream.code not in RESENT or attempt == MAX_RESENDS:
+            return
+        run.resends += 1
+        await asyncio.sleep(
+            DEFAULT_RETRY_AFTER if stream.retry_after is None else stream.retry_after
+        )
+        stream.end = stream.ended_at = stream.code = stream.error = stream.retry_after = None
+
+
 async def read_reply(
     socket: ClientConnection, stream: Stream, run: Run, abort_after: int | None
 ) -> None:
+    idle = BURST_IDLE_SECONDS if run.options.burst else IDLE_SECONDS
     while True:
         try:
-            async with asyncio.timeout(IDLE_SECONDS):
+            async with asyncio.timeout(idle):
                 raw = await socket.recv()
         except TimeoutError:
             stream.end = "lost"
@@ -522,17 +755,49 @@ async def read_reply(
                 await socket.send(json.dumps({"action": "abort", "task_id": stream.task_id}))
         elif kind == "started":
             stream.task_id, stream.chat_id = frame["task_id"], frame["chat_id"]
+            stream.started_at = received
             run.announce(stream)
-        elif kind in ("done", "aborted", "error"):
+        elif kind == "error":
+            if took_error(stream, frame, received, run):
+                return
+        elif kind in ("done", "aborted"):
             if frame.get("task_id") not in (None, stream.task_id):
-                run.stray_frames.append(frame)  # e.g. an abort that came after its `done`
+                run.stray_frames.append(frame)
                 continue
             stream.end, stream.ended_at = kind, received
-            if kind == "error":
-                stream.error = f"{frame.get('code')}: {frame.get('message')}"
-            else:
-                stream.content = frame["message"]["content"]
+            stream.content = frame["message"]["content"]
             return
+
+
+def took_error(stream: Stream, frame: dict[str, Any], received: float, run: Run) -> bool:
+    """Count an ``error`` frame by its code; True when it ends ``stream``.
+
+    A refusal (``REFUSALS``) before ``started`` refuses the send: the reply ends
+    ``refused``. Not the stream's: another task's, another request's, a
+    ``not_running`` (an abort of a reply that ended first), a refusal of a frame
+    sent after ``started`` (an abort).
+    """
+    code = str(frame.get("code"))
+    run.error_codes[code] += 1
+    task_id, request_id = frame.get("task_id"), frame.get("request_id")
+    if code == "not_running":
+        run.late_abort_answers += 1
+        run.stray_frames.append(frame)
+        return False
+    refusal = code in REFUSALS
+    if (
+        task_id not in (None, stream.task_id)
+        or request_id not in (None, stream.marker)
+        or (refusal and task_id is None and stream.task_id is not None)
+    ):
+        run.stray_frames.append(frame)
+        return False
+    stream.end = "refused" if refusal and stream.task_id is None else "error"
+    stream.ended_at, stream.code = received, code
+    stream.error = f"{code}: {frame.get('message')}"
+    retry_after = frame.get("retry_after")
+    stream.retry_after = float(retry_after) if isinstance(retry_after, int | float) else None
+    return True
 
 
 # --- followers on the other instance ---------------------------------------------------
@@ -740,9 +1005,13 @@ async def measure_relay(
     work: list[Awaitable[None]] = [
         probe_cpu(run, {name: s.process.pid for name, s in named.items()}, fake)
     ]
+    senders: list[Awaitable[None]] = []
+    if options.burst:
+        run.gate = Gate(options.clients)
     for index in range(options.clients):
         instance, user = instance_of(index, options), user_of(index, options)
-        work.append(client(index, url(instance, user), run))
+        sender = burst_client if options.burst else client
+        senders.append(sender(index, url(instance, user), run))
         if followed(index, options):
             run.follower_queues[index] = asyncio.Queue()
             other = (instance + 1) % options.instances
@@ -755,11 +1024,45 @@ async def measure_relay(
         run.watchers.setdefault(user, []).append(chats)
         work.append(slow_reader(reader, url(instance, user), run, chats))
     background = [watch_slow_closes(run, named)] if options.slow_readers else []
-    await gather_with_lag(run, fake, *work, background=background)
+    await gather_with_lag(run, fake, all_of(run, senders), *work, background=background)
     if options.slow_readers:
         await note_slow_closes(run, named)
     records = await wait_for_hangups(fake, run)
-    return summarize_relay(run, records)
+    statuses = await settle_streaming(servers[0].db)
+    return {**summarize_relay(run, records), **statuses}
+
+
+async def settle_streaming(db: Database) -> dict[str, Any]:
+    """Replies still ``streaming`` in the database once the clients are done, and after
+    waiting up to ``STREAMING_SETTLE_SECONDS`` for them to settle; every reply's status."""
+
+    def count() -> int:
+        return db.query("SELECT count(*) AS n FROM message WHERE status = 'streaming'")[0]["n"]
+
+    at_end = await asyncio.to_thread(count)
+    waited = time.monotonic()
+    left = at_end
+    while left and time.monotonic() - waited < STREAMING_SETTLE_SECONDS:
+        await asyncio.sleep(0.25)
+        left = await asyncio.to_thread(count)
+    rows = await asyncio.to_thread(
+        db.query,
+        "SELECT status, count(*) AS n FROM message WHERE role = 'assistant' GROUP BY status",
+    )
+    return {
+        "streaming_at_end": at_end,
+        "left_streaming": left,
+        "streaming_settle_s": round(time.monotonic() - waited, 2) if at_end else 0.0,
+        "reply_statuses": {row["status"]: row["n"] for row in rows},
+    }
+
+
+async def all_of(run: Run, clients: Sequence[Awaitable[None]]) -> None:
+    """Run the clients; once every one is done, ``run.finished`` is set (ends a burst window)."""
+    try:
+        await asyncio.gather(*clients)
+    finally:
+        run.finished.set()
 
 
 async def gather_with_lag(
@@ -796,13 +1099,20 @@ async def wait_for_hangups(fake: FakeUpstream, run: Run) -> dict[str, UpstreamRe
 
 
 async def sdk_client(index: int, sdk: openai.AsyncOpenAI, run: Run) -> None:
-    """One stream after another, like ``client``; an abort is leaving the stream early."""
+    """One stream after another, like ``client``; an abort is leaving the stream early.
+
+    In burst mode, like ``burst_client``: every client starts at the gate's instant
+    and makes ``--messages`` streams.
+    """
     options = run.options
-    await asyncio.sleep(max(0.0, start_time(index, run) - time.time()))
-    abort_after = options.abort_after if aborts(index, options) else None
+    if run.gate is not None:
+        await asyncio.sleep(max(0.0, await run.gate.wait() - time.time()))
+    else:
+        await asyncio.sleep(max(0.0, start_time(index, run) - time.time()))
     script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
     count = 0
-    while time.time() < run.window_end:
+    while count < options.messages if run.gate is not None else time.time() < run.window_end:
+        abort_after = options.abort_after if aborts_reply(index, count, options) else None
         stream = Stream(f"sdk-{index}-{count}", time.time())
         count += 1
         run.streams.append(stream)
@@ -829,10 +1139,12 @@ async def sdk_client(index: int, sdk: openai.AsyncOpenAI, run: Run) -> None:
 
 async def measure_ceiling(fake: FakeUpstream, options: argparse.Namespace) -> dict[str, Any]:
     run = Run.begin(options)
+    if options.burst:
+        run.gate = Gate(0)  # nothing to connect first
     sdk = openai.AsyncOpenAI(base_url=fake.url, api_key="x", max_retries=0)
     try:
         clients = [sdk_client(index, sdk, run) for index in range(options.clients)]
-        await gather_with_lag(run, fake, probe_cpu(run, {}, fake), *clients)
+        await gather_with_lag(run, fake, probe_cpu(run, {}, fake), all_of(run, clients))
     finally:
         await sdk.close()
     tokens, latencies = tokens_in_window(run)
@@ -887,6 +1199,16 @@ def summarize_relay(run: Run, records: dict[str, UpstreamRecord]) -> dict[str, A
     window = run.window_end - run.window_start
     tokens, latencies = tokens_in_window(run)
     ttft, ttft_net = [], []
+    to_started = [
+        s.started_at - s.sent_at
+        for s in run.streams
+        if s.started_at is not None and run.in_window(s.sent_at)
+    ]
+    with_refusals = [  # TTFT from the first send, of the replies refused at least once
+        s.first_token_at - s.first_sent_at
+        for s in run.streams
+        if s.refusals and s.first_token_at is not None and run.in_window(s.first_sent_at)
+    ]
     for stream in run.streams:
         if stream.first_token_at is None or not run.in_window(stream.sent_at):
             continue
@@ -903,12 +1225,18 @@ def summarize_relay(run: Run, records: dict[str, UpstreamRecord]) -> dict[str, A
     close_latency = [r.disconnected_at - s.abort_sent_at for s, r in closed if r.disconnected_at]
     late = [s for s in run.streams if s.abort_sent_at is not None and s.end == "done"]
     error_frames = [s for s in run.streams if s.end == "error"]
+    # Every error frame counts, also those that did not end a reply; not the deliberate
+    # refusals, nor `not_running` (the answer to an abort of a reply that had ended).
+    other_frames = sum(
+        n for code, n in run.error_codes.items() if code not in (*REFUSALS, "not_running")
+    )
     lost = [s for s in run.streams if s.end == "lost"]  # a failed client's reply: in failures
     short = [s for s in run.streams if s.end == "done" and s.tokens != options.tokens]
     follows = summarize_follows(run)
     follow_errors = follows["errors"] if follows else 0
-    errors = len(error_frames) + len(lost) + len(short) + len(run.failures) + follow_errors
+    errors = other_frames + len(lost) + len(short) + len(run.failures) + follow_errors
     examples = [f"{s.marker}: {s.error}" for s in error_frames[:3]] + run.failures[:3]
+    refused = [s for s in run.streams if s.refusals or s.end == "refused"]
     servers = {k.removeprefix("server "): v for k, v in run.cpu.items() if k.startswith("server ")}
     server_cpu = sum(servers.values())
     delivered = tokens + (follows["tokens"] if follows else 0)
@@ -924,16 +1252,30 @@ def summarize_relay(run: Run, records: dict[str, UpstreamRecord]) -> dict[str, A
         "relay_ms": spread(latencies),
         "ttft_ms": spread(ttft),
         "ttft_net_ms": spread(ttft_net),
+        "send_started_ms": spread(to_started),
+        "ttft_from_first_send_ms": spread(with_refusals),
         "abort_ms": spread(abort_latency),
         "aborts_answered": len(aborted),
         "aborts_late": len(late),
+        "abort_landed_share": round(len(aborted) / (len(aborted) + len(late)), 4)
+        if aborted or late
+        else None,
         "upstream_closed": len(closed),
         "upstream_finished_first": len(finished_first),
         "upstream_closed_share": round(len(closed) / len(aborted), 4) if aborted else None,
         "upstream_close_ms": spread(close_latency),
         "errors": errors,
+        "error_codes": dict(run.error_codes.most_common()),
+        "refusals": {
+            "frames": sum(run.error_codes[code] for code in REFUSALS),
+            "replies_refused_at_least_once": len(refused),
+            "resends": run.resends,
+            "replies_given_up": sum(1 for s in run.streams if s.end == "refused"),
+        },
+        "late_abort_answers": run.late_abort_answers,
         "error_detail": {
-            "error_frames": len(error_frames),
+            "error_frames": other_frames,
+            "replies_ended_by_error": len(error_frames),
             "lost": len(lost),
             "short": len(short),
             "client_failures": len(run.failures),
@@ -1059,22 +1401,38 @@ def upstream_free_ttft(stream: Stream, record: UpstreamRecord) -> float:
 # --- report ------------------------------------------------------------------------------
 
 
-def verdicts(relay: dict[str, Any]) -> dict[str, bool | None]:
-    """Each target: met (True), missed (False) or not measured (None)."""
+def targets_for(options: argparse.Namespace) -> dict[str, float]:
+    """Issue 11's targets in burst mode, the relay's usual ones otherwise."""
+    return BURST_TARGETS if options.burst else TARGETS
 
-    def below(value: float | None, limit: float) -> bool | None:
-        return None if value is None else value < limit
 
+def verdicts(relay: dict[str, Any], options: argparse.Namespace) -> dict[str, bool | None]:
+    """Each target: met (True), missed (False) or not measured (None).
+
+    In burst mode, aborts landing is judged only when the upstream streams flat out.
+    """
+    targets = targets_for(options)
+
+    def below(key: str, value: float | None) -> bool | None:
+        return None if value is None or key not in targets else value < targets[key]
+
+    def at_least(key: str, value: float | None) -> bool | None:
+        return None if value is None or key not in targets else value >= targets[key]
+
+    def equal(key: str, value: float | None) -> bool | None:
+        return None if value is None or key not in targets else value == targets[key]
+
+    landed = relay["abort_landed_share"] if options.rate == 0 else None
     return {
-        "relay_p99_ms": below(relay["relay_ms"]["p99"], TARGETS["relay_p99_ms"]),
-        "ttft_p99_ms": below(relay["ttft_net_ms"]["p99"], TARGETS["ttft_p99_ms"]),
-        "abort_p99_ms": below(relay["abort_ms"]["p99"], TARGETS["abort_p99_ms"]),
-        "upstream_closed_share": None
-        if relay["upstream_closed_share"] is None
-        else relay["upstream_closed_share"] >= TARGETS["upstream_closed_share"],
-        "errors": relay["errors"] == TARGETS["errors"],
+        "relay_p99_ms": below("relay_p99_ms", relay["relay_ms"]["p99"]),
+        "ttft_p99_ms": below("ttft_p99_ms", relay["ttft_net_ms"]["p99"]),
+        "abort_p99_ms": below("abort_p99_ms", relay["abort_ms"]["p99"]),
+        "upstream_closed_share": at_least("upstream_closed_share", relay["upstream_closed_share"]),
+        "abort_landed_share": at_least("abort_landed_share", landed),
+        "errors": equal("errors", relay["errors"]),
+        "left_streaming": equal("left_streaming", relay["left_streaming"]),
         "server_cpu_s_per_1k_tokens": below(
-            relay["server_cpu_s_per_1k_tokens"], TARGETS["server_cpu_s_per_1k_tokens"]
+            "server_cpu_s_per_1k_tokens", relay["server_cpu_s_per_1k_tokens"]
         ),
     }
 
@@ -1083,31 +1441,63 @@ def lag_text(lag: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{name} {lag[name]['p99'] or 0:.1f}" for name in ("clients", "fake"))
 
 
+def target_text(key: str, targets: dict[str, float]) -> str:
+    """How the table shows a target: ``p99 < 10``, ``all``, ``>= 99%``, ``0``."""
+    if key not in targets:
+        return ""
+    limit = targets[key]
+    if key.endswith("_p99_ms"):
+        return f"p99 < {limit:g}"
+    if key.endswith("_share"):
+        return "all" if limit == 1 else f">= {limit:.0%}"
+    if key in ("errors", "left_streaming"):
+        return f"{limit:g}"
+    return f"< {limit:g}"
+
+
 def print_table(results: dict[str, Any]) -> None:
     o = results["options"]
-    relay, met = results["relay"], results["met"]
+    relay, met, targets = results["relay"], results["met"], results["targets"]
     pace = f"{o['rate']:g} tok/s" if o["rate"] else "full speed"
     nth = o["abort_every"]
     every = (
         "every" if nth == 1 else f"every {nth}{'nd' if nth == 2 else 'rd' if nth == 3 else 'th'}"
     )
     abort_text = f"{every} client after {o['abort_after']} tokens"
+    if o["abort_share"] is not None:
+        abort_text = f"{o['abort_share']:.0%} of the replies after {o['abort_after']} tokens"
+    aborting = o["abort_every"] or o["abort_share"]
     instances = f"{o['instances']} instance{'s' if o['instances'] > 1 else ''}, {o['bus']} bus"
+    shape = (
+        f"burst of {o['clients']} clients x {o['messages']} messages (one chat each)"
+        if o["burst"]
+        else f"{o['clients']} clients"
+    )
     print(
-        f"chatsvc relay: {o['clients']} clients x {o['tokens']} tokens at "
+        f"chatsvc relay: {shape} x {o['tokens']} tokens at "
         f"{pace}, {o['db']}, {instances}, "
         f"{o['users']} users, "
         f"{'no deflate' if o['no_deflate'] else 'permessage-deflate'}; aborts: "
-        f"{abort_text if o['abort_every'] else 'none'}"
+        f"{abort_text if aborting else 'none'}"
     )
-    print(
-        f"window {relay['window_s']} s after a {o['ramp']} s ramp; {relay['replies']} replies "
-        "in the run"
-    )
+    if o["burst"]:
+        print(
+            f"window {relay['window_s']} s from the burst to the last client's end; "
+            f"{relay['replies']} replies in the run; MAX_CONCURRENT_GENERATIONS "
+            f"{relay['user_cap']}"
+        )
+    else:
+        print(
+            f"window {relay['window_s']} s after a {o['ramp']} s ramp; {relay['replies']} "
+            "replies in the run"
+        )
     print(f"{'figure':<30}{'p50':>9}{'p99':>9}{'max':>9}  {'target':<13}met")
 
     def mark(key: str) -> str:
         return {True: "yes", False: "NO", None: "-"}[met[key]]
+
+    def goal(key: str) -> str:
+        return target_text(key, targets)
 
     def row(label: str, spread_ms: dict[str, Any], target: str = "", key: str | None = None):
         cells = "".join(
@@ -1122,10 +1512,13 @@ def print_table(results: dict[str, Any]) -> None:
         f"{'tokens/s delivered':<30}{relay['tokens_per_s']:>9.1f}"
         f"   ({relay['tokens']} tokens; offered {offered})"
     )
-    row("relay latency ms", relay["relay_ms"], "p99 < 10", "relay_p99_ms")
+    row("relay latency ms", relay["relay_ms"], goal("relay_p99_ms"), "relay_p99_ms")
+    row("send -> started ms", relay["send_started_ms"])
     row("TTFT ms (with upstream wait)", relay["ttft_ms"])
-    row("TTFT net of upstream wait ms", relay["ttft_net_ms"], "p99 < 100", "ttft_p99_ms")
-    row("abort -> aborted ms", relay["abort_ms"], "p99 < 50", "abort_p99_ms")
+    row("TTFT net of upstream wait ms", relay["ttft_net_ms"], goal("ttft_p99_ms"), "ttft_p99_ms")
+    if relay["ttft_from_first_send_ms"]["n"]:
+        row("  refused first: TTFT ms", relay["ttft_from_first_send_ms"])
+    row("abort -> aborted ms", relay["abort_ms"], goal("abort_p99_ms"), "abort_p99_ms")
     row("abort -> upstream closed ms", relay["upstream_close_ms"])
     if follows := relay["followers"]:
         print_follows(follows, row)
@@ -1133,24 +1526,49 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"{'aborts closing the upstream':<30}"
         f"{relay['upstream_closed']:>9}/{relay['aborts_answered']:<8}"
-        f"{'' if share is None else f'{share:.0%}':>9}  {'all':<13}"
+        f"{'' if share is None else f'{share:.0%}':>9}  {goal('upstream_closed_share'):<13}"
         f"{mark('upstream_closed_share')}   (upstream had sent all: "
         f"{relay['upstream_finished_first']}; late, answered by done: {relay['aborts_late']})"
     )
+    if o["burst"]:
+        landed = relay["abort_landed_share"]
+        asked = relay["aborts_answered"] + relay["aborts_late"]
+        print(
+            f"{'aborts landing (aborted)':<30}{relay['aborts_answered']:>9}/{asked:<8}"
+            f"{'' if landed is None else f'{landed:.1%}':>9}  "
+            f"{goal('abort_landed_share'):<13}{mark('abort_landed_share')}   "
+            "(judged flat out only; the others were answered by done)"
+        )
     detail = relay["error_detail"]
     print(
-        f"{'errors':<30}{relay['errors']:>9}{'':18}  {'0':<13}{mark('errors')}   "
-        f"(frames {detail['error_frames']}, lost {detail['lost']}, short {detail['short']}, "
-        f"clients {detail['client_failures']})"
+        f"{'errors (not refusals)':<30}{relay['errors']:>9}{'':18}  {goal('errors'):<13}"
+        f"{mark('errors')}   (frames {detail['error_frames']}, lost {detail['lost']}, "
+        f"short {detail['short']}, clients {detail['client_failures']})"
     )
     for example in detail["examples"]:
         print(f"    {example}")
+    print(f"{'error frames by code':<30}{codes_text(relay['error_codes'])}")
+    refusals = relay["refusals"]
+    print(
+        f"{'refused sends':<30}{refusals['frames']:>9}   "
+        f"({refusals['replies_refused_at_least_once']} replies refused at least once, "
+        f"{refusals['resends']} resends, {refusals['replies_given_up']} given up after "
+        f"{MAX_RESENDS} resends)"
+    )
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(relay["reply_statuses"].items()))
+    print(
+        f"{'replies left streaming':<30}{relay['left_streaming']:>9}{'':18}  "
+        f"{goal('left_streaming'):<13}{mark('left_streaming')}   "
+        f"(when the clients ended: {relay['streaming_at_end']}, waited "
+        f"{relay['streaming_settle_s']} s; replies in the database: {statuses or 'none'})"
+    )
     cpu = relay["server_cpu_s_per_1k_tokens"]
     shares = relay["server_cpu_share_by_instance"]
     each = f": {', '.join(f'{n} {v:.0%}' for n, v in shares.items())}" if len(shares) > 1 else ""
     print(
         f"{'server CPU s / 1k tokens':<30}{'-' if cpu is None else f'{cpu:.3f}':>9}"
-        f"{'':18}  {'< 0.2':<13}{mark('server_cpu_s_per_1k_tokens')}   "
+        f"{'':18}  {goal('server_cpu_s_per_1k_tokens'):<13}"
+        f"{mark('server_cpu_s_per_1k_tokens')}   "
         f"(server busy {relay['server_cpu_share']:.0%} of a core{each})"
     )
     if relay["followers"]:
@@ -1190,6 +1608,19 @@ def print_table(results: dict[str, Any]) -> None:
             f"fake upstream {ceiling['fake_cpu_share']:.0%}; loop lag p99 "
             f"{lag_text(ceiling['loop_lag_ms'])})"
         )
+
+
+def codes_text(codes: dict[str, int]) -> str:
+    """``internal 3, overloaded 40 (refusal)``: every error frame the senders got, by code."""
+    if not codes:
+        return "none"
+
+    def kind(code: str) -> str:
+        if code in REFUSALS:
+            return " (refusal)"
+        return " (late abort)" if code == "not_running" else ""
+
+    return ", ".join(f"{code} {n}{kind(code)}" for code, n in codes.items())
 
 
 def print_follows(follows: dict[str, Any], row: Any) -> None:
@@ -1299,18 +1730,31 @@ def stop_servers(servers: list[Server], options: argparse.Namespace) -> None:
         server.stop()
 
 
+def user_cap(options: argparse.Namespace) -> int:
+    """``MAX_CONCURRENT_GENERATIONS``: ``--user-cap``; else, in burst mode, one more than a
+    user's clients (the cap does not refuse), and 1000 (the most) in the other modes."""
+    if options.user_cap is not None:
+        return options.user_cap
+    if options.burst:
+        return min(1000, math.ceil(options.clients / options.users) + 1)
+    return 1000
+
+
+def make_database(options: argparse.Namespace, tmp: Path) -> Database:
+    if options.db == "postgres":
+        return asyncio.run(create_postgres_database())
+    return Database("sqlite", f"sqlite:///{tmp}/bench.db")
+
+
 def run_against_server(
     fake: FakeUpstream, options: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
-    if options.db == "postgres":
-        db = asyncio.run(create_postgres_database())
-    else:
-        db = Database("sqlite", f"sqlite:///{tmp}/bench.db")
+    db = make_database(options, tmp)
     settings = {
         "OPENAI_BASE_URL": fake.url,
         "OPENAI_API_KEY": "x",
         "LLM_MAX_RETRIES": "0",
-        "MAX_CONCURRENT_GENERATIONS": "1000",
+        "MAX_CONCURRENT_GENERATIONS": str(user_cap(options)),
     }
     if (url := bus_url(options, db)) is not None:
         settings["EVENT_BUS_URL"] = url
@@ -1331,7 +1775,164 @@ def run_against_server(
         options.server_log.write_text(text)
     relay["server_log_errors"] = sum(log.count(" ERROR ") + log.count("Traceback") for log in logs)
     relay["server_log_missing_snapshots"] = sum(log.count("no snapshot of chat") for log in logs)
+    relay["user_cap"] = user_cap(options)
     return relay
+
+
+# --- idle sockets ------------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident set (``VmRSS``), in KB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def settled_rss_kb(pid: int) -> tuple[int, float]:
+    """The server's RSS once it has held within 1 MB for ``RSS_SETTLE_SECONDS`` (or after
+    ``RSS_SETTLE_LIMIT_SECONDS``): (KB, seconds waited)."""
+    began = time.monotonic()
+    samples = [(began, rss_kb(pid))]
+    while time.monotonic() - began < RSS_SETTLE_LIMIT_SECONDS:
+        await asyncio.sleep(0.5)
+        now = time.monotonic()
+        samples.append((now, rss_kb(pid)))
+        recent = [kb for at, kb in samples if now - at <= RSS_SETTLE_SECONDS]
+        if now - began >= RSS_SETTLE_SECONDS and max(recent) - min(recent) < 1024:
+            break
+    return samples[-1][1], round(time.monotonic() - began, 1)
+
+
+async def open_sockets(
+    urls: list[str], options: argparse.Namespace, failures: list[str]
+) -> list[ClientConnection]:
+    """Open a WebSocket to each URL and read its ``ready``, ``IDLE_BATCH`` at a time."""
+
+    async def open_one(url: str) -> ClientConnection | None:
+        try:
+            socket = await connect(
+                url,
+                max_size=None,
+                open_timeout=60,
+                compression=None if options.no_deflate else "deflate",
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            failures.append(f"connect: {type(exc).__name__}: {exc}")
+            return None
+        try:
+            await expect_ready(socket)
+        except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:
+            failures.append(f"ready: {type(exc).__name__}: {exc}")
+            await socket.close()
+            return None
+        return socket
+
+    sockets: list[ClientConnection] = []
+    for start in range(0, len(urls), IDLE_BATCH):
+        opened = await asyncio.gather(*map(open_one, urls[start : start + IDLE_BATCH]))
+        sockets.extend(socket for socket in opened if socket is not None)
+    return sockets
+
+
+async def measure_idle(
+    server: Server, users: list[User], options: argparse.Namespace
+) -> dict[str, Any]:
+    """The server's RSS before and after ``--idle-sockets`` authenticated sockets open."""
+    pid = server.process.pid
+    urls = [f"{server.ws_url}?token={users[user].token}" for user in range(len(users))]
+    failures: list[str] = []
+    # Warm-up: a first socket per user imports and caches what any socket needs.
+    for socket in await open_sockets(urls, options, failures):
+        await socket.close()
+    before_kb, before_wait = await settled_rss_kb(pid)
+    began = time.monotonic()
+    wanted = [urls[index % len(urls)] for index in range(options.idle_sockets)]
+    sockets = await open_sockets(wanted, options, failures)
+    open_s = time.monotonic() - began
+    try:
+        after_kb, after_wait = await settled_rss_kb(pid)
+        async with httpx.AsyncClient(timeout=10) as http:
+            found = OPEN_SOCKETS.search((await http.get(f"{server.url}/metrics")).text)
+        server_open = int(float(found.group(1))) if found else None
+    finally:
+        for start in range(0, len(sockets), IDLE_BATCH):
+            await asyncio.gather(*(s.close() for s in sockets[start : start + IDLE_BATCH]))
+    added_kb = after_kb - before_kb
+    return {
+        "sockets_wanted": options.idle_sockets,
+        "sockets_open": len(sockets),
+        "server_says_open": server_open,
+        "open_s": round(open_s, 1),
+        "rss_before_mb": round(before_kb / 1024, 1),
+        "rss_after_mb": round(after_kb / 1024, 1),
+        "settle_s": [before_wait, after_wait],
+        "added_mb": round(added_kb / 1024, 1),
+        "kb_per_socket": round(added_kb / len(sockets), 1) if sockets else None,
+        "target_mb": IDLE_TARGET_MB,
+        "met": (added_kb / 1024 < IDLE_TARGET_MB) if len(sockets) >= 5000 else None,
+        "failures": len(failures),
+        "failure_examples": failures[:3],
+    }
+
+
+def run_idle(options: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``--idle-sockets``: one server (no upstream is called), ``--users`` users."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)  # the kernel's usual nr_open
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
+    per_user = math.ceil(options.idle_sockets / options.users) + 1
+    if per_user > MAX_SOCKETS_PER_USER_LIMIT:
+        raise SystemExit(
+            f"{per_user} sockets per user is over MAX_SOCKETS_PER_USER's limit "
+            f"({MAX_SOCKETS_PER_USER_LIMIT}): use more --users"
+        )
+    db = make_database(options, tmp)
+    settings = {
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",  # never called
+        "OPENAI_API_KEY": "x",
+        "MAX_SOCKETS_PER_USER": str(per_user),
+    }
+    try:
+        server = start_server(db, tmp, **settings)
+        try:
+            users = [register_and_login(server) for _ in range(options.users)]
+            idle = asyncio.run(measure_idle(server, users, options))
+        finally:
+            server.stop()
+    finally:
+        if db.engine == "postgres":
+            asyncio.run(drop_postgres_database(db))
+    log = server.log()
+    idle["server_log_errors"] = log.count(" ERROR ") + log.count("Traceback")
+    idle["rlimit_nofile"] = {"was": soft, "now": hard}
+    return idle
+
+
+def print_idle(idle: dict[str, Any], options: argparse.Namespace) -> None:
+    met = {True: "yes", False: "NO", None: "-"}[idle["met"]]
+    print(
+        f"chatsvc idle sockets: {idle['sockets_open']} of {idle['sockets_wanted']} authenticated "
+        f"WebSockets open ({options.users} users, {options.db}, "
+        f"{'no deflate' if options.no_deflate else 'permessage-deflate offered'}), "
+        f"opened in {idle['open_s']} s; the server counts {idle['server_says_open']} open"
+    )
+    print(
+        f"server RSS {idle['rss_before_mb']} MB -> {idle['rss_after_mb']} MB "
+        f"(settled after {idle['settle_s'][0]} s / {idle['settle_s'][1]} s)"
+    )
+    print(
+        f"added: {idle['added_mb']} MB, {idle['kb_per_socket']} KB per socket; "
+        f"target < {idle['target_mb']:g} MB for 5,000: {met}"
+    )
+    print(
+        f"failures: {idle['failures']}; server log errors: {idle['server_log_errors']}; "
+        f"RLIMIT_NOFILE {idle['rlimit_nofile']['was']} -> {idle['rlimit_nofile']['now']}"
+    )
+    for example in idle["failure_examples"]:
+        print(f"    {example}")
 
 
 # --- main --------------------------------------------------------------------------------
@@ -1380,7 +1981,53 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument(
         "--slow-readers", type=int, default=0, help="sockets that follow chats and never read"
     )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="every client connects first, then all send at one instant; --messages in one "
+        "chat each; the window is the whole run (--ramp and --duration are not used)",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        help="messages per client, in one chat; only with --burst, where unset means 3",
+    )
+    parser.add_argument(
+        "--abort-share",
+        type=float,
+        help="with --burst: abort this share of the replies (0.3: 30%%), spread evenly over "
+        "clients and messages; instead of --abort-every",
+    )
+    parser.add_argument(
+        "--user-cap",
+        type=int,
+        help="MAX_CONCURRENT_GENERATIONS (default: with --burst one more than a user's "
+        "clients, else 1000)",
+    )
+    parser.add_argument(
+        "--idle-sockets",
+        type=int,
+        default=0,
+        help="instead of a load run: the server's RSS added by this many idle authenticated "
+        "WebSockets, spread over --users",
+    )
     options = parser.parse_args()
+    if options.messages is not None and not options.burst:
+        parser.error("--messages needs --burst")
+    if options.abort_share is not None and not options.burst:
+        parser.error("--abort-share needs --burst (without it, use --abort-every)")
+    if options.abort_share is not None and not 0 <= options.abort_share <= 1:
+        parser.error("--abort-share is a share: 0 to 1")
+    if options.burst and options.slow_readers:
+        parser.error("--slow-readers needs the timed window: not with --burst")
+    if options.messages is None:
+        options.messages = 3 if options.burst else 1
+    if options.messages < 1 or options.clients < 1 or options.users < 1:
+        parser.error("--messages, --clients and --users are at least 1")
+    if options.user_cap is not None and not 1 <= options.user_cap <= 1000:
+        parser.error("--user-cap is 1 to 1000 (MAX_CONCURRENT_GENERATIONS' range)")
+    if options.idle_sockets < 0:
+        parser.error("--idle-sockets is a number of sockets")
     if options.instances > 1 and options.bus == "memory":
         parser.error("--instances 2 needs a shared bus: --bus redis or --bus postgres")
     if options.instances > 1 and options.db != "postgres":
@@ -1394,6 +2041,19 @@ def parse_options() -> argparse.Namespace:
 
 def main() -> None:
     options = parse_options()
+    if options.idle_sockets:
+        with tempfile.TemporaryDirectory() as tmp:
+            idle = run_idle(options, Path(tmp))
+        if options.json:
+            print(
+                json.dumps(
+                    {"options": {**vars(options), "server_log": "", "profile": ""}, "idle": idle},
+                    indent=2,
+                )
+            )
+        else:
+            print_idle(idle, options)
+        return
     fake = FakeUpstream()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -1409,8 +2069,8 @@ def main() -> None:
         },
         "relay": relay,
         "ceiling": ceiling,
-        "targets": TARGETS,
-        "met": verdicts(relay),
+        "targets": targets_for(options),
+        "met": verdicts(relay, options),
     }
     if options.json:
         print(json.dumps(results, indent=2))
