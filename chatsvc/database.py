@@ -85,7 +85,7 @@ _BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
-async def write_transaction(engine: Engine) -> AsyncIterator[None]:
+async def write_transaction(engine: Engine, *, urgent: bool = False) -> AsyncIterator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
     On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
@@ -93,10 +93,11 @@ async def write_transaction(engine: Engine) -> AsyncIterator[None]:
     connection (docs/architecture.md), so the whole transaction runs in a
     shielded scope; lock waits end at ``lock_timeout`` on the server, and the
     deadline here (twice that) is a last resort. Either way a write that could
-    not be done in time raises :class:`Overloaded`, which may be retried.
+    not be done in time raises :class:`Overloaded`, which may be retried. An
+    ``urgent`` write (a reply's end) goes before the others queued on SQLite.
     """
     if isinstance(engine, EmbeddedSQLiteEngine):
-        async with engine.write_turn():
+        async with engine.write_turn(urgent=urgent):
             yield
         return
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS

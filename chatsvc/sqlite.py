@@ -70,6 +70,7 @@ class _State(Enum):
 class _Turn:
     """One transaction's turn on the writer connection."""
 
+    urgent: bool = False  # taken before every turn that is not
     state: _State = _State.QUEUED
     handed: anyio.Event = field(default_factory=anyio.Event)  # the body may run now
     released: anyio.Event = field(default_factory=anyio.Event)  # the body has ended
@@ -185,8 +186,9 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
                 self._idle_readers.append(connection)
 
     @asynccontextmanager
-    async def write_turn(self) -> AsyncIterator[None]:
-        """Run the body as one transaction on the writer, in FIFO order with every other.
+    async def write_turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Run the body as one transaction on the writer, in FIFO order with every other;
+        an ``urgent`` turn (a reply's end, which a client waits for) goes before the rest.
 
         Raises :class:`Overloaded` when the turn could not start within
         ``write_seconds`` (nothing was written). Once started, the body and the
@@ -200,7 +202,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             async with super().transaction(TransactionType.immediate):
                 yield
             return
-        turn = _Turn()
+        turn = _Turn(urgent=urgent)
         with anyio.CancelScope(shield=True):
             sender.send_nowait(turn)
             with anyio.move_on_after(self.write_seconds):
@@ -227,63 +229,41 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         self, writer: aiosqlite.Connection, turns: MemoryObjectReceiveStream[_Turn]
     ) -> None:
         """Take turns in order; the turns queued behind an open transaction join it."""
-        waiting: deque[_Turn] = deque()
+        waiting = _Waiting(turns)
         async with turns:
             while True:
-                if not waiting:
-                    try:
-                        waiting.append(await turns.receive())
-                    except anyio.EndOfStream:
-                        return
+                if not waiting and not await waiting.wait():
+                    return  # closed, and every turn taken
                 batch: list[_Turn] = []
                 # A batch is never cut in half: its turns' bodies are shielded too.
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._run_batch(writer, batch, waiting, turns)
+                        await self._run_batch(writer, batch, waiting)
                     except sqlite3.Error as exc:  # the writer's error boundary: fail the batch
                         log.error("database: %d writes failed: %s", len(batch), exc)
                         await _rollback(writer)
                         _fail(batch, exc)
 
     async def _run_batch(
-        self,
-        writer: aiosqlite.Connection,
-        batch: list[_Turn],
-        waiting: deque[_Turn],
-        turns: MemoryObjectReceiveStream[_Turn],
+        self, writer: aiosqlite.Connection, batch: list[_Turn], waiting: _Waiting
     ) -> None:
         """One transaction: the turns waiting, in order, while the batch is young and small."""
-        if not await self._begin(writer, waiting, turns):
+        if not await self._begin(writer, waiting):
             return
         started = anyio.current_time()
-        while waiting and len(batch) < BATCH_TURNS:
-            turn = waiting.popleft()
-            if turn.state is not _State.QUEUED:
-                continue
+        while len(batch) < BATCH_TURNS and (turn := waiting.next()) is not None:
             batch.append(turn)
             await self._take(writer, turn)
             if anyio.current_time() - started > BATCH_SECONDS:
                 break
-            _join(waiting, turns)
         await writer.execute("COMMIT")
         for turn in batch:
             turn.done.set()
 
-    async def _begin(
-        self,
-        writer: aiosqlite.Connection,
-        waiting: deque[_Turn],
-        turns: MemoryObjectReceiveStream[_Turn],
-    ) -> bool:
+    async def _begin(self, writer: aiosqlite.Connection, waiting: _Waiting) -> bool:
         """``BEGIN IMMEDIATE``; while another process holds the lock, try again as long as
         some turn still wants it. ``False`` when none does any more."""
-        while True:
-            _join(waiting, turns)
-            live = [turn for turn in waiting if turn.state is _State.QUEUED]
-            waiting.clear()
-            waiting.extend(live)
-            if not waiting:
-                return False
+        while waiting:
             try:
                 await writer.execute("BEGIN IMMEDIATE")
                 return True
@@ -293,6 +273,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             log.warning(
                 "database: another process holds the write lock; %d writes wait", len(waiting)
             )
+        return False
 
     async def _take(self, writer: aiosqlite.Connection, turn: _Turn) -> None:
         """One turn inside the open transaction, in a savepoint of its own."""
@@ -314,13 +295,46 @@ def _is_read(sql: str) -> bool:
     return sql.lstrip()[:6].upper() == "SELECT"
 
 
-def _join(waiting: deque[_Turn], turns: MemoryObjectReceiveStream[_Turn]) -> None:
-    """Move every turn queued right now to the end of ``waiting``."""
-    while True:
+class _Waiting:
+    """The turns not taken yet: urgent ones (a reply's end) first, each lane in FIFO order."""
+
+    def __init__(self, turns: MemoryObjectReceiveStream[_Turn]) -> None:
+        self._turns = turns
+        self._urgent: deque[_Turn] = deque()
+        self._normal: deque[_Turn] = deque()
+
+    def _pull(self) -> None:
+        """Sort every turn queued right now into its lane; forget the abandoned ones."""
+        while True:
+            try:
+                turn = self._turns.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            (self._urgent if turn.urgent else self._normal).append(turn)
+        for lane in (self._urgent, self._normal):
+            while lane and lane[0].state is not _State.QUEUED:
+                lane.popleft()
+
+    def __bool__(self) -> bool:
+        self._pull()
+        return bool(self._urgent or self._normal)
+
+    def __len__(self) -> int:
+        return len(self._urgent) + len(self._normal)
+
+    async def wait(self) -> bool:
+        """Until a turn is queued; ``False`` once the queue is closed."""
         try:
-            waiting.append(turns.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return
+            turn = await self._turns.receive()
+        except anyio.EndOfStream:
+            return False
+        (self._urgent if turn.urgent else self._normal).append(turn)
+        return True
+
+    def next(self) -> _Turn | None:
+        if not self:
+            return None
+        return (self._urgent or self._normal).popleft()
 
 
 def _fail(batch: list[_Turn], exc: BaseException) -> None:

@@ -314,9 +314,10 @@ async def finish_reply(
     tool_calls: list[dict[str, Any]] | None = None,
 ) -> Row | None:
     """The one final write of a reply: its text, status, usage and tool calls (``name``,
-    ``arguments``, ``result`` each); the chat's ``updated_at``."""
+    ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before other
+    queued writes: an abort, and every follower, waits for it."""
     stamp = now()
-    async with write_transaction(Chat._meta.db):
+    async with write_transaction(Chat._meta.db, urgent=True):
         rows = await (
             Message.update(
                 {
