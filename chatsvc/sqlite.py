@@ -276,14 +276,18 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         return False
 
     async def _take(self, writer: aiosqlite.Connection, turn: _Turn) -> None:
-        """One turn inside the open transaction, in a savepoint of its own."""
+        """One turn inside the open transaction, in a savepoint of its own.
+
+        The savepoints are never released one by one: ``ROLLBACK TO turn`` goes
+        back to the newest one of that name (this turn's start), and ``COMMIT``
+        ends them all. One call into the connection's thread less per turn.
+        """
         await writer.execute("SAVEPOINT turn")
         turn.state = _State.RUNNING
         turn.handed.set()
         await turn.released.wait()
         if turn.failed:
             await writer.execute("ROLLBACK TO turn")
-        await writer.execute("RELEASE turn")
 
 
 async def _rollback(writer: aiosqlite.Connection) -> None:

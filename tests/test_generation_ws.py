@@ -7,6 +7,7 @@ import secrets
 import time
 
 from tests.conftest import (
+    TERMINAL,
     UPSTREAM_KEY,
     Server,
     Socket,
@@ -334,3 +335,33 @@ def test_partial_text_is_checkpointed_while_streaming(alice: User) -> None:
     assert rows[0]["status"] == "streaming"
     assert rows[0]["content"]
     assert streamed.startswith(rows[0]["content"])
+
+
+def test_replies_streaming_at_once_are_checkpointed_together(alice: User) -> None:
+    """One checkpoint statement saves every running reply, each with its own text."""
+    with Socket(alice) as socket:
+        started = [socket.start(f"save {i} {directive(tokens=60, rate=30)}") for i in range(3)]
+        tasks = {s["task_id"]: s for s in started}
+        frames = socket.until(lambda f: f["type"] == "token" and f["seq"] >= 25)
+        time.sleep(0.8)  # at least two checkpoints (every 0.3 s)
+        rows = {
+            task: alice.server.db.query(
+                "SELECT status, content FROM message WHERE id = ?", s["message_id"]
+            )[0]
+            for task, s in tasks.items()
+        }
+        for task in tasks:
+            socket.send(action="abort", task_id=task)
+        ended: set[str] = set()
+
+        def all_ended(frame: dict) -> bool:
+            if frame["type"] in TERMINAL and frame.get("task_id") in tasks:
+                ended.add(frame["task_id"])
+            return ended == set(tasks)
+
+        frames += socket.until(all_ended)
+    for task, row in rows.items():
+        streamed = "".join(t["token"] for t in tokens_of(frames, task))
+        assert row["status"] == "streaming"
+        assert row["content"]
+        assert streamed.startswith(row["content"]), (row, streamed)
