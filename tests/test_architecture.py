@@ -20,6 +20,7 @@ LAYERS = {
     "chatsvc.tables": 0,
     "chatsvc.logs": 0,
     "chatsvc.database": 1,
+    "chatsvc.sqlite": 1,
     "chatsvc.store": 1,
     "chatsvc.piccolo_app": 1,
     "chatsvc.events": 1,
