@@ -496,7 +496,7 @@ class Generations:
 
     async def _request_for(self, generation: Generation) -> CompletionRequest:
         """System prompt, then the history that fits the budget, ending with the new message."""
-        rows = await store.list_messages(generation.chat_id)
+        rows = await store.prompt_history(generation.chat_id)
         budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
         turns: list[ChatTurn] = []
         tree = await self._tree_turn(generation.chat_id, budget // 2) if self._trees else None
