@@ -113,6 +113,42 @@ async def write_transaction(engine: Engine, *, urgent: bool = False) -> AsyncIte
         raise Overloaded("the database is busy; try again in a moment", retry_after=1.0) from exc
 
 
+class KeyedTurns:
+    """One holder at a time per key, in arrival order; keys nobody holds are forgotten.
+
+    For PostgreSQL's row locks: a transaction that waits on a locked row holds
+    a pool connection while it waits, so 200 sends of one user would take all
+    20 and every read would queue behind them. Queued here instead, a user's
+    sends wait in the process and hold nothing.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[object, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def turn(self, key: object, *, seconds: float) -> AsyncIterator[None]:
+        """Raises :class:`Overloaded` when the turn did not come within ``seconds``."""
+        lock, holders = self._locks.get(key, (None, 0))
+        lock = lock or anyio.Lock()
+        self._locks[key] = (lock, holders + 1)
+        try:
+            try:
+                with anyio.fail_after(seconds):
+                    await lock.acquire()
+            except TimeoutError as exc:
+                raise Overloaded("the database is busy; try again in a moment") from exc
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, holders = self._locks[key]
+            if holders == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, holders - 1)
+
+
 async def ping(engine: Engine) -> None:
     """One real round trip, bounded in time; raises on any database error."""
     with anyio.fail_after(PING_SECONDS):

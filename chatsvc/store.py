@@ -7,6 +7,7 @@ chat is simply not found.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
-from chatsvc.database import write_transaction
+from chatsvc.database import KeyedTurns, ServerPostgresEngine, write_transaction
 from chatsvc.errors import Busy, Conflict, RateLimited
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
@@ -243,8 +244,15 @@ async def create_exchange(
     the user's cap together (``RateLimited``).
     """
     stamp = now()
-    async with write_transaction(Chat._meta.db):
-        if isinstance(Chat._meta.db, PostgresEngine):
+    engine = Chat._meta.db
+    # On PostgreSQL a user's sends queue here rather than on their row's lock (KeyedTurns).
+    one_per_user = (
+        _ADMISSIONS.turn(owner, seconds=engine.write_seconds)
+        if isinstance(engine, ServerPostgresEngine)
+        else contextlib.nullcontext()
+    )
+    async with one_per_user, write_transaction(engine):
+        if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_USER, owner)
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
         if chat_id is not None and any(row["chat"] == chat_id for row in running):
@@ -304,6 +312,8 @@ _RUNNING_FOR_OWNER = (
     "WHERE message.status = 'streaming' AND chat.owner = {} "
     "AND message.instance IN (SELECT id FROM instance WHERE heartbeat_at > {})"
 )
+
+_ADMISSIONS = KeyedTurns()
 
 #: The reply is stamped just after the question, so the two never tie in history order.
 _AFTER = timedelta(microseconds=1)
