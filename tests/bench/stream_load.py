@@ -627,18 +627,23 @@ async def expect_ready(socket: ClientConnection) -> None:
         raise RuntimeError(f"first frame was {ready}")
 
 
+def sender_socket(url: str, options: argparse.Namespace) -> Any:
+    """A sending client's WebSocket (offering permessage-deflate as browsers do)."""
+    return connect(
+        url,
+        max_size=None,
+        open_timeout=30,
+        compression=None if options.no_deflate else "deflate",
+    )
+
+
 async def client(index: int, url: str, run: Run) -> None:
     options = run.options
     await asyncio.sleep(max(0.0, start_time(index, run) - time.time()))
     abort_after = options.abort_after if aborts(index, options) else None
     script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
     try:
-        async with connect(
-            url,
-            max_size=None,
-            open_timeout=30,
-            compression=None if options.no_deflate else "deflate",
-        ) as socket:
+        async with sender_socket(url, options) as socket:
             await expect_ready(socket)
             count = 0
             while time.time() < run.window_end:
@@ -666,12 +671,7 @@ async def burst_client(index: int, url: str, run: Run) -> None:
     arrived = False
     script = directive(tokens=options.tokens, rate=options.rate, timestamps=True)
     try:
-        async with connect(
-            url,
-            max_size=None,
-            open_timeout=30,
-            compression=None if options.no_deflate else "deflate",
-        ) as socket:
+        async with sender_socket(url, options) as socket:
             await expect_ready(socket)
             run.gate.arrive()
             arrived = True
