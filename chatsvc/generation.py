@@ -612,10 +612,13 @@ class Generations:
                 continue
             try:
                 await store.checkpoint_replies([(g.message_id, g.content) for g in changed])
-            except Overloaded as exc:  # the next checkpoint saves it
-                log.warning("could not save the partial text of %d replies: %s", len(changed), exc)
-            except Exception:  # this task's error boundary: the replies themselves go on
-                log.exception("could not save the partial text of %d replies", len(changed))
+            except Exception as exc:  # this task's error boundary: the replies themselves go on
+                for generation in changed:  # the next checkpoint saves them
+                    saved.pop(generation.task_id, None)
+                if isinstance(exc, Overloaded):
+                    log.warning("could not save the text of %d replies: %s", len(changed), exc)
+                else:
+                    log.exception("could not save the partial text of %d replies", len(changed))
 
     def _relay_delta(self, generation: Generation, delta: Delta, outcome: _Outcome) -> None:
         if delta.reasoning:

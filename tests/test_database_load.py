@@ -231,6 +231,8 @@ def test_reply_end_lands_after_the_database_was_too_slow(slow_write_server: Serv
         started = socket.start(f"slow {directive(tokens=12, rate=20)}")
         task_id, chat_id = started["task_id"], started["chat_id"]
         first = socket.until(lambda f: f["type"] == "token" and f["task_id"] == task_id)
+        with user.client() as http:
+            other_chat = http.post("/api/chats", json={"title": "another"}).json()["id"]
         with write_lock_held(server.db):
             # The reply ends while the lock is held: its end cannot be stored in time.
             time.sleep(WRITE_DEADLINE + 0.6 + 0.5)
@@ -240,6 +242,14 @@ def test_reply_end_lands_after_the_database_was_too_slow(slow_write_server: Serv
             assert refused["type"] == "error", refused
             assert refused["code"] == "overloaded", refused
             assert refused["retry_after"] > 0
+            # The same over REST: 503 `overloaded` with Retry-After.
+            with user.client() as http:
+                answer = http.post(
+                    f"/api/chats/{other_chat}/messages", json={"content": "meanwhile, by REST"}
+                )
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "overloaded"
+            assert int(answer.headers["retry-after"]) >= 1
             time.sleep(max(0.0, LOCK_SECONDS - 2 * WRITE_DEADLINE))
         frames = first + socket.until_end(task_id, timeout=30)
         # Nothing else ends the reply after that.
@@ -261,4 +271,6 @@ def test_reply_end_lands_after_the_database_was_too_slow(slow_write_server: Serv
         ("assistant", "complete"),
     ]
     assert rows[1]["content"] == ends[0]["message"]["content"]
+    refused_rows = server.db.query("SELECT id FROM message WHERE chat = ?", uuid.UUID(other_chat))
+    assert refused_rows == []  # the refused sends stored nothing
     assert "trying again" in server.log()
