@@ -20,7 +20,7 @@ import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -229,7 +229,7 @@ class EventBus:
         for chunk in _chunks(data, self.instance, self._max_payload):
             self._plugin.publish(chunk, channel)
 
-    async def listen(self, channel: str, ready: anyio.Event) -> AsyncIterator[BusMessage]:
+    async def listen(self, channel: str, ready: anyio.Event) -> AsyncGenerator[BusMessage]:
         """The messages of other instances on ``channel``, put back together.
 
         ``ready`` is set once the subscription is live: a message published after

@@ -11,6 +11,8 @@ ErrorCode = Literal[
     "forbidden",
     "not_found",
     "conflict",
+    "stale_version",
+    "invalid_patch",
     "busy",
     "not_running",
     "rate_limited",

@@ -582,12 +582,13 @@ class Generations:
         assert self._trees is not None
         answers = []
         for call in calls:
+            result: dict[str, Any] | None = None
             with anyio.CancelScope(shield=True) as shield:
                 shield.deadline = anyio.current_time() + self._settings.shutdown_timeout
                 result = await self._trees.apply_tool(
                     generation.chat_id, generation.task_id, ToolCall(call.name, call.arguments)
                 )
-            if shield.cancelled_caught:
+            if shield.cancelled_caught or result is None:
                 raise InternalError("the workspace tree could not be changed in time")
             generation.tool_calls.append(
                 {"name": call.name, "arguments": call.arguments, "result": result}
@@ -778,7 +779,12 @@ class Generations:
         if outcome.status == "interrupted":
             return None
         generation.error = outcome.error or InternalError("the reply could not be stored")
-        return ErrorEvent(**ids, code=generation.error.code, message=generation.error.message)
+        return ErrorEvent(
+            task_id=generation.task_id,
+            chat_id=generation.chat_id,
+            code=generation.error.code,
+            message=generation.error.message,
+        )
 
     def _publish(self, generation: Generation, frame: msgspec.Struct) -> Event:
         event = event_of(frame)

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import asyncpg
 from piccolo.apps.user.tables import BaseUser
+from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
@@ -157,7 +158,9 @@ def _matches(search: str) -> WhereRaw:
 
 
 async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> Row | None:
-    columns = {Chat._meta.get_column_by_name(name): value for name, value in values.items()}
+    columns: dict[Column | str, Any] = {
+        Chat._meta.get_column_by_name(name): value for name, value in values.items()
+    }
     columns[Chat.updated_at] = now()
     rows = await (
         Chat.update(columns)
