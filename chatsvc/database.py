@@ -11,7 +11,6 @@ import asyncpg
 from piccolo.engine import engine_finder
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from chatsvc.errors import Overloaded
 from chatsvc.sqlite import EmbeddedSQLiteEngine
@@ -103,14 +102,10 @@ async def write_transaction(engine: Engine, *, urgent: bool = False) -> AsyncIte
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
     try:
         with anyio.fail_after(2 * seconds, shield=True):
-            if isinstance(engine, SQLiteEngine):
-                transaction = engine.transaction(transaction_type=TransactionType.immediate)
-            else:
-                transaction = engine.transaction()
-            async with transaction:
+            async with engine.transaction():
                 yield
     except (TimeoutError, *_BUSY) as exc:
-        raise Overloaded("the database is busy; try again in a moment", retry_after=1.0) from exc
+        raise Overloaded() from exc
 
 
 class KeyedTurns:
@@ -136,7 +131,7 @@ class KeyedTurns:
                 with anyio.fail_after(seconds):
                     await lock.acquire()
             except TimeoutError as exc:
-                raise Overloaded("the database is busy; try again in a moment") from exc
+                raise Overloaded() from exc
             try:
                 yield
             finally:

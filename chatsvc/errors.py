@@ -126,7 +126,12 @@ class Overloaded(ChatsvcError):
     code = "overloaded"
     status_code = 503
 
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+    def __init__(
+        self,
+        message: str = "the database is busy; try again in a moment",
+        *,
+        retry_after: float = 1.0,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
