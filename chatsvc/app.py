@@ -175,8 +175,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
     api_limit, login_limit = rate_limits(settings)
+    # A WebSocket is no request to time: the middleware would only wrap every frame sent
+    # (a cost per token); `chatsvc_websockets_open` and the reply metrics count sockets.
     prometheus = PrometheusConfig(
-        app_name="chatsvc", group_path=True, exclude=[r"^/metrics$", r"^/health"]
+        app_name="chatsvc", group_path=True, exclude=[r"^/metrics$", r"^/health", r"^/ws$"]
     )
     origins = settings.cors_origin_list
 
