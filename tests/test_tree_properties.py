@@ -127,6 +127,8 @@ limits_st = st.builds(
     nodes=st.integers(1, 30),
     depth=st.integers(1, 6),
     value_chars=st.integers(1, 12),
+    tree_bytes=st.just(1_000_000),  # the byte limits have their own tests
+    op_bytes=st.just(1_000_000),
 )
 
 

@@ -9,11 +9,13 @@ from uuid import UUID
 import anyio
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.enums import MediaType
+from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatsvc.api.openapi import PROTECTED, errors
+from chatsvc.api.problems import invalid_patch
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
@@ -37,6 +39,8 @@ from chatsvc.wire import (
 
 #: Events an SSE client may fall behind by before its stream is ended (the reply goes on).
 SSE_BUFFER = 4096
+#: Bytes of a tree patch request (each op's value is bounded by `TREE_OP_MAX_BYTES`).
+TREE_PATCH_MAX_BYTES = 512_000
 
 AuthRequest = Request[AuthUser, Any, Any]
 ChatId = Annotated[UUID, Parameter(description="The chat's UUID.")]
@@ -154,9 +158,17 @@ class ChatController(Controller):
             400,
             404,
             409,
+            413,
             422,
-            meaning={409: "`version` is not the current one; nothing changed (`stale_version`)."},
+            meaning={
+                409: "`version` is not the current one; nothing changed (`stale_version`).",
+                413: f"The patch is over {TREE_PATCH_MAX_BYTES} bytes (`too_large`).",
+                422: "The patch breaks a rule or a limit of the tree, or an op is malformed; "
+                "nothing changed (`invalid_patch`).",
+            },
         ),
+        request_max_body_size=TREE_PATCH_MAX_BYTES,
+        exception_handlers={ValidationException: invalid_patch},
     )
     async def patch_tree(
         self, request: AuthRequest, chat_id: ChatId, data: TreePatch, trees: Trees
