@@ -29,6 +29,7 @@ from chatsvc.api.deps import (
     provide_chats,
     provide_events,
     provide_generations,
+    provide_settings,
     provide_tokens,
     provide_trees,
 )
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "generations": Provide(provide_generations, sync_to_thread=False),
             "events": Provide(provide_events, sync_to_thread=False),
             "trees": Provide(provide_trees, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
         middleware=[api_limit.middleware, prometheus.middleware],

@@ -8,26 +8,19 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonpatch
 import pytest
 
-from tests.conftest import Database, Server, Socket, User, register_and_login, start_server
+from tests.conftest import Database, Socket, User, register_and_login, start_server
 from tests.fake_openai import directive
 from tests.test_tree_rest import add, follow, new_chat, node, patch, tree_of
 
 #: A copy of the root under itself doubles the tree: 20 of them are 2^20 nodes.
 DOUBLINGS = 20
 DOUBLE = {"op": "copy", "from": "/root", "path": "/root/children/-"}
-
-
-def rss_bytes(server: Server) -> int:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-    return int(line.split()[1]) * 1024
 
 
 def refused(response: httpx.Response, *words: str) -> str:
@@ -48,7 +41,7 @@ def test_a_doubling_patch_is_refused_at_once_while_a_stream_goes_on(alice: User)
         chat_id = new_chat(client)
         assert patch(client, chat_id, 0, [add("/root", node("a", "x"))]).status_code == 200
         doubling = [DOUBLE] * DOUBLINGS
-        rss_before = rss_bytes(alice.server)
+        rss_before = alice.server.rss()
 
         answers: list[tuple[float, httpx.Response]] = []
         window: list[float] = []
@@ -85,7 +78,7 @@ def test_a_doubling_patch_is_refused_at_once_while_a_stream_goes_on(alice: User)
     assert len(during) >= 3, "the stream ran while the patches were refused"
     gaps = [b - a for a, b in itertools.pairwise(arrivals) if start <= b <= end]
     assert max(gaps) < 0.1, f"tokens stalled {max(gaps) * 1000:.0f} ms while patches ran"
-    assert rss_bytes(alice.server) - rss_before < 30_000_000
+    assert alice.server.rss() - rss_before < 30_000_000
 
 
 # --- byte limits and op-by-op limits, on a server with small ones ------------------------

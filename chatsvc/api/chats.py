@@ -21,6 +21,7 @@ from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Generation, Generations
+from chatsvc.settings import Settings
 from chatsvc.trees import Trees
 from chatsvc.wire import (
     NO_NUL,
@@ -37,7 +38,8 @@ from chatsvc.wire import (
     TreePatch,
 )
 
-#: Events an SSE client may fall behind by before its stream is ended (the reply goes on).
+#: Events an SSE client may fall behind by before its stream is ended (the reply goes on);
+#: their bytes are bounded by `WS_OUTBOX_BYTES`.
 SSE_BUFFER = 4096
 #: Bytes of a tree patch request (each op's value is bounded by `TREE_OP_MAX_BYTES`).
 TREE_PATCH_MAX_BYTES = 512_000
@@ -211,6 +213,7 @@ class ChatController(Controller):
         data: MessageCreate,
         generations: Generations,
         events: ChatEvents,
+        settings: Settings,
     ) -> Response[MessageReply]:
         """Send a message and generate the reply.
 
@@ -220,7 +223,7 @@ class ChatController(Controller):
         Disconnecting does not stop the reply.
         """
         if "text/event-stream" in request.headers.get("accept", ""):
-            stream = _EventStream(events)
+            stream = _EventStream(events, max_bytes=settings.ws_outbox_bytes)
             generation = await generations.start(
                 request.user.id, data.content, chat_id=chat_id, subscriber=stream
             )
@@ -298,14 +301,19 @@ async def list_user_chats(
 class _EventStream:
     """A chat subscriber that feeds one SSE response until its task ends."""
 
-    def __init__(self, events: ChatEvents) -> None:
+    def __init__(self, events: ChatEvents, *, max_bytes: int) -> None:
         self._events = events
         self._send, self._receive = anyio.create_memory_object_stream[Event](SSE_BUFFER)
+        self._bytes = 0  # of the events waiting
+        self._max_bytes = max_bytes
 
     def deliver(self, event: Event) -> None:
         if event.type == "debug":
             return  # for WebSockets that ask for them only (PROTOCOL.md section 6)
+        self._bytes += len(event.data)
         try:
+            if self._bytes > self._max_bytes:
+                raise anyio.WouldBlock
             self._send.send_nowait(event)
         except anyio.WouldBlock:
             self._send.close()  # too slow: end this stream; the reply itself goes on
@@ -320,6 +328,7 @@ class _EventStream:
                 while True:
                     with anyio.move_on_after(0.5):
                         event = await self._receive.receive()
+                        self._bytes -= len(event.data)
                         yield ServerSentEventMessage(event=event.type, data=event.data.decode())
                         if event.ends_task and event.task_id == generation.task_id:
                             return
