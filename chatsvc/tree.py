@@ -67,7 +67,7 @@ def apply(
     (``time.monotonic()``), the patch is refused as too slow. The shape rules (ids,
     keys) are checked once, on the result.
     """
-    document = {"root": copy.deepcopy(root)}
+    document: dict[str, Any] = {"root": copy.deepcopy(root)}
     total = _weigh(document["root"])
     for number, op in enumerate(ops):
         if deadline is not None and time.monotonic() > deadline:

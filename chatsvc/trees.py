@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import anyio
@@ -101,12 +101,12 @@ class Trees:
         version: int,
         ops: list[PatchOperation],
         *,
-        source: str,
+        source: Literal["assistant", "user"],
         task_id: UUID | None,
     ) -> None:
         update = TreeUpdate(
             chat_id=chat_id, version=version, ops=ops, source=source, task_id=task_id
-        )  # type: ignore[arg-type]
+        )
         self._events.publish(chat_id, event_of(update))
 
 
