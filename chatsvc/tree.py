@@ -73,8 +73,7 @@ def apply(
         if deadline is not None and time.monotonic() > deadline:
             raise InvalidPatch(f"the patch takes too long to apply (stopped at op {number})")
         total = _apply_one(document, op, number, total, limits)
-    new_root = document.get("root")
-    check(new_root, limits)
+    new_root = check(document.get("root"), limits)
     if len(_encode(new_root)) > limits.tree_bytes:
         raise InvalidPatch(f"the tree would be larger than {limits.tree_bytes} bytes")
     return new_root
@@ -196,8 +195,8 @@ def _level(pointer: Any) -> int:
     return pointer.count("/children/") + 1 if isinstance(pointer, str) else 1
 
 
-def check(root: Any, limits: Limits) -> None:
-    """Raise ``InvalidPatch`` unless ``root`` is a well-formed tree within the limits."""
+def check(root: Any, limits: Limits) -> Node:
+    """``root``, if it is a well-formed tree within the limits; else ``InvalidPatch``."""
     if not isinstance(root, dict) or root.get("id") != ROOT_ID:
         raise InvalidPatch("the root must stay a node with id 'root'")
     seen: set[str] = set()
@@ -223,6 +222,7 @@ def check(root: Any, limits: Limits) -> None:
         if len(seen) + len(stack) + len(children) > limits.nodes:
             raise InvalidPatch(f"the tree has more than {limits.nodes} nodes")
         stack.extend((child, depth + 1) for child in children)
+    return root
 
 
 # --- the model's tools ------------------------------------------------------------------
