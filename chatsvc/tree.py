@@ -162,17 +162,21 @@ def _weigh_bounded(value: Any, max_bytes: int, number: int) -> _Size:
 def _resolve(document: Any, pointer: Any, number: int) -> Any:
     """The value at ``pointer``; ``InvalidPatch`` if there is none."""
     try:
-        return jsonpointer.resolve_pointer(document, pointer)
+        value = jsonpointer.resolve_pointer(document, pointer)
     except (jsonpointer.JsonPointerException, TypeError) as exc:
         raise InvalidPatch(f"op {number}: no value at {pointer}: {exc}") from None
+    if isinstance(value, jsonpointer.EndOfList):
+        raise InvalidPatch(f"op {number}: no value at {pointer}")
+    return value
 
 
 def _existing(document: Any, pointer: Any) -> Any:
     """The value at ``pointer``, or ``None`` (the op itself then fails as it applies)."""
     try:
-        return jsonpointer.resolve_pointer(document, pointer, None)
+        value = jsonpointer.resolve_pointer(document, pointer, None)
     except (jsonpointer.JsonPointerException, TypeError):
         return None
+    return None if isinstance(value, jsonpointer.EndOfList) else value
 
 
 def _is_key(document: Any, pointer: Any) -> bool:
