@@ -4,6 +4,7 @@ holds the web client's token (issue 12, point 4)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,3 +101,31 @@ def test_redoc_renders_every_operation_offline(offline: OfflinePage, server: Ser
     policy = response.headers["content-security-policy"]
     directives = [d.strip() for d in policy.split(";")]
     assert "script-src 'self'" in directives, policy
+
+
+def test_the_pages_and_their_files_come_from_this_server(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        pages = [client.get("/docs"), client.get("/redoc")]
+        files = {
+            name: client.get(f"/docs/assets/{name}")
+            for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+        }
+        escape = client.get("/docs/assets/..%2Fapi%2Fdocs.py")
+        old_pages = [client.get("/schema/swagger"), client.get("/schema/redoc")]
+    for page in pages:
+        assert page.status_code == 200
+        html = page.text
+        # Every script is a file of this origin; no inline script, no other host.
+        assert re.findall(r"<script[^>]*>", html)
+        assert all(
+            re.search(r'src="/docs/assets/', tag) for tag in re.findall(r"<script[^>]*>", html)
+        )
+        assert not re.search(r"<script[^>]*>\s*[^<\s]", html)
+        assert not re.search(r"https?://|[\"'(]//", html)
+    for name, response in files.items():
+        assert response.status_code == 200, name
+        expected = "text/css" if name.endswith(".css") else "javascript"
+        assert expected in response.headers["content-type"], name
+    assert escape.status_code == 404
+    # Litestar's own pages, which loaded from CDNs, are not served.
+    assert [page.status_code for page in old_pages] == [404, 404]
