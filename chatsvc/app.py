@@ -33,6 +33,7 @@ from chatsvc.api.deps import (
     provide_tokens,
     provide_trees,
 )
+from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.api.ws import SocketCounter
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.metrics,
             docs.swagger_ui,
             docs.redoc,
+            docs.assets(),
             ws.chat_socket,
             admin.admin_mount(settings),
             web.index,
@@ -222,6 +224,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[api_limit.middleware, prometheus.middleware],
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
+        before_send=[add_security_headers],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
             HTTPException: _http_error,
