@@ -32,7 +32,7 @@ from chatsvc.api.deps import (
     provide_tokens,
     provide_trees,
 )
-from chatsvc.api.security import TokenIssuer, create_jwt_auth
+from chatsvc.api.security import TokenIssuer, create_jwt_auth, json_bodies_only
 from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
@@ -234,6 +234,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[api_limit.middleware, prometheus.middleware],
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
+        guards=[json_bodies_only],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
             HTTPException: _http_error,

@@ -65,7 +65,7 @@ class ChatController(Controller):
         summary="Create a chat",
         status_code=201,
         response_description="The new chat.",
-        responses=errors(*PROTECTED, 400),
+        responses=errors(*PROTECTED, 400, 415),
     )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
@@ -125,7 +125,7 @@ class ChatController(Controller):
         operation_id="updateChat",
         summary="Rename or reconfigure a chat",
         response_description="The chat as it is now.",
-        responses=errors(*PROTECTED, 400, 404),
+        responses=errors(*PROTECTED, 400, 404, 415),
     )
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
@@ -152,6 +152,7 @@ class ChatController(Controller):
         responses=errors(
             *PROTECTED,
             400,
+            415,
             404,
             409,
             422,
@@ -183,6 +184,7 @@ class ChatController(Controller):
             **errors(
                 *PROTECTED,
                 400,
+                415,
                 404,
                 409,
                 413,
