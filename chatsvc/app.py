@@ -37,9 +37,10 @@ from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
-from chatsvc.errors import ChatsvcError, Overloaded
+from chatsvc.errors import ChatsvcError, Overloaded, RateLimited
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
+from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
 from chatsvc.providers import create_provider
 from chatsvc.settings import Settings, load_settings
@@ -65,7 +66,7 @@ def _error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | RateLimited) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
         _error_body(exc.status_code, exc.message, exc.code),
@@ -140,12 +141,12 @@ def _client_key(request: Request[Any, Any, Any]) -> str:
     user = request.scope.get("user")
     if user is not None:
         return f"user:{user.id}"
-    return f"ip:{get_remote_address(request)}"
+    return f"ip:{address_group(get_remote_address(request))}"
 
 
-def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
-    """Litestar's rate limiting: every REST route, and a stricter one for logging in."""
-    api = RateLimitConfig(
+def rate_limits(settings: Settings) -> RateLimitConfig:
+    """Litestar's rate limiting of every REST route (logins have their own: ``LoginLimits``)."""
+    return RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=_client_key,
         exclude=[
@@ -160,12 +161,6 @@ def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
         ],
         store="rate_limit",
     )
-    login = RateLimitConfig(
-        rate_limit=("minute", settings.login_attempts_per_minute),
-        identifier_for_request=lambda request: f"ip:{get_remote_address(request)}",
-        store="login_limit",
-    )
-    return api, login
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -174,7 +169,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings.check_serving()
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
-    api_limit, login_limit = rate_limits(settings)
+    api_limit = rate_limits(settings)
     # A WebSocket is no request to time: the middleware would only wrap every frame sent
     # (a cost per token); `chatsvc_websockets_open` and the reply metrics count sockets.
     prometheus = PrometheusConfig(
@@ -204,11 +199,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            Router(
-                "/api/auth",
-                route_handlers=[auth.register, auth.login],
-                middleware=[login_limit.middleware],
-            ),
+            Router("/api/auth", route_handlers=[auth.register, auth.login]),
             auth.me,
             chats.ChatController,
             chats.list_user_chats,
@@ -276,6 +267,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.accounts = Accounts(
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
+        hash_queue=settings.password_hash_queue,
+        login_limits=LoginLimits(settings.login_attempts_per_minute),
     )
     app.state.bus = EventBus.from_url(settings.event_bus_url)
     app.state.events = ChatEvents(app.state.bus)

@@ -28,11 +28,20 @@ from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, Use
     status_code=201,
     response_description="The new user.",
     operation_class=PublicOperation,
-    responses=errors(400, 403, 409, 415, 429, 503, meaning={409: "The username is taken (`conflict`)."}),
+    responses=errors(
+        400, 403, 409, 415, 429, 503, meaning={409: "The username is taken (`conflict`)."}
+    ),
 )
-async def register(data: RegisterRequest, accounts: Accounts) -> User:
+async def register(
+    request: Request[Any, Any, Any], data: RegisterRequest, accounts: Accounts
+) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
-    return await accounts.register(data.username, data.password)
+    return await accounts.register(data.username, data.password, address=client_address(request))
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The client's address (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _login_schema() -> Schema:
@@ -112,7 +121,9 @@ async def login(
 ) -> AccessToken:
     """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
     credentials = await _read_login(request)
-    user_id = await accounts.authenticate(credentials.username, credentials.password)
+    user_id = await accounts.authenticate(
+        credentials.username, credentials.password, address=client_address(request)
+    )
     return tokens.issue(user_id)
 
 

@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, WebSocket
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
-from litestar.security.jwt.middleware import JWTAuthenticationMiddleware
+from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
 from litestar.types import Method
 
 from chatsvc.accounts import Accounts
@@ -74,16 +74,13 @@ def query_token(query_string: bytes) -> str | None:
     return None
 
 
-class TokenAuthMiddleware(JWTAuthenticationMiddleware):
+class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
     """``Authorization: Bearer``; on WebSockets also ``?token=``; WebSocket failures close 4401.
 
-    Litestar's OAuth2 password auth passes the name of a cookie (``auth_cookie_key``)
-    to its middleware; this one takes no token from cookies and ignores it.
+    It derives from the cookie middleware only because ``OAuth2PasswordBearerAuth``
+    (our OpenAPI password flow) demands that type; it replaces the method that reads
+    the cookie and never reads one (issue 12: a cookie made requests CSRF-able).
     """
-
-    def __init__(self, *, auth_cookie_key: str | None = None, **options: Any) -> None:
-        del auth_cookie_key
-        super().__init__(**options)
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -125,9 +122,9 @@ def json_bodies_only(
         return
     headers = connection.headers
     content_type = headers.get("content-type")
-    if content_type is None and headers.get("content-length", "0") == "0":
-        if "transfer-encoding" not in headers:
-            return  # no body at all: the handler answers that itself
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    if content_type is None and not has_body:
+        return  # no body at all: the handler answers that itself
     media_type = (content_type or "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise HTTPException(
