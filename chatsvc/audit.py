@@ -15,7 +15,7 @@ import msgspec
 
 log = logging.getLogger("chatsvc.audit")
 
-_PLAIN = re.compile(r"[\w.@:/+-]*")
+_PLAIN = re.compile(r"[\w.,@:/+-]*")
 
 
 def _quoted(value: object) -> object:
