@@ -1,8 +1,9 @@
 """Audit lines: who did what, from where, on the ``chatsvc.audit`` logger.
 
 Failed logins, admin logins and changes made through the admin
-(docs/operations.md, "Audit lines"). A line names a user and an address and
-never a password or a token; values a client chose (a username) are quoted
+(docs/operations.md, "Logs"; the generation lines come from
+:mod:`chatsvc.telemetry`). A line names a user and an address and never a
+password, a token or a field's value; values a client chose (a username) are quoted
 when they hold anything but plain characters, so they cannot forge a line.
 """
 
