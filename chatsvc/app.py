@@ -35,14 +35,15 @@ from chatsvc.api.deps import (
 )
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
-from chatsvc.api.security import TokenIssuer, create_jwt_auth
+from chatsvc.api.security import TokenIssuer, create_jwt_auth, json_bodies_only
 from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
-from chatsvc.errors import ChatsvcError, Overloaded
+from chatsvc.errors import ChatsvcError, Overloaded, RateLimited
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
+from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
 from chatsvc.providers import create_provider
 from chatsvc.settings import Settings, load_settings
@@ -64,7 +65,7 @@ DATABASE_DOWN = (
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | RateLimited) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
         error_body(exc.status_code, exc.message, exc.code),
@@ -128,12 +129,12 @@ def _client_key(request: Request[Any, Any, Any]) -> str:
     user = request.scope.get("user")
     if user is not None:
         return f"user:{user.id}"
-    return f"ip:{get_remote_address(request)}"
+    return f"ip:{address_group(get_remote_address(request))}"
 
 
-def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
-    """Litestar's rate limiting: every REST route, and a stricter one for logging in."""
-    api = RateLimitConfig(
+def rate_limits(settings: Settings) -> RateLimitConfig:
+    """Litestar's rate limiting of every REST route (logins have their own: ``LoginLimits``)."""
+    return RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=_client_key,
         exclude=[
@@ -148,12 +149,6 @@ def rate_limits(settings: Settings) -> tuple[RateLimitConfig, RateLimitConfig]:
         ],
         store="rate_limit",
     )
-    login = RateLimitConfig(
-        rate_limit=("minute", settings.login_attempts_per_minute),
-        identifier_for_request=lambda request: f"ip:{get_remote_address(request)}",
-        store="login_limit",
-    )
-    return api, login
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -162,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings.check_serving()
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
-    api_limit, login_limit = rate_limits(settings)
+    api_limit = rate_limits(settings)
     # A WebSocket is no request to time: the middleware would only wrap every frame sent
     # (a cost per token); `chatsvc_websockets_open` and the reply metrics count sockets.
     prometheus = PrometheusConfig(
@@ -192,11 +187,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            Router(
-                "/api/auth",
-                route_handlers=[auth.register, auth.login],
-                middleware=[login_limit.middleware],
-            ),
+            Router("/api/auth", route_handlers=[auth.register, auth.login]),
             auth.me,
             chats.ChatController,
             chats.list_user_chats,
@@ -225,6 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
         before_send=[add_security_headers],
+        guards=[json_bodies_only],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
             HTTPException: _http_error,
@@ -266,6 +258,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.accounts = Accounts(
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
+        hash_queue=settings.password_hash_queue,
+        login_limits=LoginLimits(settings.login_attempts_per_minute),
     )
     app.state.bus = EventBus.from_url(settings.event_bus_url)
     app.state.events = ChatEvents(app.state.bus)

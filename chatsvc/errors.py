@@ -100,6 +100,10 @@ class RateLimited(ChatsvcError):
     code = "rate_limited"
     status_code = 429
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class LLMUnavailable(ChatsvcError):
     """The upstream could not be reached or refused before the first token."""

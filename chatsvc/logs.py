@@ -1,8 +1,9 @@
 """Logging setup shared by uvicorn and the app, with secrets scrubbed from every line.
 
 uvicorn writes request paths with their query strings (``GET /ws?token=...``),
-so a filter on the handler rewrites ``token=`` (and friends) before any line
-is written, whoever logged it.
+so a filter on the handler rewrites ``token=`` (and friends, in any
+percent-encoded spelling) and anything shaped like a JWT before any line is
+written, whoever logged it.
 """
 
 from __future__ import annotations
@@ -10,18 +11,53 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 
-_SECRET_PARAMS = re.compile(
-    r"(?P<key>[?&](?:token|access_token|api_key|password)=)[^&\s\"']*", re.IGNORECASE
-)
+_SECRET_NAMES = r"(?:token|access_token|api_key|password)"
+#: ``&password=...`` outside a query string (a form body quoted in a message).
+_SECRET_PARAMS = re.compile(rf"(?P<key>[?&]{_SECRET_NAMES}=)[^&\s\"']*", re.IGNORECASE)
+#: A query string as uvicorn logs it: raw, still percent-encoded.
+_QUERY = re.compile(r"\?(?P<query>[^\s\"'#]+)")
+#: A secret's name at the start of a decoded pair, or after a separator decoded out of it.
+_SECRET_PAIR = re.compile(rf"(?:^|[&;?])\s*{_SECRET_NAMES}\s*=", re.IGNORECASE)
+#: A JWT (header.payload.signature, base64url; the header always starts ``{"``).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 REDACTED = "[redacted]"
 
 
+def _decoded(text: str) -> str:
+    """Percent- and ``+``-decoded until stable (a few rounds: ``%2574`` is ``%74`` is ``t``)."""
+    for _ in range(4):
+        decoded = unquote_plus(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _redact_pair(pair: str) -> str:
+    if not _SECRET_PAIR.search(_decoded(pair)):
+        return pair
+    name, equals, _ = pair.partition("=")
+    return f"{name}={REDACTED}" if equals and not _SECRET_PAIR.search(_decoded(name)) else REDACTED
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    pairs = re.split(r"([&;])", match["query"])
+    return "?" + "".join(p if p in "&;" else _redact_pair(p) for p in pairs)
+
+
 def redact(text: str) -> str:
-    """``/ws?token=abc&x=1`` -> ``/ws?token=[redacted]&x=1``."""
-    return _SECRET_PARAMS.sub(rf"\g<key>{REDACTED}", text)
+    """``/ws?token=abc&x=1`` -> ``/ws?token=[redacted]&x=1``, whatever the spelling.
+
+    Names are compared after percent-decoding (``?%74oken=``, ``?token%3D...``):
+    the server refuses those spellings, but uvicorn logs the request line first.
+    """
+    text = _QUERY.sub(_redact_query, text)
+    text = _SECRET_PARAMS.sub(rf"\g<key>{REDACTED}", text)
+    return _JWT.sub(REDACTED, text)
 
 
 class RedactSecrets(logging.Filter):

@@ -73,6 +73,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         msgspec.Meta(ge=1, le=64, description="threads hashing passwords at once"),
     ] = max(1, os.cpu_count() or 1)
+    password_hash_queue: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=10_000,
+            description="password checks that may wait for a hashing thread; "
+            "beyond, logins answer 503 overloaded",
+        ),
+    ] = 16
     rate_limit_per_minute: Annotated[
         int,
         msgspec.Meta(ge=1, le=1_000_000, description="REST requests a minute, per user (or IP)"),
@@ -80,7 +89,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     login_attempts_per_minute: Annotated[
         int,
         msgspec.Meta(
-            ge=1, le=1_000_000, description="login and register attempts a minute, per IP"
+            ge=1,
+            le=1_000_000,
+            description="login and register attempts a minute, per address "
+            "(IPv6: per /64) and per username; the admin's logins count too",
         ),
     ] = 10
     ws_frames_per_second: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -211,3 +212,73 @@ def test_registration_can_be_switched_off(spawn_server) -> None:  # type: ignore
     assert response.status_code == 403
     assert "registration" in response.json()["detail"]
     assert not closed.db.query("SELECT id FROM piccolo_user WHERE username = ?", username)
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT", "Bearer:", ""])
+def test_only_the_bearer_scheme_carries_a_token(alice: User, scheme: str) -> None:
+    with alice.server.client() as client:
+        header = f"{scheme} {alice.token}".lstrip()
+        response = client.get("/api/me", headers={"Authorization": header})
+    assert response.status_code == 401, (scheme, response.text)
+    assert response.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(alice: User, scheme: str) -> None:
+    with alice.server.client() as client:
+        response = client.get("/api/me", headers={"Authorization": f"{scheme} {alice.token}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == alice.id
+
+
+def test_a_token_cookie_does_not_authenticate(alice: User) -> None:
+    with alice.server.client() as client:
+        me = client.get("/api/me", headers={"Cookie": f"token={alice.token}"})
+        created = client.post(
+            "/api/chats", json={"title": "by cookie"}, headers={"Cookie": f"token={alice.token}"}
+        )
+    assert me.status_code == 401
+    assert created.status_code == 401
+    assert not alice.server.db.query(
+        "SELECT id FROM chat WHERE owner = ? AND title = ?", alice.id, "by cookie"
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
+)
+def test_json_bodies_need_the_json_content_type(alice: User, content_type: str | None) -> None:
+    """A cross-site form or `fetch` sends these without asking (a "simple request")."""
+    title = f"simple request {content_type}"
+    headers = {"content-type": content_type} if content_type else {}
+    body = json.dumps({"title": title}).encode()
+    with alice.client() as client:
+        client.headers.pop("content-type", None)
+        response = client.post("/api/chats", content=body, headers=headers)
+        proper = client.post("/api/chats", json={"title": "proper json"})
+    assert response.status_code == 415, response.text
+    assert response.json()["code"] == "invalid_message"
+    assert "application/json" in response.json()["detail"]
+    assert not alice.server.db.query(
+        "SELECT id FROM chat WHERE owner = ? AND title = ?", alice.id, title
+    )
+    assert proper.status_code == 201, proper.text
+
+
+def test_a_login_takes_json_only_as_json(alice: User) -> None:
+    body = json.dumps({"username": alice.username, "password": PASSWORD})
+    with alice.server.client() as client:
+        as_text = client.post(
+            "/api/auth/login", content=body, headers={"content-type": "text/plain"}
+        )
+        as_form = client.post(
+            "/api/auth/login",
+            content=body,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        as_json = client.post(
+            "/api/auth/login", content=body, headers={"content-type": "application/json"}
+        )
+    assert as_text.status_code == 415, as_text.text
+    assert as_form.status_code == 400, as_form.text  # read as a form: no fields
+    assert as_json.status_code == 200, as_json.text

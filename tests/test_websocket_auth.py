@@ -61,3 +61,27 @@ def test_malformed_frames_get_invalid_message_and_the_socket_stays(alice: User) 
             assert error["message"]
         socket.send(json.dumps({"action": "ping"}))
         assert json.loads(socket.recv(timeout=10)) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?%74oken={token}", "?token%3D{token}", "?%74%6F%6B%65%6E={token}", "?x=1&%2574oken={token}"],
+)
+def test_other_spellings_of_the_token_parameter_are_refused_and_redacted(
+    alice: User, query: str
+) -> None:
+    server = alice.server
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.ws_url + query.format(token=alice.token)).close()
+    assert refused.value.response.status_code in (401, 403)
+    log = server.log()
+    assert alice.token not in log
+    assert alice.token.split(".")[2] not in log
+
+
+def test_a_header_with_another_scheme_refuses_the_handshake(alice: User) -> None:
+    for scheme in ("Basic", "Token"):
+        headers = {"Authorization": f"{scheme} {alice.token}"}
+        with pytest.raises(InvalidStatus) as refused:
+            connect(alice.server.ws_url, additional_headers=headers).close()
+        assert refused.value.response.status_code in (401, 403)

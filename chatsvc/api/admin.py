@@ -14,39 +14,62 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   the generation engine (running replies, events, leases).
 - The password hash is never sent: Piccolo leaves ``Secret`` columns out of
   its responses, and requests naming it (to select or sort) are refused.
-- Logins are rate-limited per address by ``LOGIN_ATTEMPTS_PER_MINUTE``.
+- Logins share the REST login's budgets (``LOGIN_ATTEMPTS_PER_MINUTE`` per
+  address and per username, :mod:`chatsvc.login_limits`) and its bounded
+  hashing queue; Piccolo's own per-address limiter is switched off.
+- Admin logins, failed ones and every change (create, update, delete) leave an
+  audit line (:mod:`chatsvc.audit`): who, what, from where; values never.
 """
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPScope, Receive, Scope, Send
+from litestar.types import Message as ASGIMessage
 from piccolo.apps.user.tables import BaseUser
 from piccolo_admin.endpoints import TableConfig, create_admin, superuser_validators
 from piccolo_api.crud.endpoints import OrderBy, PiccoloCRUD
 from piccolo_api.crud.validators import Validators
-from piccolo_api.rate_limiting.middleware import InMemoryLimitProvider
+from piccolo_api.rate_limiting.middleware import RateLimitProvider
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from chatsvc.accounts import Accounts
-from chatsvc.errors import Unauthorized
+from chatsvc.audit import audit
+from chatsvc.errors import Overloaded, RateLimited, Unauthorized
 from chatsvc.settings import Settings
 from chatsvc.tables import Chat, Instance, Message
 from chatsvc.wire import LoginRequest
 
-#: The app's :class:`Accounts`, for the login of the admin request being served.
-_accounts: ContextVar[Accounts] = ContextVar("chatsvc_admin_accounts")
 
-#: How long an address that made too many login attempts stays refused.
-LOGIN_BLOCK_SECONDS = 300
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    accounts: Accounts
+    address: str
+
+
+#: The app's :class:`Accounts` and the client's address, for the admin request being served.
+_caller: ContextVar[_Caller] = ContextVar("chatsvc_admin_caller")
 
 _SECRET_COLUMNS = frozenset(column._meta.name for column in BaseUser._meta.secret_columns)
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+#: The largest body whose field names an audit line lists (a row is far smaller).
+_AUDITED_BODY_BYTES = 65_536
+
+
+class _SharedLoginBudget(RateLimitProvider):
+    """Piccolo's login limiter, switched off: :meth:`AdminUser.login` charges ours."""
+
+    def increment(self, identifier: str) -> None:
+        del identifier
 
 
 class AdminUser(BaseUser, tablename="piccolo_user"):
@@ -54,17 +77,46 @@ class AdminUser(BaseUser, tablename="piccolo_user"):
 
     @classmethod
     async def login(cls, username: str, password: str) -> int | None:
+        caller = _caller.get()
         try:
             msgspec.convert({"username": username, "password": password}, LoginRequest)
         except msgspec.ValidationError:
+            audit(
+                "login_failed",
+                "admin login failed: malformed",
+                username=username[:64],
+                address=caller.address,
+                via="admin",
+            )
             return None
-        accounts = _accounts.get()
+        accounts = caller.accounts
         try:
-            user_id = await accounts.authenticate(username, password)
+            user_id = await accounts.authenticate(
+                username, password, address=caller.address, via="admin"
+            )
         except Unauthorized:
             return None
+        except (RateLimited, Overloaded) as exc:
+            retry_after = str(int(exc.retry_after or 1))
+            raise HTTPException(
+                status_code=exc.status_code,
+                detail=exc.message,
+                headers={"Retry-After": retry_after},
+            ) from exc
         user = await accounts.active_user(user_id)
-        return user_id if user is not None and user.staff else None
+        if user is None or not user.staff:
+            audit(
+                "login_failed",
+                "admin login failed: not staff",
+                username=username,
+                address=caller.address,
+                via="admin",
+            )
+            return None
+        audit(
+            "admin_login", "admin login", username=username, user_id=user_id, address=caller.address
+        )
+        return user_id
 
 
 def _no_secret_columns(piccolo_crud: PiccoloCRUD, request: Request) -> None:
@@ -146,25 +198,84 @@ def _table_configs() -> list[TableConfig]:
     ]
 
 
+def _field_names(body: bytes) -> str | None:
+    """The top-level keys of a JSON object body (never its values), comma-separated."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return ",".join(sorted(decoded)) if isinstance(decoded, dict) and decoded else None
+
+
+async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, address: str) -> None:
+    """Serve a change through the admin, then write its audit line (who, what, from where)."""
+    body = bytearray()
+    status = 0
+
+    async def receive_and_keep() -> Any:
+        message = await receive()
+        if message["type"] == "http.request" and len(body) < _AUDITED_BODY_BYTES:
+            body.extend(message.get("body", b""))
+        return message
+
+    async def send_and_note(message: ASGIMessage) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive_and_keep, send_and_note)
+    finally:
+        method = scope["method"]
+        parts = [part for part in scope["path"].split("/") if part]
+        table = row = None
+        if "tables" in parts[:-1]:
+            at = parts.index("tables")
+            table = parts[at + 1]
+            row = parts[at + 2] if len(parts) > at + 2 else None
+        what = f"{_VERBS.get(method, method.lower())} {table or '/'.join(parts)}"
+        user = scope.get("user")
+        audit(
+            "admin_change",
+            f"admin {what}" + (f" {row}" if row else ""),
+            user=getattr(user, "username", None),
+            user_id=getattr(user, "user_id", None),
+            address=address,
+            method=method,
+            table=table,
+            row=row,
+            fields=_field_names(bytes(body)) if table else None,
+            query=scope.get("query_string", b"").decode("latin-1") or None,
+            status=status or None,
+        )
+
+
 def admin_mount(settings: Settings) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
         site_name="chatsvc admin",
         production=settings.environment == "production",
-        rate_limit_provider=InMemoryLimitProvider(
-            timespan=60,
-            limit=settings.login_attempts_per_minute,
-            block_duration=LOGIN_BLOCK_SECONDS,
-        ),
+        rate_limit_provider=_SharedLoginBudget(),
     )
 
     @asgi("/admin", is_mount=True, copy_scope=True, include_in_schema=False)
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
-        token = _accounts.set(scope["litestar_app"].state.accounts)
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        token = _caller.set(_Caller(scope["litestar_app"].state.accounts, address))
         try:
-            await admin_app(scope, receive, send)
+            # A change is audited here; logins (under /public/) by AdminUser.login.
+            if (
+                scope["type"] == "http"
+                and scope["method"] not in _READS
+                and "/public/" not in scope["path"]
+            ):
+                await _audited(admin_app, scope, receive, send, address)
+            else:
+                await admin_app(scope, receive, send)
         finally:
-            _accounts.reset(token)
+            _caller.reset(token)
 
     return admin

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import msgspec
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 
 from chatsvc.accounts import Accounts
@@ -28,11 +28,20 @@ from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, Use
     status_code=201,
     response_description="The new user.",
     operation_class=PublicOperation,
-    responses=errors(400, 403, 409, 429, meaning={409: "The username is taken (`conflict`)."}),
+    responses=errors(
+        400, 403, 409, 415, 429, 503, meaning={409: "The username is taken (`conflict`)."}
+    ),
 )
-async def register(data: RegisterRequest, accounts: Accounts) -> User:
+async def register(
+    request: Request[Any, Any, Any], data: RegisterRequest, accounts: Accounts
+) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
-    return await accounts.register(data.username, data.password)
+    return await accounts.register(data.username, data.password, address=client_address(request))
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The client's address (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _login_schema() -> Schema:
@@ -63,12 +72,17 @@ class _LoginOperation(PublicOperation):
 
 
 async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
+    # JSON only as application/json (issue 12: no JSON in a body a browser may send
+    # cross-site by itself); an OAuth2 password form as a form.
+    media_type = request.content_type[0]
+    if media_type not in (RequestEncodingType.URL_ENCODED, RequestEncodingType.JSON):
+        raise HTTPException(
+            status_code=415,
+            detail="send the login as application/json or application/x-www-form-urlencoded",
+        )
     body = await request.body()
-    # A body that is a JSON object is JSON, whatever the content type says (curl -d sends
-    # JSON labelled as a form); anything else labelled as a form is the OAuth2 form.
-    is_form = request.content_type[0] == RequestEncodingType.URL_ENCODED
     try:
-        if is_form and not body.lstrip().startswith(b"{"):
+        if media_type == RequestEncodingType.URL_ENCODED:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
             fields = {k: v[0] for k, v in form.items() if k in ("username", "password")}
             return msgspec.convert(fields, LoginRequest)
@@ -96,7 +110,9 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     status_code=200,
     response_description="A bearer token for `Authorization: Bearer <token>`.",
     operation_class=_LoginOperation,
-    responses=errors(400, 401, 429, meaning={401: "Wrong username or password (`unauthorized`)."}),
+    responses=errors(
+        400, 401, 415, 429, 503, meaning={401: "Wrong username or password (`unauthorized`)."}
+    ),
 )
 async def login(
     request: Request[Any, Any, Any],
@@ -105,7 +121,9 @@ async def login(
 ) -> AccessToken:
     """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
     credentials = await _read_login(request)
-    user_id = await accounts.authenticate(credentials.username, credentials.password)
+    user_id = await accounts.authenticate(
+        credentials.username, credentials.password, address=client_address(request)
+    )
     return tokens.issue(user_id)
 
 

@@ -71,7 +71,7 @@ class ChatController(Controller):
         summary="Create a chat",
         status_code=201,
         response_description="The new chat.",
-        responses=errors(*PROTECTED, 400),
+        responses=errors(*PROTECTED, 400, 415),
     )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
@@ -131,7 +131,7 @@ class ChatController(Controller):
         operation_id="updateChat",
         summary="Rename or reconfigure a chat",
         response_description="The chat as it is now.",
-        responses=errors(*PROTECTED, 400, 404),
+        responses=errors(*PROTECTED, 400, 404, 415),
     )
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
@@ -158,6 +158,7 @@ class ChatController(Controller):
         responses=errors(
             *PROTECTED,
             400,
+            415,
             404,
             409,
             413,
@@ -197,6 +198,7 @@ class ChatController(Controller):
             **errors(
                 *PROTECTED,
                 400,
+                415,
                 404,
                 409,
                 413,

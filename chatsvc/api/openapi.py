@@ -41,6 +41,7 @@ _MEANING = {
     404: "No such chat or user, or not yours (`not_found`).",
     409: "`busy`, `not_running` or `conflict` (see `code`).",
     413: "Content over `MAX_MESSAGE_CHARS` (`too_large`).",
+    415: "A body that is not `application/json` (`invalid_message`).",
     422: "The patch does not apply or breaks a limit; nothing changed (`invalid_patch`).",
     429: "Rate limited (`rate_limited`); see `Retry-After`.",
     502: "The model server failed mid-stream (`llm_error`).",

@@ -1,8 +1,10 @@
-"""JWT authentication: Litestar's OAuth2 bearer auth, plus ``?token=`` on WebSockets.
+"""JWT authentication: ``Authorization: Bearer`` only, plus ``?token=`` on WebSockets.
 
 Browsers cannot set headers on a WebSocket, so ``/ws`` also accepts the token
-as a query parameter (PROTOCOL.md section 1); the log filter in
-:mod:`chatsvc.logs` keeps it out of every log line.
+as a query parameter (docs/protocol.md section 1); the log filter in
+:mod:`chatsvc.logs` keeps it out of every log line. There is no cookie auth:
+a browser would send a cookie on a cross-site request by itself (CSRF), and a
+bearer header it never does (issue 12).
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, WebSocketException
+from litestar.exceptions import HTTPException, NotAuthorizedException, WebSocketException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
+from litestar.types import Method
 
 from chatsvc.accounts import Accounts
 from chatsvc.wire import AccessToken
@@ -49,24 +54,82 @@ async def retrieve_user(
     return AuthUser(id=user.id, username=user.username, staff=user.staff)
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of ``Bearer <token>`` (the scheme in any case); ``None`` for any other scheme."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def query_token(query_string: bytes) -> str | None:
+    """The value of ``token=`` in a raw query string, its name spelt exactly so.
+
+    The name is matched before any decoding: ``%74oken=`` is no token (the log
+    filter would have to guess at such spellings; now it only has to redact them).
+    """
+    for pair in query_string.split(b"&"):
+        name, equals, value = pair.partition(b"=")
+        if name == b"token" and equals:
+            return unquote(value.decode("ascii", "replace")) or None
+    return None
+
+
 class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
-    """Header first; on WebSockets also ``?token=``; WebSocket failures close with 4401."""
+    """``Authorization: Bearer``; on WebSockets also ``?token=``; WebSocket failures close 4401.
+
+    It derives from the cookie middleware only because ``OAuth2PasswordBearerAuth``
+    (our OpenAPI password flow) demands that type; it replaces the method that reads
+    the cookie and never reads one (issue 12: a cookie made requests CSRF-able).
+    """
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         is_websocket = connection.scope["type"] == "websocket"
+        header = connection.headers.get(self.auth_header)
+        if header is not None:
+            token = bearer_token(header)
+        elif is_websocket:
+            token = query_token(connection.scope["query_string"])
+        else:
+            token = None
         try:
-            if is_websocket and not connection.headers.get(self.auth_header):
-                token = connection.query_params.get("token")
-                if not token:
-                    raise NotAuthorizedException("missing token")
-                return await self.authenticate_token(encoded_token=token, connection=connection)
-            return await super().authenticate_request(connection)
+            if token is None:
+                raise NotAuthorizedException("missing or malformed bearer token")
+            return await self.authenticate_token(encoded_token=token, connection=connection)
         except NotAuthorizedException as exc:
             if is_websocket:
                 raise WebSocketException(detail="unauthorized", code=WS_UNAUTHORIZED) from exc
             raise
+
+
+_BODY_METHODS: frozenset[Method] = frozenset({"POST", "PUT", "PATCH"})
+
+
+def json_bodies_only(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: a route that reads a JSON body takes it only as ``application/json``.
+
+    Litestar decodes ``data`` as JSON whatever the content type says, so a
+    ``text/plain`` POST, which a browser sends cross-site without asking
+    (a "simple request"), would be read as JSON (issue 12).
+    """
+    scope = connection.scope
+    if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        return
+    if "data" not in handler.parsed_fn_signature.parameters:
+        return
+    headers = connection.headers
+    content_type = headers.get("content-type")
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    if content_type is None and not has_body:
+        return  # no body at all: the handler answers that itself
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(
+            status_code=415, detail="send the body as JSON, with Content-Type: application/json"
+        )
 
 
 class TokenIssuer:
