@@ -181,7 +181,9 @@ class Generations:
 
     async def __aenter__(self) -> Generations:
         await self._lease.take()
-        await self._lease.recover(self._announce_interrupted)
+        # Without a shared bus this is the only instance: whatever still streams is a
+        # crashed predecessor's, however fresh its lease (issue 12).
+        await self._lease.recover(self._announce_interrupted, alone=not self._bus.shared)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._save_partial_replies, name="checkpoints")

@@ -5,6 +5,11 @@ third of ``INSTANCE_LEASE_SECONDS`` and drops when it stops. A reply records
 the instance streaming it. Whichever instance sees that a lease ran out (its
 holder crashed, or lost the database) marks that instance's ``streaming``
 replies ``interrupted``; it never touches the replies of a live instance.
+
+An instance without a shared event bus is the only one by definition (others
+could neither abort its replies nor follow them): when it starts, every other
+instance is gone, so a crash's replies are interrupted at once, not once the
+crashed lease runs out.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ class Lease:
     async def drop(self) -> None:
         await store.end_lease(self.id)
 
-    async def recover(self, recovered: Recovered) -> None:
-        """Interrupt the replies of instances that are gone."""
-        rows = await store.interrupt_orphaned_replies(self.live_after())
+    async def recover(self, recovered: Recovered, *, alone: bool = False) -> None:
+        """Interrupt the replies of instances that are gone: every other one if ``alone``."""
+        rows = await store.interrupt_orphaned_replies(
+            self.live_after(), sole=self.id if alone else None
+        )
         if rows:
             log.warning("%d replies of stopped or crashed instances are now interrupted", len(rows))
             await recovered(rows)

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import anyio
 import httpx2
@@ -197,8 +198,17 @@ class _ToolCalls:
         return calls
 
 
-def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[Delta | None, bool]:
-    """Fold the ``data:`` lines of one read into one delta; ``True`` once ``[DONE]`` came.
+class _Read(NamedTuple):
+    """What the events of one read come to: a delta, whether ``[DONE]`` came, and the
+    error that ended the stream (after the delta: tokens read with it are kept)."""
+
+    delta: Delta | None
+    done: bool = False
+    error: LLMError | None = None
+
+
+def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> _Read:
+    """Fold the ``data:`` lines of one read into one delta, up to ``[DONE]`` or an error.
 
     Tool call fragments gather in ``tools``; the calls come out whole on the delta that
     ends the answer (its finish reason, or ``[DONE]``).
@@ -207,6 +217,7 @@ def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[
     reasoning: list[str] = []
     usage = finish_reason = None
     done = False
+    error: LLMError | None = None
     tools = tools if tools is not None else _ToolCalls()
     for line in lines:
         if not line.startswith(b"data:"):
@@ -218,10 +229,13 @@ def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[
         try:
             chunk = _decode_chunk(data)
         except msgspec.DecodeError as exc:
-            raise LLMError("the model server sent a malformed event") from exc
+            error = LLMError("the model server sent a malformed event")
+            error.__cause__ = exc
+            break
         if chunk.error is not None:
             log.warning("upstream error event: %s", chunk.error.message)
-            raise LLMError("the model server reported an error while streaming")
+            error = LLMError("the model server reported an error while streaming")
+            break
         for choice in chunk.choices:
             if choice.delta is not None:
                 if choice.delta.content:
@@ -234,9 +248,9 @@ def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[
                 finish_reason = choice.finish_reason
         if chunk.usage is not None:
             usage = chunk.usage
-    calls = tools.take() if tools and (finish_reason or done) else ()
+    calls = tools.take() if tools and error is None and (finish_reason or done) else ()
     if not (text or reasoning or usage or finish_reason or calls):
-        return None, done
+        return _Read(None, done, error)
     delta = Delta(
         text="".join(text),
         reasoning="".join(reasoning),
@@ -244,7 +258,7 @@ def _parse_events(lines: list[bytes], tools: _ToolCalls | None = None) -> tuple[
         finish_reason=finish_reason,
         tool_calls=calls,
     )
-    return delta, done
+    return _Read(delta, done, error)
 
 
 def _openai_messages(turns: list[ChatTurn]) -> list[dict[str, Any]]:
@@ -310,6 +324,8 @@ class OpenAIProvider:
             ],
         )
         self._circuit_state: CircuitState = "closed"
+        self._cooldown = settings.llm_breaker_cooldown
+        self._opened_at: float | None = None  # purgatory's clock: `time.time()`
         self._trial_running = False
         # The read timeout is the idle timeout between two chunks of the stream.
         timeout = openai.Timeout(
@@ -330,7 +346,12 @@ class OpenAIProvider:
 
     @property
     def circuit_state(self) -> CircuitState:
-        return self._circuit_state
+        """Purgatory half-opens an open circuit only when the next request comes; once
+        the cooldown is over, that request will be the trial: say so already (issue 12)."""
+        opened_at = self._opened_at
+        if self._circuit_state != "open" or opened_at is None:
+            return self._circuit_state
+        return "half-open" if time.time() > opened_at + self._cooldown else "open"
 
     async def _open_guarded(self, opening: Any) -> Any:
         """Open the stream through the breaker; a half-open circuit lets one trial through."""
@@ -347,6 +368,7 @@ class OpenAIProvider:
         finally:
             if trial:
                 self._trial_running = False
+            self._opened_at = breaker.context.opened_at
             state = _STATES.get(breaker.context.state, "closed")
             if state != self._circuit_state:
                 log.warning("LLM circuit breaker: %s -> %s", self._circuit_state, state)
@@ -400,10 +422,12 @@ class OpenAIProvider:
             async for data in response.aiter_bytes():
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
-                delta, done = _parse_events(lines, tools)
+                delta, done, error = _parse_events(lines, tools)
                 if delta is not None:
                     finished = finished or delta.finish_reason is not None
                     yield delta
+                if error is not None:  # after the tokens that came with it (issue 12)
+                    raise error
                 if done:
                     return
         except httpx2.TimeoutException as exc:

@@ -479,24 +479,26 @@ async def end_lease(instance: str) -> None:
     await Instance.delete().where(Instance.id == instance)
 
 
-async def interrupt_orphaned_replies(live_after: datetime) -> list[Row]:
+async def interrupt_orphaned_replies(live_after: datetime, *, sole: str | None = None) -> list[Row]:
     """Mark ``interrupted`` the replies still ``streaming`` for an instance that is gone.
 
     An instance is gone when its lease ran out (it crashed, or lost its
     database) or its row was removed (it stopped); a reply stored before
     instances were tracked has none. Replies of live instances are left alone.
+    With ``sole``, that instance is the only one there is (no shared event
+    bus), so every other is gone, whatever its lease says.
     """
+    if sole is None:
+        others_gone = Message.instance.not_in(_live_instances(live_after))
+        gone_leases = Instance.heartbeat_at <= live_after
+    else:
+        others_gone = Message.instance != sole
+        gone_leases = Instance.id != sole
     async with write_transaction(Chat._meta.db):
         rows = await (
             Message.update({Message.status: "interrupted", Message.completed_at: now()})
-            .where(
-                (Message.status == "streaming")
-                & (
-                    Message.instance.is_null()
-                    | Message.instance.not_in(_live_instances(live_after))
-                )
-            )
+            .where((Message.status == "streaming") & (Message.instance.is_null() | others_gone))
             .returning(Message.id, Message.chat, Message.task_id)
         )
-        await Instance.delete().where(Instance.heartbeat_at <= live_after)
+        await Instance.delete().where(gone_leases)
     return rows

@@ -50,6 +50,7 @@ class Script:
     drop_after: int | None = None  # close the connection after this many tokens
     stall_after: int | None = None  # stop sending (connection left open) after this many
     error_after: int | None = None  # send an `error` event after this many tokens
+    error_joined: bool = False  # ...in the same write as those tokens (one read for the client)
     reasoning: int = 0  # reasoning deltas before the content
     timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
     pad: int = 0  # characters of padding in every token (large replies, quickly)
@@ -315,6 +316,8 @@ class FakeOpenAI:
     ) -> str:
         """The text tokens; the finish reason, or ``_GONE`` / ``_ERROR``."""
         script = record.script
+        if script.error_joined and script.error_after is not None:
+            return await self._send_tokens_and_error(writer, record)
         for index in range(script.tokens):
             if record.disconnected:
                 return _GONE
@@ -332,6 +335,20 @@ class FakeOpenAI:
             await self._event(writer, record, {"content": script.token(index)})
             record.tokens_sent += 1
         return script.finish_reason
+
+    async def _send_tokens_and_error(self, writer: asyncio.StreamWriter, record: Record) -> str:
+        """The first ``error_after`` tokens and an ``error`` event, in one chunk, one write."""
+        script = record.script
+        assert script.error_after is not None
+        events = [
+            self._chunk_body(record, {"content": script.token(index)}, None)
+            for index in range(script.error_after)
+        ]
+        events.append({"error": {"message": "boom", "type": "server_error"}})
+        data = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
+        await self._raw(writer, data)
+        record.tokens_sent = script.error_after
+        return _ERROR
 
     async def _send_calls(
         self, writer: asyncio.StreamWriter, record: Record, calls: list[dict[str, Any]]

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
@@ -130,4 +131,45 @@ def test_after_kill_9_no_reply_stays_streaming(
     assert [r["status"] for r in rows] == ["interrupted"]
     assert rows[0]["content"] == row["content"]
     assert streamed.startswith(rows[0]["content"])
+    assert "now interrupted" in restarted.log()
+
+
+def test_alone_after_kill_9_the_restarted_instance_recovers_at_once(
+    engine: str,
+    make_database: Callable[[str], Database],
+    tmp_path: Path,
+    fake_llm: FakeOpenAI,
+) -> None:
+    """Without a shared event bus an instance is the only one: when it starts again after
+    a crash, the replies left `streaming` are `interrupted` before it answers, with no wait
+    for the crashed lease to run out (a long one here: a slow restart cannot outlast it)."""
+    db = make_database(engine)
+    settings = {
+        **upstream_settings(fake_llm),
+        "CHECKPOINT_SECONDS": "0.2",
+        "INSTANCE_LEASE_SECONDS": "600",
+    }
+    server = start_server(db, tmp_path, **settings)
+    try:
+        user = register_and_login(server)
+        with Socket(user) as socket:
+            started = socket.start(f"crash {directive(tokens=2000, rate=40)}")
+            socket.until(lambda f: f["type"] == "token" and f["seq"] >= 20)
+            time.sleep(0.5)  # a checkpoint or two
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+    finally:
+        server.stop()
+    left = db.query("SELECT status, content FROM message WHERE id = ?", started["message_id"])[0]
+    assert left["status"] == "streaming"  # the crash left it so
+    restarted = start_server(db, tmp_path, **settings)
+    try:
+        with Socket(replace(user, server=restarted)) as socket:  # the same token works here
+            again = socket.start(f"again {directive(tokens=3)}", chat_id=started["chat_id"])
+            assert socket.until_end(again["task_id"])[-1]["type"] == "done"
+        row = db.query("SELECT status, content FROM message WHERE id = ?", started["message_id"])
+        assert row[0]["status"] == "interrupted"
+        assert row[0]["content"] == left["content"]
+    finally:
+        restarted.stop()
     assert "now interrupted" in restarted.log()

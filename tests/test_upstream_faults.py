@@ -213,6 +213,12 @@ def test_the_circuit_opens_then_lets_one_trial_through(
         assert "circuit" in error["message"]
         assert _attempts(fake_llm, skipped) == 0  # failed at once, the upstream never asked
         time.sleep(1.2)
+        # The cooldown is over: the next request will be the trial, and readiness says so
+        # before any request arrives (issue 12).
+        assert circuit() == "half-open"
+        with httpx.Client(base_url=server.url) as client:
+            metrics = client.get("/metrics").text
+        assert "chatsvc_llm_circuit_state 1.0" in metrics
         trial = marker()
         started = socket.start(f"{trial} {directive(tokens=2)}")
         assert socket.until_end(started["task_id"])[-1]["type"] == "done"
@@ -240,3 +246,23 @@ def test_upstream_details_never_reach_clients(fragile: tuple[Server, User]) -> N
     assert "UPSTREAM-BODY" not in response.text
     assert "scripted failure" not in response.text
     assert "sk-test" not in server.log()
+
+
+def test_tokens_read_with_an_error_event_are_kept_then_the_reply_fails(
+    impatient: tuple[Server, User], fake_llm: FakeOpenAI
+) -> None:
+    """The last tokens and the upstream's `error` event come in one read: the tokens are
+    relayed and stored, then the reply fails with `llm_error`."""
+    _, user = impatient
+    mark = marker()
+    with Socket(user) as socket:
+        started = socket.start(f"{mark} {directive(tokens=10, error_after=3, error_joined=True)}")
+        frames = socket.until_end(started["task_id"])
+    assert fake_llm.find(mark).tokens_sent == 3
+    streamed = "".join(t["token"] for t in tokens_of(frames, started["task_id"]))
+    assert streamed == "t0 t1 t2 "
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["code"] == "llm_error"
+    reply = _reply(user, started["chat_id"])
+    assert reply["status"] == "failed"
+    assert reply["content"] == "t0 t1 t2 "

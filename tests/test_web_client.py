@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, WebSocket, expect
+from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
 
 from tests.browser import screenshot
 from tests.conftest import (
     PASSWORD,
     Database,
     Server,
+    Socket,
     User,
     register_and_login,
     start_server,
@@ -292,6 +293,69 @@ def test_a_dropped_connection_reconnects_and_the_reply_continues(
 
 
 # --- rendering ------------------------------------------------------------------------------
+
+
+class HeldSubscribe:
+    """Sits between the page's WebSockets and the server and holds back the page's
+    ``subscribe`` to ``chat_id``, and every frame after it, until ``release()``: a
+    subscription the server is slow to take."""
+
+    def __init__(self, page: Page, chat_id: str) -> None:
+        self.chat_id = chat_id
+        self.held: list[str | bytes] = []
+        self.holding = True
+        self._server: WebSocketRoute | None = None
+        page.route_web_socket(re.compile(r"/ws\?"), self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()  # what the server sends reaches the page unchanged
+        self._server = server
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            subscribing = frame.get("action") == "subscribe" and frame["chat_id"] == self.chat_id
+            if self.holding and (self.held or subscribing):
+                self.held.append(message)
+            else:
+                server.send(message)
+
+        ws.on_message(from_page)
+
+    def release(self) -> None:
+        assert self._server is not None
+        self.holding = False
+        for message in self.held:
+            self._server.send(message)
+
+
+def test_a_chat_whose_reply_ends_while_the_page_subscribes_shows_how_it_ended(
+    server: Server, page: Page
+) -> None:
+    """The page fetches the history only once its subscription holds (as the tree panel
+    does): a reply that ends before the server takes the `subscribe` is shown as ended,
+    not left `streaming` forever for want of its `aborted` event."""
+    user = register_and_login(server)
+    with Socket(user) as socket:
+        started = socket.start(f"long {directive(tokens=2000, rate=20)}")
+        socket.until(lambda f: f["type"] == "token")
+    chat_id = started["chat_id"]
+    held = HeldSubscribe(page, chat_id)
+    log_in(page, f"{server.url}/#/chat/{chat_id}", user)
+    while not held.held:  # the page subscribes once its socket is ready
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(1500)  # room for a history fetch that does not wait for it
+    with user.client() as client:
+        stopped = client.post(f"/api/chats/{chat_id}/abort")
+    assert stopped.status_code == 200, stopped.text
+    answer = stopped.json()["message"]
+    assert answer["status"] == "aborted"
+    held.release()
+
+    reply = page.locator(ASSISTANT).last
+    expect(reply).to_have_attribute("data-status", "aborted")
+    expect(reply.locator(".mark")).to_have_text("stopped")
+    assert body_text(page, ASSISTANT) == answer["content"]
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_visible()
 
 
 def test_replies_show_paragraphs_and_code_blocks(echo_server: Server, page: Page) -> None:

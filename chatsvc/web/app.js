@@ -392,15 +392,23 @@ function openChat(chatId) {
   loadChat(chatId);
 }
 
-/** Subscribe, then fetch the history; live events that arrive meanwhile wait in `buffered`. */
+/**
+ * Subscribe, then fetch the history once the subscription holds (as the tree is): what
+ * happens before it is in the history, what happens after it comes as events, which
+ * wait in `buffered` meanwhile. A history read before the server took the `subscribe`
+ * could miss a reply's end that no event brings any more.
+ */
 async function loadChat(chatId) {
   const seq = ++state.loadSeq;
   state.loading = true;
   state.buffered = [];
   sendFrame({ action: "subscribe", chat_id: chatId });
-  treePanel.show(chatId, serverCaughtUp()); // fetched once the subscription holds
+  const subscribed = serverCaughtUp(); // false without a socket: `ready` loads again
+  treePanel.show(chatId, subscribed);
   let data;
   try {
+    await subscribed;
+    if (seq !== state.loadSeq) return;
     data = await api("GET", `/api/chats/${chatId}`);
   } catch (error) {
     if (seq !== state.loadSeq) return;
