@@ -37,7 +37,7 @@ from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
-from chatsvc.errors import ChatsvcError, Overloaded
+from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
 from chatsvc.logs import logging_config
@@ -65,7 +65,7 @@ def _error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers = {}
-    if isinstance(exc, Overloaded):
+    if exc.retry_after is not None:  # `overloaded`, and the per-user cap (`rate_limited`)
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
         _error_body(exc.status_code, exc.message, exc.code),
@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth.me,
             chats.ChatController,
             chats.list_user_chats,
+            chats.list_models,
             ops.health,
             ops.ready,
             ops.metrics,
@@ -289,7 +290,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.telemetry,
         trees=app.state.trees,
     )
-    app.state.chats = Chats(app.state.generations)
+    app.state.chats = Chats(app.state.generations, models=settings.model_choices)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app
