@@ -40,7 +40,7 @@ from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.database import connection_pool, current_engine
-from chatsvc.errors import ChatsvcError, Overloaded, RateLimited
+from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
 from chatsvc.login_limits import LoginLimits, address_group
@@ -65,7 +65,7 @@ DATABASE_DOWN = (
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers = {}
-    if isinstance(exc, Overloaded | RateLimited) and exc.retry_after is not None:
+    if exc.retry_after is not None:  # `overloaded`, and the per-user cap (`rate_limited`)
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
         error_body(exc.status_code, exc.message, exc.code),
@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth.me,
             chats.ChatController,
             chats.list_user_chats,
+            chats.list_models,
             ops.health,
             ops.ready,
             ops.metrics,
@@ -274,7 +275,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.telemetry,
         trees=app.state.trees,
     )
-    app.state.chats = Chats(app.state.generations)
+    app.state.chats = Chats(app.state.generations, models=settings.model_choices)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

@@ -12,7 +12,7 @@ import msgspec
 from msgspec import UNSET
 
 from chatsvc import store
-from chatsvc.errors import InvalidInput, NotFound
+from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
 from chatsvc.wire import (
     Chat,
     ChatCreate,
@@ -21,6 +21,8 @@ from chatsvc.wire import (
     ChatWithMessages,
     Message,
     MessagePage,
+    ModelInfo,
+    ModelList,
     ToolCallRecord,
     Usage,
 )
@@ -87,10 +89,24 @@ def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
 class Chats:
     """Everything a user can do to their chats; other users' chats are :class:`NotFound`."""
 
-    def __init__(self, generations: Generations | None = None) -> None:
+    def __init__(self, generations: Generations | None = None, *, models: tuple[str, ...]) -> None:
+        """``models``: what a chat may choose (``Settings.model_choices``), the default first."""
         self._generations = generations
+        self._models = models
+
+    def models(self) -> ModelList:
+        return ModelList(default=self._models[0], models=[ModelInfo(id=m) for m in self._models])
+
+    def _check_model(self, model: str | None) -> None:
+        """Only the operator's models reach the upstream, billed to the operator's key."""
+        if model is not None and model not in self._models:
+            raise ModelNotOffered(
+                f"model: {model!r} is not offered here; choose one of GET /api/models, "
+                "or null for the default"
+            )
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
+        self._check_model(data.model)
         row = await store.create_chat(
             owner, title=data.title, system_prompt=data.system_prompt, model=data.model
         )
@@ -129,6 +145,8 @@ class Chats:
         return MessagePage(items=[message_from_row(r) for r in page], next_cursor=next_cursor)
 
     async def update(self, owner: int, chat_id: UUID, data: ChatUpdate) -> Chat:
+        if data.model is not UNSET:
+            self._check_model(data.model)
         values = {
             field: value
             for field in data.__struct_fields__

@@ -30,6 +30,8 @@ class ChatsvcError(Exception):
 
     code: ClassVar[ErrorCode] = "internal"
     status_code: ClassVar[int] = 500
+    #: Seconds after which the same request may succeed (``Retry-After``); None: not said.
+    retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,6 +41,13 @@ class ChatsvcError(Exception):
 class InvalidInput(ChatsvcError):
     code = "invalid_message"
     status_code = 400
+
+
+class ModelNotOffered(ChatsvcError):
+    """A well-formed model id that is not in ``MODELS`` (issue 12: no free text upstream)."""
+
+    code = "invalid_message"
+    status_code = 422
 
 
 class TooLarge(ChatsvcError):
@@ -100,7 +109,7 @@ class RateLimited(ChatsvcError):
     code = "rate_limited"
     status_code = 429
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

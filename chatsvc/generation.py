@@ -172,6 +172,7 @@ class Generations:
         self._telemetry = telemetry or Telemetry()
         self._by_task: dict[UUID, Generation] = {}
         self._by_chat: dict[UUID, Generation] = {}
+        self._offered_models = frozenset(settings.model_choices)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
 
@@ -301,6 +302,7 @@ class Generations:
                 user_content=content,
                 assistant_id=generation.message_id,
                 default_model=settings.model_name,
+                offered_models=self._offered_models,
                 task_id=generation.task_id,
                 instance=self.instance,
                 live_after=self._lease.live_after(),
@@ -364,7 +366,9 @@ class Generations:
     ) -> Aborting:
         """Cancel a running reply of ``owner``'s, here or on another instance.
 
-        ``NotRunning`` for anything else. The handle tells how the reply ended.
+        ``NotRunning`` for anything else, but ``NotFound`` when ``chat_id`` names a chat
+        that is not ``owner``'s (as ``subscribe`` and ``send_message`` answer). The
+        handle tells how the reply ended.
         """
         if task_id is not None:
             generation = self._by_task.get(task_id)
@@ -382,6 +386,9 @@ class Generations:
                 owner, task_id=task_id, chat_id=chat_id, live_after=self._lease.live_after()
             )
         if running is None or running["instance"] == self.instance:
+            # Only on this path, so an abort that finds its reply waits for no query.
+            if chat_id is not None and await store.get_chat(owner, chat_id) is None:
+                raise NotFound("chat not found")
             raise NotRunning("no reply is being generated there")
         aborting = Aborting(self._events, running["task_id"], running["chat"], running["id"])
         await self._events.feed_ready(running["chat"])

@@ -20,6 +20,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 MIN_JWT_SECRET_LENGTH = 32
 
+#: What a model id may be (the same rule as ``ModelName`` on the wire).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/@+-]+$"
+MODEL_NAME_MAX = 200
+
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 
 
@@ -48,6 +52,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_name: Annotated[
         str, msgspec.Meta(min_length=1, max_length=200, description="model sent upstream")
     ] = "gpt-4o-mini"
+    models: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="comma-separated models a chat may choose (GET /api/models), "
+            "MODEL_NAME among them; unset: MODEL_NAME only"
+        ),
+    ] = None
     host: Annotated[str, msgspec.Meta(min_length=1, description="listen address")] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65_535, description="listen port")] = 8000
     environment: Annotated[
@@ -239,12 +250,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 "EVENT_BUS_URL", self.event_bus_url, "a redis://... or postgresql://... URL"
             )
+        self._check_models()
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
             raise ConfigError(
                 "JWT_SECRET",
                 "<hidden>",
                 f"at least {MIN_JWT_SECRET_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+            )
+
+    def _check_models(self) -> None:
+        """``MODELS`` holds model ids only, and ``MODEL_NAME``: the model of chats with none."""
+        if self.models is None:
+            return
+        choices = self.model_choices
+        bad = [m for m in choices if len(m) > MODEL_NAME_MAX or not re.match(MODEL_NAME_PATTERN, m)]
+        if not choices or bad:
+            raise ConfigError(
+                "MODELS",
+                self.models,
+                f"comma-separated model ids of 1-{MODEL_NAME_MAX} characters of "
+                "letters, digits and _.:/@+-",
+            )
+        if self.model_name not in choices:
+            raise ConfigError(
+                "MODELS",
+                self.models,
+                f"a list that includes MODEL_NAME ({self.model_name!r}), the model of chats "
+                "that choose none; add it, or set MODEL_NAME to one of the list",
             )
 
     def check_serving(self) -> None:
@@ -271,6 +304,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
+    @property
+    def model_choices(self) -> tuple[str, ...]:
+        """The models a chat may choose, ``MODEL_NAME`` first (issue 12: no free text upstream)."""
+        if self.models is None:
+            return (self.model_name,)
+        listed = [m.strip() for m in self.models.split(",") if m.strip()]
+        if self.model_name in listed:
+            listed.remove(self.model_name)
+            listed.insert(0, self.model_name)
+        return tuple(dict.fromkeys(listed))
 
     @property
     def llm_provider(self) -> Literal["openai", "echo"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -231,6 +232,7 @@ async def create_exchange(
     user_content: str,
     assistant_id: UUID,
     default_model: str,
+    offered_models: Collection[str],
     task_id: UUID,
     instance: str,
     live_after: datetime,
@@ -238,9 +240,11 @@ async def create_exchange(
 ) -> tuple[Row, Row, Row, bool] | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
-    With no ``chat_id`` a chat is created first. The reply's model is the chat's,
-    else ``default_model``. Returns ``(chat, user message, assistant message,
-    created)``, or ``None`` when the chat is not the owner's.
+    With no ``chat_id`` a chat is created first. The reply's model is the chat's
+    when it is among ``offered_models``, else ``default_model`` (a chat may keep a
+    model the operator no longer offers: it is never sent upstream). Returns
+    ``(chat, user message, assistant message, created)``, or ``None`` when the
+    chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
     so two instances cannot both start a reply in one chat (``Busy``) or pass
@@ -295,7 +299,7 @@ async def create_exchange(
             role="assistant",
             content="",
             status="streaming",
-            model=chat["model"] or default_model,
+            model=chat["model"] if chat["model"] in offered_models else default_model,
             created_at=stamp + _AFTER,
             task_id=task_id,
             instance=instance,

@@ -46,7 +46,7 @@ ModelName = Annotated[
         min_length=1,
         max_length=200,
         pattern=r"^[A-Za-z0-9_.:/@+-]+$",
-        description="Model id sent upstream; null uses the server's MODEL_NAME.",
+        description="One of `GET /api/models` (else `422`); null uses the server's default.",
     ),
 ]
 Cursor = Annotated[
@@ -149,6 +149,21 @@ class ChatUpdate(_Wire):
     title: Title | UnsetType = UNSET
     system_prompt: SystemPrompt | UnsetType = UNSET
     model: ModelName | UnsetType | None = UNSET
+
+
+class ModelInfo(_Wire):
+    """A model a chat may choose."""
+
+    id: Annotated[str, Meta(description="The model id, as `model` of a chat takes it.")]
+
+
+class ModelList(_Wire):
+    """The models a chat may choose (the server's `MODELS`), `default` first."""
+
+    default: Annotated[
+        str, Meta(description="The model of chats whose `model` is null (`MODEL_NAME`).")
+    ]
+    models: list[ModelInfo]
 
 
 class ChatPage(_Wire):
@@ -336,7 +351,8 @@ class ErrorEvent(_Event, tag="error"):
     task_id: UUID | None = None
     chat_id: UUID | None = None
     request_id: str | None = None
-    #: With `overloaded`: seconds to wait before sending the same frame again.
+    #: With `overloaded`, and `rate_limited` for the per-user cap on replies: seconds to
+    #: wait before sending the same frame again.
     retry_after: float | None = None
 
 

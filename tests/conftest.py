@@ -47,6 +47,8 @@ HIGH_LIMITS = {
     "MAX_SOCKETS_PER_USER": "1000",
 }
 PASSWORD = "correct horse battery"
+#: The model test servers offer besides their MODEL_NAME, ``fake-model``.
+OTHER_MODEL = "fake-model-large"
 SERVER_START_SECONDS = 60
 
 #: Settings variables a developer may have exported; servers under test start without them.
@@ -55,6 +57,7 @@ CHATSVC_VARIABLES = {
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
     "MODEL_NAME",
+    "MODELS",
     "HOST",
     "PORT",
     "ENVIRONMENT",
@@ -348,6 +351,7 @@ def upstream_settings(fake: FakeOpenAI) -> dict[str, str]:
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "LLM_MAX_RETRIES": "0",
         "MODEL_NAME": "fake-model",
+        "MODELS": f"fake-model,{OTHER_MODEL}",
         "CHECKPOINT_SECONDS": "0.3",
     }
 

@@ -12,6 +12,7 @@ from tests.conftest import Socket, User, tokens_of
 from tests.fake_openai import FakeOpenAI, directive
 
 SLOW = directive(tokens=400, rate=40)
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 def marker() -> str:
@@ -87,7 +88,7 @@ def test_abort_of_unknown_finished_or_foreign_task_is_not_running(alice: User, b
         assert socket.until_end(started["task_id"])[-1]["type"] == "done"
         socket.send(action="abort", task_id=started["task_id"])
         finished = socket.recv()
-        socket.send(action="abort", task_id="00000000-0000-4000-8000-000000000000")
+        socket.send(action="abort", task_id=UNKNOWN)
         unknown = socket.recv()
         socket.send(action="abort", chat_id=started["chat_id"])
         idle_chat = socket.recv()
@@ -95,10 +96,8 @@ def test_abort_of_unknown_finished_or_foreign_task_is_not_running(alice: User, b
         with Socket(bob) as intruder:
             intruder.send(action="abort", task_id=running["task_id"])
             foreign = intruder.recv()
-            intruder.send(action="abort", chat_id=running["chat_id"])
-            foreign_chat = intruder.recv()
         assert socket.until_end(running["task_id"])[-1]["type"] == "done"
-    answers = [finished, unknown, idle_chat, foreign, foreign_chat]
+    answers = [finished, unknown, idle_chat, foreign]
     assert all(a["type"] == "error" and a["code"] == "not_running" for a in answers), answers
     assert len({a["message"] for a in answers}) == 1  # the same answer either way
     with alice.client() as client:
@@ -107,6 +106,31 @@ def test_abort_of_unknown_finished_or_foreign_task_is_not_running(alice: User, b
     assert response.json()["code"] == "not_running"
     with bob.client() as client:
         assert client.post(f"/api/chats/{started['chat_id']}/abort").status_code == 404
+
+
+def test_abort_by_chat_id_of_a_chat_not_yours_is_not_found(alice: User, bob: User) -> None:
+    """As `subscribe` and `send_message` answer (issue 12): a running reply in another user's
+    chat, an idle one and an unknown chat id all get the same `not_found`, over both
+    transports, and the reply runs on."""
+    with Socket(alice) as owner, Socket(bob) as intruder:
+        running = owner.start(f"not bob's {directive(tokens=60, rate=40)}")
+        idle = owner.start("idle soon")
+        assert owner.until_end(idle["task_id"])[-1]["type"] == "done"
+        answers = []
+        for chat_id in (running["chat_id"], idle["chat_id"], UNKNOWN):
+            intruder.send(action="abort", chat_id=chat_id)
+            answers.append(intruder.recv())
+        with bob.client() as client:
+            rest = [client.post(f"/api/chats/{c}/abort") for c in (running["chat_id"], UNKNOWN)]
+        frames = owner.until_end(running["task_id"])
+    assert [(a["type"], a["code"], a["chat_id"]) for a in answers] == [
+        ("error", "not_found", running["chat_id"]),
+        ("error", "not_found", idle["chat_id"]),
+        ("error", "not_found", UNKNOWN),
+    ]
+    assert len({a["message"] for a in answers}) == 1  # nothing tells the three apart
+    assert [(r.status_code, r.json()["code"]) for r in rest] == [(404, "not_found")] * 2
+    assert frames[-1]["type"] == "done"  # bob's tries stopped nothing
 
 
 def test_abort_lands_while_the_upstream_streams_flat_out(alice: User, fake_llm: FakeOpenAI) -> None:

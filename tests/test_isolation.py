@@ -82,8 +82,10 @@ def test_websocket_actions_on_another_users_chat_change_nothing(alice: User, bob
 
     assert (sent["code"], sent["request_id"]) == ("not_found", "x1")
     assert subscribed["code"] == "not_found"
-    # An abort answers `not_running` for unknown, finished or foreign tasks alike (PROTOCOL 2.3).
-    assert by_task["code"] == by_chat["code"] == "not_running"
+    # An abort answers `not_running` for unknown, finished or foreign tasks alike (PROTOCOL 2.3);
+    # by chat, another user's chat is `not_found`, as for `subscribe` (issue 12).
+    assert by_task["code"] == "not_running"
+    assert by_chat["code"] == "not_found"
     assert after == {"type": "pong"}
     assert frames[-1]["type"] == "done"
     assert frames[-1]["message"]["content"] == "".join(

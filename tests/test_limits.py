@@ -9,8 +9,15 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import PASSWORD, Server, Socket, register_and_login, upstream_settings
-from tests.fake_openai import FakeOpenAI
+from tests.conftest import (
+    PASSWORD,
+    Server,
+    Socket,
+    User,
+    register_and_login,
+    upstream_settings,
+)
+from tests.fake_openai import FakeOpenAI, directive
 
 ORIGIN = "https://app.example"
 
@@ -108,3 +115,31 @@ def test_cors_is_closed_by_default(server: Server) -> None:
         simple = client.get("/health", headers={"Origin": ORIGIN})
     assert "access-control-allow-origin" not in preflight.headers
     assert "access-control-allow-origin" not in simple.headers
+
+
+def test_the_per_user_reply_cap_says_when_to_retry(fresh_user: User) -> None:
+    """At `MAX_CONCURRENT_GENERATIONS` running replies, one more send is `429` with
+    `Retry-After` over REST (waiting and SSE), and `retry_after` over the WebSocket."""
+    slow = directive(tokens=400, rate=40)
+    with Socket(fresh_user) as socket:
+        cap = socket.ready["limits"]["max_concurrent_generations"]
+        running = [socket.start(f"keep busy {i} {slow}") for i in range(cap)]
+        with fresh_user.client() as client:
+            chat_id = client.post("/api/chats", json={}).json()["id"]
+            path = f"/api/chats/{chat_id}/messages"
+            waiting = client.post(path, json={"content": "one more"})
+            streaming = client.post(
+                path, json={"content": "one more"}, headers={"Accept": "text/event-stream"}
+            )
+        socket.send(action="send_message", content="one more", request_id="over")
+        refused = socket.until(lambda f: f.get("request_id") == "over")[-1]
+        for started in running:
+            socket.send(action="abort", task_id=started["task_id"])
+            assert socket.until_end(started["task_id"])[-1]["type"] == "aborted"
+    for answer in (waiting, streaming):
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["code"] == "rate_limited"
+        assert int(answer.headers["Retry-After"]) >= 1
+    assert refused["type"] == "error"
+    assert refused["code"] == "rate_limited"
+    assert refused["retry_after"] >= 1

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import User, insert_message
+from tests.conftest import OTHER_MODEL, User, insert_message
 
 SQL_NASTIES = [
     "100% done",
@@ -22,13 +22,14 @@ SQL_NASTIES = [
 def test_create_get_update_delete(alice: User) -> None:
     with alice.client() as client:
         created = client.post(
-            "/api/chats", json={"title": "Plans", "system_prompt": "Be brief.", "model": "m-1"}
+            "/api/chats",
+            json={"title": "Plans", "system_prompt": "Be brief.", "model": OTHER_MODEL},
         )
         assert created.status_code == 201
         chat = created.json()
         assert chat["title"] == "Plans"
         assert chat["system_prompt"] == "Be brief."
-        assert chat["model"] == "m-1"
+        assert chat["model"] == OTHER_MODEL
         assert chat["created_at"].endswith("Z")
         assert chat["created_at"] == chat["updated_at"]
 
@@ -41,7 +42,7 @@ def test_create_get_update_delete(alice: User) -> None:
         body = renamed.json()
         assert body["title"] == "Renamed"
         assert body["system_prompt"] == "Be brief."  # untouched fields stay
-        assert body["model"] == "m-1"
+        assert body["model"] == OTHER_MODEL
         assert body["updated_at"] > chat["updated_at"]
 
         reset = client.patch(f"/api/chats/{chat['id']}", json={"model": None})

@@ -34,9 +34,12 @@ from chatsvc.wire import (
     MessageCreate,
     MessagePage,
     MessageReply,
+    ModelList,
     Tree,
     TreePatch,
 )
+
+_MODEL_NOT_OFFERED = "`model` is not one of `GET /api/models` (`invalid_message`)."
 
 #: Events an SSE client may fall behind by before its stream is ended (the reply goes on);
 #: their bytes are bounded by `WS_OUTBOX_BYTES`.
@@ -71,7 +74,7 @@ class ChatController(Controller):
         summary="Create a chat",
         status_code=201,
         response_description="The new chat.",
-        responses=errors(*PROTECTED, 400, 415),
+        responses=errors(*PROTECTED, 400, 415, 422, meaning={422: _MODEL_NOT_OFFERED}),
     )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
@@ -131,7 +134,7 @@ class ChatController(Controller):
         operation_id="updateChat",
         summary="Rename or reconfigure a chat",
         response_description="The chat as it is now.",
-        responses=errors(*PROTECTED, 400, 404, 415),
+        responses=errors(*PROTECTED, 400, 404, 415, 422, meaning={422: _MODEL_NOT_OFFERED}),
     )
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
@@ -298,6 +301,19 @@ async def list_user_chats(
     if user_id != request.user.id:
         raise NotFound("user not found")
     return await chats.list(user_id, limit=limit, cursor=cursor, q=q)
+
+
+@get(
+    "/api/models",
+    tags=["chats"],
+    operation_id="listModels",
+    summary="List the models a chat may use",
+    response_description="The models offered, and the default of chats whose `model` is null.",
+    responses=errors(*PROTECTED),
+)
+async def list_models(chats: Chats) -> ModelList:
+    """The values `model` of a chat may take (the server's `MODELS`); any other is `422`."""
+    return chats.models()
 
 
 class _EventStream:

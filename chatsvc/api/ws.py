@@ -29,7 +29,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
-from chatsvc.errors import ChatsvcError, Overloaded
+from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Aborting, Generations
 from chatsvc.telemetry import Telemetry
@@ -314,7 +314,7 @@ class SocketSession:
                 chat_id=chat_id,
                 task_id=task_id,
                 request_id=request_id,
-                retry_after=exc.retry_after if isinstance(exc, Overloaded) else None,
+                retry_after=exc.retry_after,
             )
         )
 

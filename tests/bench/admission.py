@@ -139,6 +139,7 @@ class Round:
                 user_content="hello " * 20,
                 assistant_id=reply_id,
                 default_model="bench-model",
+                offered_models=("bench-model",),
                 task_id=uuid.uuid4(),
                 instance="bench",
                 live_after=self.store.now().replace(year=2000),
