@@ -18,6 +18,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
+from piccolo.query.functions.string import Length
 
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, write_transaction
 from chatsvc.errors import Busy, Conflict, RateLimited
@@ -25,6 +26,8 @@ from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
 
 Row = dict[str, Any]
+#: A place in an ordered list: the sort timestamp, then the id that breaks ties.
+_Keyset = tuple[datetime, UUID]
 
 
 def now() -> datetime:
@@ -196,16 +199,12 @@ _MESSAGE_COLUMNS = (
 
 
 async def list_messages(
-    chat_id: UUID, *, limit: int | None = None, before: tuple[datetime, UUID] | None = None
+    chat_id: UUID, *, limit: int | None = None, before: _Keyset | None = None
 ) -> list[Row]:
     """The newest ``limit`` messages before the keyset ``before``, returned oldest first."""
     query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
     if before is not None:
-        created_at, message_id = before
-        query = query.where(
-            (Message.created_at < created_at)
-            | ((Message.created_at == created_at) & (Message.id < message_id))
-        )
+        query = query.where(_older_than(before))
     if limit is None:
         return await query.order_by(Message.created_at, Message.id)
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
@@ -213,13 +212,66 @@ async def list_messages(
     return rows
 
 
-async def prompt_history(chat_id: UUID) -> list[Row]:
-    """The chat's messages for a prompt, oldest first: ``id``, ``role`` and ``content`` only
-    (building a select of every column costs more CPU than the query itself)."""
-    return await (
+#: Messages whose sizes one query reads while a prompt's history is gathered.
+HISTORY_PAGE = 50
+
+
+async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list[Row]:
+    """The newest messages whose texts fit ``budget`` characters, oldest first: ``id``,
+    ``role`` and ``content`` only. The newest one always goes, however long; empty
+    ones and ``leave_out`` (the reply being written) never do.
+
+    Sizes are read newest first, a page at a time, until the budget is full; then
+    the texts of the messages that fit, in one query. A long chat costs what the
+    budget holds plus a page of sizes, not its whole history (issue 12).
+    """
+    chosen: set[UUID] = set()
+    oldest: _Keyset | None = None
+    before: _Keyset | None = None
+    while True:
+        query = Message.select(
+            Message.id, Message.created_at, Length(Message.content, alias="size")
+        ).where(Message.chat == chat_id)
+        if before is not None:
+            query = query.where(_older_than(before))
+        rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(
+            HISTORY_PAGE
+        )
+        for row in rows:
+            if row["id"] == leave_out or not row["size"]:
+                continue
+            if chosen and budget - row["size"] < 0:
+                rows = []  # full: no further page
+                break
+            budget -= row["size"]
+            chosen.add(row["id"])
+            oldest = (row["created_at"], row["id"])
+        if len(rows) < HISTORY_PAGE:
+            break
+        before = (rows[-1]["created_at"], rows[-1]["id"])
+    if oldest is None:
+        return []
+    texts = await (
         Message.select(Message.id, Message.role, Message.content)
-        .where(Message.chat == chat_id)
+        .where((Message.chat == chat_id) & _from(oldest))
         .order_by(Message.created_at, Message.id)
+    )
+    return [row for row in texts if row["id"] in chosen]
+
+
+def _older_than(keyset: _Keyset) -> Any:
+    """Messages strictly before ``keyset`` in history order (``created_at``, then id)."""
+    created_at, message_id = keyset
+    return (Message.created_at < created_at) | (
+        (Message.created_at == created_at) & (Message.id < message_id)
+    )
+
+
+def _from(keyset: _Keyset) -> Any:
+    """Messages at ``keyset`` or after it in history order."""
+    created_at, message_id = keyset
+    return (Message.created_at > created_at) | (
+        (Message.created_at == created_at) & (Message.id >= message_id)
     )
 
 

@@ -148,7 +148,7 @@ class Round:
             self.refused += 1
             return
         stored = time.perf_counter()
-        await self.store.prompt_history(chat_id)
+        await self.store.prompt_history(chat_id, budget=32_000, leave_out=reply_id)
         read = time.perf_counter()
         await self.store.get_tree(chat_id)
         done = time.perf_counter()
