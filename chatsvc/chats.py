@@ -112,15 +112,23 @@ class Chats:
             raise NotFound("chat not found")
         return chat_from_row(row)
 
-    async def get_with_messages(self, owner: int, chat_id: UUID) -> ChatWithMessages:
+    async def get_with_messages(self, owner: int, chat_id: UUID, *, limit: int) -> ChatWithMessages:
+        """The chat and the newest page of its messages (never the whole of a long chat)."""
         chat = await self.get(owner, chat_id)
-        messages = [message_from_row(r) for r in await store.list_messages(chat_id)]
-        return ChatWithMessages(**msgspec.structs.asdict(chat), messages=messages)
+        page = await self._message_page(chat_id, limit=limit, before=None)
+        return ChatWithMessages(
+            **msgspec.structs.asdict(chat),
+            messages=page.items,
+            messages_next_cursor=page.next_cursor,
+        )
 
     async def messages(
         self, owner: int, chat_id: UUID, *, limit: int, before: str | None = None
     ) -> MessagePage:
         await self.get(owner, chat_id)
+        return await self._message_page(chat_id, limit=limit, before=before)
+
+    async def _message_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
         keyset = decode_cursor(before, "before") if before else None
         rows = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
         more = len(rows) > limit

@@ -198,15 +198,12 @@ _MESSAGE_COLUMNS = (
 )
 
 
-async def list_messages(
-    chat_id: UUID, *, limit: int | None = None, before: _Keyset | None = None
-) -> list[Row]:
-    """The newest ``limit`` messages before the keyset ``before``, returned oldest first."""
+async def list_messages(chat_id: UUID, *, limit: int, before: _Keyset | None = None) -> list[Row]:
+    """The newest ``limit`` messages before the keyset ``before``, returned oldest first
+    (a page: no caller reads a whole chat)."""
     query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
     if before is not None:
         query = query.where(_older_than(before))
-    if limit is None:
-        return await query.order_by(Message.created_at, Message.id)
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
     rows.reverse()
     return rows

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from playwright.sync_api import Page, expect
 
 from tests.conftest import (
     Database,
@@ -22,6 +23,7 @@ from tests.conftest import (
     upstream_settings,
 )
 from tests.fake_openai import FakeOpenAI
+from tests.test_terminal_client import PROMPT, ends_with_status, spawn_client
 
 #: The old part of the long chat: 2,000 messages of 10,000 characters, 20 MB of text.
 OLD_MESSAGES = 2000
@@ -127,3 +129,88 @@ def test_the_newest_message_goes_however_long(spawn_server: Any, fake_llm: FakeO
     assert frames[-1]["type"] == "done", frames[-1]
     sent = fake_llm.find(question[:10]).messages
     assert [m["content"] for m in sent[1:]] == [question]
+
+
+def test_a_chat_comes_with_its_newest_messages_and_a_cursor_to_older_ones(
+    server: Server, fresh_user: User
+) -> None:
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    with fresh_user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "paged"}).json()["id"]
+        fill_chat(
+            server.db,
+            chat_id,
+            [("user", f"m{i}", start + timedelta(seconds=i)) for i in range(250)],
+        )
+        chat = client.get(f"/api/chats/{chat_id}").json()
+        assert [m["content"] for m in chat["messages"]] == [f"m{i}" for i in range(150, 250)]
+        collected, cursor = chat["messages"], chat["messages_next_cursor"]
+        while cursor:
+            page = client.get(
+                f"/api/chats/{chat_id}/messages", params={"limit": 60, "before": cursor}
+            ).json()
+            collected = page["items"] + collected
+            cursor = page["next_cursor"]
+        assert [m["content"] for m in collected] == [f"m{i}" for i in range(250)]
+        small = client.get(f"/api/chats/{chat_id}", params={"limit": 3}).json()
+        assert [m["content"] for m in small["messages"]] == ["m247", "m248", "m249"]
+        assert small["messages_next_cursor"] is not None
+        too_many = client.get(f"/api/chats/{chat_id}", params={"limit": 201})
+        assert too_many.status_code == 400, too_many.text
+        short_id = client.post("/api/chats", json={"title": "short"}).json()["id"]
+        short = client.get(f"/api/chats/{short_id}").json()
+    assert short["messages"] == []
+    assert short["messages_next_cursor"] is None
+
+
+def test_the_web_client_opens_a_long_chat_at_its_end_and_shows_older_messages_on_demand(
+    server: Server, fresh_user: User, page: Page
+) -> None:
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    with fresh_user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "long"}).json()["id"]
+    fill_chat(
+        server.db,
+        chat_id,
+        [("user", f"message {i}", start + timedelta(seconds=i)) for i in range(130)],
+    )
+    page.goto(server.url)
+    page.get_by_label("Username").fill(fresh_user.username)
+    page.get_by_label("Password").fill(fresh_user.password)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    page.goto(f"{server.url}/#/chat/{chat_id}")
+    shown = page.locator("#messages .message .body")
+    expect(shown).to_have_count(100)
+    expect(shown.first).to_have_text("message 30")
+    expect(shown.last).to_have_text("message 129")
+    page.get_by_role("button", name="Show older messages").click()
+    expect(shown).to_have_count(130)
+    expect(shown.first).to_have_text("message 0")
+    expect(shown.last).to_have_text("message 129")
+    expect(page.get_by_role("button", name="Show older messages")).to_have_count(0)
+
+
+def test_the_terminal_client_opens_a_long_chat_with_its_newest_messages(
+    server: Server, fresh_user: User, tmp_path: Path
+) -> None:
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    with fresh_user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "Long"}).json()["id"]
+    fill_chat(
+        server.db,
+        chat_id,
+        [("user", f"message {i}", start + timedelta(seconds=i)) for i in range(130)],
+    )
+    child = spawn_client(
+        tmp_path, "--url", server.url, "--chat", chat_id, CHATSVC_TOKEN=fresh_user.token
+    )
+    child.expect_exact("Chat: Long  (over 50 messages; /history shows the last 50)")
+    child.expect_exact(PROMPT)
+    child.sendline("/history")
+    child.expect_exact("(older messages not shown: the last 50 follow)")
+    child.expect_exact("message 80")
+    child.expect_exact("message 129")
+    child.expect_exact("---")
+    child.sendeof()
+    ends_with_status(child, 0)
