@@ -289,7 +289,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.telemetry,
         trees=app.state.trees,
     )
-    app.state.chats = Chats(app.state.generations)
+    app.state.chats = Chats(app.state.generations, max_chats=settings.max_chats_per_user)
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

@@ -87,12 +87,17 @@ def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
 class Chats:
     """Everything a user can do to their chats; other users' chats are :class:`NotFound`."""
 
-    def __init__(self, generations: Generations | None = None) -> None:
+    def __init__(self, generations: Generations | None = None, *, max_chats: int) -> None:
         self._generations = generations
+        self._max_chats = max_chats
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         row = await store.create_chat(
-            owner, title=data.title, system_prompt=data.system_prompt, model=data.model
+            owner,
+            title=data.title,
+            system_prompt=data.system_prompt,
+            model=data.model,
+            max_chats=self._max_chats,
         )
         return chat_from_row(row)
 

@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "busy",
     "not_running",
     "rate_limited",
+    "limit_reached",
     "llm_unavailable",
     "llm_error",
     "timeout",
@@ -99,6 +100,13 @@ class NotRunning(ChatsvcError):
 class RateLimited(ChatsvcError):
     code = "rate_limited"
     status_code = 429
+
+
+class LimitReached(ChatsvcError):
+    """A cap on what one user may keep (``MAX_CHATS_PER_USER``): delete something first."""
+
+    code = "limit_reached"
+    status_code = 409
 
 
 class LLMUnavailable(ChatsvcError):

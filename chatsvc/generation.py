@@ -303,6 +303,7 @@ class Generations:
                 instance=self.instance,
                 live_after=self._lease.live_after(),
                 per_user_cap=settings.max_concurrent_generations,
+                max_chats=settings.max_chats_per_user,
             )
             if stored is None:  # deleted in the meantime
                 raise NotFound("chat not found")

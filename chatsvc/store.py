@@ -21,7 +21,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.query.functions.string import Length
 
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, write_transaction
-from chatsvc.errors import Busy, Conflict, RateLimited
+from chatsvc.errors import Busy, Conflict, LimitReached, RateLimited
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
 
@@ -97,9 +97,17 @@ _CHAT_COLUMNS = (
 )
 
 
-async def create_chat(owner: int, *, title: str, system_prompt: str, model: str | None) -> Row:
+async def create_chat(
+    owner: int, *, title: str, system_prompt: str, model: str | None, max_chats: int
+) -> Row:
+    """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
+    ``max_chats`` already."""
     stamp = now()
-    async with write_transaction(Chat._meta.db):
+    engine = Chat._meta.db
+    async with write_transaction(engine):
+        if isinstance(engine, PostgresEngine):
+            await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
+        await _check_room_for_chat(owner, max_chats)
         rows = await Chat.insert(
             Chat(
                 owner=owner,
@@ -112,6 +120,14 @@ async def create_chat(owner: int, *, title: str, system_prompt: str, model: str 
         ).returning(*_CHAT_COLUMNS)
         await _create_tree(rows[0]["id"])
     return rows[0]
+
+
+async def _check_room_for_chat(owner: int, max_chats: int) -> None:
+    """Inside the transaction that inserts a chat, with the owner's row locked."""
+    if await Chat.count().where(Chat.owner == owner) >= max_chats:
+        raise LimitReached(
+            f"you have {max_chats} chats, the most allowed; delete one to start another"
+        )
 
 
 async def get_chat(owner: int, chat_id: UUID) -> Row | None:
@@ -284,6 +300,7 @@ async def create_exchange(
     instance: str,
     live_after: datetime,
     per_user_cap: int,
+    max_chats: int,
 ) -> tuple[Row, Row, Row, bool] | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
@@ -292,8 +309,9 @@ async def create_exchange(
     created)``, or ``None`` when the chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
-    so two instances cannot both start a reply in one chat (``Busy``) or pass
-    the user's cap together (``RateLimited``).
+    so two instances cannot both start a reply in one chat (``Busy``), pass
+    the user's cap together (``RateLimited``), or create a chat past ``max_chats``
+    (``LimitReached``).
     """
     stamp = now()
     engine = Chat._meta.db
@@ -314,6 +332,7 @@ async def create_exchange(
                 f"at most {per_user_cap} replies may be generated at once; wait for one"
             )
         if chat_id is None:
+            await _check_room_for_chat(owner, max_chats)
             chat = (
                 await Chat.insert(
                     Chat(owner=owner, title=new_chat_title, created_at=stamp, updated_at=stamp)

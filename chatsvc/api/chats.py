@@ -65,7 +65,12 @@ class ChatController(Controller):
         summary="Create a chat",
         status_code=201,
         response_description="The new chat.",
-        responses=errors(*PROTECTED, 400),
+        responses=errors(
+            *PROTECTED,
+            400,
+            409,
+            meaning={409: "You have `MAX_CHATS_PER_USER` chats already (`limit_reached`)."},
+        ),
     )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""

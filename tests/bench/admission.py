@@ -89,7 +89,11 @@ async def measure(options: argparse.Namespace) -> None:
                 users[i % len(users)],
                 (
                     await store.create_chat(
-                        users[i % len(users)], title="bench", system_prompt="", model=None
+                        users[i % len(users)],
+                        title="bench",
+                        system_prompt="",
+                        model=None,
+                        max_chats=1_000_000,
                     )
                 )["id"],
             )
@@ -143,6 +147,7 @@ class Round:
                 instance="bench",
                 live_after=self.store.now().replace(year=2000),
                 per_user_cap=cap,
+                max_chats=1_000_000,
             )
         except self.overloaded:
             self.refused += 1
