@@ -250,16 +250,17 @@ async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list
         rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(
             HISTORY_PAGE
         )
+        full = False
         for row in rows:
             if row["id"] == leave_out or not row["size"]:
                 continue
             if chosen and budget - row["size"] < 0:
-                rows = []  # full: no further page
+                full = True
                 break
             budget -= row["size"]
             chosen.add(row["id"])
             oldest = (row["created_at"], row["id"])
-        if len(rows) < HISTORY_PAGE:
+        if full or len(rows) < HISTORY_PAGE:
             break
         before = (rows[-1]["created_at"], rows[-1]["id"])
     if oldest is None:
