@@ -275,7 +275,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.telemetry,
         trees=app.state.trees,
     )
-    app.state.chats = Chats(app.state.generations, models=settings.model_choices)
+    app.state.chats = Chats(
+        app.state.generations,
+        models=settings.model_choices,
+        max_chats=settings.max_chats_per_user,
+    )
     app.state.tokens = TokenIssuer(jwt_auth)
     app.state.sockets = SocketCounter(settings.max_sockets_per_user)
     return app

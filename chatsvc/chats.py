@@ -89,10 +89,18 @@ def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
 class Chats:
     """Everything a user can do to their chats; other users' chats are :class:`NotFound`."""
 
-    def __init__(self, generations: Generations | None = None, *, models: tuple[str, ...]) -> None:
-        """``models``: what a chat may choose (``Settings.model_choices``), the default first."""
+    def __init__(
+        self,
+        generations: Generations | None = None,
+        *,
+        models: tuple[str, ...],
+        max_chats: int,
+    ) -> None:
+        """``models``: what a chat may choose (``Settings.model_choices``), the default first;
+        ``max_chats``: how many chats a user may keep."""
         self._generations = generations
         self._models = models
+        self._max_chats = max_chats
 
     def models(self) -> ModelList:
         return ModelList(default=self._models[0], models=[ModelInfo(id=m) for m in self._models])
@@ -108,7 +116,11 @@ class Chats:
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         self._check_model(data.model)
         row = await store.create_chat(
-            owner, title=data.title, system_prompt=data.system_prompt, model=data.model
+            owner,
+            title=data.title,
+            system_prompt=data.system_prompt,
+            model=data.model,
+            max_chats=self._max_chats,
         )
         return chat_from_row(row)
 
@@ -128,15 +140,23 @@ class Chats:
             raise NotFound("chat not found")
         return chat_from_row(row)
 
-    async def get_with_messages(self, owner: int, chat_id: UUID) -> ChatWithMessages:
+    async def get_with_messages(self, owner: int, chat_id: UUID, *, limit: int) -> ChatWithMessages:
+        """The chat and the newest page of its messages (never the whole of a long chat)."""
         chat = await self.get(owner, chat_id)
-        messages = [message_from_row(r) for r in await store.list_messages(chat_id)]
-        return ChatWithMessages(**msgspec.structs.asdict(chat), messages=messages)
+        page = await self._message_page(chat_id, limit=limit, before=None)
+        return ChatWithMessages(
+            **msgspec.structs.asdict(chat),
+            messages=page.items,
+            messages_next_cursor=page.next_cursor,
+        )
 
     async def messages(
         self, owner: int, chat_id: UUID, *, limit: int, before: str | None = None
     ) -> MessagePage:
         await self.get(owner, chat_id)
+        return await self._message_page(chat_id, limit=limit, before=before)
+
+    async def _message_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
         keyset = decode_cursor(before, "before") if before else None
         rows = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
         more = len(rows) > limit

@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "busy",
     "not_running",
     "rate_limited",
+    "limit_reached",
     "llm_unavailable",
     "llm_error",
     "timeout",
@@ -112,6 +113,13 @@ class RateLimited(ChatsvcError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class LimitReached(ChatsvcError):
+    """A cap on what one user may keep (``MAX_CHATS_PER_USER``): delete something first."""
+
+    code = "limit_reached"
+    status_code = 409
 
 
 class LLMUnavailable(ChatsvcError):

@@ -307,6 +307,7 @@ class Generations:
                 instance=self.instance,
                 live_after=self._lease.live_after(),
                 per_user_cap=settings.max_concurrent_generations,
+                max_chats=settings.max_chats_per_user,
             )
             if stored is None:  # deleted in the meantime
                 raise NotFound("chat not found")
@@ -505,23 +506,18 @@ class Generations:
 
     async def _request_for(self, generation: Generation) -> CompletionRequest:
         """System prompt, then the history that fits the budget, ending with the new message."""
-        rows = await store.prompt_history(generation.chat_id)
         budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
-        turns: list[ChatTurn] = []
         tree = await self._tree_turn(generation.chat_id, budget // 2) if self._trees else None
         if tree is not None:
             budget -= len(tree.content)
-        for row in reversed(rows):
-            if row["id"] == generation.message_id or not row["content"]:
-                continue
-            if turns and budget - len(row["content"]) < 0:
-                break  # the newest message always goes, older ones while they fit
-            budget -= len(row["content"])
-            turns.append(ChatTurn(role=row["role"], content=row["content"]))
+        # The newest message always goes, older ones while they fit; only those are read.
+        rows = await store.prompt_history(
+            generation.chat_id, budget=budget, leave_out=generation.message_id
+        )
+        turns = [ChatTurn(role="system", content=generation.system_prompt)]
         if tree is not None:
             turns.append(tree)
-        turns.append(ChatTurn(role="system", content=generation.system_prompt))
-        turns.reverse()
+        turns.extend(ChatTurn(role=row["role"], content=row["content"]) for row in rows)
         return CompletionRequest(
             model=generation.model,
             messages=turns,

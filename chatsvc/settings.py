@@ -140,6 +140,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_concurrent_generations: Annotated[
         int, msgspec.Meta(ge=1, le=1000, description="running generations per user")
     ] = 3
+    max_chats_per_user: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=10_000_000,
+            description="chats a user may keep; a new one past it is refused (limit_reached)",
+        ),
+    ] = 1000
     llm_stream_idle_timeout: Annotated[
         _Seconds, msgspec.Meta(description="seconds without an upstream chunk before timeout")
     ] = 60.0

@@ -19,13 +19,16 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
+from piccolo.query.functions.string import Length
 
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, write_transaction
-from chatsvc.errors import Busy, Conflict, RateLimited
+from chatsvc.errors import Busy, Conflict, LimitReached, RateLimited
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
 
 Row = dict[str, Any]
+#: A place in an ordered list: the sort timestamp, then the id that breaks ties.
+_Keyset = tuple[datetime, UUID]
 
 
 def now() -> datetime:
@@ -95,9 +98,17 @@ _CHAT_COLUMNS = (
 )
 
 
-async def create_chat(owner: int, *, title: str, system_prompt: str, model: str | None) -> Row:
+async def create_chat(
+    owner: int, *, title: str, system_prompt: str, model: str | None, max_chats: int
+) -> Row:
+    """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
+    ``max_chats`` already."""
     stamp = now()
-    async with write_transaction(Chat._meta.db):
+    engine = Chat._meta.db
+    async with write_transaction(engine):
+        if isinstance(engine, PostgresEngine):
+            await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
+        await _check_room_for_chat(owner, max_chats)
         rows = await Chat.insert(
             Chat(
                 owner=owner,
@@ -110,6 +121,14 @@ async def create_chat(owner: int, *, title: str, system_prompt: str, model: str 
         ).returning(*_CHAT_COLUMNS)
         await _create_tree(rows[0]["id"])
     return rows[0]
+
+
+async def _check_room_for_chat(owner: int, max_chats: int) -> None:
+    """Inside the transaction that inserts a chat, with the owner's row locked."""
+    if await Chat.count().where(Chat.owner == owner) >= max_chats:
+        raise LimitReached(
+            f"you have {max_chats} chats, the most allowed; delete one to start another"
+        )
 
 
 async def get_chat(owner: int, chat_id: UUID) -> Row | None:
@@ -196,31 +215,78 @@ _MESSAGE_COLUMNS = (
 )
 
 
-async def list_messages(
-    chat_id: UUID, *, limit: int | None = None, before: tuple[datetime, UUID] | None = None
-) -> list[Row]:
-    """The newest ``limit`` messages before the keyset ``before``, returned oldest first."""
+async def list_messages(chat_id: UUID, *, limit: int, before: _Keyset | None = None) -> list[Row]:
+    """The newest ``limit`` messages before the keyset ``before``, returned oldest first
+    (a page: no caller reads a whole chat)."""
     query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
     if before is not None:
-        created_at, message_id = before
-        query = query.where(
-            (Message.created_at < created_at)
-            | ((Message.created_at == created_at) & (Message.id < message_id))
-        )
-    if limit is None:
-        return await query.order_by(Message.created_at, Message.id)
+        query = query.where(_older_than(before))
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
     rows.reverse()
     return rows
 
 
-async def prompt_history(chat_id: UUID) -> list[Row]:
-    """The chat's messages for a prompt, oldest first: ``id``, ``role`` and ``content`` only
-    (building a select of every column costs more CPU than the query itself)."""
-    return await (
+#: Messages whose sizes one query reads while a prompt's history is gathered.
+HISTORY_PAGE = 50
+
+
+async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list[Row]:
+    """The newest messages whose texts fit ``budget`` characters, oldest first: ``id``,
+    ``role`` and ``content`` only. The newest one always goes, however long; empty
+    ones and ``leave_out`` (the reply being written) never do.
+
+    Sizes are read newest first, a page at a time, until the budget is full; then
+    the texts of the messages that fit, in one query. A long chat costs what the
+    budget holds plus a page of sizes, not its whole history (issue 12).
+    """
+    chosen: set[UUID] = set()
+    oldest: _Keyset | None = None
+    before: _Keyset | None = None
+    while True:
+        query = Message.select(
+            Message.id, Message.created_at, Length(Message.content, alias="size")
+        ).where(Message.chat == chat_id)
+        if before is not None:
+            query = query.where(_older_than(before))
+        rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(
+            HISTORY_PAGE
+        )
+        full = False
+        for row in rows:
+            if row["id"] == leave_out or not row["size"]:
+                continue
+            if chosen and budget - row["size"] < 0:
+                full = True
+                break
+            budget -= row["size"]
+            chosen.add(row["id"])
+            oldest = (row["created_at"], row["id"])
+        if full or len(rows) < HISTORY_PAGE:
+            break
+        before = (rows[-1]["created_at"], rows[-1]["id"])
+    if oldest is None:
+        return []
+    texts = await (
         Message.select(Message.id, Message.role, Message.content)
-        .where(Message.chat == chat_id)
+        .where((Message.chat == chat_id) & _from(oldest))
         .order_by(Message.created_at, Message.id)
+    )
+    return [row for row in texts if row["id"] in chosen]
+
+
+def _older_than(keyset: _Keyset) -> Any:
+    """Messages strictly before ``keyset`` in history order (``created_at``, then id)."""
+    created_at, message_id = keyset
+    return (Message.created_at < created_at) | (
+        (Message.created_at == created_at) & (Message.id < message_id)
+    )
+
+
+def _from(keyset: _Keyset) -> Any:
+    """Messages at ``keyset`` or after it in history order."""
+    created_at, message_id = keyset
+    return (Message.created_at > created_at) | (
+        (Message.created_at == created_at) & (Message.id >= message_id)
     )
 
 
@@ -237,6 +303,7 @@ async def create_exchange(
     instance: str,
     live_after: datetime,
     per_user_cap: int,
+    max_chats: int,
 ) -> tuple[Row, Row, Row, bool] | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
@@ -247,8 +314,9 @@ async def create_exchange(
     chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
-    so two instances cannot both start a reply in one chat (``Busy``) or pass
-    the user's cap together (``RateLimited``).
+    so two instances cannot both start a reply in one chat (``Busy``), pass
+    the user's cap together (``RateLimited``), or create a chat past ``max_chats``
+    (``LimitReached``).
     """
     stamp = now()
     engine = Chat._meta.db
@@ -269,6 +337,7 @@ async def create_exchange(
                 f"at most {per_user_cap} replies may be generated at once; wait for one"
             )
         if chat_id is None:
+            await _check_room_for_chat(owner, max_chats)
             chat = (
                 await Chat.insert(
                     Chat(owner=owner, title=new_chat_title, created_at=stamp, updated_at=stamp)

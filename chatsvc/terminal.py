@@ -626,11 +626,15 @@ class ChatClient:
             self.say(f"! pick a number from 1 to {len(chats)}")
 
     async def _open(self, chat_id: uuid.UUID) -> None:
-        chat = await self._require_api().call("GET", f"/api/chats/{chat_id}", ChatWithMessages)
-        self.chat_id, self.title = chat.id, chat.title
-        self.say(
-            f"Chat: {_title(chat.title)}  ({len(chat.messages)} messages; /history shows them)"
+        chat = await self._require_api().call(
+            "GET", f"/api/chats/{chat_id}", ChatWithMessages, params={"limit": HISTORY_SHOWN}
         )
+        self.chat_id, self.title = chat.id, chat.title
+        if chat.messages_next_cursor is None:
+            count = f"{len(chat.messages)} messages; /history shows them"
+        else:  # the server sends a long chat's newest page only
+            count = f"over {HISTORY_SHOWN} messages; /history shows the last {HISTORY_SHOWN}"
+        self.say(f"Chat: {_title(chat.title)}  ({count})")
 
     async def _history(self) -> None:
         if self.chat_id is None:

@@ -134,7 +134,11 @@ class Chat(_Wire):
 
 
 class ChatWithMessages(Chat):
+    """The chat with its newest messages, oldest first; `messages_next_cursor`, passed as
+    `before` to `GET /api/chats/{chat_id}/messages`, fetches older ones."""
+
     messages: list[Message]
+    messages_next_cursor: str | None = msgspec.field(default=None)
 
 
 class ChatCreate(_Wire):

@@ -35,7 +35,7 @@ def test_create_get_update_delete(alice: User) -> None:
 
         fetched = client.get(f"/api/chats/{chat['id']}")
         assert fetched.status_code == 200
-        assert fetched.json() == {**chat, "messages": []}
+        assert fetched.json() == {**chat, "messages": [], "messages_next_cursor": None}
 
         renamed = client.patch(f"/api/chats/{chat['id']}", json={"title": "Renamed"})
         assert renamed.status_code == 200

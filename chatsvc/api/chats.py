@@ -74,7 +74,17 @@ class ChatController(Controller):
         summary="Create a chat",
         status_code=201,
         response_description="The new chat.",
-        responses=errors(*PROTECTED, 400, 415, 422, meaning={422: _MODEL_NOT_OFFERED}),
+        responses=errors(
+            *PROTECTED,
+            400,
+            409,
+            415,
+            422,
+            meaning={
+                409: "You have `MAX_CHATS_PER_USER` chats already (`limit_reached`).",
+                422: _MODEL_NOT_OFFERED,
+            },
+        ),
     )
     async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
         """Create a chat."""
@@ -101,15 +111,17 @@ class ChatController(Controller):
     @get(
         "/{chat_id:str}",
         operation_id="getChat",
-        summary="Get a chat and its messages",
-        response_description="The chat with all its messages.",
+        summary="Get a chat and its newest messages",
+        response_description="The chat with its newest messages; `messages_next_cursor` "
+        "fetches older ones from `GET /api/chats/{chat_id}/messages`.",
         responses=errors(*PROTECTED, 400, 404),
     )
     async def get_chat(
-        self, request: AuthRequest, chat_id: ChatId, chats: Chats
+        self, request: AuthRequest, chat_id: ChatId, chats: Chats, limit: Limit = 100
     ) -> ChatWithMessages:
-        """A chat with all its messages, oldest first."""
-        return await chats.get_with_messages(request.user.id, chat_id)
+        """A chat with its newest `limit` messages, oldest first; `messages_next_cursor`,
+        passed as `before` to `GET /api/chats/{chat_id}/messages`, pages back in time."""
+        return await chats.get_with_messages(request.user.id, chat_id, limit=limit)
 
     @get(
         "/{chat_id:str}/messages",

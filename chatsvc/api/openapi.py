@@ -39,7 +39,7 @@ _MEANING = {
     401: "Missing, invalid or expired token; or bad credentials (`unauthorized`).",
     403: "Registration is closed (`forbidden`).",
     404: "No such chat or user, or not yours (`not_found`).",
-    409: "`busy`, `not_running` or `conflict` (see `code`).",
+    409: "`busy`, `not_running`, `conflict` or `limit_reached` (see `code`).",
     413: "Content over `MAX_MESSAGE_CHARS` (`too_large`).",
     415: "A body that is not `application/json` (`invalid_message`).",
     422: "The patch does not apply or breaks a limit; nothing changed (`invalid_patch`).",

@@ -13,12 +13,14 @@
 
 const TOKEN_KEY = "chatsvc.token";
 const MAX_BACKOFF_SECONDS = 30;
+const MESSAGES_PAGE = 100; // older messages fetched per click (a chat opens with its newest)
 
 const state = {
   token: localStorage.getItem(TOKEN_KEY),
   limits: null, // from the socket's `ready`
   chats: [], // the chat list as shown
   nextCursor: null,
+  olderCursor: null, // `before` of the messages older than those shown, or null
   query: "",
   listSeq: 0,
   chat: null, // the chat on screen (a Chat), or null for a new, unsent chat
@@ -421,9 +423,9 @@ async function loadChat(chatId) {
     return;
   }
   if (seq !== state.loadSeq || !state.chat || state.chat.id !== chatId) return;
-  const { messages, ...chat } = data;
+  const { messages, messages_next_cursor: older, ...chat } = data;
   state.live = null; // a snapshot among the buffered events brings it back
-  showChat(chat, messages);
+  showChat(chat, messages, older);
   state.loading = false;
   const buffered = state.buffered;
   state.buffered = [];
@@ -445,7 +447,7 @@ function newChat() {
 
 let shownChatId = null;
 
-function showChat(chat, messages) {
+function showChat(chat, messages, older = null) {
   // The same chat read again (after a reconnect) keeps the reader's place.
   const again = chat !== null && chat.id === shownChatId;
   const stick = !again || nearEnd();
@@ -463,6 +465,7 @@ function showChat(chat, messages) {
     if (chat) hint = messages ? "No messages yet." : "Loading…";
     $("messages").append(el("p", { class: "empty", text: hint }));
   }
+  showOlderButton(older);
   renderChatList();
   updateControls();
   if (stick) scrollToEnd(true);
@@ -566,6 +569,51 @@ function onChatCreated(event) {
   history.replaceState(null, "", `#/chat/${event.chat.id}`);
   showChat(event.chat, []);
   treePanel.show(event.chat.id); // the socket follows the chat already (it sent the message)
+}
+
+// --- older messages ---------------------------------------------------------------------
+
+/** A button above the messages while the chat has older ones than those shown. */
+function showOlderButton(cursor) {
+  state.olderCursor = cursor || null;
+  let button = $("messages").querySelector(".older");
+  if (!state.olderCursor) {
+    if (button) button.remove();
+    return;
+  }
+  if (!button) {
+    button = el("button", { type: "button", class: "older wide", text: "Show older messages" });
+    button.addEventListener("click", loadOlder);
+    $("messages").prepend(button);
+  }
+}
+
+/** The page of messages before the oldest shown, put above them; the reader stays in place. */
+async function loadOlder() {
+  const chatId = state.chat && state.chat.id;
+  const cursor = state.olderCursor;
+  if (!chatId || !cursor) return;
+  const params = new URLSearchParams({ limit: String(MESSAGES_PAGE), before: cursor });
+  let page;
+  try {
+    page = await api("GET", `/api/chats/${chatId}/messages?${params}`);
+  } catch (error) {
+    showError(error.plain);
+    return;
+  }
+  if (!state.chat || state.chat.id !== chatId || state.olderCursor !== cursor) return;
+  const box = $("messages");
+  const fromEnd = box.scrollHeight - box.scrollTop;
+  const first = box.querySelector("article.message");
+  for (const message of page.items) {
+    if (state.messages.has(message.id)) continue;
+    const entry = { message, node: el("article", { class: "message" }), reasoning: "" };
+    state.messages.set(message.id, entry);
+    box.insertBefore(entry.node, first);
+    renderMessage(entry);
+  }
+  box.scrollTop = box.scrollHeight - fromEnd;
+  showOlderButton(page.next_cursor);
 }
 
 // --- rendering messages -----------------------------------------------------------------

@@ -89,7 +89,11 @@ async def measure(options: argparse.Namespace) -> None:
                 users[i % len(users)],
                 (
                     await store.create_chat(
-                        users[i % len(users)], title="bench", system_prompt="", model=None
+                        users[i % len(users)],
+                        title="bench",
+                        system_prompt="",
+                        model=None,
+                        max_chats=1_000_000,
                     )
                 )["id"],
             )
@@ -144,12 +148,13 @@ class Round:
                 instance="bench",
                 live_after=self.store.now().replace(year=2000),
                 per_user_cap=cap,
+                max_chats=1_000_000,
             )
         except self.overloaded:
             self.refused += 1
             return
         stored = time.perf_counter()
-        await self.store.prompt_history(chat_id)
+        await self.store.prompt_history(chat_id, budget=32_000, leave_out=reply_id)
         read = time.perf_counter()
         await self.store.get_tree(chat_id)
         done = time.perf_counter()
