@@ -1,29 +1,41 @@
-"""Register and log in users of Piccolo's ``BaseUser`` table, hashing off the event loop.
+"""Register, log in and change users of Piccolo's ``BaseUser`` table, hashing off the event loop.
 
 Hashes use BaseUser's own format (``pbkdf2_sha256$600000$salt$hex``), so the
 same accounts log in to the Piccolo admin. PBKDF2 at 600,000 rounds costs
 about 0.5-0.8 s of CPU, so it always runs in a worker thread, at most
 ``PASSWORD_HASH_WORKERS`` at once: a burst of logins queues there instead of
 stalling other requests and streams.
+
+Every access token carries its user's token version (``token_version``
+table); a password change or a deactivation raises it, which revokes every
+token issued before. Whoever changes a user here calls ``on_change``, which
+tells every instance to re-check the user's open sockets at once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import msgspec
 from piccolo.apps.user.tables import BaseUser
 
 from chatsvc import store
-from chatsvc.errors import Conflict, Forbidden, Unauthorized
+from chatsvc.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from chatsvc.wire import User
 
 ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = BaseUser._pbkdf2_iteration_count
 INVALID_CREDENTIALS = "invalid username or password"
+#: The length rules of ``wire.Password``, for passwords that do not come through the API.
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+#: The user columns an operator may change that decide what a token may still do.
+ACCESS_COLUMNS = frozenset({"password", "active", "admin", "superuser"})
 
 
 def _pbkdf2(password: str, salt: str, iterations: int) -> str:
@@ -40,17 +52,48 @@ def _check(password: str, stored: str) -> bool:
     return hmac.compare_digest(_pbkdf2(password, salt, int(iterations)), stored)
 
 
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords, lower case, from zxcvbn's frequency lists (MIT).
+
+    zxcvbn's list is drawn from leaked password sets; loading it takes ~0.1 s,
+    so the first check does it in a worker thread.
+    """
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` may not be used, or ``None``: our length rules and the common list."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return f"a password has {MIN_PASSWORD}-{MAX_PASSWORD} characters"
+    if "\x00" in password:
+        return "a password may not contain the NUL character"
+    if password.lower() in _common_passwords():
+        return "this password is one of the most common ones; choose another"
+    return None
+
+
 class ActiveUser(msgspec.Struct, frozen=True):
     id: int
     username: str
     staff: bool
+    token_version: int
 
 
 class Accounts:
     """The account use cases shared by the REST API and the command line."""
 
-    def __init__(self, *, allow_registration: bool, hash_workers: int) -> None:
+    def __init__(
+        self,
+        *,
+        allow_registration: bool,
+        hash_workers: int,
+        on_change: Callable[[int], None] = lambda user_id: None,
+    ) -> None:
         self.allow_registration = allow_registration
+        self.on_change = on_change
         self._limiter = anyio.CapacityLimiter(hash_workers)
         # Verified when the username is unknown, so that both cases cost the same time.
         self._dummy_hash = _pbkdf2(secrets.token_hex(16), secrets.token_hex(16), ITERATIONS)
@@ -64,6 +107,12 @@ class Accounts:
     async def _verify(self, password: str, stored: str) -> bool:
         return await anyio.to_thread.run_sync(_check, password, stored, limiter=self._limiter)
 
+    async def check_password(self, password: str) -> None:
+        """:class:`InvalidInput` when ``password`` breaks the rules (checked off the loop)."""
+        problem = await anyio.to_thread.run_sync(password_problem, password)
+        if problem is not None:
+            raise InvalidInput(problem)
+
     async def register(self, username: str, password: str) -> User:
         if not self.allow_registration:
             raise Forbidden("registration is closed on this server")
@@ -72,6 +121,7 @@ class Accounts:
     async def create_user(
         self, username: str, password: str, *, staff: bool = False, superuser: bool = False
     ) -> User:
+        await self.check_password(password)
         if await store.username_exists(username):
             raise Conflict(f"username {username!r} is already taken")
         password_hash = await self.hash_password(password)
@@ -80,8 +130,24 @@ class Accounts:
         )
         return User(id=user_id, username=username)
 
-    async def authenticate(self, username: str, password: str) -> int:
-        """The user's id, or :class:`Unauthorized` with one message for every failure."""
+    async def change_user(self, user_id: int, values: dict[str, Any]) -> None:
+        """Change a user's columns by name; a new ``password`` is checked and hashed here.
+
+        A new password or a deactivation revokes the user's tokens; a change of
+        any column in ``ACCESS_COLUMNS`` re-checks their open sockets everywhere.
+        """
+        values = dict(values)
+        if "password" in values:
+            await self.check_password(values["password"])
+            values["password"] = await self.hash_password(values["password"])
+        revoke = "password" in values or values.get("active") is False
+        if not await store.update_user(user_id, values, revoke_tokens=revoke):
+            raise NotFound(f"no user {user_id}")
+        if ACCESS_COLUMNS.intersection(values):
+            self.on_change(user_id)
+
+    async def authenticate(self, username: str, password: str) -> ActiveUser:
+        """The active user, or :class:`Unauthorized` with one message for every failure."""
         row = await store.get_credentials(username)
         stored = row["password"] if row else self._dummy_hash
         valid = await self._verify(password, stored)
@@ -91,11 +157,18 @@ class Accounts:
         if not stored.startswith(f"{ALGORITHM}${ITERATIONS}$"):
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
         await store.record_login(row["id"], rehashed)
-        return row["id"]
+        return _active_user(row)
 
     async def active_user(self, user_id: int) -> ActiveUser | None:
         """The user behind a token, or ``None`` once deleted or deactivated."""
         row = await store.get_active_user(user_id)
-        if row is None:
-            return None
-        return ActiveUser(id=row["id"], username=row["username"], staff=row["admin"])
+        return None if row is None else _active_user(row)
+
+
+def _active_user(row: store.Row) -> ActiveUser:
+    return ActiveUser(
+        id=row["id"],
+        username=row["username"],
+        staff=bool(row["admin"]),
+        token_version=row["token_version"],
+    )

@@ -105,8 +105,8 @@ async def login(
 ) -> AccessToken:
     """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
     credentials = await _read_login(request)
-    user_id = await accounts.authenticate(credentials.username, credentials.password)
-    return tokens.issue(user_id)
+    user = await accounts.authenticate(credentials.username, credentials.password)
+    return tokens.issue(user)
 
 
 @get(
