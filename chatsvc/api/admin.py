@@ -210,6 +210,9 @@ def admin_mount(settings: Settings) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
+        # Chat.owner refers to BaseUser: included automatically, it would serve
+        # `piccolo_user` a second time, without AdminUser's checks. AdminUser serves it.
+        auto_include_related=False,
         site_name="chatsvc admin",
         production=settings.environment == "production",
         rate_limit_provider=InMemoryLimitProvider(
