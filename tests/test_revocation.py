@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tests.conftest import (
     register_and_login,
     start_server,
 )
-from tests.test_admin import admin_client, admin_login, create_user
+from tests.test_admin import admin_client, admin_login
 from tests.test_scale_out import BUS_URLS, _require_redis
 
 #: The issue's "within seconds": generous, for a loaded machine.
@@ -61,11 +62,26 @@ def login(server: Server, username: str, password: str) -> httpx.Response:
         return client.post("/api/auth/login", json={"username": username, "password": password})
 
 
-@pytest.fixture
-def superuser(server: Server, tmp_path: Path) -> Iterator[httpx.Client]:
-    """An admin session of a superuser on the shared server."""
+def promoted(server: Server, *, superuser: bool = False) -> User:
+    """A new user made staff (or superuser) in the table, logged in after that."""
+    user = register_and_login(server)
+    server.db.query(
+        "UPDATE piccolo_user SET admin = ?, superuser = ? WHERE id = ?", True, superuser, user.id
+    )
+    return user
+
+
+@contextmanager
+def admin_session(server: Server, username: str) -> Iterator[httpx.Client]:
     with admin_client(server) as client:
-        assert admin_login(client, create_user(server, tmp_path, "--superuser")).status_code == 200
+        assert admin_login(client, username).status_code == 200
+        yield client
+
+
+@pytest.fixture
+def superuser(server: Server) -> Iterator[httpx.Client]:
+    """An admin session of a superuser on the shared server."""
+    with admin_session(server, promoted(server, superuser=True).username) as client:
         yield client
 
 
@@ -105,14 +121,8 @@ def test_a_socket_closes_within_seconds_of_its_user_being_deactivated(server: Se
     assert me_status(user) == 401
 
 
-def test_a_socket_of_staff_closes_when_staff_rights_are_withdrawn(
-    server: Server, tmp_path: Path
-) -> None:
-    staff_name = create_user(server, tmp_path, "--staff")
-    response = login(server, staff_name, PASSWORD)
-    assert response.status_code == 200, response.text
-    staff_id = server.db.query("SELECT id FROM piccolo_user WHERE username = ?", staff_name)[0]
-    staff = User(staff_id["id"], staff_name, PASSWORD, response.json()["access_token"], server)
+def test_a_socket_of_staff_closes_when_staff_rights_are_withdrawn(server: Server) -> None:
+    staff = promoted(server)
     plain = register_and_login(server)
     with Socket(staff) as staff_socket, Socket(plain) as plain_socket:
         staff_socket.send(action="subscribe", chat_id=_new_chat(staff), debug=True)
@@ -206,10 +216,9 @@ def test_users_added_in_the_admin_follow_our_rules(server: Server, superuser: ht
     assert row["password"].startswith("pbkdf2_sha256$600000$")
 
 
-def test_the_admins_own_password_change_follows_our_rules(server: Server, tmp_path: Path) -> None:
-    staff = create_user(server, tmp_path, "--staff")
-    with admin_client(server) as client:
-        assert admin_login(client, staff).status_code == 200
+def test_the_admins_own_password_change_follows_our_rules(server: Server) -> None:
+    staff = promoted(server).username
+    with admin_session(server, staff) as client:
 
         def change(new: str) -> httpx.Response:
             return client.post(
@@ -266,16 +275,16 @@ def pair(
 
 
 def test_a_change_in_the_admin_of_one_instance_closes_sockets_on_the_other(
-    pair: tuple[Server, Server], tmp_path: Path
+    pair: tuple[Server, Server],
 ) -> None:
     a, b = pair
-    user = register_and_login(b)
-    staff_name = create_user(b, tmp_path, "--staff")
-    staff_login = login(b, staff_name, PASSWORD).json()
-    [staff_row] = b.db.query("SELECT id FROM piccolo_user WHERE username = ?", staff_name)
-    staff = User(staff_row["id"], staff_name, PASSWORD, staff_login["access_token"], b)
-    with admin_client(a) as admin, Socket(user) as on_b, Socket(staff) as staff_on_b:
-        assert admin_login(admin, create_user(a, tmp_path, "--superuser")).status_code == 200
+    user, staff = register_and_login(b), promoted(b)
+    superuser = promoted(a, superuser=True)
+    with (
+        admin_session(a, superuser.username) as admin,
+        Socket(user) as on_b,
+        Socket(staff) as staff_on_b,
+    ):
         still_open(on_b)
         still_open(staff_on_b)
 
