@@ -30,9 +30,12 @@ from chatsvc.api.deps import (
     provide_chats,
     provide_events,
     provide_generations,
+    provide_settings,
     provide_tokens,
     provide_trees,
 )
+from chatsvc.api.headers import add_security_headers
+from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import TokenIssuer, create_jwt_auth
 from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
@@ -60,16 +63,12 @@ DATABASE_DOWN = (
 )
 
 
-def _error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[str, Any]:
-    return {"status_code": status_code, "detail": detail, "code": code, **extra}
-
-
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
-        _error_body(exc.status_code, exc.message, exc.code),
+        error_body(exc.status_code, exc.message, exc.code),
         status_code=exc.status_code,
         headers=headers,
     )
@@ -89,7 +88,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's own HTTP errors (auth middleware, routing) get our ``code`` too."""
     status = exc.status_code
     code = _CODES.get(status, "invalid_message" if status < 500 else "internal")
-    body = _error_body(status, exc.detail, code)
+    body = error_body(status, exc.detail, code)
     if exc.extra:
         body["extra"] = exc.extra
     headers = dict(exc.headers or {})
@@ -98,28 +97,17 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return Response(body, status_code=status, headers=headers)
 
 
-def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    """Litestar's 400 shape, with a ``detail`` that names each bad field."""
-    problems = exc.extra if isinstance(exc.extra, list) else []
-    named = [f"{p.get('key')}: {p.get('message')}" for p in problems if p.get("key")]
-    detail = "invalid input: " + "; ".join(named) if named else exc.detail
-    return Response(
-        _error_body(400, detail, "invalid_message", extra=problems),
-        status_code=400,
-    )
-
-
 def _unreadable_body(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A body that is not UTF-8, or JSON nested deeper than the decoder goes."""
     reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
-    body = _error_body(400, f"invalid input: the body is {reason}", "invalid_message")
+    body = error_body(400, f"invalid input: the body is {reason}", "invalid_message")
     return Response(body, status_code=400)
 
 
 def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("database unavailable: %s: %s", type(exc).__name__, exc)
     return Response(
-        _error_body(503, "the database is unavailable; try again shortly", "unavailable"),
+        error_body(503, "the database is unavailable; try again shortly", "unavailable"),
         status_code=503,
         headers={"Retry-After": "5"},
     )
@@ -223,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.metrics,
             docs.swagger_ui,
             docs.redoc,
+            docs.assets(),
             ws.chat_socket,
             admin.admin_mount(settings),
             web.index,
@@ -235,15 +224,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "generations": Provide(provide_generations, sync_to_thread=False),
             "events": Provide(provide_events, sync_to_thread=False),
             "trees": Provide(provide_trees, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
         middleware=[api_limit.middleware, prometheus.middleware],
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
         on_app_init=[jwt_auth.on_app_init],
+        before_send=[add_security_headers],
         exception_handlers={
             ChatsvcError: _chatsvc_error,
             HTTPException: _http_error,
-            ValidationException: _validation_error,
+            ValidationException: validation_error,
             UnicodeDecodeError: _unreadable_body,
             RecursionError: _unreadable_body,
             **dict.fromkeys(DATABASE_DOWN, _database_down),

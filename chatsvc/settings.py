@@ -93,6 +93,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ge=8, le=1_000_000, description="events waiting for a slow socket (then 1013)"
         ),
     ] = 4096
+    ws_outbox_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=64_000,
+            le=1_000_000_000,
+            description="bytes of events waiting for a slow socket or SSE stream (then dropped)",
+        ),
+    ] = 4_000_000
     ws_recheck_seconds: Annotated[
         float,
         msgspec.Meta(
@@ -190,6 +198,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tree_max_value_chars: Annotated[
         int, msgspec.Meta(ge=1, le=1_000_000, description="characters in a node's value")
     ] = 1000
+    tree_max_bytes: Annotated[
+        int,
+        msgspec.Meta(ge=1_000, le=100_000_000, description="bytes of a chat's tree as JSON"),
+    ] = 2_000_000
+    tree_op_max_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1_000,
+            le=100_000_000,
+            description="bytes of one patch op's value (or of what a copy copies), as JSON",
+        ),
+    ] = 128_000
     tree_tools: Annotated[bool, msgspec.Meta(description="offer the tree tools to the model")] = (
         True
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import secrets
+import time
 from typing import Any, NamedTuple
 
 import jsonpatch
@@ -35,33 +36,171 @@ class Limits(NamedTuple):
     nodes: int
     depth: int
     value_chars: int
+    tree_bytes: int  # the tree as JSON
+    op_bytes: int  # the JSON of one op's `value` (or of what a `copy` copies)
 
 
-def apply(root: Node, ops: list[dict[str, Any]], limits: Limits) -> Node:
-    """The tree after ``ops``; ``InvalidPatch`` (and ``root`` untouched) if any op fails."""
-    for op in ops:
-        if not isinstance(op, dict):
-            raise InvalidPatch("every op is an object")
-        for pointer in (op.get("path"), op.get("from")):
-            if pointer is None:
-                continue
-            if not isinstance(pointer, str) or (
-                pointer != "/root" and not pointer.startswith("/root/")
-            ):
-                raise InvalidPatch(f"{op.get('op')} {pointer}: paths start with /root")
-    try:
-        document = jsonpatch.apply_patch({"root": root}, ops, in_place=False)
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise InvalidPatch(f"the patch does not apply: {exc}") from None
-    except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed op values
-        raise InvalidPatch(f"the patch does not apply: {type(exc).__name__}") from None
-    new_root = document.get("root")
-    check(new_root, limits)
+#: The RFC 6902 operations.
+OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+
+
+class _Size(NamedTuple):
+    """What a JSON value weighs in the tree: nodes (objects), JSON bytes, levels of nodes."""
+
+    nodes: int
+    bytes: int
+    depth: int
+
+
+_NOTHING = _Size(0, 0, 0)
+
+
+def apply(
+    root: Node, ops: list[dict[str, Any]], limits: Limits, *, deadline: float | None = None
+) -> Node:
+    """The tree after ``ops``; ``InvalidPatch`` (and ``root`` untouched) if any op fails.
+
+    Each op is weighed before it is applied: one that would take the tree past a
+    limit (nodes, depth, bytes) or carries more than ``limits.op_bytes`` is refused
+    before anything is built, so a patch can never grow the tree beyond the limits
+    on its way (a ``copy`` of the root doubles it). Past ``deadline``
+    (``time.monotonic()``), the patch is refused as too slow. The shape rules (ids,
+    keys) are checked once, on the result.
+    """
+    document: dict[str, Any] = {"root": copy.deepcopy(root)}
+    total = _weigh(document["root"])
+    for number, op in enumerate(ops):
+        if deadline is not None and time.monotonic() > deadline:
+            raise InvalidPatch(f"the patch takes too long to apply (stopped at op {number})")
+        total = _apply_one(document, op, number, total, limits)
+    new_root = check(document.get("root"), limits)
+    if len(_encode(new_root)) > limits.tree_bytes:
+        raise InvalidPatch(f"the tree would be larger than {limits.tree_bytes} bytes")
     return new_root
 
 
-def check(root: Any, limits: Limits) -> None:
-    """Raise ``InvalidPatch`` unless ``root`` is a well-formed tree within the limits."""
+def _apply_one(
+    document: dict[str, Any], op: Any, number: int, total: _Size, limits: Limits
+) -> _Size:
+    """Weigh one op against the limits, then apply it in place; the tree's new weight."""
+    if not isinstance(op, dict):
+        raise InvalidPatch(f"op {number}: every op is an object")
+    name = op.get("op")
+    if name not in OPS:
+        raise InvalidPatch(f"op {number}: unknown op {name!r} (one of {', '.join(sorted(OPS))})")
+    path, source = op.get("path"), op.get("from")
+    for pointer in (path, source):
+        if pointer is not None and not _in_tree(pointer):
+            raise InvalidPatch(f"op {number} ({name} {pointer}): paths start with /root")
+    incoming = outgoing = _NOTHING  # what the op puts into the tree, and takes out of it
+    if name in ("add", "replace", "test"):
+        incoming = _weigh_bounded(op.get("value"), limits.op_bytes, number)
+    elif name == "copy":
+        incoming = _weigh_bounded(_resolve(document, source, number), limits.op_bytes, number)
+    elif name == "move":  # the same nodes, elsewhere: only the depth can change
+        incoming = outgoing = _weigh(_resolve(document, source, number))
+    if name in ("replace", "remove") or (
+        name in ("add", "copy", "move") and _is_key(document, path)
+    ):
+        outgoing = _plus(outgoing, _weigh(_existing(document, path)))  # a value replaced
+    if name != "test":
+        nodes = total.nodes + incoming.nodes - outgoing.nodes
+        size = total.bytes + incoming.bytes - outgoing.bytes
+        if nodes > limits.nodes:
+            raise InvalidPatch(f"op {number}: the tree would have more than {limits.nodes} nodes")
+        if size > limits.tree_bytes:
+            raise InvalidPatch(
+                f"op {number}: the tree would be larger than {limits.tree_bytes} bytes"
+            )
+        if incoming.depth and _level(path) + incoming.depth - 1 > limits.depth:
+            raise InvalidPatch(f"op {number}: the tree would be deeper than {limits.depth} levels")
+        total = _Size(nodes, size, total.depth)
+    try:
+        jsonpatch.JsonPatch([op]).apply(document, in_place=True)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise InvalidPatch(f"op {number}: the patch does not apply: {exc}") from None
+    except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed op values
+        raise InvalidPatch(f"op {number}: the patch does not apply: {type(exc).__name__}") from None
+    return total
+
+
+_encode = msgspec.json.encode
+
+
+def _weigh(value: Any) -> _Size:
+    """Nodes, JSON bytes and levels of nodes of a value already in the tree (bounded)."""
+    if value is None:
+        return _NOTHING
+    nodes = depth = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            nodes += 1
+            depth = max(depth, level + 1)
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level) for child in item)
+    return _Size(nodes, len(_encode(value)), depth)
+
+
+def _plus(a: _Size, b: _Size) -> _Size:
+    return _Size(a.nodes + b.nodes, a.bytes + b.bytes, max(a.depth, b.depth))
+
+
+def _weigh_bounded(value: Any, max_bytes: int, number: int) -> _Size:
+    """``_weigh`` for a value from outside: refused unweighed when its JSON is too large."""
+    try:
+        size = len(_encode(value))
+    except (TypeError, msgspec.EncodeError, RecursionError) as exc:
+        raise InvalidPatch(f"op {number}: the value is not JSON: {type(exc).__name__}") from None
+    if size > max_bytes:
+        raise InvalidPatch(f"op {number}: the value is larger than {max_bytes} bytes")
+    return _weigh(value)
+
+
+def _resolve(document: Any, pointer: Any, number: int) -> Any:
+    """The value at ``pointer``; ``InvalidPatch`` if there is none."""
+    try:
+        value = jsonpointer.resolve_pointer(document, pointer)
+    except (jsonpointer.JsonPointerException, TypeError) as exc:
+        raise InvalidPatch(f"op {number}: no value at {pointer}: {exc}") from None
+    if isinstance(value, jsonpointer.EndOfList):
+        raise InvalidPatch(f"op {number}: no value at {pointer}")
+    return value
+
+
+def _existing(document: Any, pointer: Any) -> Any:
+    """The value at ``pointer``, or ``None`` (the op itself then fails as it applies)."""
+    try:
+        value = jsonpointer.resolve_pointer(document, pointer, None)
+    except (jsonpointer.JsonPointerException, TypeError):
+        return None
+    return None if isinstance(value, jsonpointer.EndOfList) else value
+
+
+def _is_key(document: Any, pointer: Any) -> bool:
+    """Whether ``pointer`` names a key of an object (an ``add`` there replaces its value)."""
+    if not isinstance(pointer, str) or "/" not in pointer:
+        return False
+    parent, _, _ = pointer.rpartition("/")
+    try:
+        return isinstance(jsonpointer.resolve_pointer(document, parent, None), dict)
+    except jsonpointer.JsonPointerException:
+        return False
+
+
+def _in_tree(pointer: Any) -> bool:
+    return isinstance(pointer, str) and (pointer == "/root" or pointer.startswith("/root/"))
+
+
+def _level(pointer: Any) -> int:
+    """The level a node placed at ``pointer`` would have (``/root`` is 1)."""
+    return pointer.count("/children/") + 1 if isinstance(pointer, str) else 1
+
+
+def check(root: Any, limits: Limits) -> Node:
+    """``root``, if it is a well-formed tree within the limits; else ``InvalidPatch``."""
     if not isinstance(root, dict) or root.get("id") != ROOT_ID:
         raise InvalidPatch("the root must stay a node with id 'root'")
     seen: set[str] = set()
@@ -87,6 +226,7 @@ def check(root: Any, limits: Limits) -> None:
         if len(seen) + len(stack) + len(children) > limits.nodes:
             raise InvalidPatch(f"the tree has more than {limits.nodes} nodes")
         stack.extend((child, depth + 1) for child in children)
+    return root
 
 
 # --- the model's tools ------------------------------------------------------------------

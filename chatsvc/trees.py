@@ -8,9 +8,12 @@ every subscriber of the chat, on every instance.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Literal
 from uuid import UUID
 
+import anyio
+import jsonpatch
 import msgspec
 
 from chatsvc import store
@@ -24,6 +27,9 @@ log = logging.getLogger("chatsvc.trees")
 
 #: A tool call retries this often when another change lands between its read and write.
 TOOL_ATTEMPTS = 5
+#: A change is refused when applying it takes longer than this (it runs in a worker thread,
+#: one change at a time, so the event loop keeps serving everyone meanwhile).
+APPLY_SECONDS = 1.0
 
 
 class Trees:
@@ -33,7 +39,11 @@ class Trees:
             nodes=settings.tree_max_nodes,
             depth=settings.tree_max_depth,
             value_chars=settings.tree_max_value_chars,
+            tree_bytes=settings.tree_max_bytes,
+            op_bytes=settings.tree_op_max_bytes,
         )
+        # One change at a time off the loop: a thread per request would crowd it out.
+        self._worker = anyio.CapacityLimiter(1)
 
     async def get(self, owner: int, chat_id: UUID) -> Tree:
         await self._check_owner(owner, chat_id)
@@ -47,11 +57,11 @@ class Trees:
         if row["version"] != change.version:
             raise StaleVersion(f"the tree is at version {row['version']}, not {change.version}")
         ops = msgspec.to_builtins(change.ops)
-        root = apply(row["root"], ops, self.limits)
+        root, applied = await self._apply(row["root"], ops)
         version = await store.save_tree(chat_id, change.version, root)
         if version is None:
             raise StaleVersion("the tree changed meanwhile; fetch it again")
-        self._publish(chat_id, version, change.ops, source="user", task_id=None)
+        self._publish(chat_id, version, applied, source="user", task_id=None)
         return _tree(chat_id, version, root)
 
     async def apply_tool(self, chat_id: UUID, task_id: UUID, call: ToolCall) -> dict[str, Any]:
@@ -63,16 +73,23 @@ class Trees:
             row = await store.get_tree(chat_id)
             try:
                 ops, node_id = tool_patch(row["root"], call)
-                root = apply(row["root"], ops, self.limits)
+                root, applied = await self._apply(row["root"], ops)
             except InvalidPatch as exc:
                 return {"ok": False, "error": exc.message}
             version = await store.save_tree(chat_id, row["version"], root)
             if version is not None:
-                changes = msgspec.convert(ops, list[PatchOperation])
-                self._publish(chat_id, version, changes, source="assistant", task_id=task_id)
+                self._publish(chat_id, version, applied, source="assistant", task_id=task_id)
                 return {"ok": True, "version": version, "id": node_id}
         log.warning("tool call on chat %s lost %d races for the tree", chat_id, TOOL_ATTEMPTS)
         return {"ok": False, "error": "the tree kept changing; try again"}
+
+    async def _apply(
+        self, root: dict[str, Any], ops: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], list[PatchOperation]]:
+        """The new tree and the change as applied, worked out in a worker thread."""
+        async with self._worker:  # the deadline starts once it is this change's turn
+            deadline = time.monotonic() + APPLY_SECONDS
+            return await anyio.to_thread.run_sync(_changed, root, ops, self.limits, deadline)
 
     async def _check_owner(self, owner: int, chat_id: UUID) -> None:
         if await store.get_chat(owner, chat_id) is None:
@@ -84,14 +101,27 @@ class Trees:
         version: int,
         ops: list[PatchOperation],
         *,
-        source: str,
+        source: Literal["assistant", "user"],
         task_id: UUID | None,
     ) -> None:
         update = TreeUpdate(
             chat_id=chat_id, version=version, ops=ops, source=source, task_id=task_id
-        )  # type: ignore[arg-type]
+        )
         self._events.publish(chat_id, event_of(update))
 
 
 def _tree(chat_id: UUID, version: int, root: dict[str, Any]) -> Tree:
     return Tree(chat_id=chat_id, version=version, root=msgspec.convert(root, TreeNode))
+
+
+def _changed(
+    root: dict[str, Any], ops: list[dict[str, Any]], limits: Limits, deadline: float
+) -> tuple[dict[str, Any], list[PatchOperation]]:
+    """The tree after ``ops`` and the normalised change subscribers get: the difference
+    between the two trees, not the ops as sent (which may add and remove large values)."""
+    new_root = apply(root, ops, limits, deadline=deadline)
+    before, after = {"root": root}, {"root": new_root}
+    diff = jsonpatch.make_patch(before, after).patch
+    if jsonpatch.apply_patch(before, diff) != after:  # a diff must rebuild the tree exactly
+        diff = [{"op": "replace", "path": "/root", "value": new_root}]
+    return new_root, msgspec.convert(diff, list[PatchOperation])

@@ -78,3 +78,48 @@ def test_a_slow_reader_is_dropped_and_the_fast_one_gets_everything(tight_server:
     assert "".join(t["token"] for t in tokens) == SCRIPT.expected_text()
     assert frames[-1]["message"]["content"] == SCRIPT.expected_text()
     assert _slow_consumers(tight_server) == before + 1
+
+
+def test_a_slow_reader_is_dropped_at_the_byte_bound(spawn_server: Callable[..., Server]) -> None:
+    """Few but large events (tree updates of ~100 KB) fill no count bound: the outbox's
+    bytes are bounded too (`WS_OUTBOX_BYTES`), and the server does not grow with them."""
+    server = spawn_server(WS_OUTBOX_BYTES="300000")
+    user = register_and_login(server)
+    with user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "big trees"}).json()["id"]
+        nodes = [
+            {
+                "op": "add",
+                "path": "/root/children/-",
+                "value": {"id": f"n{i}", "value": "", "children": []},
+            }
+            for i in range(100)
+        ]
+        assert (
+            client.patch(
+                f"/api/chats/{chat_id}/tree", json={"version": 0, "ops": nodes}
+            ).status_code
+            == 200
+        )
+        before, rss_before = _slow_consumers(server), server.rss()
+        with _slow_socket(server, user.token) as slow:
+            assert json.loads(slow.recv(timeout=10))["type"] == "ready"
+            slow.send(json.dumps({"action": "subscribe", "chat_id": chat_id}))
+            slow.send(json.dumps({"action": "ping"}))
+            assert json.loads(slow.recv(timeout=10)) == {"type": "pong"}
+            # From here on the slow client reads nothing: 60 updates of ~100 KB each.
+            for version in range(1, 61):
+                text = f"{version:04d}" * 250
+                ops = [
+                    {"op": "replace", "path": f"/root/children/{i}/value", "value": text}
+                    for i in range(100)
+                ]
+                body = {"version": version, "ops": ops}
+                response = client.patch(f"/api/chats/{chat_id}/tree", json=body)
+                assert response.status_code == 200, response.text
+                if _slow_consumers(server) > before:
+                    break
+            assert _slow_consumers(server) == before + 1, "the slow socket was never dropped"
+            with pytest.raises(ConnectionClosed):
+                _drain(slow)
+        assert server.rss() - rss_before < 50_000_000

@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -127,6 +128,8 @@ limits_st = st.builds(
     nodes=st.integers(1, 30),
     depth=st.integers(1, 6),
     value_chars=st.integers(1, 12),
+    tree_bytes=st.just(1_000_000),  # the byte limits have their own tests
+    op_bytes=st.just(1_000_000),
 )
 
 
@@ -467,6 +470,10 @@ def random_ops(draw: Draw) -> tuple[Limits, Node, Ops]:
     ops with paths near the tree's. Some apply, most do not."""
     limits = draw(limits_st)
     root = draw(trees(limits))
+    # Byte limits the drawn tree may already be near, or over.
+    limits = limits._replace(
+        tree_bytes=draw(st.integers(40, 3000)), op_bytes=draw(st.integers(2, 600))
+    )
     pointers = [p for _, p, _ in walk(root)]
     suffixes = ["", "/id", "/value", "/children", "/children/0", "/children/-", "/children/9"]
     pointer = st.one_of(
@@ -524,6 +531,7 @@ def test_random_ops_apply_validly_or_raise_invalid_patch(case: tuple[Limits, Nod
     else:
         event("applied")
         assert_invariants(result, limits)
+        assert len(msgspec.json.encode(result)) <= limits.tree_bytes
     assert root == root_before
     assert ops == ops_before
 

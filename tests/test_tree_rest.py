@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import jsonpatch
 import pytest
 
 from tests.conftest import (
@@ -334,14 +335,17 @@ def test_subscribers_get_tree_update(alice: User, bob: User) -> None:
         second = [second_tab.recv(), second_tab.recv()]
         elsewhere.send(action="ping")
         assert elsewhere.recv() == {"type": "pong"}  # nothing of the other chat came
+    # The change as applied, normalised: what the five ops did, not the ops as sent.
     assert updates[0] == {
         "type": "tree_update",
         "chat_id": chat_id,
         "version": 1,
-        "ops": ops,
+        "ops": [{"op": "replace", "path": "/root/value", "value": "Alpha"}],
         "source": "user",
         "task_id": None,
     }
+    rebuilt = jsonpatch.apply_patch({"root": EMPTY_ROOT}, updates[0]["ops"])
+    assert rebuilt == {"root": response.json()["root"]}
     assert updates[1]["version"] == 2
     assert updates[1]["ops"] == [{"op": "replace", "path": "/root/value", "value": "B"}]
     assert second == updates

@@ -9,16 +9,19 @@ from uuid import UUID
 import anyio
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.enums import MediaType
+from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatsvc.api.openapi import PROTECTED, errors
+from chatsvc.api.problems import invalid_patch
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event
 from chatsvc.generation import Generation, Generations
+from chatsvc.settings import Settings
 from chatsvc.trees import Trees
 from chatsvc.wire import (
     NO_NUL,
@@ -35,8 +38,11 @@ from chatsvc.wire import (
     TreePatch,
 )
 
-#: Events an SSE client may fall behind by before its stream is ended (the reply goes on).
+#: Events an SSE client may fall behind by before its stream is ended (the reply goes on);
+#: their bytes are bounded by `WS_OUTBOX_BYTES`.
 SSE_BUFFER = 4096
+#: Bytes of a tree patch request (each op's value is bounded by `TREE_OP_MAX_BYTES`).
+TREE_PATCH_MAX_BYTES = 512_000
 
 AuthRequest = Request[AuthUser, Any, Any]
 ChatId = Annotated[UUID, Parameter(description="The chat's UUID.")]
@@ -154,9 +160,17 @@ class ChatController(Controller):
             400,
             404,
             409,
+            413,
             422,
-            meaning={409: "`version` is not the current one; nothing changed (`stale_version`)."},
+            meaning={
+                409: "`version` is not the current one; nothing changed (`stale_version`).",
+                413: f"The patch is over {TREE_PATCH_MAX_BYTES} bytes (`too_large`).",
+                422: "The patch breaks a rule or a limit of the tree, or an op is malformed; "
+                "nothing changed (`invalid_patch`).",
+            },
         ),
+        request_max_body_size=TREE_PATCH_MAX_BYTES,
+        exception_handlers={ValidationException: invalid_patch},
     )
     async def patch_tree(
         self, request: AuthRequest, chat_id: ChatId, data: TreePatch, trees: Trees
@@ -199,6 +213,7 @@ class ChatController(Controller):
         data: MessageCreate,
         generations: Generations,
         events: ChatEvents,
+        settings: Settings,
     ) -> Response[MessageReply]:
         """Send a message and generate the reply.
 
@@ -208,7 +223,7 @@ class ChatController(Controller):
         Disconnecting does not stop the reply.
         """
         if "text/event-stream" in request.headers.get("accept", ""):
-            stream = _EventStream(events)
+            stream = _EventStream(events, max_bytes=settings.ws_outbox_bytes)
             generation = await generations.start(
                 request.user.id, data.content, chat_id=chat_id, subscriber=stream
             )
@@ -286,14 +301,19 @@ async def list_user_chats(
 class _EventStream:
     """A chat subscriber that feeds one SSE response until its task ends."""
 
-    def __init__(self, events: ChatEvents) -> None:
+    def __init__(self, events: ChatEvents, *, max_bytes: int) -> None:
         self._events = events
         self._send, self._receive = anyio.create_memory_object_stream[Event](SSE_BUFFER)
+        self._bytes = 0  # of the events waiting
+        self._max_bytes = max_bytes
 
     def deliver(self, event: Event) -> None:
         if event.type == "debug":
             return  # for WebSockets that ask for them only (PROTOCOL.md section 6)
+        self._bytes += len(event.data)
         try:
+            if self._bytes > self._max_bytes:
+                raise anyio.WouldBlock
             self._send.send_nowait(event)
         except anyio.WouldBlock:
             self._send.close()  # too slow: end this stream; the reply itself goes on
@@ -308,6 +328,7 @@ class _EventStream:
                 while True:
                     with anyio.move_on_after(0.5):
                         event = await self._receive.receive()
+                        self._bytes -= len(event.data)
                         yield ServerSentEventMessage(event=event.type, data=event.data.decode())
                         if event.ends_task and event.task_id == generation.task_id:
                             return

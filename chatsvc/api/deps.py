@@ -9,6 +9,7 @@ from chatsvc.api.security import TokenIssuer
 from chatsvc.chats import Chats
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
+from chatsvc.settings import Settings
 from chatsvc.trees import Trees
 
 
@@ -34,3 +35,7 @@ def provide_events(state: State) -> ChatEvents:
 
 def provide_trees(state: State) -> Trees:
     return state.trees
+
+
+def provide_settings(state: State) -> Settings:
+    return state.settings

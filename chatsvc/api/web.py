@@ -56,7 +56,6 @@ async def index(request: Request[Any, Any, Any]) -> Response[bytes]:
         media_type=MediaType.HTML,
         headers={
             "Content-Security-Policy": content_security_policy(request.headers.get("host")),
-            "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
         },

@@ -127,6 +127,7 @@ class SocketSession:
         # A deque and an event rather than a memory stream: one wake-up drains every frame
         # waiting, and posting never awaits.
         self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
         self._waiting = anyio.Event()
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -178,7 +179,11 @@ class SocketSession:
     def post(self, data: bytes) -> None:
         if self._closed:
             return
-        if len(self._outbox) >= self.settings.ws_outbox_events:
+        self._outbox_bytes += len(data)
+        if (
+            len(self._outbox) >= self.settings.ws_outbox_events
+            or self._outbox_bytes > self.settings.ws_outbox_bytes
+        ):
             self.too_slow = True
             self._end()
             return
@@ -254,7 +259,9 @@ class SocketSession:
             await self._waiting.wait()
             self._waiting = anyio.Event()
             while outbox:
-                await self.socket.send_data(outbox.popleft(), mode="text")
+                data = outbox.popleft()
+                self._outbox_bytes -= len(data)
+                await self.socket.send_data(data, mode="text")
 
     async def _read(self) -> None:
         while True:
