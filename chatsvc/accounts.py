@@ -1,4 +1,4 @@
-"""Register and log in users of Piccolo's ``BaseUser`` table, hashing off the event loop.
+"""Register, log in and change users of Piccolo's ``BaseUser`` table, hashing off the event loop.
 
 Hashes use BaseUser's own format (``pbkdf2_sha256$600000$salt$hex``), so the
 same accounts log in to the Piccolo admin. PBKDF2 at 600,000 rounds costs
@@ -9,17 +9,23 @@ there; beyond, a login is refused at once (``overloaded``, with a
 ``Retry-After``) rather than wait behind a flood. Logins and registrations
 are charged to the :class:`~chatsvc.login_limits.LoginLimits` budgets first,
 and failed logins leave an audit line (:mod:`chatsvc.audit`).
+
+Every access token carries its user's token version (``token_version``
+table); a password change or a deactivation raises it, which revokes every
+token issued before. Whoever changes a user here calls ``on_change``, which
+tells every instance to re-check the user's open sockets at once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
 import secrets
 import time
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -27,7 +33,15 @@ from piccolo.apps.user.tables import BaseUser
 
 from chatsvc import store
 from chatsvc.audit import audit
-from chatsvc.errors import Conflict, Forbidden, Overloaded, RateLimited, Unauthorized
+from chatsvc.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    Unauthorized,
+)
 from chatsvc.login_limits import LoginLimits
 from chatsvc.wire import User
 
@@ -38,6 +52,10 @@ Via = Literal["api", "admin"]
 ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = BaseUser._pbkdf2_iteration_count
 INVALID_CREDENTIALS = "invalid username or password"
+#: The length rules of ``wire.Password``, for passwords that do not come through the API.
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+#: The user columns an operator may change that decide what a token may still do.
+ACCESS_COLUMNS = frozenset({"password", "active", "admin", "superuser"})
 
 
 def _pbkdf2(password: str, salt: str, iterations: int) -> str:
@@ -54,10 +72,34 @@ def _check(password: str, stored: str) -> bool:
     return hmac.compare_digest(_pbkdf2(password, salt, int(iterations)), stored)
 
 
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords, lower case, from zxcvbn's frequency lists (MIT).
+
+    zxcvbn's list is drawn from leaked password sets; loading it takes ~0.1 s,
+    so the first check does it in a worker thread.
+    """
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` may not be used, or ``None``: our length rules and the common list."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return f"a password has {MIN_PASSWORD}-{MAX_PASSWORD} characters"
+    if "\x00" in password:
+        return "a password may not contain the NUL character"
+    if password.lower() in _common_passwords():
+        return "this password is one of the most common ones; choose another"
+    return None
+
+
 class ActiveUser(msgspec.Struct, frozen=True):
     id: int
     username: str
     staff: bool
+    token_version: int
 
 
 class Accounts:
@@ -70,8 +112,10 @@ class Accounts:
         hash_workers: int,
         hash_queue: int = 0,
         login_limits: LoginLimits | None = None,
+        on_change: Callable[[int], None] = lambda user_id: None,
     ) -> None:
         self.allow_registration = allow_registration
+        self.on_change = on_change
         self._workers = hash_workers
         self._limiter = anyio.CapacityLimiter(hash_workers)
         #: Hashes that may wait for a thread; ``0`` (the command line) means any number.
@@ -122,6 +166,12 @@ class Accounts:
                 )
             raise
 
+    async def check_password(self, password: str) -> None:
+        """:class:`InvalidInput` when ``password`` breaks the rules (checked off the loop)."""
+        problem = await anyio.to_thread.run_sync(password_problem, password)
+        if problem is not None:
+            raise InvalidInput(problem)
+
     async def register(self, username: str, password: str, *, address: str | None = None) -> User:
         if not self.allow_registration:
             raise Forbidden("registration is closed on this server")
@@ -131,6 +181,7 @@ class Accounts:
     async def create_user(
         self, username: str, password: str, *, staff: bool = False, superuser: bool = False
     ) -> User:
+        await self.check_password(password)
         if await store.username_exists(username):
             raise Conflict(f"username {username!r} is already taken")
         password_hash = await self.hash_password(password)
@@ -139,10 +190,26 @@ class Accounts:
         )
         return User(id=user_id, username=username)
 
+    async def change_user(self, user_id: int, values: dict[str, Any]) -> None:
+        """Change a user's columns by name; a new ``password`` is checked and hashed here.
+
+        A new password or a deactivation revokes the user's tokens; a change of
+        any column in ``ACCESS_COLUMNS`` re-checks their open sockets everywhere.
+        """
+        values = dict(values)
+        if "password" in values:
+            await self.check_password(values["password"])
+            values["password"] = await self.hash_password(values["password"])
+        revoke = "password" in values or values.get("active") is False
+        if not await store.update_user(user_id, values, revoke_tokens=revoke):
+            raise NotFound(f"no user {user_id}")
+        if ACCESS_COLUMNS.intersection(values):
+            self.on_change(user_id)
+
     async def authenticate(
         self, username: str, password: str, *, address: str | None = None, via: Via = "api"
-    ) -> int:
-        """The user's id, or :class:`Unauthorized` with one message for every failure.
+    ) -> ActiveUser:
+        """The active user, or :class:`Unauthorized` with one message for every failure.
 
         ``address`` (the client's) is charged to the login budgets and named in the
         audit line of a failure; without one (the command line) nothing is charged.
@@ -167,11 +234,18 @@ class Accounts:
         if not stored.startswith(f"{ALGORITHM}${ITERATIONS}$"):
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
         await store.record_login(row["id"], rehashed)
-        return row["id"]
+        return _active_user(row)
 
     async def active_user(self, user_id: int) -> ActiveUser | None:
         """The user behind a token, or ``None`` once deleted or deactivated."""
         row = await store.get_active_user(user_id)
-        if row is None:
-            return None
-        return ActiveUser(id=row["id"], username=row["username"], staff=row["admin"])
+        return None if row is None else _active_user(row)
+
+
+def _active_user(row: store.Row) -> ActiveUser:
+    return ActiveUser(
+        id=row["id"],
+        username=row["username"],
+        staff=bool(row["admin"]),
+        token_version=row["token_version"],
+    )

@@ -22,6 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
 
 from chatsvc import __version__
+from chatsvc.access import AccessWatch
 from chatsvc.accounts import Accounts
 from chatsvc.api import admin, auth, chats, docs, ops, web, ws
 from chatsvc.api.deps import (
@@ -172,7 +173,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
             )
         provider = app.state.provider
-        async with connection_pool(app.state.engine), app.state.bus, app.state.events:
+        async with (
+            connection_pool(app.state.engine),
+            app.state.bus,
+            app.state.events,
+            app.state.access,
+        ):
             try:
                 async with app.state.generations:
                     log.info(
@@ -256,13 +262,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     app.state.engine = current_engine()
+    app.state.bus = EventBus.from_url(settings.event_bus_url)
+    app.state.access = AccessWatch(app.state.bus, settings.ws_recheck_seconds)
     app.state.accounts = Accounts(
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
         hash_queue=settings.password_hash_queue,
         login_limits=LoginLimits(settings.login_attempts_per_minute),
+        on_change=app.state.access.changed,
     )
-    app.state.bus = EventBus.from_url(settings.event_bus_url)
     app.state.events = ChatEvents(app.state.bus)
     app.state.telemetry = Telemetry()
     app.state.provider = create_provider(settings)

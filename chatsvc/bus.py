@@ -6,7 +6,9 @@ Instances share nothing but the database and this bus. Two kinds of channel:
   by the instance running its reply and read by every instance with a socket
   following the chat;
 - ``chatsvc.instance.<instance id>``: requests to one instance (``AbortRequest``,
-  ``SnapshotRequest``), which it answers on the chat's channel.
+  ``SnapshotRequest``), which it answers on the chat's channel;
+- ``chatsvc.accounts``: ``AccountChanged``, read by every instance, which then
+  re-checks the open sockets of that user (docs/operations.md).
 
 Backends (``EVENT_BUS_URL``): unset is Litestar's in-memory backend, for one
 instance (nothing needs to travel, so nothing is published); ``redis://`` is
@@ -71,6 +73,13 @@ class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="k"):
     chat_id: UUID
 
 
+class AccountChanged(msgspec.Struct, tag="account", tag_field="k"):
+    """A user's password, activity or staff rights changed: re-check their sockets."""
+
+    origin: str
+    user_id: int
+
+
 class Probe(msgspec.Struct, tag="probe", tag_field="k"):
     """Sent by a new reader to its own channel: back at the reader, the subscription is live."""
 
@@ -86,7 +95,7 @@ class Chunk(msgspec.Struct, tag="chunk", tag_field="k"):
     part: str  # base64 of a slice of the encoded message
 
 
-BusMessage = Envelope | AbortRequest | SnapshotRequest
+BusMessage = Envelope | AbortRequest | SnapshotRequest | AccountChanged
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(BusMessage | Probe | Chunk).decode
 
@@ -97,6 +106,9 @@ def chat_channel(chat_id: UUID) -> str:
 
 def instance_channel(instance: str) -> str:
     return f"chatsvc.instance.{instance}"
+
+
+ACCOUNTS_CHANNEL = "chatsvc.accounts"
 
 
 # --- backends ------------------------------------------------------------------------

@@ -124,6 +124,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             description="bytes of events waiting for a slow socket or SSE stream (then dropped)",
         ),
     ] = 4_000_000
+    ws_recheck_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0.2,
+            le=300,
+            description="seconds between re-checks of open sockets' users (deactivated: 4401)",
+        ),
+    ] = 5.0
     max_sockets_per_user: Annotated[
         int, msgspec.Meta(ge=1, le=10_000, description="open WebSockets per user")
     ] = 10

@@ -62,12 +62,18 @@ async def create_user(
     return rows[0]["id"]
 
 
+#: A user with the version their tokens must carry (no ``token_version`` row yet: 0).
+_USER_ACCESS = (
+    "SELECT u.id, u.username, u.password, u.active, u.admin, "
+    "COALESCE(v.version, 0) AS token_version "
+    "FROM piccolo_user u LEFT JOIN token_version v ON v.account = u.id "
+)
+
+
 async def get_credentials(username: str) -> Row | None:
-    return (
-        await BaseUser.select(BaseUser.id, BaseUser.password, BaseUser.active)
-        .where(BaseUser.username == username)
-        .first()
-    )
+    """The user's id, hash, flags and token version, by name."""
+    rows = await BaseUser.raw(_USER_ACCESS + "WHERE u.username = {}", username)
+    return rows[0] if rows else None
 
 
 async def record_login(user_id: int, password_hash: str | None = None) -> None:
@@ -79,11 +85,43 @@ async def record_login(user_id: int, password_hash: str | None = None) -> None:
 
 
 async def get_active_user(user_id: int) -> Row | None:
-    return (
-        await BaseUser.select(BaseUser.id, BaseUser.username, BaseUser.admin)
-        .where((BaseUser.id == user_id) & (BaseUser.active.eq(True)))
-        .first()
-    )
+    rows = await access_of([user_id])
+    return rows[0] if rows and rows[0]["active"] else None
+
+
+async def access_of(user_ids: list[int]) -> list[Row]:
+    """Flags and token version of these users, in one query (deleted users are missing)."""
+    if not user_ids:
+        return []
+    marks = ", ".join("{}" for _ in user_ids)
+    rows = await BaseUser.raw(_USER_ACCESS + f"WHERE u.id IN ({marks})", *user_ids)
+    for row in rows:  # SQLite answers 0/1
+        row["active"], row["admin"] = bool(row["active"]), bool(row["admin"])
+    return rows
+
+
+_RAISE_TOKEN_VERSION = (
+    "INSERT INTO token_version (account, version) VALUES ({}, 1) "
+    "ON CONFLICT (account) DO UPDATE SET version = token_version.version + 1"
+)
+
+
+async def update_user(user_id: int, values: dict[str, Any], *, revoke_tokens: bool) -> bool:
+    """Change columns of a user (by name), and with ``revoke_tokens`` raise their token version.
+
+    False when there is no such user.
+    """
+    columns: dict[Column | str, Any] = {
+        BaseUser._meta.get_column_by_name(name): value for name, value in values.items()
+    }
+    async with write_transaction(BaseUser._meta.db):
+        if not await BaseUser.exists().where(BaseUser.id == user_id):
+            return False
+        if columns:
+            await BaseUser.update(columns).where(BaseUser.id == user_id)
+        if revoke_tokens:
+            await BaseUser.raw(_RAISE_TOKEN_VERSION, user_id)
+    return True
 
 
 # --- chats ----------------------------------------------------------------------

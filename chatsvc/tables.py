@@ -94,6 +94,22 @@ class ChatTree(Table):
     root = JSONB(default=None, null=True, help_text="The root node: id, value, children.")
 
 
+class TokenVersion(Table):
+    """Per user: the version every access token carries; raising it revokes them all."""
+
+    account = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        unique=True,
+        help_text="The user whose tokens this counts.",
+    )
+    version = Integer(
+        default=0,
+        help_text="Raised by a password change or a deactivation: older tokens are refused.",
+    )
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

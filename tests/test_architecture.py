@@ -34,6 +34,7 @@ LAYERS = {
     "chatsvc.instances": 2,
     "chatsvc.trees": 2,
     "chatsvc.accounts": 2,
+    "chatsvc.access": 2,
     "chatsvc.chats": 2,
     "chatsvc.api": 3,
     "chatsvc.app": 4,

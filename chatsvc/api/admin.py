@@ -14,6 +14,11 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   the generation engine (running replies, events, leases).
 - The password hash is never sent: Piccolo leaves ``Secret`` columns out of
   its responses, and requests naming it (to select or sort) are refused.
+- Users added, password changes (a user's row, or the admin's own "change
+  password") and changes of ``active``, ``admin`` and ``superuser`` go
+  through :class:`~chatsvc.accounts.Accounts`: our password rules, hashing in
+  worker threads, tokens revoked by a new password or a deactivation, and the
+  user's open sockets re-checked on every instance.
 - Logins share the REST login's budgets (``LOGIN_ATTEMPTS_PER_MINUTE`` per
   address and per username, :mod:`chatsvc.login_limits`) and its bounded
   hashing queue; Piccolo's own per-address limiter is switched off.
@@ -34,19 +39,21 @@ from litestar.handlers import ASGIRouteHandler
 from litestar.types import HTTPScope, Receive, Scope, Send
 from litestar.types import Message as ASGIMessage
 from piccolo.apps.user.tables import BaseUser
+from piccolo.columns import Column
 from piccolo_admin.endpoints import TableConfig, create_admin, superuser_validators
 from piccolo_api.crud.endpoints import OrderBy, PiccoloCRUD
+from piccolo_api.crud.hooks import Hook, HookType
 from piccolo_api.crud.validators import Validators
 from piccolo_api.rate_limiting.middleware import RateLimitProvider
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from chatsvc.accounts import Accounts
+from chatsvc.accounts import MAX_PASSWORD, MIN_PASSWORD, Accounts
 from chatsvc.audit import audit
-from chatsvc.errors import Overloaded, RateLimited, Unauthorized
+from chatsvc.errors import ChatsvcError, Overloaded, RateLimited, Unauthorized
 from chatsvc.settings import Settings
 from chatsvc.tables import Chat, Instance, Message
-from chatsvc.wire import LoginRequest
+from chatsvc.wire import LoginRequest, RegisterRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,11 @@ class _SharedLoginBudget(RateLimitProvider):
 
 
 class AdminUser(BaseUser, tablename="piccolo_user"):
-    """``piccolo_user`` as the admin's login sees it: staff only, hashed off the event loop."""
+    """``piccolo_user`` as the admin sees it: staff log in, users change through Accounts."""
+
+    # What Piccolo's "change password" page checks before calling `update_password`.
+    _min_password_length = MIN_PASSWORD
+    _max_password_length = MAX_PASSWORD
 
     @classmethod
     async def login(cls, username: str, password: str) -> int | None:
@@ -91,7 +102,7 @@ class AdminUser(BaseUser, tablename="piccolo_user"):
             return None
         accounts = caller.accounts
         try:
-            user_id = await accounts.authenticate(
+            user = await accounts.authenticate(
                 username, password, address=caller.address, via="admin"
             )
         except Unauthorized:
@@ -103,8 +114,7 @@ class AdminUser(BaseUser, tablename="piccolo_user"):
                 detail=exc.message,
                 headers={"Retry-After": retry_after},
             ) from exc
-        user = await accounts.active_user(user_id)
-        if user is None or not user.staff:
+        if not user.staff:
             audit(
                 "login_failed",
                 "admin login failed: not staff",
@@ -114,9 +124,58 @@ class AdminUser(BaseUser, tablename="piccolo_user"):
             )
             return None
         audit(
-            "admin_login", "admin login", username=username, user_id=user_id, address=caller.address
+            "admin_login", "admin login", username=username, user_id=user.id, address=caller.address
         )
-        return user_id
+        return user.id
+
+    @classmethod
+    async def update_password(cls, user: str | int, password: str) -> None:
+        """The admin's own "change password" page; ``user`` is the session's user id."""
+        try:
+            await _caller.get().accounts.change_user(int(user), {"password": password})
+        except ChatsvcError as exc:
+            raise HTTPException(status_code=400, detail=exc.message) from exc
+
+    @classmethod
+    async def create_user(cls, username: str, password: str, **extra_params: Any) -> AdminUser:
+        """A user added in the admin: our username and password rules, then Accounts."""
+        try:
+            msgspec.convert({"username": username, "password": password}, RegisterRequest)
+        except msgspec.ValidationError as exc:
+            raise ValueError(str(exc)) from exc
+        superuser = bool(extra_params.get("superuser"))
+        staff = bool(extra_params.get("admin")) or superuser
+        accounts = _caller.get().accounts
+        try:
+            created = await accounts.create_user(
+                username, password, staff=staff, superuser=superuser
+            )
+            if extra_params.get("active") is False:
+                await accounts.change_user(created.id, {"active": False})
+        except ChatsvcError as exc:
+            raise ValueError(exc.message) from exc  # Piccolo answers 400 with the message
+        return cls(id=created.id, username=created.username)
+
+
+async def _user_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, Any]:
+    """A user's row edited in the admin: the change is made here, through Accounts.
+
+    Piccolo would hash a new password on the event loop with its own rules, and
+    a deactivation must revoke tokens and reach open sockets. Piccolo's own
+    update then only rewrites the id with itself, so that it still answers
+    with the row as saved.
+    """
+    changes = {column._meta.name: value for column, value in values.items()}
+    if not changes.get("password"):
+        changes.pop("password", None)  # an empty password field leaves the password alone
+    try:
+        user_id = int(row_id)
+        await _caller.get().accounts.change_user(user_id, changes)
+    except ChatsvcError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from exc
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail="not a user id") from exc
+    return {AdminUser.id: user_id}
 
 
 def _no_secret_columns(piccolo_crud: PiccoloCRUD, request: Request) -> None:
@@ -175,19 +234,20 @@ def _table_configs() -> list[TableConfig]:
             validators=read_only,
         ),
         TableConfig(
-            # Piccolo adds the superuser check only to its ``auth_table``, which is AdminUser.
-            BaseUser,
+            # The auth table: Piccolo puts its superuser check first (listed here too).
+            AdminUser,
             menu_group="Users",
             visible_columns=[
-                BaseUser.id,
-                BaseUser.username,
-                BaseUser.active,
-                BaseUser.admin,
-                BaseUser.superuser,
-                BaseUser.last_login,
+                AdminUser.id,
+                AdminUser.username,
+                AdminUser.active,
+                AdminUser.admin,
+                AdminUser.superuser,
+                AdminUser.last_login,
             ],
-            exclude_visible_filters=[BaseUser.password],
+            exclude_visible_filters=[AdminUser.password],
             validators=Validators(every=[superuser_validators, _no_secret_columns]),
+            hooks=[Hook(hook_type=HookType.pre_patch, callable=_user_patched)],
         ),
         TableConfig(
             Instance,
@@ -255,6 +315,9 @@ def admin_mount(settings: Settings) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
+        # Chat.owner refers to BaseUser: included automatically, it would serve
+        # `piccolo_user` a second time, without AdminUser's checks. AdminUser serves it.
+        auto_include_related=False,
         site_name="chatsvc admin",
         production=settings.environment == "production",
         rate_limit_provider=_SharedLoginBudget(),

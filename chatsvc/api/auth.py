@@ -121,10 +121,10 @@ async def login(
 ) -> AccessToken:
     """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
     credentials = await _read_login(request)
-    user_id = await accounts.authenticate(
+    user = await accounts.authenticate(
         credentials.username, credentials.password, address=client_address(request)
     )
-    return tokens.issue(user_id)
+    return tokens.issue(user)
 
 
 @get(

@@ -23,7 +23,7 @@ from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
 from litestar.types import Method
 
-from chatsvc.accounts import Accounts
+from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.wire import AccessToken
 
 WS_UNAUTHORIZED = 4401
@@ -33,25 +33,37 @@ MAX_USER_ID = 2**31 - 1
 LOGIN_PATH = "/api/auth/login"
 
 
+#: The claim carrying the user's token version when the token was issued.
+VERSION_CLAIM = "ver"
+
+
 class AuthUser(msgspec.Struct, frozen=True):
     """The authenticated user of a request or socket (``request.user``)."""
 
     id: int
     username: str
     staff: bool
+    token_version: int
 
 
 async def retrieve_user(
     token: Token, connection: ASGIConnection[Any, Any, Any, Any]
 ) -> AuthUser | None:
-    """The token's user if it still exists and is active (deactivation locks a user out)."""
+    """The token's user if it still exists, is active, and has not revoked the token.
+
+    Deactivation locks a user out at once; a password change or a deactivation
+    raises the user's token version, so older tokens stay refused afterwards.
+    """
     if not _USER_ID.fullmatch(token.sub) or int(token.sub) > MAX_USER_ID:
+        return None
+    version = token.extras.get(VERSION_CLAIM)
+    if type(version) is not int:
         return None
     accounts: Accounts = connection.app.state.accounts
     user = await accounts.active_user(int(token.sub))
-    if user is None:
+    if user is None or user.token_version != version:
         return None
-    return AuthUser(id=user.id, username=user.username, staff=user.staff)
+    return AuthUser(id=user.id, username=user.username, staff=user.staff, token_version=version)
 
 
 def bearer_token(header: str) -> str | None:
@@ -139,8 +151,10 @@ class TokenIssuer:
         self._auth = auth
         self.lifetime = int(auth.default_token_expiration.total_seconds())
 
-    def issue(self, user_id: int) -> AccessToken:
-        token = self._auth.create_token(identifier=str(user_id))
+    def issue(self, user: ActiveUser) -> AccessToken:
+        token = self._auth.create_token(
+            identifier=str(user.id), token_extras={VERSION_CLAIM: user.token_version}
+        )
         return AccessToken(access_token=token, expires_in=self.lifetime)
 
 

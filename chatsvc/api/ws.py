@@ -10,6 +10,10 @@ disconnect stops nothing but this socket.
 A socket gets every event of the chats it follows except ``debug`` events: those
 only for the chats it subscribed to with ``"debug": true``, and only when the
 server runs in development or the user is staff (PROTOCOL.md section 6).
+
+A socket lasts no longer than its right to exist: it closes with 4401 when its
+token expires, and when :class:`~chatsvc.access.AccessWatch` finds its user
+deactivated, no longer staff, or its token revoked (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
+from litestar.security.jwt import Token
 
-from chatsvc.api.security import AuthUser
+from chatsvc.access import EXPIRED, AccessWatch
+from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
@@ -114,7 +120,10 @@ class SocketSession:
         self.settings = state.settings
         self.budget = FrameBudget(state.settings.ws_frames_per_second)
         self.counter: SocketCounter = state.sockets
+        self.access: AccessWatch = state.access
         self.telemetry: Telemetry = state.telemetry
+        token: Token = socket.auth
+        self._expires_at = token.exp
         # A deque and an event rather than a memory stream: one wake-up drains every frame
         # waiting, and posting never awaits.
         self._outbox: deque[bytes] = deque()
@@ -123,9 +132,34 @@ class SocketSession:
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
+        self.revoked: str | None = None  # why the socket lost its right to stay open
         # `debug` events: allowed in development and to staff; wanted for these chats.
         self._may_debug = self.settings.environment == "development" or self.user.staff
         self._debug_chats: set[uuid.UUID] = set()
+
+    # What the access watch reads and calls.
+    @property
+    def user_id(self) -> int:
+        return self.user.id
+
+    @property
+    def token_version(self) -> int:
+        return self.user.token_version
+
+    @property
+    def staff(self) -> bool:
+        return self.user.staff
+
+    def revoke(self, reason: str) -> None:
+        """End the socket: it closes with 4401 and ``reason``; its replies go on."""
+        if self.revoked is None:
+            self.revoked = reason
+        self._end()
+
+    def _end(self) -> None:
+        self._closed = True
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
 
     # The events hub calls this for every event of a chat this socket follows.
     def deliver(self, event: Event) -> None:
@@ -151,9 +185,7 @@ class SocketSession:
             or self._outbox_bytes > self.settings.ws_outbox_bytes
         ):
             self.too_slow = True
-            self._closed = True
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
+            self._end()
             return
         self._outbox.append(data)
         self._waiting.set()
@@ -172,9 +204,11 @@ class SocketSession:
             await self.socket.close(code=CLOSE_TOO_MANY_SOCKETS, reason="too many sockets")
             return
         self.telemetry.sockets.inc()
+        self.access.watch(self)
         try:
             await self._serve()
         finally:
+            self.access.forget(self)
             self.counter.leave(self.user.id)
             self.telemetry.sockets.dec()
             if self.too_slow:
@@ -196,7 +230,10 @@ class SocketSession:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
+                if self._closed:  # revoked before it could start
+                    task_group.cancel_scope.cancel()
                 task_group.start_soon(self._write)
+                task_group.start_soon(self._expire)
                 await self._read()
                 task_group.cancel_scope.cancel()
         except* (WebSocketDisconnect, OSError):
@@ -204,9 +241,17 @@ class SocketSession:
         finally:
             self._closed = True
             self.events.unsubscribe_all(self)
-        if self.too_slow:
+        if self.revoked is not None:
+            with anyio.move_on_after(1, shield=True):
+                await self.socket.close(code=WS_UNAUTHORIZED, reason=self.revoked)
+        elif self.too_slow:
             with anyio.move_on_after(1, shield=True):
                 await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
+
+    async def _expire(self) -> None:
+        """Revoke the socket when its token expires."""
+        await anyio.sleep(max(0.0, self._expires_at.timestamp() - time.time()))
+        self.revoke(EXPIRED)
 
     async def _write(self) -> None:
         outbox = self._outbox

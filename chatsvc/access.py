@@ -1,0 +1,142 @@
+"""Whether each open socket's user may still be connected (issue 12, point 2).
+
+A token is checked once when a socket opens; after that the user can be
+deactivated, lose staff, or have their tokens revoked, by our own code or by
+an operator writing the table directly in the Piccolo admin. So:
+
+- every ``WS_RECHECK_SECONDS`` one query reads the users of all open sockets
+  of this instance, and a socket whose user is gone, deactivated, no longer
+  staff (if it was), or whose token version was raised, is revoked;
+- where our own code changes a user (:meth:`Accounts.change_user`), the
+  change is announced on the bus, and every instance re-checks that user's
+  sockets at once instead of at its next round.
+
+Token expiry is each socket's own timer (``chatsvc/api/ws.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from contextlib import aclosing
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+from chatsvc import store
+from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus
+
+log = logging.getLogger("chatsvc.access")
+
+#: Longest a fresh instance waits for its bus subscription before serving anyway.
+BUS_READY_SECONDS = 5.0
+#: Users read per query; a round with more open users makes several queries.
+BATCH = 500
+
+#: Close reasons (close code 4401), docs/protocol.md.
+DEACTIVATED = "user deactivated"
+REVOKED = "token revoked"
+DEMOTED = "staff rights withdrawn"
+EXPIRED = "token expired"
+
+
+class Guarded(Protocol):
+    """An open socket, as the watch sees it."""
+
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def token_version(self) -> int: ...
+    @property
+    def staff(self) -> bool: ...
+    def revoke(self, reason: str) -> None: ...
+
+
+def verdict(guarded: Guarded, row: store.Row | None) -> str | None:
+    """Why ``guarded`` must close given its user's row now, or ``None``."""
+    if row is None or not row["active"]:
+        return DEACTIVATED
+    if row["token_version"] != guarded.token_version:
+        return REVOKED
+    if guarded.staff and not row["admin"]:
+        return DEMOTED
+    return None
+
+
+class AccessWatch:
+    """The open sockets of this instance by user, re-checked against the database."""
+
+    def __init__(self, bus: EventBus, seconds: float) -> None:
+        self._bus = bus
+        self.seconds = seconds
+        self._open: dict[int, set[Guarded]] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> AccessWatch:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._rounds, name="access re-check")
+        if self._bus.shared:
+            ready = anyio.Event()
+            self._task_group.start_soon(self._listen, ready, name="account changes")
+            with anyio.move_on_after(BUS_READY_SECONDS):
+                await ready.wait()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(None, None, None)
+
+    def watch(self, guarded: Guarded) -> None:
+        self._open.setdefault(guarded.user_id, set()).add(guarded)
+
+    def forget(self, guarded: Guarded) -> None:
+        sockets = self._open.get(guarded.user_id)
+        if sockets is not None:
+            sockets.discard(guarded)
+            if not sockets:
+                del self._open[guarded.user_id]
+
+    def changed(self, user_id: int) -> None:
+        """Our code changed this user: re-check their sockets here and on every instance."""
+        message = AccountChanged(origin=self._bus.instance, user_id=user_id)
+        self._bus.publish(ACCOUNTS_CHANNEL, message)
+        self._check_soon(user_id)
+
+    def _check_soon(self, user_id: int) -> None:
+        if self._task_group is not None and user_id in self._open:
+            self._task_group.start_soon(self._check_logged, [user_id])
+
+    async def check(self, user_ids: Iterable[int]) -> None:
+        """One query per ``BATCH`` users; revoke the sockets that may not stay."""
+        ids = sorted(set(user_ids))
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start : start + BATCH]
+            rows = {row["id"]: row for row in await store.access_of(batch)}
+            for user_id in batch:
+                for guarded in list(self._open.get(user_id, ())):
+                    reason = verdict(guarded, rows.get(user_id))
+                    if reason is not None:
+                        log.info("socket of user %d closed: %s", user_id, reason)
+                        guarded.revoke(reason)
+
+    async def _check_logged(self, user_ids: list[int]) -> None:
+        try:
+            await self.check(user_ids)
+        except Exception as exc:  # this task's error boundary: the next round tries again
+            log.error("could not re-check open sockets: %s: %s", type(exc).__name__, exc)
+
+    async def _rounds(self) -> None:
+        while True:
+            await anyio.sleep(self.seconds)
+            if self._open:
+                await self._check_logged(list(self._open))
+
+    async def _listen(self, ready: anyio.Event) -> None:
+        messages = self._bus.listen(ACCOUNTS_CHANNEL, ready)
+        async with aclosing(messages):
+            async for message in messages:
+                if isinstance(message, AccountChanged):
+                    self._check_soon(message.user_id)
