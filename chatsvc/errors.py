@@ -116,7 +116,8 @@ class RateLimited(ChatsvcError):
 
 
 class LimitReached(ChatsvcError):
-    """A cap on what one user may keep (``MAX_CHATS_PER_USER``): delete something first."""
+    """A cap on what one user may keep (``MAX_CHATS_PER_USER``, ``TREE_MAX_BYTES_PER_USER``):
+    delete something first."""
 
     code = "limit_reached"
     status_code = 409

@@ -233,6 +233,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         msgspec.Meta(ge=1_000, le=100_000_000, description="bytes of a chat's tree as JSON"),
     ] = 2_000_000
+    tree_max_bytes_per_user: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1_000,
+            le=100_000_000_000,
+            description="bytes of all of a user's workspace trees together, as JSON",
+        ),
+    ] = 50_000_000
     tree_op_max_bytes: Annotated[
         int,
         msgspec.Meta(

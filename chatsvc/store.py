@@ -541,16 +541,44 @@ async def get_tree(chat_id: UUID) -> Row:
     return rows[0]
 
 
-async def save_tree(chat_id: UUID, expected_version: int, root: dict[str, Any]) -> int | None:
-    """Store ``root`` as the next version if the tree is still at ``expected_version``.
+#: The bytes of the trees of a chat's owner, but that chat's.
+_OTHER_TREES_BYTES = (
+    "SELECT COALESCE(SUM(chat_tree.size), 0) AS total FROM chat_tree "
+    "JOIN chat ON chat.id = chat_tree.chat "
+    "WHERE chat.owner = (SELECT owner FROM chat WHERE id = {}) AND chat_tree.chat <> {}"
+)
+_LOCK_CHAT_OWNER = (
+    "SELECT id FROM piccolo_user WHERE id = (SELECT owner FROM chat WHERE id = {}) FOR UPDATE"
+)
+
+
+async def save_tree(
+    chat_id: UUID, expected_version: int, root: dict[str, Any], *, size: int, owner_cap: int
+) -> int | None:
+    """Store ``root`` (``size`` bytes as JSON) as the next version if the tree is still at
+    ``expected_version``; :class:`LimitReached` if the owner's trees would then hold more
+    than ``owner_cap`` bytes.
 
     One conditional UPDATE: of two writers from the same version, the database
     lets one through and the other matches no row (``None``), so no change is
-    ever lost, across instances too.
+    ever lost, across instances too. The owner's total is read in the same
+    transaction, with the owner's row locked on PostgreSQL (SQLite has one
+    writer), so two trees of one user cannot pass the cap together.
     """
-    async with write_transaction(Chat._meta.db):
+    engine = Chat._meta.db
+    async with write_transaction(engine):
+        if isinstance(engine, PostgresEngine):
+            await BaseUser.raw(_LOCK_CHAT_OWNER, chat_id)
+        others = (await ChatTree.raw(_OTHER_TREES_BYTES, chat_id, chat_id))[0]["total"]
+        if others + size > owner_cap:
+            raise LimitReached(
+                f"your workspace trees together would hold more than {owner_cap} bytes; "
+                "empty or delete one first"
+            )
         rows = await (
-            ChatTree.update({ChatTree.root: root, ChatTree.version: ChatTree.version + 1})
+            ChatTree.update(
+                {ChatTree.root: root, ChatTree.version: ChatTree.version + 1, ChatTree.size: size}
+            )
             .where((ChatTree.chat == chat_id) & (ChatTree.version == expected_version))
             .returning(ChatTree.version)
         )

@@ -92,6 +92,7 @@ class ChatTree(Table):
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False, unique=True)
     version = Integer(default=0, help_text="0 when created; +1 per change.")
     root = JSONB(default=None, null=True, help_text="The root node: id, value, children.")
+    size = Integer(default=0, help_text="Bytes of the root as JSON (the per-user cap).")
 
 
 class TokenVersion(Table):

@@ -17,7 +17,7 @@ import jsonpatch
 import msgspec
 
 from chatsvc import store
-from chatsvc.errors import InvalidPatch, NotFound, StaleVersion
+from chatsvc.errors import InvalidPatch, LimitReached, NotFound, StaleVersion
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.settings import Settings
 from chatsvc.tree import Limits, ToolCall, apply, tool_patch
@@ -42,6 +42,7 @@ class Trees:
             tree_bytes=settings.tree_max_bytes,
             op_bytes=settings.tree_op_max_bytes,
         )
+        self._owner_cap = settings.tree_max_bytes_per_user
         # One change at a time off the loop: a thread per request would crowd it out.
         self._worker = anyio.CapacityLimiter(1)
 
@@ -57,8 +58,10 @@ class Trees:
         if row["version"] != change.version:
             raise StaleVersion(f"the tree is at version {row['version']}, not {change.version}")
         ops = msgspec.to_builtins(change.ops)
-        root, applied = await self._apply(row["root"], ops)
-        version = await store.save_tree(chat_id, change.version, root)
+        root, applied, size = await self._apply(row["root"], ops)
+        version = await store.save_tree(
+            chat_id, change.version, root, size=size, owner_cap=self._owner_cap
+        )
         if version is None:
             raise StaleVersion("the tree changed meanwhile; fetch it again")
         self._publish(chat_id, version, applied, source="user", task_id=None)
@@ -73,10 +76,12 @@ class Trees:
             row = await store.get_tree(chat_id)
             try:
                 ops, node_id = tool_patch(row["root"], call)
-                root, applied = await self._apply(row["root"], ops)
-            except InvalidPatch as exc:
+                root, applied, size = await self._apply(row["root"], ops)
+                version = await store.save_tree(
+                    chat_id, row["version"], root, size=size, owner_cap=self._owner_cap
+                )
+            except (InvalidPatch, LimitReached) as exc:
                 return {"ok": False, "error": exc.message}
-            version = await store.save_tree(chat_id, row["version"], root)
             if version is not None:
                 self._publish(chat_id, version, applied, source="assistant", task_id=task_id)
                 return {"ok": True, "version": version, "id": node_id}
@@ -85,8 +90,9 @@ class Trees:
 
     async def _apply(
         self, root: dict[str, Any], ops: list[dict[str, Any]]
-    ) -> tuple[dict[str, Any], list[PatchOperation]]:
-        """The new tree and the change as applied, worked out in a worker thread."""
+    ) -> tuple[dict[str, Any], list[PatchOperation], int]:
+        """The new tree, the change as applied and the tree's bytes, worked out in a worker
+        thread."""
         async with self._worker:  # the deadline starts once it is this change's turn
             deadline = time.monotonic() + APPLY_SECONDS
             return await anyio.to_thread.run_sync(_changed, root, ops, self.limits, deadline)
@@ -116,7 +122,7 @@ def _tree(chat_id: UUID, version: int, root: dict[str, Any]) -> Tree:
 
 def _changed(
     root: dict[str, Any], ops: list[dict[str, Any]], limits: Limits, deadline: float
-) -> tuple[dict[str, Any], list[PatchOperation]]:
+) -> tuple[dict[str, Any], list[PatchOperation], int]:
     """The tree after ``ops`` and the normalised change subscribers get: the difference
     between the two trees, not the ops as sent (which may add and remove large values)."""
     new_root = apply(root, ops, limits, deadline=deadline)
@@ -124,4 +130,5 @@ def _changed(
     diff = jsonpatch.make_patch(before, after).patch
     if jsonpatch.apply_patch(before, diff) != after:  # a diff must rebuild the tree exactly
         diff = [{"op": "replace", "path": "/root", "value": new_root}]
-    return new_root, msgspec.convert(diff, list[PatchOperation])
+    size = len(msgspec.json.encode(new_root))
+    return new_root, msgspec.convert(diff, list[PatchOperation]), size

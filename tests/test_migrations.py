@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chatsvc.piccolo_app import APP_CONFIG
@@ -121,3 +124,50 @@ def test_piccolo_sees_no_pending_changes() -> None:
 
     statements = run_async(AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG))
     assert sum(len(s.statements) for s in statements) == 0, [s.statements for s in statements]
+
+
+def test_trees_stored_before_their_size_was_kept_get_it(
+    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    """A database migrated up to before ``chat_tree.size``, holding a tree, gets the tree's
+    size (bytes of compact JSON) when migrated on: the per-user cap counts it."""
+    import subprocess
+    import sys
+
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_size = "2026-12-06T04:51:15:720028"
+    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
+    back = subprocess.run(
+        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_size, "-y"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    chat = uuid.uuid4()
+    now = datetime.now(UTC)
+    db.query(
+        "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, 't', ?, ?)",
+        chat,
+        owner,
+        now,
+        now,
+    )
+    root = {"id": "root", "value": "héllo", "children": []}
+    db.query("INSERT INTO chat_tree (chat, version, root) VALUES (?, 3, ?)", chat, json.dumps(root))
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+    size = db.query("SELECT size FROM chat_tree WHERE chat = ?", chat)[0]["size"]
+    assert size == len(json.dumps(root, separators=(",", ":"), ensure_ascii=False).encode()) == 44

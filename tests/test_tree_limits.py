@@ -86,6 +86,7 @@ def test_a_doubling_patch_is_refused_at_once_while_a_stream_goes_on(alice: User)
 MAX_NODES = 5
 OP_BYTES = 1_000
 TREE_BYTES = 3_000
+USER_BYTES = 4_000
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,7 @@ def small(
         TREE_MAX_VALUE_CHARS="900",
         TREE_OP_MAX_BYTES=str(OP_BYTES),
         TREE_MAX_BYTES=str(TREE_BYTES),
+        TREE_MAX_BYTES_PER_USER=str(USER_BYTES),
     )
     yield register_and_login(running)
     running.stop()
@@ -139,6 +141,26 @@ def test_byte_limits_of_an_op_of_the_tree_and_of_the_request(small: User) -> Non
         assert response.status_code == 413, response.text
         assert response.json()["code"] == "too_large"
         assert tree_of(client, chat_id)["version"] == 2
+
+
+def test_a_users_trees_together_are_capped(small: User) -> None:
+    """`TREE_MAX_BYTES_PER_USER` bounds all of a user's trees: a change that would pass it
+    is `409 limit_reached` and changes nothing; deleting a chat makes room."""
+    user = register_and_login(small.server)
+    big = [add("/root", node(f"v{i}", "v" * 800)) for i in range(3)]  # ~2,500 bytes
+    with user.client() as client:
+        first, second = new_chat(client), new_chat(client)
+        assert patch(client, first, 0, big).status_code == 200
+        refused = patch(client, second, 0, big[:2])
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "limit_reached"
+        assert tree_of(client, second)["version"] == 0
+        assert patch(client, second, 0, big[:1]).status_code == 200  # still within
+        other = register_and_login(small.server)  # another user's trees do not count
+        with other.client() as theirs:
+            assert patch(theirs, new_chat(theirs), 0, big).status_code == 200
+        assert client.delete(f"/api/chats/{first}").status_code == 204
+        assert patch(client, second, 1, big[1:]).status_code == 200
 
 
 def test_a_malformed_op_is_an_invalid_patch(alice: User) -> None:

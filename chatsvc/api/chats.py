@@ -179,7 +179,9 @@ class ChatController(Controller):
             413,
             422,
             meaning={
-                409: "`version` is not the current one; nothing changed (`stale_version`).",
+                409: "`version` is not the current one (`stale_version`), or the user's "
+                "trees together would pass `TREE_MAX_BYTES_PER_USER` (`limit_reached`); "
+                "nothing changed.",
                 413: f"The patch is over {TREE_PATCH_MAX_BYTES} bytes (`too_large`).",
                 422: "The patch breaks a rule or a limit of the tree, or an op is malformed; "
                 "nothing changed (`invalid_patch`).",
