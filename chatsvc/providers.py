@@ -424,19 +424,22 @@ class OpenAIProvider:
                 pending = lines.pop()
                 delta, done, error = _parse_events(lines, tools)
                 if delta is not None:
-                    finished = finished or delta.finish_reason is not None
+                    finished = finished or delta.finish_reason is not None or bool(delta.tool_calls)
                     yield delta
                 if error is not None:  # after the tokens that came with it (issue 12)
                     raise error
                 if done:
-                    return
+                    break
         except httpx2.TimeoutException as exc:
             raise GenerationTimeout("the model server stopped sending") from exc
         except httpx2.TransportError as exc:
             log.warning("upstream stream broke: %s", type(exc).__name__)
             raise LLMError("the connection to the model server broke") from exc
-        if not finished:  # neither `[DONE]` nor a finish reason: the stream was cut
-            raise LLMError("the model server ended the stream early")
+        if not finished:
+            # No finish reason: the body ended, or a bare `[DONE]` came (llama-cpp-python ends
+            # a reply that way when another request interrupts it). Not a finished answer.
+            log.warning("upstream stream ended without a finish reason")
+            raise LLMError("the model server ended the reply early")
 
 
 # --- echo -------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ class Script:
     timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
     pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
+    bare_done: bool = False  # end with `data: [DONE]` alone: no finish chunk, no usage
     usage: bool = True
     # Tool calls, each {"name", "arguments": object, or a string sent as is (even malformed)}.
     tool_calls: list[dict[str, Any]] | None = None  # the calls of one round: rounds=[tool_calls]
@@ -292,7 +293,7 @@ class FakeOpenAI:
             finish = await self._send_tokens(writer, record, watcher)
         if finish is _GONE:
             return
-        if finish is not _ERROR:
+        if finish is not _ERROR and not script.bare_done:
             await self._chunk(writer, self._chunk_body(record, {}, finish))
             if script.usage:
                 usage = {

@@ -266,3 +266,27 @@ def test_tokens_read_with_an_error_event_are_kept_then_the_reply_fails(
     reply = _reply(user, started["chat_id"])
     assert reply["status"] == "failed"
     assert reply["content"] == "t0 t1 t2 "
+
+
+@pytest.mark.parametrize("ending", ["bare_done", "body_ends"])
+def test_a_stream_without_a_finish_reason_is_no_finished_answer(
+    impatient: tuple[Server, User], fake_llm: FakeOpenAI, ending: str
+) -> None:
+    """llama-cpp-python ends an interrupted reply with a bare `[DONE]`; a body may also just
+    end. Either way the text is kept and the reply ends `failed`, `llm_error`."""
+    _, user = impatient
+    mark = marker()
+    script = {"tokens": 4, "bare_done": True}
+    if ending == "body_ends":
+        script = {"tokens": 10, "drop_after": 4}
+    with Socket(user) as socket:
+        started = socket.start(f"{mark} {directive(**script)}")
+        frames = socket.until_end(started["task_id"])
+    streamed = "".join(t["token"] for t in tokens_of(frames, started["task_id"]))
+    assert streamed == "t0 t1 t2 t3 "
+    assert frames[-1]["type"] == "error", frames[-1]
+    assert frames[-1]["code"] == "llm_error"
+    reply = _reply(user, started["chat_id"])
+    assert (reply["status"], reply["content"]) == ("failed", "t0 t1 t2 t3 ")
+    if ending == "bare_done":
+        assert frames[-1]["message"] == "the model server ended the reply early"
