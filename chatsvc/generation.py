@@ -505,18 +505,21 @@ class Generations:
             await self._finish(generation, outcome)
 
     async def _request_for(self, generation: Generation) -> CompletionRequest:
-        """System prompt, then the history that fits the budget, ending with the new message."""
+        """One system message (the prompt, then the tree), then the history that fits the
+        budget, ending with the new message.
+
+        One, and first: several chat templates refuse a second system message or one
+        that is not first (docs/protocol.md).
+        """
         budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
-        tree = await self._tree_turn(generation.chat_id, budget // 2) if self._trees else None
-        if tree is not None:
-            budget -= len(tree.content)
+        tree = await self._tree_text(generation.chat_id, budget // 2) if self._trees else None
+        system = "\n\n".join(part for part in (generation.system_prompt, tree) if part)
+        budget -= len(system)
         # The newest message always goes, older ones while they fit; only those are read.
         rows = await store.prompt_history(
             generation.chat_id, budget=budget, leave_out=generation.message_id
         )
-        turns = [ChatTurn(role="system", content=generation.system_prompt)]
-        if tree is not None:
-            turns.append(tree)
+        turns = [ChatTurn(role="system", content=system)]
         turns.extend(ChatTurn(role=row["role"], content=row["content"]) for row in rows)
         return CompletionRequest(
             model=generation.model,
@@ -526,16 +529,15 @@ class Generations:
             tools=TOOLS if self._trees is not None else None,
         )
 
-    async def _tree_turn(self, chat_id: UUID, room: int) -> ChatTurn:
+    async def _tree_text(self, chat_id: UUID, room: int) -> str:
         """The chat's tree as the model sees it: node ids are what its tools take."""
         row = await store.get_tree(chat_id)
         shown = _json_text(row["root"])
         if len(shown) > room:
             shown = "(too large to show here; ask the user which nodes to change)"
-        return ChatTurn(
-            role="system",
-            content=f"The chat's workspace tree (version {row['version']}); the tree_* tools "
-            f"change it and take the nodes' ids:\n{shown}",
+        return (
+            f"The chat's workspace tree (version {row['version']}); the tree_* tools "
+            f"change it and take the nodes' ids:\n{shown}"
         )
 
     async def _converse(self, generation: Generation, outcome: _Outcome) -> None:

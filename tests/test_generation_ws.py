@@ -95,11 +95,14 @@ def test_history_and_system_prompt_reach_the_upstream(alice: User, fake_llm: Fak
             socket.send(action="send_message", content=f"q {mark}", chat_id=chat["id"])
             assert socket.until(lambda f: f["type"] in ("done", "error"))[-1]["type"] == "done"
     record = fake_llm.find(second)
-    tree = record.messages.pop(1)  # the workspace tree, for the tree tools (test_tree_tools.py)
-    assert tree["role"] == "system"
-    assert "workspace tree" in tree["content"]
+    # One system message, first: the prompt, then the workspace tree (test_tree_tools.py).
+    system = record.messages.pop(0)
+    assert system["role"] == "system"
+    prompt, tree = system["content"].split("\n\n", 1)
+    assert prompt == "You are a pirate."
+    assert "workspace tree" in tree
+    assert all(m["role"] != "system" for m in record.messages)
     assert record.messages == [
-        {"role": "system", "content": "You are a pirate."},
         {"role": "user", "content": f"q {first}"},
         {"role": "assistant", "content": Script().expected_text()},
         {"role": "user", "content": f"q {second}"},
@@ -111,10 +114,9 @@ def test_default_system_prompt(alice: User, fake_llm: FakeOpenAI) -> None:
     with Socket(alice) as socket:
         socket.send(action="send_message", content=mark)
         socket.until(lambda f: f["type"] in ("done", "error"))
-    assert fake_llm.find(mark).messages[0] == {
-        "role": "system",
-        "content": "You are a helpful assistant.",
-    }
+    first = fake_llm.find(mark).messages[0]
+    assert first["role"] == "system"
+    assert first["content"].startswith("You are a helpful assistant.\n\n")  # then the tree
 
 
 def test_history_is_trimmed_to_the_budget(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]

@@ -293,11 +293,13 @@ def test_the_model_sees_the_current_tree(alice: User, fake_llm: FakeOpenAI) -> N
         started = socket.start(f"{mark} {directive(tokens=3)}", chat_id=chat_id)
         socket.until_end(started["task_id"])
     [record] = fake_llm.records_for(mark)
-    system, tree = record.messages[0], record.messages[1]
+    system = record.messages[0]
     assert system["role"] == "system"
-    assert tree["role"] == "system"
-    assert "version 1" in tree["content"]
-    shown = tree["content"].split("\n", 1)[1]
+    assert [m["role"] for m in record.messages].count("system") == 1  # one, first
+    prompt, tree = system["content"].split("\n\n", 1)
+    assert prompt == "You are a helpful assistant."
+    assert "version 1" in tree
+    shown = tree.split("\n", 1)[1]
     assert json.loads(shown) == {
         "id": "root",
         "value": "",
