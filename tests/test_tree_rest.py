@@ -386,7 +386,9 @@ def test_concurrent_patches_from_one_version_one_wins(alice: User) -> None:
 # --- the request body -------------------------------------------------------------------
 
 
-BAD_BODIES: dict[str, Any] = {
+#: Bodies whose `ops` are malformed: an invalid patch, 422 `invalid_patch`, as a patch the
+#: tree's rules refuse (one code for a patch that cannot be applied).
+BAD_OPS: dict[str, Any] = {
     "an unknown op": {"version": 0, "ops": [{"op": "frobnicate", "path": "/root/value"}]},
     "a missing path": {"version": 0, "ops": [{"op": "replace", "value": "x"}]},
     "a missing op": {"version": 0, "ops": [{"path": "/root/value", "value": "x"}]},
@@ -400,6 +402,13 @@ BAD_BODIES: dict[str, Any] = {
     },
     "no ops": {"version": 0, "ops": []},
     "ops not a list": {"version": 0, "ops": {"op": "remove", "path": "/root"}},
+    "a NUL in a path": {
+        "version": 0,
+        "ops": [{"op": "replace", "path": "/root/\u0000", "value": "x"}],
+    },
+}
+#: Bodies malformed outside `ops`: invalid input, 400 `invalid_message`.
+BAD_BODIES: dict[str, Any] = {
     "a missing version": {"ops": [{"op": "replace", "path": "/root/value", "value": "x"}]},
     "a negative version": {
         "version": -1,
@@ -410,12 +419,19 @@ BAD_BODIES: dict[str, Any] = {
         "ops": [{"op": "replace", "path": "/root/value", "value": "x"}],
         "force": True,
     },
-    "a NUL in a path": {
-        "version": 0,
-        "ops": [{"op": "replace", "path": "/root/\u0000", "value": "x"}],
-    },
     "not an object": [],
 }
+
+
+@pytest.mark.parametrize("body", list(BAD_OPS.values()), ids=list(BAD_OPS))
+def test_malformed_ops_are_an_invalid_patch(alice: User, body: Any) -> None:
+    with alice.client() as client:
+        chat_id = new_chat(client)
+        response = client.patch(f"/api/chats/{chat_id}/tree", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_patch"
+        assert response.json()["extra"][0]["key"].startswith("ops")
+        assert tree_of(client, chat_id)["version"] == 0
 
 
 @pytest.mark.parametrize("body", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
