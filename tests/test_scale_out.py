@@ -306,7 +306,8 @@ def test_a_tree_patch_on_b_reaches_a_socket_following_the_chat_on_a(
         "type": "tree_update",
         "chat_id": chat_id,
         "version": 1,
-        "ops": ops,
+        # The change as applied, normalised (docs/protocol.md 5.3): `-` became its index.
+        "ops": [{**ops[0], "path": "/root/children/0"}],
         "source": "user",
         "task_id": None,
     }
