@@ -123,7 +123,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             le=1_000_000_000,
             description="bytes of events waiting for a slow socket or SSE stream (then dropped)",
         ),
-    ] = 4_000_000
+    ] = 8_000_000
     ws_recheck_seconds: Annotated[
         float,
         msgspec.Meta(

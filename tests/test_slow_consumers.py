@@ -48,7 +48,10 @@ def _drain(connection: ClientConnection) -> None:
 
 @pytest.fixture
 def tight_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> Server:
-    return spawn_server(**upstream_settings(fake_llm), WS_OUTBOX_EVENTS=str(OUTBOX))
+    # The count bound under test; the byte bound (a 4 MB reply) well above it.
+    return spawn_server(
+        **upstream_settings(fake_llm), WS_OUTBOX_EVENTS=str(OUTBOX), WS_OUTBOX_BYTES="64000000"
+    )
 
 
 def test_a_slow_reader_is_dropped_and_the_fast_one_gets_everything(tight_server: Server) -> None:
