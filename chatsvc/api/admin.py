@@ -268,9 +268,10 @@ def _field_names(body: bytes) -> str | None:
 
 
 async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, address: str) -> None:
-    """Serve a change through the admin, then write its audit line (who, what, from where)."""
+    """Serve a change through the admin with its audit line (who, what, from where), written
+    as the answer starts: a client that has the answer finds the line already there."""
     body = bytearray()
-    status = 0
+    written = False
 
     async def receive_and_keep() -> Any:
         message = await receive()
@@ -278,15 +279,9 @@ async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, add
             body.extend(message.get("body", b""))
         return message
 
-    async def send_and_note(message: ASGIMessage) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
-
-    try:
-        await app(scope, receive_and_keep, send_and_note)
-    finally:
+    def write(status: int | None) -> None:
+        nonlocal written
+        written = True
         method = scope["method"]
         parts = [part for part in scope["path"].split("/") if part]
         table = row = None
@@ -307,8 +302,19 @@ async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, add
             row=row,
             fields=_field_names(bytes(body)) if table else None,
             query=scope.get("query_string", b"").decode("latin-1") or None,
-            status=status or None,
+            status=status,
         )
+
+    async def send_and_note(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start" and not written:
+            write(message["status"])
+        await send(message)
+
+    try:
+        await app(scope, receive_and_keep, send_and_note)
+    finally:
+        if not written:  # no answer began (the client left, or the admin failed)
+            write(None)
 
 
 def admin_mount(settings: Settings) -> ASGIRouteHandler:
