@@ -58,7 +58,14 @@ _NOTHING = _Size(0, 0, 0)
 def apply(
     root: Node, ops: list[dict[str, Any]], limits: Limits, *, deadline: float | None = None
 ) -> Node:
-    """The tree after ``ops``; ``InvalidPatch`` (and ``root`` untouched) if any op fails.
+    """The tree after ``ops``; ``InvalidPatch`` (and ``root`` untouched) if any op fails."""
+    return apply_sized(root, ops, limits, deadline=deadline)[0]
+
+
+def apply_sized(
+    root: Node, ops: list[dict[str, Any]], limits: Limits, *, deadline: float | None = None
+) -> tuple[Node, int]:
+    """:func:`apply`, with the new tree's size in bytes of JSON (the size it is stored at).
 
     Each op is weighed before it is applied: one that would take the tree past a
     limit (nodes, depth, bytes) or carries more than ``limits.op_bytes`` is refused
@@ -74,9 +81,10 @@ def apply(
             raise InvalidPatch(f"the patch takes too long to apply (stopped at op {number})")
         total = _apply_one(document, op, number, total, limits)
     new_root = check(document.get("root"), limits)
-    if len(_encode(new_root)) > limits.tree_bytes:
+    size = len(_encode(new_root))
+    if size > limits.tree_bytes:
         raise InvalidPatch(f"the tree would be larger than {limits.tree_bytes} bytes")
-    return new_root
+    return new_root, size
 
 
 def _apply_one(

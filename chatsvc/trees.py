@@ -1,6 +1,6 @@
 """Use cases of a chat's workspace tree: read it, patch it (a user), apply a tool (the model).
 
-Every change goes through ``tree.apply`` (the rules) and ``store.save_tree``
+Every change goes through ``tree.apply_sized`` (the rules) and ``store.save_tree``
 (a version check in the database), then is published as ``tree_update`` to
 every subscriber of the chat, on every instance.
 """
@@ -20,7 +20,7 @@ from chatsvc import store
 from chatsvc.errors import InvalidPatch, LimitReached, NotFound, StaleVersion
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.settings import Settings
-from chatsvc.tree import Limits, ToolCall, apply, tool_patch
+from chatsvc.tree import Limits, ToolCall, apply_sized, tool_patch
 from chatsvc.wire import PatchOperation, Tree, TreeNode, TreePatch, TreeUpdate
 
 log = logging.getLogger("chatsvc.trees")
@@ -125,10 +125,9 @@ def _changed(
 ) -> tuple[dict[str, Any], list[PatchOperation], int]:
     """The tree after ``ops`` and the normalised change subscribers get: the difference
     between the two trees, not the ops as sent (which may add and remove large values)."""
-    new_root = apply(root, ops, limits, deadline=deadline)
+    new_root, size = apply_sized(root, ops, limits, deadline=deadline)
     before, after = {"root": root}, {"root": new_root}
     diff = jsonpatch.make_patch(before, after).patch
     if jsonpatch.apply_patch(before, diff) != after:  # a diff must rebuild the tree exactly
         diff = [{"op": "replace", "path": "/root", "value": new_root}]
-    size = len(msgspec.json.encode(new_root))
     return new_root, msgspec.convert(diff, list[PatchOperation]), size
