@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import asyncpg
 from litestar import Litestar, Request, Response, Router
 from litestar.config.cors import CORSConfig
@@ -40,13 +41,14 @@ from chatsvc.api.security import TokenIssuer, create_jwt_auth, json_bodies_only
 from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
+from chatsvc.context import ContextBudgets
 from chatsvc.database import connection_pool, current_engine
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
 from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
-from chatsvc.providers import create_provider
+from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
@@ -152,6 +154,18 @@ def rate_limits(settings: Settings) -> RateLimitConfig:
     )
 
 
+async def _learn_context_lengths(
+    provider: LLMProvider, budgets: ContextBudgets, models: tuple[str, ...]
+) -> None:
+    """Cap the history budgets by the context lengths the model server states (issue 13)."""
+    stated = {}
+    with anyio.move_on_after(PROBE_SECONDS * 2):
+        stated = await provider.stated_contexts()
+    budgets.take(stated, models)
+    for model in models:
+        log.info("model %s: context %s", model, budgets.describe(model))
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
     settings = settings or load_settings()
@@ -173,6 +187,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
             )
         provider = app.state.provider
+        await _learn_context_lengths(provider, app.state.budgets, settings.model_choices)
         async with (
             connection_pool(app.state.engine),
             app.state.bus,
@@ -275,6 +290,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.telemetry = Telemetry()
     app.state.provider = create_provider(settings)
     app.state.trees = Trees(settings, app.state.events)
+    app.state.budgets = ContextBudgets(settings.context_budget_tokens, settings.llm_max_tokens)
     app.state.generations = Generations(
         settings,
         app.state.provider,
@@ -282,6 +298,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.bus,
         app.state.telemetry,
         trees=app.state.trees,
+        budgets=app.state.budgets,
     )
     app.state.chats = Chats(
         app.state.generations,

@@ -137,6 +137,24 @@ class LLMError(ChatsvcError):
     status_code = 502
 
 
+class ContextOverflow(ChatsvcError):
+    """The conversation does not fit the model's context: the upstream said so, or the
+    newest message alone is over the history budget (refused before calling it)."""
+
+    code = "too_large"
+    status_code = 413
+
+    def __init__(self, message: str, *, context_tokens: int | None = None) -> None:
+        super().__init__(message)
+        #: The model's context length, when the server stated it.
+        self.context_tokens = context_tokens
+
+
+class EmptyReply(LLMError):
+    """The upstream answered and sent nothing at all (llama-cpp-python's answer to a
+    prompt longer than its context, among other causes)."""
+
+
 class GenerationTimeout(ChatsvcError):
     code = "timeout"
     status_code = 504

@@ -60,12 +60,16 @@ import msgspec
 from chatsvc import store
 from chatsvc.bus import AbortRequest, EventBus, SnapshotRequest, instance_channel
 from chatsvc.chats import chat_from_row, message_from_row
+from chatsvc.context import CHARS_PER_TOKEN, ContextBudgets
 from chatsvc.errors import (
     Busy,
     ChatsvcError,
+    ContextOverflow,
+    EmptyReply,
     GenerationTimeout,
     InternalError,
     InvalidInput,
+    LLMError,
     NotFound,
     NotRunning,
     Overloaded,
@@ -98,7 +102,6 @@ from chatsvc.wire import (
 log = logging.getLogger("chatsvc.generation")
 
 BUS_READY_SECONDS = 5.0
-CHARS_PER_TOKEN = 4  # the context budget's estimate: no tokenizer download needed
 TITLE_CHARS = 80
 #: A reply's end that the database did not take is tried again, backing off, this long.
 END_RETRY_SECONDS = 600.0
@@ -161,8 +164,12 @@ class Generations:
         bus: EventBus,
         telemetry: Telemetry | None = None,
         trees: Trees | None = None,
+        budgets: ContextBudgets | None = None,
     ) -> None:
         self._settings = settings
+        self._budgets = budgets or ContextBudgets(
+            settings.context_budget_tokens, settings.llm_max_tokens
+        )
         self._provider = provider
         self._events = events
         self._bus = bus
@@ -275,6 +282,7 @@ class Generations:
             raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
         if not content.strip():
             raise InvalidInput("content: must not be blank")
+        self._check_fits(content)
         generation = Generation(
             task_id=uuid4(),
             chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
@@ -344,6 +352,16 @@ class Generations:
             user_id=owner, chat_id=generation.chat_id, task_id=generation.task_id
         )
         return generation
+
+    def _check_fits(self, content: str) -> None:
+        """Refuse, before storing it, a message that no offered model's context can take.
+        (The chat's own model is checked again when the request is built.)"""
+        room = max(self._budgets.chars(model) for model in self._offered_models)
+        if len(content) > room:
+            raise ContextOverflow(
+                f"content: about {len(content) // CHARS_PER_TOKEN} tokens, more than the "
+                f"model's context takes ({room // CHARS_PER_TOKEN}); shorten it"
+            )
 
     def _check_cap(self, owner: int) -> None:
         cap = self._settings.max_concurrent_generations
@@ -504,21 +522,27 @@ class Generations:
                 outcome.status = "failed"
             await self._finish(generation, outcome)
 
-    async def _request_for(self, generation: Generation) -> CompletionRequest:
+    async def _request_for(
+        self, generation: Generation, budget: int | None = None
+    ) -> CompletionRequest:
         """One system message (the prompt, then the tree), then the history that fits the
-        budget, ending with the new message.
+        budget (characters; by default the model's), ending with the new message.
 
         One, and first: several chat templates refuse a second system message or one
         that is not first (docs/protocol.md).
         """
-        budget = self._settings.context_budget_tokens * CHARS_PER_TOKEN
+        budget = budget or self._budgets.chars(generation.model)
         tree = await self._tree_text(generation.chat_id, budget // 2) if self._trees else None
         system = "\n\n".join(part for part in (generation.system_prompt, tree) if part)
-        budget -= len(system)
         # The newest message always goes, older ones while they fit; only those are read.
         rows = await store.prompt_history(
-            generation.chat_id, budget=budget, leave_out=generation.message_id
+            generation.chat_id, budget=budget - len(system), leave_out=generation.message_id
         )
+        if rows and len(system) + len(rows[-1]["content"]) > budget:
+            raise ContextOverflow(
+                "the message and the chat's system prompt are longer than the model's "
+                f"context takes (about {budget // CHARS_PER_TOKEN} tokens); shorten them"
+            )
         turns = [ChatTurn(role="system", content=system)]
         turns.extend(ChatTurn(role=row["role"], content=row["content"]) for row in rows)
         return CompletionRequest(
@@ -528,6 +552,34 @@ class Generations:
             max_tokens=self._settings.llm_max_tokens,
             tools=TOOLS if self._trees is not None else None,
         )
+
+    async def _shorter_request(
+        self, generation: Generation, request: CompletionRequest, overflow: LLMError | ChatsvcError
+    ) -> CompletionRequest:
+        """The request again with about half its older history, after the server found
+        it longer than its context (or answered nothing at all, as llama-cpp-python
+        does then). Once per reply, before anything was relayed; else ``overflow``."""
+        if isinstance(overflow, ContextOverflow) and overflow.context_tokens:
+            self._budgets.cap(generation.model, overflow.context_tokens, "stated when it refused")
+        if generation.rounds > 1 or generation.seq > 0:
+            raise overflow
+        system, *history = request.messages
+        older = sum(len(turn.content) for turn in history[:-1])
+        if not older:
+            if isinstance(overflow, ContextOverflow):
+                overflow.message = "the message is longer than the model's context; shorten it"
+            raise overflow
+        newest = len(system.content) + len(history[-1].content)
+        budget = min(self._budgets.chars(generation.model), newest + older // 2)
+        shorter = await self._request_for(generation, budget)
+        log.info(
+            "reply %s: %s; trying again with %d of %d earlier messages",
+            generation.task_id,
+            overflow.message,
+            len(shorter.messages) - 2,
+            len(history) - 1,
+        )
+        return shorter
 
     async def _tree_text(self, chat_id: UUID, room: int) -> str:
         """The chat's tree as the model sees it: node ids are what its tools take."""
@@ -546,7 +598,11 @@ class Generations:
         while True:
             said_before = len(generation.parts)
             outcome.finish_reason = None  # the last round's is the reply's
-            calls = await self._relay(generation, request, outcome)
+            try:
+                calls = await self._relay(generation, request, outcome)
+            except (ContextOverflow, EmptyReply) as exc:
+                request = await self._shorter_request(generation, request, exc)
+                continue
             if not calls or request.tools is None:
                 return
             if generation.tool_rounds >= self._settings.max_tool_rounds:

@@ -38,12 +38,21 @@ import openai
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
-from chatsvc.errors import GenerationTimeout, LLMError, LLMUnavailable
+from chatsvc.context import ANY_MODEL
+from chatsvc.errors import (
+    ContextOverflow,
+    EmptyReply,
+    GenerationTimeout,
+    LLMError,
+    LLMUnavailable,
+)
 from chatsvc.settings import Settings
 
 log = logging.getLogger("chatsvc.providers")
 
 CLOSE_SECONDS = 2.0
+#: How long the start may wait for the model server to say its context length.
+PROBE_SECONDS = 3.0
 
 
 class ToolRequest(msgspec.Struct, frozen=True):
@@ -92,11 +101,22 @@ class Delta(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: tuple[ToolRequest, ...] = ()
 
 
+class StatedContext(NamedTuple):
+    """A model's context length as its server states it, and where it said so."""
+
+    tokens: int
+    source: str
+
+
 class LLMProvider(Protocol):
     name: str
 
     @property
     def circuit_state(self) -> CircuitState: ...
+
+    async def stated_contexts(self) -> dict[str, StatedContext]:
+        """The context lengths the server states, by model id (``ANY_MODEL``: all)."""
+        ...
 
     def stream(
         self, request: CompletionRequest
@@ -295,6 +315,41 @@ _STATES: dict[str, CircuitState] = {
 }
 
 
+#: How servers word a prompt longer than the model's context (OpenAI, vLLM, llama.cpp,
+#: LM Studio, TGI...), for those that send no code saying so.
+_OVERFLOW_WORDS = re.compile(
+    r"context[ _](length|window|size)|maximum context|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+#: Where the message names the limit: "maximum context length is 4096 tokens" (OpenAI,
+#: vLLM), "exceeds the available context size (4096 tokens)" (llama.cpp).
+_STATED_LIMIT = re.compile(
+    r"maximum context length is (\d+)|context size \((\d+) tokens\)", re.IGNORECASE
+)
+
+
+def _context_overflow(exc: openai.APIStatusError) -> ContextOverflow | None:
+    """The overflow a refusal stands for, with the context length if the server gave it."""
+    if exc.status_code not in (400, 413, 422):
+        return None
+    body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+    message = str(body.get("message") or exc.message)
+    recognised = (
+        exc.code == "context_length_exceeded"
+        or body.get("type") == "exceed_context_size_error"
+        or _OVERFLOW_WORDS.search(message) is not None
+    )
+    if not recognised:
+        return None
+    stated = body.get("n_ctx")
+    if not isinstance(stated, int) and (match := _STATED_LIMIT.search(message)):
+        stated = int(match.group(1) or match.group(2))
+    return ContextOverflow(
+        "the conversation is longer than the model's context",
+        context_tokens=stated if isinstance(stated, int) and stated > 0 else None,
+    )
+
+
 def _not_an_outage(exc: BaseException) -> bool:
     """A refusal such as 400 or 401 means the server is up: it does not trip the breaker."""
     if not isinstance(exc, openai.APIStatusError):
@@ -401,6 +456,9 @@ class OpenAIProvider:
             log.warning("upstream unreachable: %s", exc)
             raise LLMUnavailable("the model server is unreachable") from exc
         except openai.APIStatusError as exc:
+            if (overflow := _context_overflow(exc)) is not None:
+                log.info("upstream: the prompt is longer than the model's context: %s", exc.message)
+                raise overflow from exc
             log.warning("upstream refused with HTTP %s: %s", exc.status_code, exc.message)
             status = exc.status_code
             if status == 429 or status >= 500:
@@ -414,9 +472,38 @@ class OpenAIProvider:
             with anyio.move_on_after(CLOSE_SECONDS, shield=True):
                 await opening.__aexit__(None, None, None)
 
+    async def stated_contexts(self) -> dict[str, StatedContext]:
+        """Ask the server its context lengths: vLLM lists ``max_model_len`` with each model,
+        llama.cpp's server gives ``n_ctx`` in its ``/props``; the others do not say."""
+        client = self._client.with_options(timeout=PROBE_SECONDS, max_retries=0)
+        stated: dict[str, StatedContext] = {}
+        try:
+            page = await client.models.list()
+        except openai.OpenAIError as exc:
+            log.info("the model server did not list its models (%s)", type(exc).__name__)
+            return stated
+        for model in page.data:
+            length = (model.model_extra or {}).get("max_model_len")
+            if isinstance(length, int) and length > 0:
+                stated[model.id] = StatedContext(length, "max_model_len in /v1/models")
+        if not stated and (length := await self._llama_cpp_context(client)) is not None:
+            stated[ANY_MODEL] = StatedContext(length, "n_ctx in the server's /props")
+        return stated
+
+    @staticmethod
+    async def _llama_cpp_context(client: openai.AsyncOpenAI) -> int | None:
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        try:
+            props = await client.get(f"{root}/props", cast_to=object)
+        except openai.OpenAIError:
+            return None  # not llama.cpp's server
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        length = settings.get("n_ctx") if isinstance(settings, dict) else None
+        return length if isinstance(length, int) and length > 0 else None
+
     async def _deltas(self, response: httpx2.Response) -> AsyncIterator[Delta]:
         pending = b""
-        finished = False
+        finished = sent = False
         tools = _ToolCalls()
         try:
             async for data in response.aiter_bytes():
@@ -425,6 +512,7 @@ class OpenAIProvider:
                 delta, done, error = _parse_events(lines, tools)
                 if delta is not None:
                     finished = finished or delta.finish_reason is not None or bool(delta.tool_calls)
+                    sent = True
                     yield delta
                 if error is not None:  # after the tokens that came with it (issue 12)
                     raise error
@@ -435,6 +523,10 @@ class OpenAIProvider:
         except httpx2.TransportError as exc:
             log.warning("upstream stream broke: %s", type(exc).__name__)
             raise LLMError("the connection to the model server broke") from exc
+        if not (finished or sent):
+            # llama-cpp-python answers a prompt longer than its context this way (issue 13).
+            log.warning("upstream stream ended empty")
+            raise EmptyReply("the model server sent an empty reply")
         if not finished:
             # No finish reason: the body ended, or a bare `[DONE]` came (llama-cpp-python ends
             # a reply that way when another request interrupts it). Not a finished answer.
@@ -531,6 +623,9 @@ class EchoProvider:
 
     async def aclose(self) -> None:
         return None
+
+    async def stated_contexts(self) -> dict[str, StatedContext]:
+        return {}
 
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[Delta]]:

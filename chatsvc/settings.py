@@ -177,7 +177,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     context_budget_tokens: Annotated[
         int,
         msgspec.Meta(
-            ge=100, le=10_000_000, description="history sent upstream, estimated at 4 chars a token"
+            ge=100,
+            le=10_000_000,
+            description="history sent upstream, estimated at 4 chars a token; capped by the "
+            "model's context length when its server states it",
         ),
     ] = 8000
     echo_token_delay: Annotated[

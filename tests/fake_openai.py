@@ -57,6 +57,12 @@ class Script:
     finish_reason: str = "stop"
     bare_done: bool = False  # end with `data: [DONE]` alone: no finish chunk, no usage
     usage: bool = True
+    #: Which real server to sound like: "openai", "vllm", "ollama", "llama-cpp-python",
+    #: "llama-server".
+    profile: str = "openai"
+    #: The model's context in tokens (prompt characters / 4); a longer prompt overflows,
+    #: answered as the profile's server does; the server-wide one is stated at /models.
+    context_tokens: int | None = None
     # Tool calls, each {"name", "arguments": object, or a string sent as is (even malformed)}.
     tool_calls: list[dict[str, Any]] | None = None  # the calls of one round: rounds=[tool_calls]
     rounds: list[list[dict[str, Any]]] | None = None  # the calls of each round, then text
@@ -101,6 +107,7 @@ class Record:
     disconnected: bool = False
     disconnected_at: float | None = None
     tool_calls_sent: int = 0
+    overflowed: bool = False  # the prompt was longer than `context_tokens`
 
     @property
     def last_user_message(self) -> str:
@@ -201,6 +208,9 @@ class FakeOpenAI:
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 method, path, _ = request_line.split(" ", 2)
+                if method == "GET":
+                    await self._get(writer, path)
+                    continue
                 if method != "POST" or not path.endswith("/chat/completions"):
                     await self._send_error(writer, 404, "not found")
                     return
@@ -246,6 +256,12 @@ class FakeOpenAI:
         elif script.status is not None:
             await self._send_error(writer, script.status, "scripted failure")
             return False
+        if script.context_tokens is not None and script.profile != "ollama":  # Ollama truncates
+            prompt = sum(len(str(m.get("content") or "")) for m in record.messages) // 4
+            if prompt > script.context_tokens:
+                record.overflowed = True
+                await self._overflow(writer, script, prompt)
+                return False
         if script.header_delay:
             await asyncio.sleep(script.header_delay)
         if not record.stream:
@@ -260,6 +276,63 @@ class FakeOpenAI:
         finally:
             watcher.cancel()
         return record.completed
+
+    async def _get(self, writer: asyncio.StreamWriter, path: str) -> None:
+        """``/v1/models`` (vLLM states each model's ``max_model_len``) and llama.cpp's
+        ``/props`` (its ``n_ctx``), from the default script."""
+        script = self.default
+        if path.endswith("/models"):
+            model: dict[str, Any] = {"id": "fake-model", "object": "model", "owned_by": "fake"}
+            if script.profile == "vllm" and script.context_tokens is not None:
+                model["max_model_len"] = script.context_tokens
+            await self._send_json(writer, 200, {"object": "list", "data": [model]})
+        elif path == "/props" and script.profile == "llama-server" and script.context_tokens:
+            settings = {"n_ctx": script.context_tokens, "params": {}}
+            await self._send_json(writer, 200, {"default_generation_settings": settings})
+        else:
+            await self._send_json(writer, 404, {"error": {"message": "not found"}})
+
+    async def _overflow(self, writer: asyncio.StreamWriter, script: Script, prompt: int) -> None:
+        """A prompt longer than the context, refused as each server refuses it."""
+        limit = script.context_tokens
+        if script.profile == "llama-cpp-python":  # a 200 and an empty stream
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+            return
+        if script.profile == "llama-server":
+            error = {
+                "code": 400,
+                "message": f"request ({prompt} tokens) exceeds the available context size "
+                f"({limit} tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt,
+                "n_ctx": limit,
+            }
+            payload: dict[str, Any] = {"error": error}
+        elif script.profile == "vllm":
+            payload = {
+                "object": "error",
+                "message": f"This model's maximum context length is {limit} tokens. However, "
+                f"you requested {prompt} tokens in the messages. Please reduce the length "
+                "of the messages.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        else:
+            error = {
+                "message": f"This model's maximum context length is {limit} tokens. However, "
+                f"your messages resulted in {prompt} tokens. Please reduce the length of the "
+                "messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+            payload = {"error": error}
+        await self._send_json(writer, 400, payload, close=True)
 
     async def _watch_disconnect(self, reader: asyncio.StreamReader, record: Record) -> None:
         with contextlib.suppress(ConnectionError):

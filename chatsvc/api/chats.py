@@ -221,7 +221,11 @@ class ChatController(Controller):
                 413,
                 502,
                 504,
-                meaning={409: "A reply is already being generated in the chat (`busy`)."},
+                meaning={
+                    409: "A reply is already being generated in the chat (`busy`).",
+                    413: "Content over `MAX_MESSAGE_CHARS`, or longer than the model's "
+                    "context takes (`too_large`).",
+                },
             ),
         },
     )
