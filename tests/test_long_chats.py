@@ -116,13 +116,17 @@ def test_a_generation_reads_only_the_history_its_budget_holds(
     assert read < READ_BOUND, f"the server read {read} bytes to answer"
 
 
-def test_the_newest_message_goes_however_long(spawn_server: Any, fake_llm: FakeOpenAI) -> None:
+def test_the_newest_message_goes_when_no_older_one_fits(
+    spawn_server: Any, fake_llm: FakeOpenAI
+) -> None:
     server: Server = spawn_server(
         **upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100", TREE_TOOLS="false"
     )
     user = register_and_login(server)
-    chat_id = long_chat(user, server.db, ["short one", "short two"])
-    question = f"q-{secrets.token_hex(4)} " + "z" * 1000  # over the 400 characters alone
+    chat_id = long_chat(user, server.db, ["o" * 100, "p" * 100])
+    # With the system prompt, nearly all of the 400 characters: no room for an older one.
+    # (A message over the budget on its own is refused: tests/test_context_overflow.py.)
+    question = f"q-{secrets.token_hex(4)} " + "z" * 340
     with Socket(user) as socket:
         socket.send(action="send_message", content=question, chat_id=chat_id)
         frames = socket.until(lambda f: f["type"] in ("done", "error"))
