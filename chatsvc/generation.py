@@ -69,7 +69,6 @@ from chatsvc.errors import (
     GenerationTimeout,
     InternalError,
     InvalidInput,
-    LLMError,
     NotFound,
     NotRunning,
     Overloaded,
@@ -554,7 +553,7 @@ class Generations:
         )
 
     async def _shorter_request(
-        self, generation: Generation, request: CompletionRequest, overflow: LLMError | ChatsvcError
+        self, generation: Generation, request: CompletionRequest, overflow: ChatsvcError
     ) -> CompletionRequest:
         """The request again with about half its older history, after the server found
         it longer than its context (or answered nothing at all, as llama-cpp-python
