@@ -143,7 +143,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Server) 
         assert not re.search(r"https?://|[\"'(]//", (WEB / name).read_text()), name
     assert not [path for path in schema["paths"] if path == "/" or path.startswith("/static")]
     port = urlsplit(server.url).port
-    assert f"  Web client http://localhost:{port}/\n" in server.log()  # the start banner
+    assert f"  Web client http://127.0.0.1:{port}/\n" in server.log()  # the start banner
 
 
 # --- logging in, sending, streaming -------------------------------------------------------
