@@ -25,6 +25,8 @@ from chatsvc.logs import logging_config
 from chatsvc.settings import ConfigError, Settings, describe_variables, load_settings
 
 if TYPE_CHECKING:
+    import asyncio
+
     from litestar import Litestar
 
 log = logging.getLogger("chatsvc")
@@ -125,9 +127,21 @@ def _chat_id(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"not a chat id: {text!r}") from None
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"not a port (0 to 65535): {text!r}")
+    return port
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default: HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default: PORT or 8000)")
+    parser.add_argument(
+        "--port", type=_port, help="listen port; 0 takes a free one (default: PORT or 8000)"
+    )
     parser.add_argument(
         "--reload", action="store_true", help="restart when the code changes (development)"
     )
@@ -255,11 +269,40 @@ async def create_user(username: str, password: str, staff: bool, superuser: bool
     print(f"created {role} {user.username!r} (id {user.id})")
 
 
-def banner(settings: Settings, host: str, port: int) -> str:
+#: A bound address as a socket names it: ``(host, port)``.
+Address = tuple[str, int]
+
+#: Wildcard binds, and the loopback address that reaches them from this machine.
+_EVERY_INTERFACE = {"0.0.0.0": ("127.0.0.1", "IPv4"), "::": ("::1", "IPv6")}  # noqa: S104
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listening_line(addresses: Sequence[Address]) -> str:
+    """Where the server listens, as bound; a wildcard bind says that it means every interface."""
+    parts = []
+    for host, port in addresses:
+        part = _http_url(host, port)
+        if host in _EVERY_INTERFACE:
+            part += f" (every {_EVERY_INTERFACE[host][1]} interface: from another machine, "
+            part += "use this one's name or address)"
+        parts.append(part)
+    return "  Listening  " + ", ".join(parts)
+
+
+def banner(settings: Settings, addresses: Sequence[Address]) -> str:
+    """The start banner, for the addresses the server listens on (as its sockets name them).
+
+    The links use the first address; a wildcard bind is linked through its loopback
+    address (127.0.0.1 or ::1), which reaches it from this machine.
+    """
     from chatsvc.database import describe_url
 
-    shown_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host  # noqa: S104
-    base = f"http://{shown_host}:{port}"
+    host, port = addresses[0]
+    host = _EVERY_INTERFACE.get(host, (host, ""))[0]
+    base = _http_url(host, port)
     if settings.llm_provider == "echo":
         provider = (
             "echo (built in, NOT an LLM: it repeats your words; "
@@ -276,12 +319,13 @@ def banner(settings: Settings, host: str, port: int) -> str:
     return "\n".join(
         [
             f"chatsvc {__version__} ({settings.environment})",
+            _listening_line(addresses),
             f"  Web client {base}/",
             f"  Admin      {base}/admin/  (staff only: chatsvc createuser NAME --staff)",
             f"  API docs   {base}/docs  (ReDoc: {base}/redoc)",
             f"  OpenAPI    {base}/schema/openapi.json",
             f"  Health     {base}/health  (readiness: {base}/health/ready)",
-            f"  WebSocket  ws://{shown_host}:{port}/ws",
+            f"  WebSocket  ws{base.removeprefix('http')}/ws",
             f"  Database   {describe_url(settings.database_url)}",
             f"  Event bus  {bus}",
             f"  LLM        {provider}",
@@ -289,14 +333,20 @@ def banner(settings: Settings, host: str, port: int) -> str:
     )
 
 
+def listening_addresses(servers: Sequence[asyncio.Server]) -> list[Address]:
+    """The ``(host, port)`` of every listening socket: the real port of a ``--port 0``."""
+    names = [sock.getsockname() for server in servers for sock in server.sockets]
+    return [(str(name[0]), int(name[1])) for name in names]  # IPv6 names have 4 parts
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, reload: bool) -> None:
+    """Serve until stopped; the banner comes once the port accepts connections."""
     host = host or settings.host
-    port = port or settings.port
+    port = settings.port if port is None else port
     applied = anyio.run(migrate, True)
     log.info(
         "database: %s", f"{applied} migrations applied" if applied else "migrations up to date"
     )
-    print(banner(settings, host, port), flush=True)
     common = {
         "host": host,
         "port": port,
@@ -310,15 +360,40 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
         "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
     if reload:
-        uvicorn.run("chatsvc.app:create_app", factory=True, reload=True, **common)
+        config = uvicorn.Config("chatsvc.app:create_app", factory=True, reload=True, **common)
+        _serve_reloading(config, settings)
         return
     from chatsvc.app import create_app
 
     app = create_app(settings)
-    _GracefulServer(uvicorn.Config(app, **common), app).run()
+    _GracefulServer(uvicorn.Config(app, **common), settings, app).run()
 
 
-class _GracefulServer(uvicorn.Server):
+def _serve_reloading(config: uvicorn.Config, settings: Settings) -> None:
+    """``--reload``: what ``uvicorn.run`` does, with a server of ours in the worker process,
+    which prints the banner each time it listens (after every restart)."""
+    from uvicorn.supervisors import ChangeReload
+
+    sock = config.bind_socket()
+    with contextlib.suppress(KeyboardInterrupt):
+        ChangeReload(config, target=_BannerServer(config, settings).run, sockets=[sock]).run()
+
+
+class _BannerServer(uvicorn.Server):
+    """uvicorn's server, printing the start banner once it listens: with the address its
+    sockets are bound to (the real port of ``--port 0``), and only when a client can
+    connect (issue 13, point 7)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.chatsvc_settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # exits the process when it cannot listen
+        print(banner(self.chatsvc_settings, listening_addresses(self.servers)), flush=True)
+
+
+class _GracefulServer(_BannerServer):
     """uvicorn's server, stopping the running replies first.
 
     uvicorn closes sockets (1012), waits for open requests, and only then runs
@@ -326,8 +401,8 @@ class _GracefulServer(uvicorn.Server):
     are interrupted and stored before any socket is closed.
     """
 
-    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
-        super().__init__(config)
+    def __init__(self, config: uvicorn.Config, settings: Settings, app: Litestar) -> None:
+        super().__init__(config, settings)
         self.chatsvc_app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -357,6 +357,16 @@ _decode_frame = msgspec.json.Decoder(ServerFrame).decode
 _decode_loose = msgspec.json.Decoder(_Loose).decode
 _encode = msgspec.json.Encoder().encode
 _END_TYPES = ("done", "aborted", "error")
+#: Replies stored complete that the model did not finish, by finish reason (issue 13, point 5).
+_CUT_NOTES = {
+    "length": "[cut off: the reply reached the length limit; send `continue` for the rest]",
+    "tool_rounds_exceeded": "[cut off: the reply reached the limit of workspace tree tool rounds]",
+}
+#: The same in ``/history``, after the status.
+_CUT_MARKS = {
+    "length": " [cut off: length limit]",
+    "tool_rounds_exceeded": " [cut off: tool limit]",
+}
 
 
 def _decode(data: str | bytes) -> ServerFrame | _Loose | None:
@@ -734,6 +744,8 @@ class ChatClient:
         elif isinstance(event, Done) and mine:
             self._finish(reply, event.message)
             self.say()
+            if note := _CUT_NOTES.get(event.finish_reason or ""):
+                self.say(note)
             return True
         elif isinstance(event, Aborted) and mine:
             self._finish(reply, event.message)
@@ -774,5 +786,8 @@ def _when(moment: datetime) -> str:
 
 def _format_message(message: Message) -> str:
     who = "you" if message.role == "user" else "assistant"
-    status = "" if message.status == "complete" else f" [{message.status}]"
+    if message.status == "complete":
+        status = _CUT_MARKS.get(message.finish_reason or "", "")
+    else:
+        status = f" [{message.status}]"
     return f"{who}{status}: {printable(message.content)}"

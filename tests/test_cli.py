@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import queue
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -149,13 +153,99 @@ def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> Non
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=20)
-    assert f"http://localhost:{port}/docs" in output
-    assert f"http://localhost:{port}/admin/" in output
-    assert f"http://localhost:{port}/health" in output
+    assert f"  Listening  http://127.0.0.1:{port}\n" in output
+    assert f"http://127.0.0.1:{port}/docs" in output
+    assert f"http://127.0.0.1:{port}/admin/" in output
+    assert f"http://127.0.0.1:{port}/health" in output
+    assert "localhost" not in output
     assert "sqlite:///chatsvc.db" in output
     assert "echo" in output
     assert "NOT an LLM" in output
     assert "tokens will not survive a restart" in output
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
+    """The process's output lines as they come; a reader thread, so a wait can time out."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))) is not None:
+        yield line
+
+
+@pytest.mark.parametrize(
+    ("options", "listening", "linked"),
+    [
+        (["--host", "127.0.0.1"], "http://127.0.0.1:{port}", "127.0.0.1"),
+        (
+            ["--host", "0.0.0.0"],
+            "http://0.0.0.0:{port} (every IPv4 interface",
+            "127.0.0.1",
+        ),
+        pytest.param(
+            ["--host", "::1"],
+            "http://[::1]:{port}",
+            "[::1]",
+            marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback"),
+        ),
+        (["--reload"], "http://127.0.0.1:{port}", "127.0.0.1"),
+    ],
+    ids=["loopback", "every-interface", "ipv6", "reload"],
+)
+def test_the_banner_comes_once_the_server_listens_and_names_its_real_address(
+    tmp_path: Path, options: list[str], listening: str, linked: str
+) -> None:
+    """Issue 13, point 7: `--port 0` shows the port picked, the address is the one bound
+    (not `localhost`), and the banner's link is connectable the moment it is printed."""
+    output: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "chatsvc", "serve", "--port", "0", *options],
+        cwd=tmp_path,
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        lines = _lines(process)
+        try:
+            for line in lines:
+                output.append(line)
+                if line.startswith("  Web client "):
+                    break
+            else:
+                pytest.fail("no banner:\n" + "".join(output))
+            url = urlsplit(line.split()[2])
+            assert url.port, line
+            # Right after the line, with no retry: the port accepts connections already.
+            with socket.create_connection((url.hostname or "", url.port), timeout=5):
+                pass
+            health = httpx.get(f"{url.scheme}://{url.netloc}/health", timeout=5)
+            assert health.json()["status"] == "ok"
+        finally:
+            process.terminate()
+            output.extend(lines)  # to the end of the output
+    text = "".join(output)
+    assert url.port != 8000  # the default port was not taken instead of a free one
+    assert url.netloc == f"{linked}:{url.port}"
+    assert f"  Listening  {listening.format(port=url.port)}" in text
+    assert f"  WebSocket  ws://{linked}:{url.port}/ws\n" in text
+    assert "localhost" not in text
 
 
 def test_createuser_from_stdin_then_log_in(

@@ -252,6 +252,35 @@ def test_piped_input(server: Server, tmp_path: Path) -> None:
     assert len(chats(user)) == 2
 
 
+def test_a_reply_cut_at_a_limit_says_so(server: Server, tmp_path: Path) -> None:
+    """Issue 13, point 5: a reply that ended with finish reason `length` (or at the tool
+    round limit) gets a line after it, and a mark in /history; a finished one gets none."""
+    user = register_and_login(server)
+    env = client_environment(CHATSVC_TOKEN=user.token)
+    script = (
+        f"story {directive(tokens=5, finish_reason='length')}\n"
+        f"short {directive(tokens=2)}\n"
+        f"loop {directive(loop_tools=True)}\n"
+        "/history\n"
+    )
+    result = run_chatsvc("chat", "--url", server.url, cwd=tmp_path, env=env, stdin=script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    cut = Script(tokens=5).expected_text()
+    assert (
+        f"assistant: {cut}\n"
+        "[cut off: the reply reached the length limit; send `continue` for the rest]\n"
+    ) in out
+    assert f"assistant: {Script(tokens=2).expected_text()}\n{PROMPT}" in out
+    assert "\n[cut off: the reply reached the limit of workspace tree tool rounds]\n" in out
+    assert f"assistant [cut off: length limit]: {cut}\n" in out  # /history
+    assert f"assistant: {Script(tokens=2).expected_text()}\n" in out.split("--- story")[1]
+    assert "assistant [cut off: tool limit]: " in out
+    [chat] = chats(user)
+    reasons = [m["finish_reason"] for m in messages(user, chat["id"])][1::2]
+    assert reasons == ["length", "stop", "tool_rounds_exceeded"]
+
+
 # --- failures: one line, non-zero status ------------------------------------------------
 
 

@@ -143,7 +143,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Server) 
         assert not re.search(r"https?://|[\"'(]//", (WEB / name).read_text()), name
     assert not [path for path in schema["paths"] if path == "/" or path.startswith("/static")]
     port = urlsplit(server.url).port
-    assert f"  Web client http://localhost:{port}/\n" in server.log()  # the start banner
+    assert f"  Web client http://127.0.0.1:{port}/\n" in server.log()  # the start banner
 
 
 # --- logging in, sending, streaming -------------------------------------------------------
@@ -217,6 +217,74 @@ def test_stop_keeps_the_partial_reply_marked_stopped_across_a_reload(
     expect(reply.locator(".mark")).to_have_text("stopped")
     assert body_text(page, ASSISTANT) == answer["content"]
     expect(page.get_by_role("button", name="Send", exact=True)).to_be_visible()
+
+
+LENGTH_NOTE = "Stopped at the length limit: the reply is longer than the model may write at once."
+
+
+def expect_cut_at_length(page: Page) -> Locator:
+    """The last reply is shown stopped at the length limit, in words and to screen readers."""
+    reply = page.locator(ASSISTANT).last
+    expect(reply).to_have_attribute("data-status", "complete")
+    expect(reply.locator(".mark")).to_have_text("length limit")
+    expect(reply.locator(".note")).to_have_text(LENGTH_NOTE)
+    expect(
+        page.get_by_role("article", name="Assistant, stopped at the length limit", exact=True)
+    ).to_have_count(1)
+    expect(reply).to_have_attribute("data-cut", "length")
+    return reply
+
+
+def test_a_reply_cut_at_the_length_limit_says_so_live_and_after_a_reload(
+    server: Server, page: Page
+) -> None:
+    """Issue 13, point 5: a reply that ended with finish reason `length` does not pass
+    for a finished one; "Continue" asks for the rest in a new message."""
+    user = register_and_login(server)
+    log_in(page, server.url, user)
+    send(page, f"a long story {directive(tokens=5, finish_reason='length')}")
+    expect_cut_at_length(page)  # live, from the `done` event
+    screenshot(page, "reply-cut-at-length")
+    _, answer = stored_messages(user, chat_id_of(page))
+    assert (answer["status"], answer["finish_reason"]) == ("complete", "length")
+    assert body_text(page, ASSISTANT) == answer["content"] == Script(tokens=5).expected_text()
+
+    page.reload()
+    expect_cut_at_length(page)  # from the stored message
+    assert body_text(page, ASSISTANT) == answer["content"]
+
+    page.get_by_role("button", name="Continue", exact=True).click()
+    expect(page.locator(ASSISTANT)).to_have_count(2)
+    last = page.locator(ASSISTANT).last
+    expect(last).to_have_attribute("data-status", "complete")
+    expect(page.locator(USER).last.locator(":scope > .body")).to_have_text("Continue")
+    # A finished reply carries no mark; the cut one keeps its own, without the button.
+    expect(last.locator(".mark")).to_have_count(0)
+    expect(last.locator(".note")).to_have_count(0)
+    expect(last).not_to_have_attribute("data-cut", re.compile(".*"))
+    expect(page.locator(ASSISTANT).first.locator(".mark")).to_have_text("length limit")
+    expect(page.get_by_role("button", name="Continue")).to_have_count(0)
+    contents = [m["content"] for m in stored_messages(user, chat_id_of(page))]
+    assert contents[2] == "Continue"
+    assert [m["finish_reason"] for m in stored_messages(user, chat_id_of(page))][3] == "stop"
+
+
+def test_a_reply_stopped_at_the_tool_round_limit_says_so(server: Server, page: Page) -> None:
+    user = register_and_login(server)
+    log_in(page, server.url, user)
+    send(page, f"loop {directive(loop_tools=True)}")
+    for _ in range(2):  # live, then from the stored message
+        reply = page.locator(ASSISTANT).last
+        expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+        expect(reply.locator(".mark")).to_have_text("tool limit")
+        expect(reply.locator(".note")).to_have_text(
+            "Stopped at the limit of workspace tree tool rounds for one reply."
+        )
+        expect(reply).to_have_attribute("aria-label", "Assistant, stopped at the tool round limit")
+        expect(reply).to_have_attribute("data-cut", "tool_rounds_exceeded")
+        page.reload()
+    _, answer = stored_messages(user, chat_id_of(page))
+    assert answer["finish_reason"] == "tool_rounds_exceeded"
 
 
 def test_a_second_page_follows_the_stream_live_and_escape_stops_it(

@@ -489,6 +489,12 @@ function applyChatEvent(event) {
       onDelta(event);
       break;
     case "done":
+      // `finish_reason` tells a finished answer from one cut at the length limit.
+      endLive(event.task_id, {
+        ...event.message,
+        finish_reason: event.finish_reason ?? event.message.finish_reason,
+      });
+      break;
     case "aborted":
       endLive(event.task_id, event.message);
       break;
@@ -630,6 +636,23 @@ const STATUS_NOTES = {
   interrupted: "The server stopped while writing this reply; the text so far is shown.",
 };
 
+/**
+ * Replies stored `complete` that the model did not finish: its `finish_reason` says it
+ * was cut (issue 13, point 5). Each gets a mark, a note and, on the newest, "Continue".
+ */
+const CUT_REPLIES = {
+  length: {
+    mark: "length limit",
+    label: "stopped at the length limit",
+    note: "Stopped at the length limit: the reply is longer than the model may write at once.",
+  },
+  tool_rounds_exceeded: {
+    mark: "tool limit",
+    label: "stopped at the tool round limit",
+    note: "Stopped at the limit of workspace tree tool rounds for one reply.",
+  },
+};
+
 function upsertMessage(message, note) {
   let entry = state.messages.get(message.id);
   if (!entry) {
@@ -652,9 +675,13 @@ function renderMessage(entry) {
   node.dataset.role = message.role;
   node.dataset.status = status;
   node.setAttribute("aria-busy", String(status === "streaming")); // announced once complete
+  const cut = status === "complete" ? CUT_REPLIES[message.finish_reason] : undefined;
+  if (cut) node.dataset.cut = message.finish_reason;
+  else delete node.dataset.cut;
   const who = message.role === "user" ? "You" : "Assistant";
-  const mark = STATUS_MARKS[status];
-  node.setAttribute("aria-label", mark ? `${who}, ${mark}` : who);
+  const mark = STATUS_MARKS[status] || (cut && cut.mark);
+  const label = cut ? cut.label : mark;
+  node.setAttribute("aria-label", label ? `${who}, ${label}` : who);
   const head = el("div", { class: "message-head" }, el("span", { class: "who", text: who }));
   if (mark) head.append(el("span", { class: "mark", "data-status": status, text: mark }));
   const parts = [head];
@@ -664,10 +691,18 @@ function renderMessage(entry) {
     parts.push(thinking);
   }
   parts.push(renderText(message.content || ""));
-  const note = entry.note || STATUS_NOTES[status];
+  const note = entry.note || STATUS_NOTES[status] || (cut && cut.note);
   if (note) parts.push(el("p", { class: "note", text: note }));
+  if (cut) parts.push(continueButton());
   node.replaceChildren(...parts);
   if (stick) scrollToEnd();
+}
+
+/** Sends "Continue" in the chat; shown (app.css) on the newest message only. */
+function continueButton() {
+  const button = el("button", { type: "button", class: "continue", text: "Continue" });
+  button.addEventListener("click", () => sendText("Continue"));
+  return button;
 }
 
 const dirty = new Set();
@@ -768,16 +803,31 @@ function updateControls() {
   $("send-button").disabled = !socket.ready;
 }
 
+/** Sends what the composer holds, and empties it once sent. */
 function send() {
   const input = $("message-input");
-  const content = input.value;
-  if (!content.trim()) return;
-  if (isRunning()) return showError(PLAIN_WORDS.busy);
+  if (!sendText(input.value)) return;
+  input.value = "";
+  autosize();
+}
+
+/** Why `content` cannot be sent now, in plain words; null when it can. */
+function sendProblem(content) {
+  if (isRunning()) return PLAIN_WORDS.busy;
   if (state.limits && content.length > state.limits.max_message_chars) {
-    return showError(plainWords("too_large"));
+    return plainWords("too_large");
   }
-  if (!socket.ready) {
-    return showError("Not connected to the server. Your message is kept: send it later.");
+  if (!socket.ready) return "Not connected to the server. Your message is kept: send it later.";
+  return null;
+}
+
+/** Sends `content` in the chat on screen (a new chat without one): true once sent. */
+function sendText(content) {
+  if (!content.trim()) return false;
+  const problem = sendProblem(content);
+  if (problem) {
+    showError(problem);
+    return false;
   }
   clearError();
   state.requestCounter += 1;
@@ -786,13 +836,12 @@ function send() {
   if (state.chat) frame.chat_id = state.chat.id;
   const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
   if (state.limits && bytes > state.limits.max_frame_bytes) {
-    return showError("That message is too long to send (too many bytes once encoded).");
+    showError("That message is too long to send (too many bytes once encoded).");
+    return false;
   }
   if (!state.chat) state.newChatRequest = requestId;
   state.pending.set(requestId, { content, chatId: frame.chat_id || null });
-  sendFrame(frame);
-  input.value = "";
-  autosize();
+  return sendFrame(frame);
 }
 
 async function stop() {
