@@ -292,8 +292,9 @@ def _listening_line(addresses: Sequence[Address]) -> str:
     return "  Listening  " + ", ".join(parts)
 
 
-def banner(settings: Settings, addresses: Sequence[Address]) -> str:
-    """The start banner, for the addresses the server listens on (as its sockets name them).
+def banner(settings: Settings, addresses: Sequence[Address], context: str | None = None) -> str:
+    """The start banner, for the addresses the server listens on (as its sockets name them),
+    and the model's ``context`` (its length and the history budget) when known.
 
     The links use the first address; a wildcard bind is linked through its loopback
     address (127.0.0.1 or ::1), which reaches it from this machine.
@@ -329,6 +330,7 @@ def banner(settings: Settings, addresses: Sequence[Address]) -> str:
             f"  Database   {describe_url(settings.database_url)}",
             f"  Event bus  {bus}",
             f"  LLM        {provider}",
+            *([f"  Context    {context}"] if context and settings.llm_provider != "echo" else []),
         ]
     )
 
@@ -390,7 +392,11 @@ class _BannerServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # exits the process when it cannot listen
-        print(banner(self.chatsvc_settings, listening_addresses(self.servers)), flush=True)
+        addresses = listening_addresses(self.servers)
+        print(banner(self.chatsvc_settings, addresses, self.context_line()), flush=True)
+
+    def context_line(self) -> str | None:
+        return None
 
 
 class _GracefulServer(_BannerServer):
@@ -404,6 +410,10 @@ class _GracefulServer(_BannerServer):
     def __init__(self, config: uvicorn.Config, settings: Settings, app: Litestar) -> None:
         super().__init__(config, settings)
         self.chatsvc_app = app
+
+    def context_line(self) -> str | None:
+        """The model's context length and history budget, as the app found them at start."""
+        return self.chatsvc_app.state.budgets.describe(self.chatsvc_settings.model_name)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         with anyio.move_on_after(self.config.timeout_graceful_shutdown or 10):

@@ -99,6 +99,10 @@ def test_overflow_is_retried_with_a_shorter_history(
     chatsvc: tuple[Server, User], upstream: FakeOpenAI, profile: str
 ) -> None:
     server, user = chatsvc
+    assert (
+        "  Context    history budget 8000 tokens (CONTEXT_BUDGET_TOKENS; the model server "
+        "did not say" in server.log()
+    )
     chat_id = new_chat(user)
     fill_history(server, chat_id, messages=8, chars=400)  # about 800 tokens
     overflowing = directive(profile=profile, context_tokens=600)
@@ -166,6 +170,7 @@ def test_a_stated_context_length_caps_the_budget_at_start(
     assert "model fake-model: context 2000 tokens (" in server.log()
     assert source in server.log()
     assert "history budget 1500 tokens" in server.log()
+    assert "  Context    2000 tokens (" in server.log()  # the start banner says it too
 
     chat_id = new_chat(user)
     fill_history(server, chat_id, messages=20, chars=1000)
