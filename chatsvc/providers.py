@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -357,6 +358,56 @@ def _not_an_outage(exc: BaseException) -> bool:
     return exc.status_code < 500 and exc.status_code != 429
 
 
+def _rejects_stream_options(exc: openai.APIStatusError) -> bool:
+    """A server that does not know ``stream_options`` refuses it by name ("Unrecognized request
+    argument supplied: stream_options" from Azure; FastAPI servers answer 422)."""
+    return exc.status_code in (400, 422) and "stream_options" in f"{exc.message} {exc.body}"
+
+
+def _connect_failure(exc: BaseException) -> OSError | None:
+    """The OS error that kept the connection from opening, when that is what happened.
+
+    The SDK's aiohttp transport maps every aiohttp connection error to httpx's
+    ``ConnectTimeout`` (its table tries ``ClientConnectionError`` before
+    ``ClientConnectorError``), so a refused connection arrives as ``APITimeoutError``;
+    the ``OSError`` is down the ``__cause__`` chain. A real timeout has only
+    ``TimeoutError`` there (an ``OSError`` too, but no failure to connect).
+    """
+    cause = exc.__cause__
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+def _why(failure: OSError) -> str:
+    """What the OS said, in its words: "Connection refused", "Name or service not known"."""
+    if failure.errno is not None and failure.errno > 0:
+        return os.strerror(failure.errno)
+    return failure.strerror or type(failure).__name__
+
+
+def _unreachable(exc: openai.APIConnectionError) -> LLMUnavailable:
+    """The error for a request that got no answer; a failed connect is logged (issue 13).
+
+    Logged here, once per request: the SDK's retries happen below this, silently.
+    """
+    failure = _connect_failure(exc)
+    if failure is not None:
+        url = exc.request.url
+        log.warning(
+            "could not connect to the model server at %s:%s: %s", url.host, url.port, _why(failure)
+        )
+        return LLMUnavailable("could not connect to the model server")
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMUnavailable("the model server did not answer in time")
+    log.warning("upstream unreachable: %s", exc)
+    return LLMUnavailable("the model server is unreachable")
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed.
 
@@ -379,6 +430,8 @@ class OpenAIProvider:
             ],
         )
         self._circuit_state: CircuitState = "closed"
+        #: Ask for usage in the stream; off once the server refused ``stream_options``.
+        self._ask_usage = True
         self._cooldown = settings.llm_breaker_cooldown
         self._opened_at: float | None = None  # purgatory's clock: `time.time()`
         self._trial_running = False
@@ -429,6 +482,39 @@ class OpenAIProvider:
                 log.warning("LLM circuit breaker: %s -> %s", self._circuit_state, state)
                 self._circuit_state = state
 
+    def _opening(self, model: str, body: dict[str, Any], ask_usage: bool) -> Any:
+        """The SDK's streamed request, not sent yet."""
+        return self._client.chat.completions.with_streaming_response.create(
+            model=model,
+            messages=[],
+            stream=True,
+            stream_options={"include_usage": True} if ask_usage else openai.omit,
+            extra_body=body,
+        )
+
+    async def _open(self, model: str, body: dict[str, Any]) -> tuple[Any, Any]:
+        """Open the stream: the opening and its response.
+
+        We ask for usage in the stream (``stream_options``). A server that ignores the
+        field streams without usage; one that refuses it by name gets the request again
+        without it, and never again the field for the rest of the process (issue 13).
+        """
+        ask_usage = self._ask_usage
+        opening = self._opening(model, body, ask_usage)
+        try:
+            return opening, await self._open_guarded(opening)
+        except openai.APIStatusError as exc:
+            if not (ask_usage and _rejects_stream_options(exc)):
+                raise
+        if self._ask_usage:
+            self._ask_usage = False
+            log.info(
+                "the model server refuses stream_options: asking without it from now on "
+                "(usage is only stored if the server sends it anyway)"
+            )
+        opening = self._opening(model, body, ask_usage=False)
+        return opening, await self._open_guarded(opening)
+
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[Delta]]:
         body: dict[str, Any] = {"messages": _openai_messages(request.messages)}
@@ -441,20 +527,10 @@ class OpenAIProvider:
         # The messages and tools go in `extra_body`, which the SDK sends as given: through
         # `messages=` it would first walk them against its TypedDicts, about 5 ms of CPU per
         # reply with a short history, more with a long one (docs/performance.md).
-        opening = self._client.chat.completions.with_streaming_response.create(
-            model=request.model,
-            messages=[],
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=body,
-        )
         try:
-            response = await self._open_guarded(opening)
-        except openai.APITimeoutError as exc:
-            raise LLMUnavailable("the model server did not answer in time") from exc
-        except openai.APIConnectionError as exc:
-            log.warning("upstream unreachable: %s", exc)
-            raise LLMUnavailable("the model server is unreachable") from exc
+            opening, response = await self._open(request.model, body)
+        except openai.APIConnectionError as exc:  # and APITimeoutError
+            raise _unreachable(exc) from exc
         except openai.APIStatusError as exc:
             if (overflow := _context_overflow(exc)) is not None:
                 log.info("upstream: the prompt is longer than the model's context: %s", exc.message)

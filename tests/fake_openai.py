@@ -16,6 +16,12 @@ text tokens. ``rounds=[[calls], [calls]]`` scripts several rounds;
 user message, so it scripts every round of a reply: the round is the number of
 tool-call turns the client sent back after it (``Record.round``).
 
+Profiles: ``Script.profile`` names the real server whose stream the fake
+reproduces ("openai", "vllm", "ollama", "llama-cpp-python", "llama-server");
+what each sends its own way is one ``Profile`` in ``PROFILES`` (see
+docs/model-servers-notes.md). ``reject_stream_options`` answers 400 to a request
+carrying ``stream_options``, as servers that do not know the field do.
+
 It runs its own asyncio loop in a thread, so tests, benchmarks and the real
 openai SDK in the server under test all talk to it over real sockets.
 """
@@ -36,6 +42,59 @@ from typing import Any
 _DIRECTIVE = "[[fake "
 _GONE, _ERROR = "<client gone>", "<error event sent>"  # how a streamed answer stopped early
 ARGUMENT_PIECE = 7  # characters of a tool call's arguments per chunk
+STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"  # Azure's words
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one real server streams its own way (checked in its source, issue 13)."""
+
+    first_delta: dict[str, Any]  # the delta of the first chunk
+    reasoning_key: str = "reasoning_content"  # the delta field reasoning comes in
+    usage_when_asked: bool = True  # a last chunk, `choices: []`, on `stream_options.include_usage`
+    timings: bool = False  # llama.cpp's `timings` object on the last chunk
+    streams_tools: bool = True  # False: tools offered with `stream` are ignored, text comes
+    whole_tool_calls: bool = False  # each call in one chunk (id, name, all its arguments)
+    error: dict[str, Any] | None = None  # sent as `data: {"error": ...}`; None: the body breaks off
+    done_after_error: bool = True  # `data: [DONE]` follows the error event
+
+
+PROFILES: dict[str, Profile] = {
+    "openai": Profile(
+        first_delta={"role": "assistant", "content": ""},
+        error={"message": "boom", "type": "server_error", "param": None, "code": None},
+    ),
+    # vLLM (serving_chat.py): `reasoning_content` (newer releases name it `reasoning`); an
+    # error mid-stream is `create_streaming_error_response`, then `[DONE]`.
+    "vllm": Profile(
+        first_delta={"role": "assistant", "content": ""},
+        error={"message": "boom", "type": "InternalServerError", "param": None, "code": 500},
+    ),
+    # Ollama (openai/openai.go, middleware/openai.go): `reasoning`, a tool call whole in one
+    # chunk, usage in a chunk of its own when asked; its error object is `openai.NewError`'s.
+    "ollama": Profile(
+        first_delta={"role": "assistant", "content": ""},
+        reasoning_key="reasoning",
+        whole_tool_calls=True,
+        error={"message": "boom", "type": "api_error", "param": None, "code": None},
+    ),
+    # llama-cpp-python (server/app.py): no usage chunk at all; tools are not streamed (ignored
+    # by most chat formats); an exception mid-stream ends the body with no event at all.
+    "llama-cpp-python": Profile(
+        first_delta={"role": "assistant"},
+        usage_when_asked=False,
+        streams_tools=False,
+        error=None,
+    ),
+    # llama.cpp's llama-server (tools/server): `content: null` first, `timings` on the last
+    # chunk; an error mid-stream is `data: {"error": {...}}` and the stream ends, no `[DONE]`.
+    "llama-server": Profile(
+        first_delta={"role": "assistant", "content": None},
+        timings=True,
+        error={"code": 500, "message": "boom", "type": "server_error"},
+        done_after_error=False,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -56,10 +115,9 @@ class Script:
     pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
     bare_done: bool = False  # end with `data: [DONE]` alone: no finish chunk, no usage
-    usage: bool = True
-    #: Which real server to sound like: "openai", "vllm", "ollama", "llama-cpp-python",
-    #: "llama-server".
-    profile: str = "openai"
+    usage: bool = True  # False: a server that ignores `stream_options` (no usage, ever)
+    profile: str = "openai"  # the real server reproduced: a key of PROFILES
+    reject_stream_options: bool = False  # answer 400 to a request carrying `stream_options`
     #: The model's context in tokens (prompt characters / 4); a longer prompt overflows,
     #: answered as the profile's server does; the server-wide one is stated at /models.
     context_tokens: int | None = None
@@ -256,6 +314,9 @@ class FakeOpenAI:
         elif script.status is not None:
             await self._send_error(writer, script.status, "scripted failure")
             return False
+        if script.reject_stream_options and "stream_options" in body:
+            await self._refuse_stream_options(writer)
+            return False
         if script.context_tokens is not None and script.profile != "ollama":  # Ollama truncates
             prompt = sum(len(str(m.get("content") or "")) for m in record.messages) // 4
             if prompt > script.context_tokens:
@@ -354,28 +415,31 @@ class FakeOpenAI:
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
         )
-        await self._event(writer, record, {"role": "assistant", "content": ""})
+        profile = PROFILES[script.profile]
+        await self._event(writer, record, profile.first_delta)
         if record.round and script.round_delay:
             await asyncio.wait([watcher], timeout=script.round_delay)
         for index in range(script.reasoning):
-            await self._event(writer, record, {"reasoning_content": f"r{index} "})
+            await self._event(writer, record, {profile.reasoning_key: f"r{index} "})
         calls = script.calls_for(record.round)
-        if calls is not None:
+        if calls is not None and (profile.streams_tools or not record.body.get("tools")):
             finish = await self._send_calls(writer, record, calls)
         else:
             finish = await self._send_tokens(writer, record, watcher)
         if finish is _GONE:
             return
         if finish is not _ERROR and not script.bare_done:
-            await self._chunk(writer, self._chunk_body(record, {}, finish))
-            if script.usage:
-                usage = {
-                    "prompt_tokens": sum(len(str(m.get("content", ""))) for m in record.messages),
-                    "completion_tokens": record.tokens_sent,
-                    "total_tokens": 0,
-                }
-                await self._chunk(writer, {**self._chunk_body(record, None, None), "usage": usage})
+            await self._send_ending(writer, record, finish)
+        if finish is _ERROR and not profile.done_after_error:
+            await self._end_body(writer, record, watcher)
+            return
         await self._raw(writer, b"data: [DONE]\n\n")
+        await self._end_body(writer, record, watcher)
+
+    async def _end_body(
+        self, writer: asyncio.StreamWriter, record: Record, watcher: asyncio.Task[None]
+    ) -> None:
+        """The last chunk of the body: the connection may serve another request."""
         # Stop watching before the last chunk: the client may send its next request on
         # this connection as soon as it has it, and that must not be read as a hang-up.
         watcher.cancel()
@@ -384,6 +448,42 @@ class FakeOpenAI:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         record.completed = True
+
+    async def _send_ending(self, writer: asyncio.StreamWriter, record: Record, finish: str) -> None:
+        """The finish chunk, then the usage chunk when this server sends one."""
+        profile = PROFILES[record.script.profile]
+        chunks = [self._chunk_body(record, {}, finish)]
+        asked = (record.body.get("stream_options") or {}).get("include_usage")
+        if record.script.usage and profile.usage_when_asked and asked:
+            usage = {
+                "prompt_tokens": sum(len(str(m.get("content", ""))) for m in record.messages),
+                "completion_tokens": record.tokens_sent,
+                "total_tokens": 0,
+            }
+            chunks.append({**self._chunk_body(record, None, None), "usage": usage})
+        if profile.timings:
+            chunks[-1]["timings"] = {"prompt_n": 1, "predicted_n": record.tokens_sent}
+        for chunk in chunks:
+            await self._chunk(writer, chunk)
+
+    async def _send_error_event(self, writer: asyncio.StreamWriter, record: Record) -> str:
+        """This server's error event mid-stream; or, where it has none, the body breaks off."""
+        error = PROFILES[record.script.profile].error
+        if error is None:
+            writer.transport.abort()
+            return _GONE
+        await self._chunk(writer, {"error": error})
+        return _ERROR
+
+    async def _refuse_stream_options(self, writer: asyncio.StreamWriter) -> None:
+        """A 400 as from a server that does not know the field (Azure, OpenAI: these words)."""
+        error = {
+            "message": STREAM_OPTIONS_REFUSAL,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+        await self._send_json(writer, 400, {"error": error}, close=True)
 
     async def _send_tokens(
         self, writer: asyncio.StreamWriter, record: Record, watcher: asyncio.Task[None]
@@ -402,8 +502,7 @@ class FakeOpenAI:
                 await watcher  # send nothing more until the client gives up and hangs up
                 return _GONE
             if index == script.error_after:
-                await self._chunk(writer, {"error": {"message": "boom", "type": "server_error"}})
-                return _ERROR
+                return await self._send_error_event(writer, record)
             if script.rate:
                 await asyncio.sleep(1 / script.rate)
             await self._event(writer, record, {"content": script.token(index)})
@@ -418,10 +517,14 @@ class FakeOpenAI:
             self._chunk_body(record, {"content": script.token(index)}, None)
             for index in range(script.error_after)
         ]
-        events.append({"error": {"message": "boom", "type": "server_error"}})
+        error = PROFILES[script.profile].error
+        if error is not None:
+            events.append({"error": error})
         data = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
         await self._raw(writer, data)
         record.tokens_sent = script.error_after
+        if error is None:  # no error event: the body breaks off
+            return await self._send_error_event(writer, record)
         return _ERROR
 
     async def _send_calls(
@@ -442,6 +545,8 @@ class FakeOpenAI:
             arguments = call["arguments"]
             text = arguments if isinstance(arguments, str) else json.dumps(arguments)
             first = text[: 3 * (index % 2)]  # the first chunk has none or a bit of the arguments
+            if PROFILES[script.profile].whole_tool_calls:
+                first = text
             head = {
                 "index": index,
                 "id": f"call_{uuid.uuid4().hex[:10]}",

@@ -127,21 +127,34 @@ def test_an_upstream_that_never_answers_is_unavailable(
         frames = socket.until_end(started["task_id"], timeout=40)
     assert frames[-1]["type"] == "error"
     assert frames[-1]["code"] == "llm_unavailable"
+    assert frames[-1]["message"] == "the model server did not answer in time"
     assert _attempts(fake_llm, mark) == 3
     assert _reply(user, started["chat_id"])["status"] == "failed"
 
 
 def test_a_refused_connection_is_unavailable(spawn_server) -> None:  # type: ignore[no-untyped-def]
+    """The SDK's aiohttp transport raises a refused connection as a connect timeout: it is
+    still reported as what it is, and its cause logged once per request, not per retry."""
     from tests.conftest import free_port
 
+    port = free_port()
     server: Server = spawn_server(
-        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", LLM_MAX_RETRIES="1"
+        OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", LLM_MAX_RETRIES="1"
     )
     user = register_and_login(server)
     with Socket(user) as socket:
         started = socket.start("anyone there?")
         error = socket.until_end(started["task_id"])[-1]
     assert error["code"] == "llm_unavailable"
+    assert error["message"] == "could not connect to the model server"
+    log = server.log().splitlines()
+    warnings = [line for line in log if " WARNING " in line and "chatsvc.providers" in line]
+    assert any("Retrying request" in line for line in log)  # the SDK did retry, quietly
+    assert len(warnings) == 1, warnings  # one request, two attempts: one line
+    assert warnings[0].endswith(
+        f"could not connect to the model server at 127.0.0.1:{port}: Connection refused"
+    )
+    assert "Traceback" not in server.log()
     with user.client() as client:
         history = client.get(f"/api/chats/{started['chat_id']}").json()["messages"]
     assert [(m["role"], m["status"], m["content"]) for m in history] == [
