@@ -19,7 +19,7 @@ tool-call turns the client sent back after it (``Record.round``).
 Profiles: ``Script.profile`` names the real server whose stream the fake
 reproduces ("openai", "vllm", "ollama", "llama-cpp-python", "llama-server");
 what each sends its own way is one ``Profile`` in ``PROFILES`` (see
-docs/model-servers-notes.md). ``reject_stream_options`` answers 400 to a request
+docs/operations.md, "Model servers"). ``reject_stream_options`` answers 400 to a request
 carrying ``stream_options``, as servers that do not know the field do.
 
 It runs its own asyncio loop in a thread, so tests, benchmarks and the real

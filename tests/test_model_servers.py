@@ -3,7 +3,7 @@
 The fake's profiles (``tests/fake_openai.py``, ``PROFILES``) send what OpenAI,
 vLLM, Ollama, llama-cpp-python and llama.cpp's ``llama-server`` send; the
 generation behaviours that matter run against each, over the real WebSocket
-(and the waiting REST route). docs/model-servers-notes.md says what differs.
+(and the waiting REST route). docs/operations.md, "Model servers" says what differs.
 """
 
 from __future__ import annotations
