@@ -1,4 +1,4 @@
-"""Chat use cases shared by the REST API and (next) the WebSocket and SSE transports."""
+"""Chat use cases shared by the REST API, the WebSocket and the SSE transport."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Our error tree. Each error has a stable ``code`` (PROTOCOL.md 2.3) and an HTTP status."""
+"""Our error tree. Each error has a stable ``code`` (docs/protocol.md section 2) and an
+HTTP status."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Read this module first. The life of a reply:
    ``CancelScope`` and relays each delta as a ``token`` (or ``reasoning``)
    event with the next ``seq``. Every few seconds one write saves the text so
    far of every running reply.
-3. Tool rounds (the workspace tree tools, PROTOCOL.md section 6): when an
+3. Tool rounds (the workspace tree tools, docs/protocol.md section 5): when an
    upstream stream ends asking for tool calls, each call is applied in turn
    (``Trees.apply_tool``: one version each, ``tree_update`` to every
    subscriber), then the calls and their results go back to the model and a

@@ -4,7 +4,7 @@
 SDK: its client, base URL, auth, timeouts and retries. It reads the streamed
 body itself and decodes the server-sent events with msgspec, because building
 a pydantic ``ChatCompletionChunk`` per token costs most of a relay's CPU
-(shared/STACK-NOTES.md section 12). One network read becomes one ``Delta``, so
+(docs/architecture.md, providers). One network read becomes one ``Delta``, so
 a burst of chunks is relayed as one event rather than hundreds.
 
 ``EchoProvider`` is the built-in stand-in used when no upstream is configured:
@@ -614,7 +614,7 @@ class OpenAIProvider:
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
-#: The echo provider's stand-ins for a model using the tree tools (PROTOCOL.md section 6).
+#: The echo provider's stand-ins for a model using the tree tools (docs/protocol.md section 5).
 TREE_COMMANDS = (
     "/tree add <parent_id> <text>",
     "/tree rename <id> <text>",

@@ -87,7 +87,7 @@ class Message(Table):
 
 
 class ChatTree(Table):
-    """A chat's workspace tree (PROTOCOL.md section 6): the root node and its version."""
+    """A chat's workspace tree (docs/protocol.md section 5): the root node and its version."""
 
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False, unique=True)
     version = Integer(default=0, help_text="0 when created; +1 per change.")

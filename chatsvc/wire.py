@@ -91,7 +91,7 @@ class Usage(_Wire):
 
 
 class ToolCallRecord(_Wire):
-    """A tool call an assistant reply made (PROTOCOL.md section 6), and its result."""
+    """A tool call an assistant reply made (docs/protocol.md section 5), and its result."""
 
     name: str
     arguments: Annotated[str, Meta(description="The arguments as the model wrote them (JSON).")]
@@ -233,7 +233,7 @@ class AbortResult(_Wire):
     message: Message
 
 
-# --- WebSocket frames (PROTOCOL.md section 2) --------------------------------------
+# --- WebSocket frames (docs/protocol.md section 4.2) --------------------------------------
 # Client frames are tagged by `action`, server frames by `type`.
 
 
@@ -364,7 +364,7 @@ class Pong(_Event, tag="pong"):
     pass
 
 
-# --- the workspace tree (PROTOCOL.md section 6) -----------------------------------------
+# --- the workspace tree (docs/protocol.md section 5) -----------------------------------------
 
 
 class TreeNode(_Wire):

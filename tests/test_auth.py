@@ -1,4 +1,4 @@
-"""Registration, login and token rules (PROTOCOL.md section 1), over real HTTP."""
+"""Registration, login and token rules (docs/protocol.md section 1), over real HTTP."""
 
 from __future__ import annotations
 

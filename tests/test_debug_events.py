@@ -1,4 +1,4 @@
-"""``debug`` events (PROTOCOL.md section 6): a reply's timings and counts, sent just
+"""``debug`` events (docs/protocol.md section 5): a reply's timings and counts, sent just
 before its terminal event, only to sockets that subscribed to the chat with
 ``"debug": true``, and only in development or to staff users. Otherwise such a
 ``subscribe`` is a plain one. SSE streams never get them.

@@ -1,4 +1,5 @@
-"""Generations over the WebSocket (PROTOCOL.md sections 2 and 3), from the fake upstream."""
+"""Generations over the WebSocket (docs/protocol.md sections 4.1 and 4.2), from the fake
+upstream."""
 
 from __future__ import annotations
 

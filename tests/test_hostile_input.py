@@ -1,6 +1,6 @@
 """Hostile input: a table of malformed WebSocket frames and REST requests.
 
-Every case names the exact answer the contract gives it (PROTOCOL.md 2.3 and
+Every case names the exact answer the contract gives it (docs/protocol.md section 2 and
 docs/protocol.md section 2): a WebSocket ``error`` frame with its ``code``, or a
 REST status with a JSON body whose ``code`` is set. No case may get a 5xx, leak
 a stack trace, close the socket, or change a stored row. Text that merely looks
@@ -35,7 +35,8 @@ NIL_ID = "00000000-0000-0000-0000-000000000000"
 #: Replaced at run time: the attacker's own chat, the victim's chat, the victim's user id.
 OWN, OTHER, VICTIM = "$OWN", "$OTHER", "$VICTIM"
 INVALID = "invalid_message"
-#: What must never reach a client (PROTOCOL.md 2.3: no stack traces, SQL or driver messages).
+#: What must never reach a client (docs/protocol.md section 2: no stack traces, SQL or
+#: driver messages).
 LEAKS = (
     "Traceback",
     'File "',
@@ -286,7 +287,7 @@ WS_CASES = [
     ws("number-2-70-task-id", f'{{"action": "abort", "task_id": {2**70}}}'),
     ws("number-tiny-chat-id", SUBSCRIBE + '"chat_id": 1e-400}'),
     ws("number-huge-exponent", "1e999999999999999999"),
-    # Lone surrogates and NUL in JSON escapes (PROTOCOL.md: UTF-8 text).
+    # Lone surrogates and NUL in JSON escapes (docs/protocol.md: UTF-8 text).
     ws("surrogate-top-level", '"\\ud800"'),
     ws("surrogate-content-high", SEND + '"content": "\\ud800"}'),
     ws("surrogate-content-low", SEND + '"content": "\\udc00"}'),
@@ -534,7 +535,7 @@ def test_nul_in_a_title_is_stored_verbatim_or_refused(hostile: Hostile) -> None:
 
 def test_hostile_looking_message_streams_and_is_stored_verbatim(hostile: Hostile) -> None:
     """A real generation: HTML and SQL in the content, garbage frames sent mid-stream do
-    not disturb it (PROTOCOL.md 2.3), and the message comes back byte for byte."""
+    not disturb it (docs/protocol.md section 2), and the message comes back byte for byte."""
     mark = f"m-{secrets.token_hex(4)}"
     content = (
         f"<img src=x onerror=alert(1)> '; DROP TABLE message; -- {mark}\n"

@@ -1,4 +1,4 @@
-"""Property tests of the WebSocket protocol (PROTOCOL.md section 2), with hypothesis.
+"""Property tests of the WebSocket protocol (docs/protocol.md section 4.2), with hypothesis.
 
 Two pure properties of the msgspec wire types (no server): every valid client
 frame survives ``encode -> decode_client_frame``, also as a client in another
@@ -183,8 +183,9 @@ def test_every_server_frame_round_trips(frame: ServerFrame) -> None:
 # --- the live property: abort at any moment -------------------------------------------------
 
 RATE = 200  # tokens a second from the fake upstream
-#: The codes of an ``error`` that ends a generation (PROTOCOL.md 2.2); others answer a request.
-TERMINAL_ERROR_CODES = {"llm_unavailable", "llm_error", "timeout", "internal"}
+#: The codes of an ``error`` that ends a generation (docs/protocol.md section 4.1); others
+#: answer a request.
+TERMINAL_ERROR_CODES = {"llm_unavailable", "llm_error", "too_large", "timeout", "internal"}
 STATUS_OF = {"done": "complete", "aborted": "aborted", "error": "failed"}
 
 

@@ -1,4 +1,4 @@
-"""The chat REST API (PROTOCOL.md section 4) over real HTTP, on each engine."""
+"""The chat REST API (docs/protocol.md section 3) over real HTTP, on each engine."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Forged and broken JWTs: refused on REST (401) and on the WebSocket handshake.
 
-PROTOCOL.md section 1: a bad token gets ``401`` on ``/api/*``; on ``/ws`` the
+docs/protocol.md section 1: a bad token gets ``401`` on ``/api/*``; on ``/ws`` the
 handshake is refused (HTTP 401/403) or the socket is closed with 4401 before
 any data. Tokens in query strings never reach the log.
 """

@@ -1,4 +1,4 @@
-"""The workspace tree over REST (PROTOCOL.md section 6): GET and PATCH
+"""The workspace tree over REST (docs/protocol.md section 5): GET and PATCH
 ``/api/chats/{chat_id}/tree``, versions, all-or-nothing patches, the limits, and
 the ``tree_update`` every subscriber of the chat gets. Real servers, both engines.
 """

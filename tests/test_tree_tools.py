@@ -1,4 +1,4 @@
-"""The model edits the chat's workspace tree through tool calls (PROTOCOL.md section 6).
+"""The model edits the chat's workspace tree through tool calls (docs/protocol.md section 5).
 
 Real servers stream from the fake upstream, which asks for the tool calls its
 directive scripts (``rounds``, ``loop_tools``) and records what it was sent back.

@@ -1,4 +1,4 @@
-"""The workspace tree in the web client (PROTOCOL.md section 6), in headless Chromium.
+"""The workspace tree in the web client (docs/protocol.md section 5), in headless Chromium.
 
 The page shows the tree of the chat on screen beside the conversation, applies
 ``tree_update`` events to its copy as they come, fetches the tree again when it

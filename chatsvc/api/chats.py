@@ -162,7 +162,7 @@ class ChatController(Controller):
         responses=errors(*PROTECTED, 400, 404),
     )
     async def get_tree(self, request: AuthRequest, chat_id: ChatId, trees: Trees) -> Tree:
-        """The chat's workspace tree (PROTOCOL.md section 6): the root node and its version."""
+        """The chat's workspace tree (docs/protocol.md section 5): the root node and its version."""
         return await trees.get(request.user.id, chat_id)
 
     @patch(
@@ -210,7 +210,7 @@ class ChatController(Controller):
                 data_container=MessageReply,
                 media_type=MediaType.JSON,
                 description="The finished reply; with `Accept: text/event-stream`, the events "
-                "of PROTOCOL.md section 2.2 as Server-Sent Events.",
+                "of docs/protocol.md section 4.2 as Server-Sent Events.",
             ),
             **errors(
                 *PROTECTED,
@@ -345,7 +345,7 @@ class _EventStream:
 
     def deliver(self, event: Event) -> None:
         if event.type == "debug":
-            return  # for WebSockets that ask for them only (PROTOCOL.md section 6)
+            return  # for WebSockets that ask for them only (docs/protocol.md section 5)
         self._bytes += len(event.data)
         try:
             if self._bytes > self._max_bytes:

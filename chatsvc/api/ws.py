@@ -1,4 +1,4 @@
-"""WebSocket ``/ws`` (PROTOCOL.md section 2): one reader, one writer per socket.
+"""WebSocket ``/ws`` (docs/protocol.md section 4.2): one reader, one writer per socket.
 
 The reader decodes each frame with msgspec straight into the ``ClientFrame``
 union and acts on it at once, so an ``abort`` is read while replies stream.
@@ -9,7 +9,7 @@ disconnect stops nothing but this socket.
 
 A socket gets every event of the chats it follows except ``debug`` events: those
 only for the chats it subscribed to with ``"debug": true``, and only when the
-server runs in development or the user is staff (PROTOCOL.md section 6).
+server runs in development or the user is staff (docs/protocol.md section 5).
 
 A socket lasts no longer than its right to exist: it closes with 4401 when its
 token expires, and when :class:`~chatsvc.access.AccessWatch` finds its user
