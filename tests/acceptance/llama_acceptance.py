@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -177,16 +177,11 @@ class Reply:
     def ttft(self) -> float:
         return (self.first_token_at or self.sent_at) - self.sent_at
 
-    def rate(self) -> float:
-        """Token events a second from the first token to the end."""
-        span = (self.ended_at or self.sent_at) - (self.first_token_at or self.sent_at)
-        return self.tokens / span if span > 0 else 0.0
-
     def figures(self) -> str:
-        return f"first token {self.ttft:.2f} s, {self.tokens} tokens, {self.rate():.1f} tokens/s"
-
-
-Hook = Callable[[Reply], Awaitable[None]]
+        """Time to first token and token events a second from there to the end."""
+        span = (self.ended_at or self.sent_at) - (self.first_token_at or self.sent_at)
+        rate = self.tokens / span if span > 0 else 0.0
+        return f"first token {self.ttft:.2f} s, {self.tokens} tokens, {rate:.1f} tokens/s"
 
 
 async def send(
@@ -194,7 +189,7 @@ async def send(
     content: str,
     chat_id: str | None = None,
     hook_after: int | None = None,
-    hook: Hook | None = None,
+    hook: Callable[[Reply], Awaitable[None]] | None = None,
 ) -> Reply:
     """Send a message and read to its terminal frame; ``hook`` runs once after N tokens."""
     request_id = f"r{time.monotonic_ns()}"
@@ -216,14 +211,14 @@ async def send(
                 if hook is not None and reply.tokens == hook_after:
                     await hook(reply)
             elif kind in ("done", "aborted", "error") and (
-                event.get("task_id") == reply.task_id or event.get("request_id") == request_id
+                event.get("request_id") == request_id
+                or (reply.task_id and event.get("task_id") == reply.task_id)
             ):
                 reply.end, reply.ended_at = event, time.monotonic()
     return reply
 
 
-@dataclass
-class Check:
+class Check(NamedTuple):
     name: str
     passed: bool
     seconds: float
@@ -284,7 +279,7 @@ async def check_stream_and_history(run: Run, ws: ClientConnection) -> None:
     ask = "What is the secret word I told you? Answer with the word only."
     second = await send(ws, ask, first.chat_id)
     ok = second.kind == "done" and "pineapple" in second.text.lower()
-    run.record("history", ok, started, f"{ended(second)}, {second.figures()}, {second.text!r}")
+    run.record("history", ok, started, f"{ended(second)}, {second.figures()}, {second.text[:60]!r}")
 
 
 async def check_abort(run: Run, ws: ClientConnection) -> None:
@@ -466,6 +461,7 @@ def main() -> int:
     chatsvc = Process("chatsvc", serve, env, workdir / "chatsvc.log")
     run = Run(f"http://127.0.0.1:{chatsvc_port}", model, model_url)
     say(f"== logs in {workdir}")
+    interrupted = False
     try:
         model.start()
         say(
@@ -476,17 +472,24 @@ def main() -> int:
         say(f"== chatsvc ready in {chatsvc.wait_ready(run.chatsvc + '/health', 60):.1f} s")
         asyncio.run(acceptance(run))
     except KeyboardInterrupt:
-        say("interrupted")
+        say("interrupted: stopping the servers")
+        interrupted = True
     finally:
+        # A second Ctrl-C (uv run forwards one of its own) must not cut the servers' stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         chatsvc.stop()
         model.stop()
-    if not run.checks:
-        return 1
-    summary(run.checks)
+    if run.checks:
+        summary(run.checks)
     say(f"total {time.monotonic() - started:.0f} s; logs in {workdir}")
+    if interrupted or not run.checks:
+        return 130 if interrupted else 1
     return 0 if all(c.passed for c in run.checks) else 1
 
 
 if __name__ == "__main__":
+    # Ctrl-C and a plain kill both stop the servers (also when started where SIGINT is ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main())
