@@ -74,10 +74,12 @@ def install(venv: Path) -> Path:
             log_file.write(line)
             # --verbose prefixes uv's own debug lines and the build's output with DEBUG:
             # show ninja's [done/total] steps every 20 s and whatever uv says plainly.
-            build_step = re.match(r"DEBUG (\[\d+/\d+\].*)", line)
+            build_step = re.match(r"DEBUG (\[\d+/\d+\])", line)
             if build_step and time.monotonic() - last_shown > 20:
                 last_shown = time.monotonic()
-                say(f"  {time.monotonic() - started:5.0f} s  {build_step.group(1)[:100]}")
+                target = re.search(r" -o (\S+)", line)
+                built = Path(target.group(1)).name if target else ""
+                say(f"  {time.monotonic() - started:5.0f} s  build step {build_step[1]} {built}")
             elif not line.startswith(("DEBUG", "TRACE")):
                 say(f"  {line.rstrip()}")
     if process.returncode != 0:
