@@ -1,8 +1,8 @@
 """Acceptance run of chatsvc against a real model: llama.cpp serving Gemma 3 270M (issue 13).
 
-Run (not part of ``uv run pytest``; the first run builds llama.cpp, ~20 min on 2 cores)::
+Run (not part of ``uv run pytest``; the first run builds llama.cpp: 6-20 min on 2 cores)::
 
-    uv run python tests/acceptance/llama_acceptance.py [--venv DIR] [--max-tokens 300]
+    uv run python tests/acceptance/llama_acceptance.py [--venv DIR] [--max-tokens 100] [--threads N]
 
 It makes a virtualenv of its own (``~/.cache/chatsvc/llama-acceptance`` unless
 ``--venv``), installs ``llama-cpp-python[server]`` (built from source) and the
@@ -13,6 +13,11 @@ pointed at it, and talks to chatsvc as a client would (WebSocket, REST, SSE).
 Each check prints PASS or FAIL with its timings; a summary table follows and
 the exit status is 1 when any check failed. Both servers stop on exit and on
 Ctrl-C; their logs stay in the temporary directory printed at the start and end.
+
+The model is the *base* Gemma 3 270M with no chat template in its GGUF: its replies
+copy its prompt rather than answer it, so the checks judge chatsvc's plumbing (what
+reaches the model, what comes back, when), not the answers. docs/operations.md,
+"Acceptance against a real model (llama.cpp)", has the checks and a recorded run.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def install(venv: Path) -> Path:
     if not python.exists():
         say(f"== creating {venv}")
         subprocess.run(["uv", "venv", "--quiet", str(venv)], check=True)
-    say(f"== uv pip install {' '.join(LLAMA_PACKAGES)} (a from-source build takes ~20 min)")
+    say(f"== uv pip install {' '.join(LLAMA_PACKAGES)} (building llama.cpp, when needed: 6-20 min)")
     env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
     command = ["uv", "pip", "install", "--verbose", "-p", str(python), *LLAMA_PACKAGES]
     started, last_shown = time.monotonic(), 0.0
