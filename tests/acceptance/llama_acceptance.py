@@ -350,7 +350,7 @@ def notes(label: str, chars: int) -> str:
 async def check_overflow(run: Run, ws: ClientConnection) -> None:
     """A history longer than the model's context: the chat must go on, or refuse clearly.
 
-    Each long message fits the context alone (~2,700 tokens; chatsvc estimates 1,750), the
+    Each long message fits the context alone (~2,500 tokens; chatsvc estimates 1,800), the
     two together do not; chatsvc's default budget (8,000 estimated tokens) sends both."""
     started = time.monotonic()
     first = await send(ws, f"Read these notes.\n{notes('a', 7000)}")
