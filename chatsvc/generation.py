@@ -537,6 +537,8 @@ class Generations:
         rows = await store.prompt_history(
             generation.chat_id, budget=budget - len(system), leave_out=generation.message_id
         )
+        while len(rows) > 1 and rows[0]["role"] != "user":
+            rows = rows[1:]  # strict templates (Gemma's, Mistral's) want a user turn first
         if rows and len(system) + len(rows[-1]["content"]) > budget:
             raise ContextOverflow(
                 "the message and the chat's system prompt are longer than the model's "
