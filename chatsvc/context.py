@@ -82,8 +82,8 @@ class ContextBudgets:
         window = self._windows.get(model)
         if window is None:
             return (
-                f"history budget {self._configured} tokens (CONTEXT_BUDGET_TOKENS; "
-                "the model server did not say its context length)"
+                "not stated by the model server; "
+                f"history budget {self._configured} tokens (CONTEXT_BUDGET_TOKENS)"
             )
         return (
             f"{window.context_tokens} tokens ({window.source}); "
