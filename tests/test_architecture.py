@@ -195,6 +195,7 @@ def violations(package: Path) -> list[str]:
         for target in sorted(targets):
             if target not in graph:
                 found.append(f"{module} imports {target}, which is no module")
+            # An unplaced module is reported above, not once more for each of its imports.
             elif layer_of.get(target, 0) > layer_of.get(module, len(LAYERS)):
                 lower, upper = LAYERS[layer_of[module]][0], LAYERS[layer_of[target]][0]
                 found.append(f"{module} ({lower}) imports {target} ({upper}), a layer above")
