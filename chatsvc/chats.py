@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 from uuid import UUID
 
 import msgspec
@@ -13,22 +13,18 @@ from msgspec import UNSET
 
 from chatsvc import store
 from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
+from chatsvc.mappers import chat_from_row, message_from_row
+from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import (
     Chat,
     ChatCreate,
     ChatPage,
     ChatUpdate,
     ChatWithMessages,
-    Message,
     MessagePage,
     ModelInfo,
     ModelList,
-    ToolCallRecord,
-    Usage,
 )
-
-if TYPE_CHECKING:
-    from chatsvc.generation import Generations
 
 _Keyset = tuple[datetime, UUID]
 _cursor_decoder = msgspec.json.Decoder(tuple[datetime, UUID])
@@ -46,44 +42,12 @@ def decode_cursor(cursor: str, field: str) -> _Keyset:
         raise InvalidInput(f"{field}: not a cursor returned by this API") from exc
 
 
-def chat_from_row(row: dict[str, Any]) -> Chat:
-    return Chat(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        model=row["model"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+class ReplyStopper(Protocol):
+    """What deleting a chat needs of the generation registry (``Generations`` has it)."""
 
-
-def message_from_row(row: dict[str, Any]) -> Message:
-    has_usage = row["prompt_tokens"] is not None or row["completion_tokens"] is not None
-    return Message(
-        id=row["id"],
-        chat_id=row["chat"],
-        role=row["role"],
-        content=row["content"],
-        status=row["status"],
-        is_ai=row["role"] == "assistant",
-        model=row["model"],
-        usage=Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
-        if has_usage
-        else None,
-        finish_reason=row["finish_reason"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-        tool_calls=_tool_calls(row.get("tool_calls")),
-    )
-
-
-def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
-    """The JSONB column as stored: JSON text (both drivers give it so), or null."""
-    if stored is None:
-        return None
-    if isinstance(stored, str | bytes):
-        stored = msgspec.json.decode(stored)
-    return msgspec.convert(stored, list[ToolCallRecord]) if stored else None
+    async def stop(self, owner: int, chat_id: UUID, *, by: AbortedBy) -> object:
+        """Abort the reply running in the chat, if any, and return once it is stored."""
+        ...
 
 
 class Chats:
@@ -91,14 +55,15 @@ class Chats:
 
     def __init__(
         self,
-        generations: Generations | None = None,
+        replies: ReplyStopper | None = None,
         *,
         models: tuple[str, ...],
         max_chats: int,
     ) -> None:
-        """``models``: what a chat may choose (``Settings.model_choices``), the default first;
+        """``replies``: stops a chat's reply before the chat is deleted;
+        ``models``: what a chat may choose (``Settings.model_choices``), the default first;
         ``max_chats``: how many chats a user may keep."""
-        self._generations = generations
+        self._replies = replies
         self._models = models
         self._max_chats = max_chats
 
@@ -180,7 +145,7 @@ class Chats:
     async def delete(self, owner: int, chat_id: UUID) -> None:
         """Delete a chat and its messages; a reply still streaming there is aborted first."""
         await self.get(owner, chat_id)
-        if self._generations is not None:
-            await self._generations.stop(owner, chat_id, by="delete")
+        if self._replies is not None:
+            await self._replies.stop(owner, chat_id, by="delete")
         if not await store.delete_chat(owner, chat_id):
             raise NotFound("chat not found")

@@ -59,7 +59,6 @@ import msgspec
 
 from chatsvc import store
 from chatsvc.bus import AbortRequest, EventBus, SnapshotRequest, instance_channel
-from chatsvc.chats import chat_from_row, message_from_row
 from chatsvc.context import CHARS_PER_TOKEN, ContextBudgets
 from chatsvc.errors import (
     Busy,
@@ -77,6 +76,7 @@ from chatsvc.errors import (
 )
 from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.instances import Lease
+from chatsvc.mappers import chat_from_row, message_from_row
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider, ToolRequest
 from chatsvc.settings import Settings
 from chatsvc.telemetry import AbortedBy, Telemetry
