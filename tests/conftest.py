@@ -473,6 +473,8 @@ class Socket:
         self.user = user
         self._connection = connect(f"{user.server.ws_url}?token={user.token}", max_size=None)
         self.ws: ClientConnection = self._connection.__enter__()
+        #: Every frame received, also those that ``start`` and ``until`` passed over.
+        self.received: list[dict[str, Any]] = []
         self.ready = self.recv()
         assert self.ready["type"] == "ready", self.ready
 
@@ -483,7 +485,9 @@ class Socket:
         self.ws.send(data)
 
     def recv(self, timeout: float = 20) -> dict[str, Any]:
-        return json.loads(self.ws.recv(timeout=timeout))
+        frame = json.loads(self.ws.recv(timeout=timeout))
+        self.received.append(frame)
+        return frame
 
     def until(self, stop: Callable[[dict[str, Any]], bool], timeout: float = 30) -> list[dict]:
         """Every frame up to and including the first one ``stop`` accepts."""
