@@ -59,6 +59,9 @@ ACCESS_COLUMNS = frozenset({"password", "active", "admin", "superuser"})
 
 
 def _pbkdf2(password: str, salt: str, iterations: int) -> str:
+    """Piccolo's stored format and algorithm (the admin checks what we store), computed
+    here: ``BaseUser.hash_password`` refuses passwords over 128 characters, and the
+    contract takes up to 256 (docs/protocol.md section 1)."""
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations).hex()
     return f"{ALGORITHM}${iterations}${salt}${digest}"
 
