@@ -17,9 +17,9 @@ Token expiry is each socket's own timer (``chatsvc/api/ws.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from contextlib import aclosing
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing, asynccontextmanager
+from typing import Protocol, Self
 
 import anyio
 import anyio.abc
@@ -64,7 +64,7 @@ def verdict(guarded: Guarded, row: store.Row | None) -> str | None:
     return None
 
 
-class AccessWatch:
+class AccessWatch(anyio.AsyncContextManagerMixin):
     """The open sockets of this instance by user, re-checked against the database."""
 
     def __init__(self, bus: EventBus, seconds: float) -> None:
@@ -73,21 +73,21 @@ class AccessWatch:
         self._open: dict[int, set[Guarded]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
 
-    async def __aenter__(self) -> AccessWatch:
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._rounds, name="access re-check")
-        if self._bus.shared:
-            ready = anyio.Event()
-            self._task_group.start_soon(self._listen, ready, name="account changes")
-            with anyio.move_on_after(BUS_READY_SECONDS):
-                await ready.wait()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        """The re-check rounds and the account-change reader run until the body ends."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                task_group.start_soon(self._rounds, name="access re-check")
+                if self._bus.shared:
+                    ready = anyio.Event()
+                    task_group.start_soon(self._listen, ready, name="account changes")
+                    with anyio.move_on_after(BUS_READY_SECONDS):
+                        await ready.wait()
+                yield self
+            finally:
+                task_group.cancel_scope.cancel()
 
     def watch(self, guarded: Guarded) -> None:
         self._open.setdefault(guarded.user_id, set()).add(guarded)

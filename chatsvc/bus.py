@@ -22,8 +22,9 @@ import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Self
 from uuid import UUID
 
 import anyio
@@ -184,7 +185,7 @@ def channels_backend(url: str | None) -> ChannelsBackend:
 # --- the bus -------------------------------------------------------------------------
 
 
-class EventBus:
+class EventBus(anyio.AsyncContextManagerMixin):
     """Publishing to and reading from the bus, over a ``ChannelsPlugin``.
 
     ``shared`` is false for the in-memory backend: with one instance, nothing
@@ -210,12 +211,11 @@ class EventBus:
         )
         return cls(plugin, backend, instance or uuid.uuid4().hex)
 
-    async def __aenter__(self) -> EventBus:
-        await self._plugin.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._plugin.__aexit__(None, None, None)
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        """The plugin's backend and publisher run until the body ends."""
+        async with self._plugin:
+            yield self
 
     @property
     def kind(self) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from contextlib import aclosing
-from typing import NamedTuple, Protocol
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
+from typing import NamedTuple, Protocol, Self
 from uuid import UUID
 
 import anyio
@@ -73,7 +74,9 @@ class _Feed:
         self.scope = anyio.CancelScope()
 
 
-class ChatEvents:
+class ChatEvents(anyio.AsyncContextManagerMixin):
+    """The subscribers of each chat; ``async with`` runs the bus readers it starts."""
+
     def __init__(self, bus: EventBus | None = None) -> None:
         self._subscribers: defaultdict[UUID, set[Subscriber]] = defaultdict(set)
         self._bus = bus
@@ -84,15 +87,29 @@ class ChatEvents:
     def _shared(self) -> bool:
         return self._bus is not None and self._bus.shared
 
-    async def __aenter__(self) -> ChatEvents:
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        return self
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        """The feeds and snapshot requests run in this task group until the body ends."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                yield self
+            finally:
+                task_group.cancel_scope.cancel()
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def when_set(self, event: anyio.Event, then: Callable[[], object]) -> None:
+        """Call ``then`` once ``event`` is set (or never, if the hub stops first).
+
+        An SSE stream ends with its reply: a reply stopped with the server ends
+        without a terminal event, so the stream is closed when the reply finishes.
+        """
         assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
+        self._task_group.start_soon(self._call_when_set, event, then)
+
+    @staticmethod
+    async def _call_when_set(event: anyio.Event, then: Callable[[], object]) -> None:
+        await event.wait()
+        then()
 
     # --- subscribing ------------------------------------------------------------------
 

@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from uuid import UUID, uuid4
 
 import anyio
@@ -152,7 +153,7 @@ class _Outcome:
     error: ChatsvcError | None = None
 
 
-class Generations:
+class Generations(anyio.AsyncContextManagerMixin):
     """The registry of running generations and the task group they run in."""
 
     def __init__(
@@ -186,35 +187,53 @@ class Generations:
     def instance(self) -> str:
         return self._lease.id
 
-    async def __aenter__(self) -> Generations:
-        await self._lease.take()
-        # Without a shared bus this is the only instance: whatever still streams is a
-        # crashed predecessor's, however fresh its lease (issue 12).
-        await self._lease.recover(self._announce_interrupted, alone=not self._bus.shared)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._save_partial_replies, name="checkpoints")
-        self._task_group.start_soon(self._lease.keep, self._announce_interrupted, name="lease")
-        if self._bus.shared:
-            ready = anyio.Event()
-            self._task_group.start_soon(self._serve_requests, ready, name="bus requests")
-            with anyio.move_on_after(BUS_READY_SECONDS):  # a bus that is down: start anyway
-                await ready.wait()
-            if not ready.is_set():
-                log.error(
-                    "event bus: no answer in %g s; requests from others may be lost",
-                    BUS_READY_SECONDS,
-                )
-        return self
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        """Hold the lease and run the task group of the replies until the body ends.
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task_group is not None
-        if self._by_task:
-            log.info("shutting down: interrupting %d running generations", len(self._by_task))
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await self._lease.drop()
+        What was entered is undone in reverse however entering or the body ends:
+        the task group is always exited (its tasks cancelled), then the lease dropped.
+        """
+        await self._lease.take()
+        try:
+            # Without a shared bus this is the only instance: whatever still streams is a
+            # crashed predecessor's, however fresh its lease (issue 12).
+            await self._lease.recover(self._announce_interrupted, alone=not self._bus.shared)
+            async with self._running():
+                yield self
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._lease.drop()
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        """The task group of the replies and the background loops, cancelled when the body ends
+        (the replies still running end ``interrupted``)."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                task_group.start_soon(self._save_partial_replies, name="checkpoints")
+                task_group.start_soon(self._lease.keep, self._announce_interrupted, name="lease")
+                if self._bus.shared:
+                    await self._start_serving_requests(task_group)
+                yield
+            finally:
+                if self._by_task:
+                    running = len(self._by_task)
+                    log.info("shutting down: interrupting %d running generations", running)
+                task_group.cancel_scope.cancel()
+
+    async def _start_serving_requests(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Answer other instances; wait a while for the bus, and start anyway if it is down."""
+        ready = anyio.Event()
+        task_group.start_soon(self._serve_requests, ready, name="bus requests")
+        with anyio.move_on_after(BUS_READY_SECONDS):
+            await ready.wait()
+        if not ready.is_set():
+            log.error(
+                "event bus: no answer in %g s; requests from others may be lost",
+                BUS_READY_SECONDS,
+            )
 
     # --- queries ------------------------------------------------------------------------
 

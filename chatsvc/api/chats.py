@@ -250,7 +250,8 @@ class ChatController(Controller):
             generation = await generations.start(
                 request.user.id, data.content, chat_id=chat_id, subscriber=stream
             )
-            return ServerSentEvent(stream.messages(generation))
+            stream.ends_with(generation)
+            return ServerSentEvent(stream.messages())
         generation = await generations.start(request.user.id, data.content, chat_id=chat_id)
         await generation.finished.wait()
         if generation.error is not None or generation.reply is None:
@@ -335,13 +336,27 @@ async def list_models(chats: Chats) -> ModelList:
 
 
 class _EventStream:
-    """A chat subscriber that feeds one SSE response until its task ends."""
+    """A chat subscriber that feeds one SSE response until its reply ends.
+
+    ``deliver`` puts each event in a memory stream that ``messages`` reads with
+    a plain ``async for``. The stream is closed (and the response ends once the
+    events before are sent) when its reply's terminal event is delivered, when
+    the reply finishes without one (a server stop interrupts it), or when the
+    events waiting exceed the byte bound: the client is too slow, and the reply
+    itself goes on.
+    """
 
     def __init__(self, events: ChatEvents, *, max_bytes: int) -> None:
         self._events = events
         self._send, self._receive = anyio.create_memory_object_stream[Event](SSE_BUFFER)
         self._bytes = 0  # of the events waiting
         self._max_bytes = max_bytes
+        self._task_id: UUID | None = None
+
+    def ends_with(self, generation: Generation) -> None:
+        """End with this reply: at its terminal event, or when it finishes without one."""
+        self._task_id = generation.task_id
+        self._events.when_set(generation.finished, self._send.close)
 
     def deliver(self, event: Event) -> None:
         if event.type == "debug":
@@ -355,24 +370,16 @@ class _EventStream:
             self._send.close()  # too slow: end this stream; the reply itself goes on
         except anyio.ClosedResourceError:
             pass
+        if event.ends_task and event.task_id == self._task_id:
+            self._send.close()
 
-    async def messages(self, generation: Generation) -> AsyncIterator[ServerSentEventMessage]:
-        """The task's events up to its terminal one; also ends when the task ended without
-        one (interrupted by a stop), checked twice a second while the stream is idle."""
+    async def messages(self) -> AsyncIterator[ServerSentEventMessage]:
+        """The reply's events, up to the end ``deliver`` or ``ends_with`` closes the stream at."""
         try:
             async with self._receive:
-                while True:
-                    with anyio.move_on_after(0.5):
-                        event = await self._receive.receive()
-                        self._bytes -= len(event.data)
-                        yield ServerSentEventMessage(event=event.type, data=event.data.decode())
-                        if event.ends_task and event.task_id == generation.task_id:
-                            return
-                        continue
-                    if generation.finished.is_set():
-                        return
-        except anyio.EndOfStream:
-            return
+                async for event in self._receive:
+                    self._bytes -= len(event.data)
+                    yield ServerSentEventMessage(event=event.type, data=event.data.decode())
         finally:
             self._events.unsubscribe_all(self)
             self._send.close()
