@@ -179,7 +179,7 @@ class ChatsvcApp(Litestar):
     two apps in one process each use their own database.
     """
 
-    engine: Engine
+    engine: Engine[Any]
 
     async def __call__(
         self,

@@ -13,7 +13,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -229,7 +229,7 @@ def _ask_chat_password() -> str:
     return "" if password is None else password
 
 
-async def migrate(engine: Engine, quiet: bool) -> int:
+async def migrate(engine: Engine[Any], quiet: bool) -> int:
     """Apply pending migrations to ``engine``'s database (``serve`` passes its app's);
     returns how many ran. Piccolo's own report goes to stdout."""
     from piccolo.apps.migrations.commands.forwards import run_forwards

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 WRITE_SECONDS = 10.0
 
 
-def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine:
+def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine[Any]:
     """``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgresql://...`` -> a Piccolo engine.
 
     On PostgreSQL a write that waits for a lock longer than ``write_seconds``
@@ -51,7 +51,7 @@ class ServerPostgresEngine(PostgresEngine):
         self.write_seconds = write_seconds
 
 
-def engine_from_settings(settings: Settings) -> Engine:
+def engine_from_settings(settings: Settings) -> Engine[Any]:
     """The engine of ``settings.database_url``: the app's, and its migrations' at start."""
     return engine_from_url(settings.database_url, write_seconds=settings.database_write_timeout)
 
@@ -66,11 +66,11 @@ def describe_url(url: str) -> str:
 
 
 #: The engine of the app whose code runs in this context (its requests, lifespan and tasks).
-_bound_engine: ContextVar[Engine | None] = ContextVar("chatsvc_engine", default=None)
+_bound_engine: ContextVar[Engine[Any] | None] = ContextVar("chatsvc_engine", default=None)
 
 
 @contextmanager
-def use_engine(engine: Engine) -> Iterator[Engine]:
+def use_engine(engine: Engine[Any]) -> Iterator[Engine[Any]]:
     """Run the body, and every task and worker thread it starts, on ``engine``.
 
     Each app binds its own engine around every connection and its lifespan
@@ -83,7 +83,7 @@ def use_engine(engine: Engine) -> Iterator[Engine]:
         _bound_engine.reset(token)
 
 
-def current_engine() -> Engine:
+def current_engine() -> Engine[Any]:
     """The engine bound by :func:`use_engine` here: the app's, inside its requests and tasks."""
     engine = _bound_engine.get()
     if engine is None:
@@ -101,12 +101,12 @@ class AppEngine(Engine[Any]):
     go to ``fallback()``, built on first use.
     """
 
-    def __init__(self, fallback: Callable[[], Engine]) -> None:
+    def __init__(self, fallback: Callable[[], Engine[Any]]) -> None:
         # Engine.__init__ is not called: it would query a database at once.
         self._fallback = fallback
-        self._fallback_engine: Engine | None = None
+        self._fallback_engine: Engine[Any] | None = None
 
-    def target(self) -> Engine:
+    def target(self) -> Engine[Any]:
         """The engine the calls made here go to."""
         engine = _bound_engine.get()
         if engine is not None:
@@ -117,24 +117,20 @@ class AppEngine(Engine[Any]):
 
     # Piccolo reads these attributes of an engine; each is the target's.
     @property
-    def engine_type(self) -> str:  # type: ignore[override]
+    def engine_type(self) -> str:
         return self.target().engine_type
 
     @property
-    def min_version_number(self) -> float:  # type: ignore[override]
+    def min_version_number(self) -> float:
         return self.target().min_version_number
 
     @property
-    def log_queries(self) -> bool:  # type: ignore[override]
+    def log_queries(self) -> bool:
         return self.target().log_queries
 
     @property
-    def log_responses(self) -> bool:  # type: ignore[override]
+    def log_responses(self) -> bool:
         return self.target().log_responses
-
-    @property
-    def current_transaction(self) -> Any:  # type: ignore[override]
-        return self.target().current_transaction
 
     async def get_version(self) -> float:
         return await self.target().get_version()
@@ -188,7 +184,7 @@ class AppEngine(Engine[Any]):
 
 
 @asynccontextmanager
-async def connection_pool(engine: Engine) -> AsyncIterator[None]:
+async def connection_pool(engine: Engine[Any]) -> AsyncIterator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         await engine.start_connection_pool(min_size=1, max_size=20)
@@ -210,7 +206,7 @@ _BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
-async def write_transaction(engine: Engine, *, urgent: bool = False) -> AsyncIterator[None]:
+async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncIterator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
     On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
@@ -270,7 +266,7 @@ class KeyedTurns:
                 self._locks[key] = (lock, holders - 1)
 
 
-async def ping(engine: Engine) -> None:
+async def ping(engine: Engine[Any]) -> None:
     """One real round trip, bounded in time; raises on any database error."""
     with anyio.fail_after(PING_SECONDS):
         await engine.run_ddl("SELECT 1")
