@@ -1,16 +1,18 @@
-"""Piccolo's configuration: the engine comes from ``DATABASE_URL`` (environment or ``.env``).
+"""Piccolo's configuration: ``DB`` routes each query to the engine of the app running it.
 
-Piccolo imports this module itself (``engine_finder``), for the app and for
-``piccolo migrations ...`` alike, so both always use the same database.
+Piccolo imports this module itself (``engine_finder``), for the tables, the
+migrations and ``piccolo ...`` commands alike. Inside chatsvc every app binds
+the engine of its own settings (``chatsvc.database.use_engine``); Piccolo's own
+CLI, which runs no app, gets the engine of ``DATABASE_URL`` (environment or
+``.env``), read through the same settings loader when first needed.
 """
 
 from piccolo.conf.apps import AppRegistry
 
-from chatsvc.database import engine_from_url
+from chatsvc.database import AppEngine, engine_from_settings
 from chatsvc.settings import load_settings
 
-_settings = load_settings()
-DB = engine_from_url(_settings.database_url, write_seconds=_settings.database_write_timeout)
+DB = AppEngine(fallback=lambda: engine_from_settings(load_settings()))
 
 APP_REGISTRY = AppRegistry(
     apps=[

@@ -21,6 +21,8 @@ from litestar.logging import LoggingConfig
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
+from piccolo.engine.base import Engine
 
 from chatsvc import __version__
 from chatsvc.access import AccessWatch
@@ -42,7 +44,7 @@ from chatsvc.api.ws import SocketCounter
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
-from chatsvc.database import connection_pool, current_engine
+from chatsvc.database import connection_pool, engine_from_settings, use_engine
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
@@ -166,10 +168,34 @@ async def _learn_context_lengths(
         log.info("model %s: context %s", model, budgets.describe(model))
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+class ChatsvcApp(Litestar):
+    """The Litestar app, on the database of its own settings.
+
+    Piccolo binds every table to ``piccolo_conf.DB`` for the whole process;
+    that engine routes each query to the one bound where it runs
+    (``chatsvc.database.AppEngine``). Binding the app's engine around each of
+    its connections and its lifespan covers all its code: the tasks it starts
+    (replies, the event bus) and its worker threads inherit the binding, so
+    two apps in one process each use their own database.
+    """
+
+    engine: Engine[Any]
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        with use_engine(self.engine):
+            await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ChatsvcApp:
     """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
     settings = settings or load_settings()
     settings.check_serving()
+    engine = engine_from_settings(settings)
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
     jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
     api_limit = rate_limits(settings)
@@ -181,7 +207,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     origins = settings.cors_origin_list
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:  # runs with `engine` bound
         if settings.jwt_secret is None:
             log.warning(
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
@@ -189,7 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         provider = app.state.provider
         await _learn_context_lengths(provider, app.state.budgets, settings.model_choices)
         async with (
-            connection_pool(app.state.engine),
+            connection_pool(engine),
             app.state.bus,
             app.state.events,
             app.state.access,
@@ -206,7 +232,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             finally:
                 await provider.aclose()
 
-    app = Litestar(
+    app = ChatsvcApp(
         route_handlers=[
             Router("/api/auth", route_handlers=[auth.register, auth.login]),
             auth.me,
@@ -275,8 +301,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    app.engine = engine
     app.state.settings = settings
-    app.state.engine = current_engine()
+    app.state.engine = engine
     app.state.bus = EventBus.from_url(settings.event_bus_url)
     app.state.access = AccessWatch(app.state.bus, settings.ws_recheck_seconds)
     app.state.accounts = Accounts(

@@ -13,7 +13,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -27,7 +27,9 @@ from chatsvc.settings import ConfigError, Settings, describe_variables, load_set
 if TYPE_CHECKING:
     import asyncio
 
-    from litestar import Litestar
+    from piccolo.engine.base import Engine
+
+    from chatsvc.app import ChatsvcApp
 
 log = logging.getLogger("chatsvc")
 
@@ -167,10 +169,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         if options.command == "migrate":
-            anyio.run(migrate, False)
+            from chatsvc.database import engine_from_settings
+
+            anyio.run(migrate, engine_from_settings(settings), False)
         elif options.command == "createuser":
             password = _read_password()
-            anyio.run(create_user, options.username, password, options.staff, options.superuser)
+            anyio.run(
+                create_user, settings, options.username, password, options.staff, options.superuser
+            )
         else:
             serve(settings, host=options.host, port=options.port, reload=options.reload)
     except CommandError as exc:
@@ -223,12 +229,15 @@ def _ask_chat_password() -> str:
     return "" if password is None else password
 
 
-async def migrate(quiet: bool) -> int:
-    """Apply pending migrations; returns how many ran. Piccolo's own report goes to stdout."""
+async def migrate(engine: Engine[Any], quiet: bool) -> int:
+    """Apply pending migrations to ``engine``'s database (``serve`` passes its app's);
+    returns how many ran. Piccolo's own report goes to stdout."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
+    from chatsvc.database import use_engine
+
     output = io.StringIO()
-    with contextlib.redirect_stdout(output if quiet else sys.stdout):
+    with use_engine(engine), contextlib.redirect_stdout(output if quiet else sys.stdout):
         result = await run_forwards("all")
     if not result.success:
         if quiet:
@@ -246,9 +255,11 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-async def create_user(username: str, password: str, staff: bool, superuser: bool) -> None:
+async def create_user(
+    settings: Settings, username: str, password: str, staff: bool, superuser: bool
+) -> None:
     from chatsvc.accounts import Accounts
-    from chatsvc.database import connection_pool, current_engine
+    from chatsvc.database import connection_pool, engine_from_settings, use_engine
     from chatsvc.wire import RegisterRequest
 
     try:
@@ -256,15 +267,17 @@ async def create_user(username: str, password: str, staff: bool, superuser: bool
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
         raise CommandError(f"invalid {field}: {str(exc).split(' - at ')[0]}") from None
-    await migrate(quiet=True)
+    engine = engine_from_settings(settings)
+    await migrate(engine, quiet=True)
     accounts = Accounts(allow_registration=True, hash_workers=1)
-    async with connection_pool(current_engine()):
-        try:
-            user = await accounts.create_user(
-                username, password, staff=staff or superuser, superuser=superuser
-            )
-        except ChatsvcError as exc:
-            raise CommandError(exc.message) from None
+    with use_engine(engine):
+        async with connection_pool(engine):
+            try:
+                user = await accounts.create_user(
+                    username, password, staff=staff or superuser, superuser=superuser
+                )
+            except ChatsvcError as exc:
+                raise CommandError(exc.message) from None
     role = "superuser" if superuser else "staff user" if staff else "user"
     print(f"created {role} {user.username!r} (id {user.id})")
 
@@ -343,9 +356,15 @@ def listening_addresses(servers: Sequence[asyncio.Server]) -> list[Address]:
 
 def serve(settings: Settings, *, host: str | None, port: int | None, reload: bool) -> None:
     """Serve until stopped; the banner comes once the port accepts connections."""
+    from chatsvc.app import create_app
+    from chatsvc.database import engine_from_settings
+
     host = host or settings.host
     port = settings.port if port is None else port
-    applied = anyio.run(migrate, True)
+    # The migrations run on the very engine the app serves with (with --reload, on one
+    # built from the same settings: the app is built in the worker process).
+    app = None if reload else create_app(settings)
+    applied = anyio.run(migrate, app.engine if app else engine_from_settings(settings), True)
     log.info(
         "database: %s", f"{applied} migrations applied" if applied else "migrations up to date"
     )
@@ -361,13 +380,10 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
         # Open SSE streams would otherwise hold a stop until their replies end.
         "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
-    if reload:
+    if app is None:
         config = uvicorn.Config("chatsvc.app:create_app", factory=True, reload=True, **common)
         _serve_reloading(config, settings)
         return
-    from chatsvc.app import create_app
-
-    app = create_app(settings)
     _GracefulServer(uvicorn.Config(app, **common), settings, app).run()
 
 
@@ -407,7 +423,7 @@ class _GracefulServer(_BannerServer):
     are interrupted and stored before any socket is closed.
     """
 
-    def __init__(self, config: uvicorn.Config, settings: Settings, app: Litestar) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, app: ChatsvcApp) -> None:
         super().__init__(config, settings)
         self.chatsvc_app = app
 

@@ -1,25 +1,32 @@
-"""The Piccolo engine chosen by ``DATABASE_URL``, and its lifetime."""
+"""The Piccolo engine chosen by ``DATABASE_URL``, which app's engine a query uses, its lifetime."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
-from piccolo.engine import engine_finder
-from piccolo.engine.base import Engine
+from piccolo.engine.base import BaseAtomic, BaseBatch, Engine
 from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc.errors import Overloaded
 from chatsvc.sqlite import EmbeddedSQLiteEngine
 
+if TYPE_CHECKING:
+    from piccolo.query.base import Query
+    from piccolo.querystring import QueryString
+
+    from chatsvc.settings import Settings
+
 #: Longest a write may wait for the database (``DATABASE_WRITE_TIMEOUT``'s default).
 WRITE_SECONDS = 10.0
 
 
-def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine:
+def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine[Any]:
     """``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgresql://...`` -> a Piccolo engine.
 
     On PostgreSQL a write that waits for a lock longer than ``write_seconds``
@@ -44,6 +51,11 @@ class ServerPostgresEngine(PostgresEngine):
         self.write_seconds = write_seconds
 
 
+def engine_from_settings(settings: Settings) -> Engine[Any]:
+    """The engine of ``settings.database_url``: the app's, and its migrations' at start."""
+    return engine_from_url(settings.database_url, write_seconds=settings.database_write_timeout)
+
+
 def describe_url(url: str) -> str:
     """The URL without its password, for logs and the start banner."""
     parts = urlsplit(url)
@@ -53,16 +65,126 @@ def describe_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def current_engine() -> Engine:
-    """The engine of ``piccolo_conf.py`` (the one every table and migration uses)."""
-    engine = engine_finder()
+#: The engine of the app whose code runs in this context (its requests, lifespan and tasks).
+_bound_engine: ContextVar[Engine[Any] | None] = ContextVar("chatsvc_engine", default=None)
+
+
+@contextmanager
+def use_engine(engine: Engine[Any]) -> Iterator[Engine[Any]]:
+    """Run the body, and every task and worker thread it starts, on ``engine``.
+
+    Each app binds its own engine around every connection and its lifespan
+    (``ChatsvcApp``), so two apps in one process each query their own database.
+    """
+    token = _bound_engine.set(engine)
+    try:
+        yield engine
+    finally:
+        _bound_engine.reset(token)
+
+
+def current_engine() -> Engine[Any]:
+    """The engine bound by :func:`use_engine` here: the app's, inside its requests and tasks."""
+    engine = _bound_engine.get()
     if engine is None:
-        raise RuntimeError("piccolo_conf.py was not found: run chatsvc from its project")
+        raise RuntimeError("no database engine is bound here: run this inside use_engine()")
     return engine
 
 
+class AppEngine(Engine[Any]):
+    """Piccolo's engine for every table (``piccolo_conf.DB``): each call goes to the
+    engine bound by :func:`use_engine` where it runs, i.e. the calling app's.
+
+    Piccolo binds a table to one engine for the whole process (``Table._meta.db``,
+    found through ``piccolo_conf.py``); routing here lets two apps with two
+    databases serve side by side. Outside any app (Piccolo's own CLI) the calls
+    go to ``fallback()``, built on first use.
+    """
+
+    def __init__(self, fallback: Callable[[], Engine[Any]]) -> None:
+        # Engine.__init__ is not called: it would query a database at once.
+        self._fallback = fallback
+        self._fallback_engine: Engine[Any] | None = None
+
+    def target(self) -> Engine[Any]:
+        """The engine the calls made here go to."""
+        engine = _bound_engine.get()
+        if engine is not None:
+            return engine
+        if self._fallback_engine is None:
+            self._fallback_engine = self._fallback()
+        return self._fallback_engine
+
+    # Piccolo reads these attributes of an engine; each is the target's.
+    @property
+    def engine_type(self) -> str:
+        return self.target().engine_type
+
+    @property
+    def min_version_number(self) -> float:
+        return self.target().min_version_number
+
+    @property
+    def log_queries(self) -> bool:
+        return self.target().log_queries
+
+    @property
+    def log_responses(self) -> bool:
+        return self.target().log_responses
+
+    async def get_version(self) -> float:
+        return await self.target().get_version()
+
+    def get_version_sync(self) -> float:
+        return self.target().get_version_sync()
+
+    async def prep_database(self) -> None:
+        await self.target().prep_database()
+
+    async def batch(
+        self, query: Query[Any, Any], batch_size: int = 100, node: str | None = None
+    ) -> BaseBatch:
+        return await self.target().batch(query, batch_size, node)
+
+    async def run_querystring(self, querystring: QueryString, in_pool: bool = True) -> Any:
+        return await self.target().run_querystring(querystring, in_pool)
+
+    def transform_response_to_dicts(self, results: Any) -> list[dict[str, Any]]:
+        return self.target().transform_response_to_dicts(results)
+
+    async def run_ddl(self, ddl: str, in_pool: bool = True) -> Any:
+        return await self.target().run_ddl(ddl, in_pool)
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return self.target().transaction(*args, **kwargs)
+
+    def atomic(self) -> BaseAtomic:
+        return self.target().atomic()
+
+    async def check_version(self) -> None:
+        await self.target().check_version()
+
+    async def start_connection_pool(self, **kwargs: Any) -> None:
+        await self.target().start_connection_pool(**kwargs)
+
+    async def close_connection_pool(self) -> None:
+        await self.target().close_connection_pool()
+
+    def transaction_exists(self) -> bool:
+        return self.target().transaction_exists()
+
+    def get_query_id(self) -> int:
+        return self.target().get_query_id()
+
+    def print_query(self, query_id: int, query: str) -> None:
+        self.target().print_query(query_id, query)
+
+    def print_response(self, query_id: int, response: list[Any]) -> None:
+        self.target().print_response(query_id, response)
+
+
 @asynccontextmanager
-async def connection_pool(engine: Engine) -> AsyncIterator[None]:
+async def connection_pool(engine: Engine[Any]) -> AsyncIterator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         await engine.start_connection_pool(min_size=1, max_size=20)
@@ -84,7 +206,7 @@ _BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
-async def write_transaction(engine: Engine, *, urgent: bool = False) -> AsyncIterator[None]:
+async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncIterator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
     On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
@@ -144,7 +266,7 @@ class KeyedTurns:
                 self._locks[key] = (lock, holders - 1)
 
 
-async def ping(engine: Engine) -> None:
+async def ping(engine: Engine[Any]) -> None:
     """One real round trip, bounded in time; raises on any database error."""
     with anyio.fail_after(PING_SECONDS):
         await engine.run_ddl("SELECT 1")

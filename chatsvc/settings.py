@@ -376,6 +376,11 @@ def _env_name(field: str) -> str:
     return field.upper()
 
 
+def variable_names() -> frozenset[str]:
+    """Every environment variable the settings read: one per field, no aliases."""
+    return frozenset(_env_name(field) for field in FIELDS)
+
+
 def describe_variables() -> list[tuple[str, str, str]]:
     """``(VARIABLE, default, meaning)`` for every setting, for ``--help`` and the README."""
     schema = msgspec.json.schema(Settings)

@@ -21,7 +21,7 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.query.functions.string import Length
 
-from chatsvc.database import KeyedTurns, ServerPostgresEngine, write_transaction
+from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
 from chatsvc.errors import Busy, Conflict, LimitReached, RateLimited
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
@@ -114,7 +114,7 @@ async def update_user(user_id: int, values: dict[str, Any], *, revoke_tokens: bo
     columns: dict[Column | str, Any] = {
         BaseUser._meta.get_column_by_name(name): value for name, value in values.items()
     }
-    async with write_transaction(BaseUser._meta.db):
+    async with write_transaction(current_engine()):
         if not await BaseUser.exists().where(BaseUser.id == user_id):
             return False
         if columns:
@@ -142,7 +142,7 @@ async def create_chat(
     """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
     ``max_chats`` already."""
     stamp = now()
-    engine = Chat._meta.db
+    engine = current_engine()
     async with write_transaction(engine):
         if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
@@ -211,7 +211,7 @@ _SEARCH_SQL = {
 
 def _matches(search: str) -> WhereRaw:
     """The chat's title or any of its messages contains ``search``."""
-    engine = "postgres" if isinstance(Chat._meta.db, PostgresEngine) else "sqlite"
+    engine = "postgres" if isinstance(current_engine(), PostgresEngine) else "sqlite"
     return WhereRaw(_SEARCH_SQL[engine], search, search)
 
 
@@ -357,7 +357,7 @@ async def create_exchange(
     (``LimitReached``).
     """
     stamp = now()
-    engine = Chat._meta.db
+    engine = current_engine()
     # On PostgreSQL a user's sends queue here rather than on their row's lock (KeyedTurns).
     one_per_user = (
         _ADMISSIONS.turn(owner, seconds=engine.write_seconds)
@@ -443,7 +443,7 @@ async def checkpoint_replies(replies: list[tuple[UUID, str]]) -> None:
     One ``UPDATE`` for up to ``CHECKPOINT_BATCH`` replies, rather than one each:
     at 200 streams, one statement every ``CHECKPOINT_SECONDS`` instead of 200.
     """
-    async with write_transaction(Chat._meta.db):
+    async with write_transaction(current_engine()):
         for start in range(0, len(replies), CHECKPOINT_BATCH):
             batch = replies[start : start + CHECKPOINT_BATCH]
             cases = " ".join("WHEN {} THEN {}" for _ in batch)
@@ -473,7 +473,7 @@ async def finish_reply(
     ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before other
     queued writes: an abort, and every follower, waits for it."""
     stamp = now()
-    async with write_transaction(Chat._meta.db, urgent=True):
+    async with write_transaction(current_engine(), urgent=True):
         rows = await (
             Message.update(
                 {
@@ -565,7 +565,7 @@ async def save_tree(
     transaction, with the owner's row locked on PostgreSQL (SQLite has one
     writer), so two trees of one user cannot pass the cap together.
     """
-    engine = Chat._meta.db
+    engine = current_engine()
     async with write_transaction(engine):
         if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_CHAT_OWNER, chat_id)
@@ -633,7 +633,7 @@ async def interrupt_orphaned_replies(live_after: datetime, *, sole: str | None =
     else:
         others_gone = Message.instance != sole
         gone_leases = Instance.id != sole
-    async with write_transaction(Chat._meta.db):
+    async with write_transaction(current_engine()):
         rows = await (
             Message.update({Message.status: "interrupted", Message.completed_at: now()})
             .where((Message.status == "streaming") & (Message.instance.is_null() | others_gone))

@@ -31,6 +31,7 @@ import piccolo.engine.sqlite  # noqa: F401  (registers Piccolo's SQLite adapters
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from chatsvc.settings import variable_names
 from tests.fake_openai import FakeOpenAI
 
 pytest_plugins = ("tests.browser",)  # the `browser` and `page` fixtures (headless Chromium)
@@ -52,35 +53,7 @@ OTHER_MODEL = "fake-model-large"
 SERVER_START_SECONDS = 60
 
 #: Settings variables a developer may have exported; servers under test start without them.
-CHATSVC_VARIABLES = {
-    "DATABASE_URL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "MODEL_NAME",
-    "MODELS",
-    "HOST",
-    "PORT",
-    "ENVIRONMENT",
-    "LOG_LEVEL",
-    "JWT_SECRET",
-    "JWT_TTL_SECONDS",
-    "ALLOW_REGISTRATION",
-    "PASSWORD_HASH_WORKERS",
-    "EVENT_BUS_URL",
-    "ECHO_TOKEN_DELAY",
-    "CONTEXT_BUDGET_TOKENS",
-    "DEFAULT_SYSTEM_PROMPT",
-    "MAX_MESSAGE_CHARS",
-    "MAX_CONCURRENT_GENERATIONS",
-    "LLM_MAX_RETRIES",
-    "CHECKPOINT_SECONDS",
-    *HIGH_LIMITS,
-    "CORS_ORIGINS",
-    "SHUTDOWN_TIMEOUT",
-    "WS_OUTBOX_EVENTS",
-    "WS_RECHECK_SECONDS",
-    "INSTANCE_LEASE_SECONDS",
-}
+CHATSVC_VARIABLES = variable_names()
 
 
 # --- engine selection ---------------------------------------------------------------

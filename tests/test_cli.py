@@ -21,6 +21,7 @@ from tests.conftest import (
     Database,
     clean_environment,
     free_port,
+    register_and_login,
     run_chatsvc,
     start_server,
     unique_username,
@@ -273,5 +274,19 @@ def test_createuser_from_stdin_then_log_in(
         with server.client() as client:
             login = client.post("/api/auth/login", json={"username": staff, "password": PASSWORD})
         assert login.status_code == 200, login.text
+    finally:
+        server.stop()
+
+
+def test_a_developers_exported_setting_does_not_reach_test_servers(
+    make_database: Callable[[str], Database], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every setting is cleared from a test server's environment, not a hand-kept list."""
+    monkeypatch.setenv("MAX_CHATS_PER_USER", "1")
+    server = start_server(make_database("sqlite"), tmp_path)
+    try:
+        with register_and_login(server).client() as client:
+            created = [client.post("/api/chats/", json={}).status_code for _ in range(2)]
+        assert created == [201, 201]
     finally:
         server.stop()

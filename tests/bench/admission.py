@@ -68,8 +68,15 @@ async def drop_postgres_database(name: str) -> None:
         await connection.close()
 
 
+async def measure_on(url: str, options: argparse.Namespace) -> None:
+    """``measure`` with the tables bound to the database at ``url``."""
+    from chatsvc.database import engine_from_url, use_engine
+
+    with use_engine(engine_from_url(url)):
+        await measure(options)
+
+
 async def measure(options: argparse.Namespace) -> None:
-    # Imported here: piccolo_conf reads DATABASE_URL, set by main() first.
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     from chatsvc import store
@@ -189,10 +196,9 @@ def main() -> None:
         postgres_name, url = asyncio.run(create_postgres_database())
     else:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='chatsvc-bench-')}/bench.db"
-    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
     try:
-        asyncio.run(measure(options))
+        asyncio.run(measure_on(url, options))
     finally:
         if postgres_name is not None:
             asyncio.run(drop_postgres_database(postgres_name))
