@@ -140,3 +140,22 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
             async for message in messages:
                 if isinstance(message, AccountChanged):
                     self._check_soon(message.user_id)
+
+
+class SocketCounter:
+    """Open sockets per user, against ``MAX_SOCKETS_PER_USER`` (one process)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[int, int] = {}
+
+    def enter(self, user_id: int) -> bool:
+        if self._open.get(user_id, 0) >= self.limit:
+            return False
+        self._open[user_id] = self._open.get(user_id, 0) + 1
+        return True
+
+    def leave(self, user_id: int) -> None:
+        self._open[user_id] -= 1
+        if not self._open[user_id]:
+            del self._open[user_id]

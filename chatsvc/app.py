@@ -15,32 +15,23 @@ import anyio
 import asyncpg
 from litestar import Litestar, Request, Response, Router
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException, WebSocketException
 from litestar.logging import LoggingConfig
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.security.jwt import OAuth2PasswordBearerAuth
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from piccolo.engine.base import Engine
 
 from chatsvc import __version__
-from chatsvc.access import AccessWatch
+from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts
 from chatsvc.api import admin, auth, chats, docs, ops, web, ws
-from chatsvc.api.deps import (
-    provide_accounts,
-    provide_chats,
-    provide_events,
-    provide_generations,
-    provide_settings,
-    provide_tokens,
-    provide_trees,
-)
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
-from chatsvc.api.security import TokenIssuer, create_jwt_auth, json_bodies_only
-from chatsvc.api.ws import SocketCounter
+from chatsvc.api.security import AuthUser, TokenIssuer, create_jwt_auth, json_bodies_only
+from chatsvc.api.services import Services
 from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
@@ -180,6 +171,7 @@ class ChatsvcApp(Litestar):
     """
 
     engine: Engine[Any]
+    services: Services
 
     async def __call__(
         self,
@@ -191,13 +183,55 @@ class ChatsvcApp(Litestar):
             await super().__call__(scope, receive, send)
 
 
+def _build_services(
+    settings: Settings,
+) -> tuple[Services, OAuth2PasswordBearerAuth[AuthUser]]:
+    """Every service of one app, from its settings; and the token auth, which reads users."""
+    bus = EventBus.from_url(settings.event_bus_url)
+    access = AccessWatch(bus, settings.ws_recheck_seconds)
+    accounts = Accounts(
+        allow_registration=settings.allow_registration,
+        hash_workers=settings.password_hash_workers,
+        hash_queue=settings.password_hash_queue,
+        login_limits=LoginLimits(settings.login_attempts_per_minute),
+        on_change=access.changed,
+    )
+    jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
+    jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds, accounts)
+    events = ChatEvents(bus)
+    telemetry = Telemetry()
+    provider = create_provider(settings)
+    trees = Trees(settings, events)
+    budgets = ContextBudgets(settings.context_budget_tokens, settings.llm_max_tokens)
+    generations = Generations(
+        settings, provider, events, bus, telemetry, trees=trees, budgets=budgets
+    )
+    services = Services(
+        settings=settings,
+        engine=engine_from_settings(settings),
+        bus=bus,
+        access=access,
+        accounts=accounts,
+        events=events,
+        telemetry=telemetry,
+        provider=provider,
+        trees=trees,
+        budgets=budgets,
+        generations=generations,
+        chats=Chats(
+            generations, models=settings.model_choices, max_chats=settings.max_chats_per_user
+        ),
+        tokens=TokenIssuer(jwt_auth),
+        sockets=SocketCounter(settings.max_sockets_per_user),
+    )
+    return services, jwt_auth
+
+
 def create_app(settings: Settings | None = None) -> ChatsvcApp:
     """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
     settings = settings or load_settings()
     settings.check_serving()
-    engine = engine_from_settings(settings)
-    jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
-    jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds)
+    services, jwt_auth = _build_services(settings)
     api_limit = rate_limits(settings)
     # A WebSocket is no request to time: the middleware would only wrap every frame sent
     # (a cost per token); `chatsvc_websockets_open` and the reply metrics count sockets.
@@ -212,20 +246,20 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
             log.warning(
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
             )
-        provider = app.state.provider
-        await _learn_context_lengths(provider, app.state.budgets, settings.model_choices)
+        provider = services.provider
+        await _learn_context_lengths(provider, services.budgets, settings.model_choices)
         async with (
-            connection_pool(engine),
-            app.state.bus,
-            app.state.events,
-            app.state.access,
+            connection_pool(services.engine),
+            services.bus,
+            services.events,
+            services.access,
         ):
             try:
-                async with app.state.generations:
+                async with services.generations:
                     log.info(
                         "instance %s, event bus: %s",
-                        app.state.generations.instance,
-                        app.state.bus.kind,
+                        services.generations.instance,
+                        services.bus.kind,
                     )
                     _freeze_startup_heap()
                     yield
@@ -246,19 +280,11 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
             docs.redoc,
             docs.assets(),
             ws.chat_socket,
-            admin.admin_mount(settings),
+            admin.admin_mount(settings, services.accounts),
             web.index,
             web.static_files(),
         ],
-        dependencies={
-            "accounts": Provide(provide_accounts, sync_to_thread=False),
-            "chats": Provide(provide_chats, sync_to_thread=False),
-            "tokens": Provide(provide_tokens, sync_to_thread=False),
-            "generations": Provide(provide_generations, sync_to_thread=False),
-            "events": Provide(provide_events, sync_to_thread=False),
-            "trees": Provide(provide_trees, sync_to_thread=False),
-            "settings": Provide(provide_settings, sync_to_thread=False),
-        },
+        dependencies=services.dependencies(),
         lifespan=[lifespan],
         middleware=[api_limit.middleware, prometheus.middleware],
         cors_config=CORSConfig(allow_origins=origins, allow_credentials=False) if origins else None,
@@ -301,37 +327,6 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
         ),
         debug=False,
     )
-    app.engine = engine
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.bus = EventBus.from_url(settings.event_bus_url)
-    app.state.access = AccessWatch(app.state.bus, settings.ws_recheck_seconds)
-    app.state.accounts = Accounts(
-        allow_registration=settings.allow_registration,
-        hash_workers=settings.password_hash_workers,
-        hash_queue=settings.password_hash_queue,
-        login_limits=LoginLimits(settings.login_attempts_per_minute),
-        on_change=app.state.access.changed,
-    )
-    app.state.events = ChatEvents(app.state.bus)
-    app.state.telemetry = Telemetry()
-    app.state.provider = create_provider(settings)
-    app.state.trees = Trees(settings, app.state.events)
-    app.state.budgets = ContextBudgets(settings.context_budget_tokens, settings.llm_max_tokens)
-    app.state.generations = Generations(
-        settings,
-        app.state.provider,
-        app.state.events,
-        app.state.bus,
-        app.state.telemetry,
-        trees=app.state.trees,
-        budgets=app.state.budgets,
-    )
-    app.state.chats = Chats(
-        app.state.generations,
-        models=settings.model_choices,
-        max_chats=settings.max_chats_per_user,
-    )
-    app.state.tokens = TokenIssuer(jwt_auth)
-    app.state.sockets = SocketCounter(settings.max_sockets_per_user)
+    app.engine = services.engine
+    app.services = services
     return app

@@ -429,11 +429,11 @@ class _GracefulServer(_BannerServer):
 
     def context_line(self) -> str | None:
         """The model's context length and history budget, as the app found them at start."""
-        return self.chatsvc_app.state.budgets.describe(self.chatsvc_settings.model_name)
+        return self.chatsvc_app.services.budgets.describe(self.chatsvc_settings.model_name)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         with anyio.move_on_after(self.config.timeout_graceful_shutdown or 10):
-            stopped = await self.chatsvc_app.state.generations.interrupt_all()
+            stopped = await self.chatsvc_app.services.generations.interrupt_all()
             if stopped:
                 log.info("stopped %d running replies as interrupted", stopped)
         await super().shutdown(sockets)

@@ -119,6 +119,10 @@ class LLMProvider(Protocol):
         """The context lengths the server states, by model id (``ANY_MODEL``: all)."""
         ...
 
+    async def aclose(self) -> None:
+        """Close the connections to the server (at the app's shutdown)."""
+        ...
+
     def stream(
         self, request: CompletionRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[Delta]]:
@@ -753,7 +757,7 @@ def _echo_answer(request: CompletionRequest) -> list[str]:
     return echo_reply(last.content)
 
 
-def create_provider(settings: Settings) -> OpenAIProvider | EchoProvider:
+def create_provider(settings: Settings) -> LLMProvider:
     if settings.llm_provider == "openai":
         return OpenAIProvider(settings)
     return EchoProvider(settings.echo_token_delay)

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 import uvicorn
@@ -22,7 +21,14 @@ from chatsvc.app import create_app
 from chatsvc.cli import migrate
 from chatsvc.database import engine_from_url
 from chatsvc.settings import Settings
-from tests.conftest import HIGH_LIMITS, JWT_SECRET, PASSWORD, Database, unique_username
+from tests.conftest import (
+    HIGH_LIMITS,
+    JWT_SECRET,
+    PASSWORD,
+    Database,
+    run_async,
+    unique_username,
+)
 
 START_SECONDS = 60
 
@@ -86,7 +92,7 @@ def test_two_apps_serve_side_by_side_each_from_its_own_database(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{stray}")
     first, second = make_database(engine), make_database(engine)
     for db in (first, second):
-        assert anyio.run(migrate, engine_from_url(db.url), True) > 0
+        assert run_async(migrate(engine_from_url(db.url), True)) > 0
 
     with (
         serving(create_app(settings_for(first))) as first_url,

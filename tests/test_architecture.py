@@ -68,7 +68,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.admin",
             "chatsvc.api.auth",
             "chatsvc.api.chats",
-            "chatsvc.api.deps",
+            "chatsvc.api.services",
             "chatsvc.api.docs",
             "chatsvc.api.headers",
             "chatsvc.api.openapi",

@@ -317,7 +317,7 @@ async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, add
             write(None)
 
 
-def admin_mount(settings: Settings) -> ASGIRouteHandler:
+def admin_mount(settings: Settings, accounts: Accounts) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
@@ -333,7 +333,7 @@ def admin_mount(settings: Settings) -> ASGIRouteHandler:
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
         address = client[0] if client else "unknown"
-        token = _caller.set(_Caller(scope["litestar_app"].state.accounts, address))
+        token = _caller.set(_Caller(accounts, address))
         try:
             # A change is audited here; logins (under /public/) by AdminUser.login.
             if (

@@ -7,12 +7,12 @@ from collections.abc import Awaitable
 from typing import Literal
 
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from chatsvc import __version__
 from chatsvc.api.openapi import PublicOperation
+from chatsvc.api.services import Services
 from chatsvc.database import ping
 from chatsvc.wire import Health, Readiness
 
@@ -49,14 +49,14 @@ async def health() -> Health:
         )
     },
 )
-async def ready(state: State) -> Response[Readiness]:
+async def ready(services: Services) -> Response[Readiness]:
     """Readiness: a real round trip to the database and to the event bus (`503` while
     either is unreachable), and the state of the upstream circuit breaker."""
-    database = await _check("database", ping(state.engine))
-    bus = await _check("event bus", state.bus.ping()) if state.bus.shared else "none"
+    database = await _check("database", ping(services.engine))
+    bus = await _check("event bus", services.bus.ping()) if services.bus.shared else "none"
     status = "unavailable" if "unavailable" in (database, bus) else "ok"
     body = Readiness(
-        status=status, database=database, event_bus=bus, llm=state.provider.circuit_state
+        status=status, database=database, event_bus=bus, llm=services.provider.circuit_state
     )
     return Response(body, status_code=503 if status == "unavailable" else 200)
 
@@ -71,7 +71,7 @@ async def _check(name: str, round_trip: Awaitable[None]) -> Literal["ok", "unava
 
 
 @get("/metrics", exclude_from_auth=True, include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
-async def metrics(state: State) -> bytes:
+async def metrics(services: Services) -> bytes:
     """Prometheus text: Litestar's HTTP metrics, then chatsvc's own."""
-    state.telemetry.set_circuit(state.provider.circuit_state)
-    return generate_latest(REGISTRY) + state.telemetry.render()
+    services.telemetry.set_circuit(services.provider.circuit_state)
+    return generate_latest(REGISTRY) + services.telemetry.render()

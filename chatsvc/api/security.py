@@ -46,9 +46,7 @@ class AuthUser(msgspec.Struct, frozen=True):
     token_version: int
 
 
-async def retrieve_user(
-    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
-) -> AuthUser | None:
+async def retrieve_user(token: Token, accounts: Accounts) -> AuthUser | None:
     """The token's user if it still exists, is active, and has not revoked the token.
 
     Deactivation locks a user out at once; a password change or a deactivation
@@ -59,7 +57,6 @@ async def retrieve_user(
     version = token.extras.get(VERSION_CLAIM)
     if type(version) is not int:
         return None
-    accounts: Accounts = connection.app.state.accounts
     user = await accounts.active_user(int(token.sub))
     if user is None or user.token_version != version:
         return None
@@ -158,11 +155,16 @@ class TokenIssuer:
         return AccessToken(access_token=token, expires_in=self.lifetime)
 
 
-def create_jwt_auth(secret: str, ttl_seconds: int) -> OAuth2PasswordBearerAuth[AuthUser]:
+def create_jwt_auth(
+    secret: str, ttl_seconds: int, accounts: Accounts
+) -> OAuth2PasswordBearerAuth[AuthUser]:
+    async def retrieve(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
+        return await retrieve_user(token, accounts)
+
     return OAuth2PasswordBearerAuth[AuthUser](
         token_secret=secret,
         token_url=LOGIN_PATH,
-        retrieve_user_handler=retrieve_user,
+        retrieve_user_handler=retrieve,
         default_token_expiration=timedelta(seconds=ttl_seconds),
         authentication_middleware_class=TokenAuthMiddleware,
         # Documentation pages stay public; our own public routes opt out with

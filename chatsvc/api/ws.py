@@ -28,12 +28,12 @@ import anyio
 import anyio.abc
 import msgspec
 from litestar import WebSocket, websocket
-from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 from litestar.security.jwt import Token
 
-from chatsvc.access import EXPIRED, AccessWatch
+from chatsvc.access import EXPIRED, AccessWatch, SocketCounter
 from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
+from chatsvc.api.services import Services
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
@@ -58,25 +58,6 @@ log = logging.getLogger("chatsvc.ws")
 
 #: Past ``WS_OUTBOX_EVENTS`` events waiting for a slow client, its socket is closed with this.
 CLOSE_TOO_SLOW = 1013
-
-
-class SocketCounter:
-    """Open sockets per user, against ``MAX_SOCKETS_PER_USER`` (one process)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[int, int] = {}
-
-    def enter(self, user_id: int) -> bool:
-        if self._open.get(user_id, 0) >= self.limit:
-            return False
-        self._open[user_id] = self._open.get(user_id, 0) + 1
-        return True
-
-    def leave(self, user_id: int) -> None:
-        self._open[user_id] -= 1
-        if not self._open[user_id]:
-            del self._open[user_id]
 
 
 class FrameBudget:
@@ -111,17 +92,17 @@ _decode_chat_id = msgspec.json.Decoder(_ChatIdOnly).decode
 class SocketSession:
     """One connected client: its outbox, its subscriptions, its frames."""
 
-    def __init__(self, socket: WebSocket[AuthUser, Any, Any], state: State) -> None:
+    def __init__(self, socket: WebSocket[AuthUser, Any, Any], services: Services) -> None:
         self.socket = socket
         self.user: AuthUser = socket.user
-        self.generations: Generations = state.generations
-        self.events: ChatEvents = state.events
-        self.chats: Chats = state.chats
-        self.settings = state.settings
-        self.budget = FrameBudget(state.settings.ws_frames_per_second)
-        self.counter: SocketCounter = state.sockets
-        self.access: AccessWatch = state.access
-        self.telemetry: Telemetry = state.telemetry
+        self.generations: Generations = services.generations
+        self.events: ChatEvents = services.events
+        self.chats: Chats = services.chats
+        self.settings = services.settings
+        self.budget = FrameBudget(services.settings.ws_frames_per_second)
+        self.counter: SocketCounter = services.sockets
+        self.access: AccessWatch = services.access
+        self.telemetry: Telemetry = services.telemetry
         token: Token = socket.auth
         self._expires_at = token.exp
         # A deque and an event rather than a memory stream: one wake-up drains every frame
@@ -373,5 +354,5 @@ def _request_id(text: str) -> str | None:
 
 
 @websocket("/ws")
-async def chat_socket(socket: WebSocket[AuthUser, Any, Any], state: State) -> None:
-    await SocketSession(socket, state).run()
+async def chat_socket(socket: WebSocket[AuthUser, Any, Any], services: Services) -> None:
+    await SocketSession(socket, services).run()
