@@ -42,7 +42,7 @@ ENTER_GENERATIONS = """
 import json
 import anyio
 from chatsvc.bus import EventBus
-from chatsvc.database import connection_pool, current_engine
+from chatsvc.database import connection_pool, engine_from_settings, use_engine
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
 from chatsvc.providers import create_provider
@@ -62,7 +62,12 @@ async def main():
     events = ChatEvents(bus)
     generations = Generations(settings, create_provider(settings), events, bus)
     report = {"entered": False, "raised": []}
-    async with connection_pool(current_engine()), bus, events:
+    engine = engine_from_settings(settings)
+    with use_engine(engine):
+        await run(generations, bus, events, engine, report)
+
+async def run(generations, bus, events, engine, report):
+    async with connection_pool(engine), bus, events:
         try:
             async with generations:
                 report["entered"] = True
