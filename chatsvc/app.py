@@ -22,7 +22,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.security.jwt import OAuth2PasswordBearerAuth
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
-from piccolo.engine.base import Engine
 
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
@@ -170,7 +169,6 @@ class ChatsvcApp(Litestar):
     two apps in one process each use their own database.
     """
 
-    engine: Engine[Any]
     services: Services
 
     async def __call__(
@@ -179,7 +177,7 @@ class ChatsvcApp(Litestar):
         receive: Receive | LifeSpanReceive,
         send: Send | LifeSpanSend,
     ) -> None:
-        with use_engine(self.engine):
+        with use_engine(self.services.engine):
             await super().__call__(scope, receive, send)
 
 
@@ -327,6 +325,5 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
         ),
         debug=False,
     )
-    app.engine = services.engine
     app.services = services
     return app

@@ -364,7 +364,9 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
     # The migrations run on the very engine the app serves with (with --reload, on one
     # built from the same settings: the app is built in the worker process).
     app = None if reload else create_app(settings)
-    applied = anyio.run(migrate, app.engine if app else engine_from_settings(settings), True)
+    applied = anyio.run(
+        migrate, app.services.engine if app else engine_from_settings(settings), True
+    )
     log.info(
         "database: %s", f"{applied} migrations applied" if applied else "migrations up to date"
     )

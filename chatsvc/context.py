@@ -49,11 +49,8 @@ class ContextBudgets:
     def chars(self, model: str) -> int:
         return self.tokens(model) * CHARS_PER_TOKEN
 
-    def window(self, model: str) -> Window | None:
-        return self._windows.get(model)
-
-    def cap(self, model: str, context_tokens: int, source: str) -> bool:
-        """Take the model's stated context length; ``True`` when the budget went down."""
+    def cap(self, model: str, context_tokens: int, source: str) -> None:
+        """Take the model's stated context length (logged when it lowers the budget)."""
         before = self.tokens(model)
         reserve = self._reply_tokens or max(MIN_REPLY_TOKENS, context_tokens // 4)
         room = context_tokens - reserve if context_tokens > reserve else context_tokens // 2
@@ -67,8 +64,6 @@ class ContextBudgets:
                 source,
                 budget,
             )
-            return True
-        return False
 
     def take(self, stated: Mapping[str, tuple[int, str]], models: Iterable[str]) -> None:
         """Cap each model's budget by what its server stated (``ANY_MODEL``: every model)."""
