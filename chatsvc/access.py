@@ -26,6 +26,7 @@ import anyio.abc
 
 from chatsvc import store
 from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus
+from chatsvc.tasks import background_tasks
 
 log = logging.getLogger("chatsvc.access")
 
@@ -76,18 +77,15 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
         """The re-check rounds and the account-change reader run until the body ends."""
-        async with anyio.create_task_group() as task_group:
+        async with background_tasks() as task_group:
             self._task_group = task_group
-            try:
-                task_group.start_soon(self._rounds, name="access re-check")
-                if self._bus.shared:
-                    ready = anyio.Event()
-                    task_group.start_soon(self._listen, ready, name="account changes")
-                    with anyio.move_on_after(BUS_READY_SECONDS):
-                        await ready.wait()
-                yield self
-            finally:
-                task_group.cancel_scope.cancel()
+            task_group.start_soon(self._rounds, name="access re-check")
+            if self._bus.shared:
+                ready = anyio.Event()
+                task_group.start_soon(self._listen, ready, name="account changes")
+                with anyio.move_on_after(BUS_READY_SECONDS):
+                    await ready.wait()
+            yield self
 
     def watch(self, guarded: Guarded) -> None:
         self._open.setdefault(guarded.user_id, set()).add(guarded)

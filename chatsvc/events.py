@@ -26,6 +26,7 @@ import anyio.abc
 import msgspec
 
 from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
+from chatsvc.tasks import background_tasks
 from chatsvc.wire import encode_frame
 
 log = logging.getLogger("chatsvc.events")
@@ -90,12 +91,8 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
         """The feeds and snapshot requests run in this task group until the body ends."""
-        async with anyio.create_task_group() as task_group:
-            self._task_group = task_group
-            try:
-                yield self
-            finally:
-                task_group.cancel_scope.cancel()
+        async with background_tasks() as self._task_group:
+            yield self
 
     def when_set(self, event: anyio.Event, then: Callable[[], object]) -> None:
         """Call ``then`` once ``event`` is set (or never, if the hub stops first).

@@ -80,6 +80,7 @@ from chatsvc.instances import Lease
 from chatsvc.mappers import chat_from_row, message_from_row
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider, ToolRequest
 from chatsvc.settings import Settings
+from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
 from chatsvc.tree import TOOLS, ToolCall
 from chatsvc.trees import Trees
@@ -209,7 +210,7 @@ class Generations(anyio.AsyncContextManagerMixin):
     async def _running(self) -> AsyncIterator[None]:
         """The task group of the replies and the background loops, cancelled when the body ends
         (the replies still running end ``interrupted``)."""
-        async with anyio.create_task_group() as task_group:
+        async with background_tasks() as task_group:
             self._task_group = task_group
             try:
                 task_group.start_soon(self._save_partial_replies, name="checkpoints")
@@ -221,7 +222,6 @@ class Generations(anyio.AsyncContextManagerMixin):
                 if self._by_task:
                     running = len(self._by_task)
                     log.info("shutting down: interrupting %d running generations", running)
-                task_group.cancel_scope.cancel()
 
     async def _start_serving_requests(self, task_group: anyio.abc.TaskGroup) -> None:
         """Answer other instances; wait a while for the bus, and start anyway if it is down."""

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.logs",
             "chatsvc.audit",
             "chatsvc.context",
+            "chatsvc.tasks",
         },
     ),
     (
