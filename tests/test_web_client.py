@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
+from playwright.sync_api import Locator, Page, Response, WebSocket, WebSocketRoute, expect
 
 from tests.browser import screenshot
 from tests.conftest import (
@@ -139,11 +139,91 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Server) 
     assert style.headers["content-type"].startswith("text/css")
     assert escape.status_code == 404
     # Nothing comes from another host.
-    for name in ("index.html", "app.js", "app.css"):
-        assert not re.search(r"https?://|[\"'(]//", (WEB / name).read_text()), name
+    for path in [WEB / "index.html", WEB / "app.css", *WEB.glob("*.js")]:
+        assert not re.search(r"https?://|[\"'(]//", path.read_text()), path.name
     assert not [path for path in schema["paths"] if path == "/" or path.startswith("/static")]
     port = urlsplit(server.url).port
     assert f"  Web client http://127.0.0.1:{port}/\n" in server.log()  # the start banner
+
+
+#: `import ... from "./name.js";` in a module of the client (over several lines too).
+IMPORT = re.compile(r"^import\b[^;]*?\bfrom\s*\"([^\"]+)\";", re.MULTILINE)
+
+
+def module_imports() -> dict[str, list[str]]:
+    """Each module of ``chatsvc/web`` and the modules it imports."""
+    graph: dict[str, list[str]] = {}
+    for path in sorted(WEB.glob("*.js")):
+        imports = IMPORT.findall(path.read_text())
+        assert all(re.fullmatch(r"\./[a-z-]+\.js", name) for name in imports), path.name
+        graph[path.name] = [name.removeprefix("./") for name in imports]
+    return graph
+
+
+#: The client's modules, each importing only modules after it (as docs/architecture.md
+#: lists them): no cycle, and a new module fails the check until it is placed on purpose.
+MODULES = [
+    "app.js",
+    "auth.js",
+    "dialogs.js",
+    "chat.js",
+    "composer.js",
+    "chat-list.js",
+    "tree.js",
+    "json-patch.js",
+    "messages.js",
+    "message-text.js",
+    "connection.js",
+    "api.js",
+    "words.js",
+    "state.js",
+    "dom.js",
+]
+
+
+def test_the_client_is_native_modules_that_app_js_imports() -> None:
+    """app.js, the page's one script, reaches every module; imports point one way, down
+    ``MODULES``; nothing is shared through ``window`` (issue 14, point 7)."""
+    graph = module_imports()
+    assert sorted(graph) == sorted(MODULES)
+    for name, imports in graph.items():
+        below = MODULES[MODULES.index(name) + 1 :]
+        assert [imported for imported in imports if imported not in below] == [], name
+    reached, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(graph[name])
+    assert reached == set(MODULES)  # no module left out
+    for name in MODULES:
+        text = (WEB / name).read_text()
+        assert not re.search(r"\bwindow\.(?!addEventListener\b)|globalThis|\bimport\(", text), name
+        assert '"use strict"' not in text, name  # modules are strict already
+
+
+def test_the_modules_load_under_the_pages_policy(server: Server, page: Page) -> None:
+    """Chromium loads every module (as JavaScript, under the page's CSP) and the page runs:
+    it shows the login form; no module leaks a name onto ``window``."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    loaded: dict[str, tuple[int, str]] = {}
+
+    def record(response: Response) -> None:
+        path = urlsplit(response.url).path
+        if path.endswith(".js"):
+            kind = response.headers.get("content-type", "")
+            loaded[path.removeprefix("/static/")] = (response.status, kind)
+
+    page.on("response", record)
+    page.goto(server.url)
+    expect(page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
+    assert loaded.keys() == module_imports().keys()
+    assert all(status == 200 and "javascript" in kind for status, kind in loaded.values()), loaded
+    names = ["api", "state", "treePanel", "TreePanel", "applyJsonPatch", "signOut", "connect"]
+    assert page.evaluate("(names) => names.filter((name) => name in window)", names) == []
+    assert problems == []
 
 
 # --- logging in, sending, streaming -------------------------------------------------------

@@ -158,20 +158,21 @@ class RoutedSocket:
 def test_the_tree_script_is_served_from_this_host_and_never_parses_html(server: Server) -> None:
     with httpx.Client(base_url=server.url) as client:
         html = client.get("/").text
-        script = client.get("/static/tree.js")
-    assert script.status_code == 200
-    assert "javascript" in script.headers["content-type"]
-    # Loaded before app.js (which creates the panel), both deferred.
-    scripts = re.findall(r'<script src="([^"]+)" defer></script>', html)
-    assert scripts == ["/static/tree.js", "/static/app.js"]
-    for name in ("tree.js", "app.js", "index.html", "app.css"):
-        text = (WEB / name).read_text()
+        scripts = [client.get(f"/static/{name}") for name in ("tree.js", "json-patch.js")]
+    for script in scripts:
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+    # One module script, app.js, which imports the rest (chat.js creates the panel).
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/app.js">']
+    for path in [*sorted(WEB.glob("*.js")), WEB / "index.html", WEB / "app.css"]:
+        name = path.name
+        text = path.read_text()
         assert not re.search(r"https?://|[\"'(]//", text), name  # nothing from another host
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), name
 
 
 def test_the_pages_json_patch_agrees_with_the_servers(server: Server, page: Page) -> None:
-    """tree.js's RFC 6902 code against the ``jsonpatch`` library the server applies patches
+    """json-patch.js's RFC 6902 code against the ``jsonpatch`` library the server applies patches
     with: whatever the server applies (and so publishes), the page applies the same way.
     Edge cases, then a few hundred random patches on random trees."""
     page.goto(server.url)
@@ -255,11 +256,14 @@ def test_the_pages_json_patch_agrees_with_the_servers(server: Server, page: Page
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
             expected.append(None)
     actual = page.evaluate(
-        """(cases) => cases.map(([document, ops]) => {
-            try { return applyJsonPatch(document, ops); } catch (error) {
-                return error instanceof PatchError ? null : `crashed: ${error}`;
-            }
-        })""",
+        """async (cases) => {
+            const { applyJsonPatch, PatchError } = await import("/static/json-patch.js");
+            return cases.map(([document, ops]) => {
+                try { return applyJsonPatch(document, ops); } catch (error) {
+                    return error instanceof PatchError ? null : `crashed: ${error}`;
+                }
+            });
+        }""",
         cases,
     )
     for (document, ops), want, got in zip(cases, expected, actual, strict=True):
@@ -279,7 +283,8 @@ def test_the_pages_json_patch_agrees_with_the_servers(server: Server, page: Page
     # Where the page differs on purpose: no `__proto__` key (the server's tree rules
     # refuse any key but id, value and children, so it never publishes one either).
     refused = page.evaluate(
-        """(document) => {
+        """async (document) => {
+            const { applyJsonPatch, PatchError } = await import("/static/json-patch.js");
             try {
                 applyJsonPatch(document, [
                     {op: "add", path: "/root/__proto__", value: {polluted: true}},

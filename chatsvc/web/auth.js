@@ -1,0 +1,64 @@
+// Logging in (or registering) on the login form, entering the app, and logging out.
+
+import { api, dropToken, saveToken } from "./api.js";
+import { forgetChat, route } from "./chat.js";
+import { loadChats } from "./chat-list.js";
+import { connect, disconnect } from "./connection.js";
+import { $ } from "./dom.js";
+
+function authError(text) {
+  $("auth-error").textContent = text;
+  $("auth-error").hidden = !text;
+}
+
+function registrationProblem(username, password) {
+  if (!/^[A-Za-z0-9_.-]{3,64}$/.test(username)) {
+    return "A username has 3 to 64 characters: letters, digits, dots, dashes or underscores.";
+  }
+  if (password.length < 8 || password.length > 256) {
+    return "A password has 8 to 256 characters.";
+  }
+  return null;
+}
+
+export async function logIn(register) {
+  const username = $("auth-username").value.trim();
+  const password = $("auth-password").value;
+  if (!username || !password) return authError("Enter a username and a password.");
+  if (register) {
+    const problem = registrationProblem(username, password);
+    if (problem) return authError(problem);
+  }
+  authError("");
+  for (const button of document.querySelectorAll("#auth-form button")) button.disabled = true;
+  try {
+    if (register) await api("POST", "/api/auth/register", { username, password });
+    const token = await api("POST", "/api/auth/login", { username, password });
+    saveToken(token.access_token);
+    $("auth-password").value = "";
+    enterApp(username);
+  } catch (error) {
+    authError(error.status === 401 ? "Wrong username or password." : error.plain);
+  } finally {
+    for (const button of document.querySelectorAll("#auth-form button")) button.disabled = false;
+  }
+}
+
+export function signOut(reason = "") {
+  dropToken();
+  disconnect();
+  forgetChat();
+  $("app-view").hidden = true;
+  $("auth-view").hidden = false;
+  authError(reason);
+  $("auth-username").focus();
+}
+
+export function enterApp(username) {
+  $("whoami").textContent = username;
+  $("auth-view").hidden = true;
+  $("app-view").hidden = false;
+  connect();
+  loadChats();
+  route();
+}

@@ -1,0 +1,175 @@
+// The messages of the chat on screen: each as an <article>, re-rendered as it streams
+// (at most once a frame), with its status, notes for replies cut short, "Continue" on
+// the newest of those (composer.js sends it), and a button for older messages.
+
+import { api } from "./api.js";
+import { $, el, showError } from "./dom.js";
+import { renderText } from "./message-text.js";
+import { state } from "./state.js";
+
+const MESSAGES_PAGE = 100; // older messages fetched per click (a chat opens with its newest)
+
+/** A button above the messages while the chat has older ones than those shown. */
+export function showOlderButton(cursor) {
+  state.olderCursor = cursor || null;
+  let button = $("messages").querySelector(".older");
+  if (!state.olderCursor) {
+    if (button) button.remove();
+    return;
+  }
+  if (!button) {
+    button = el("button", { type: "button", class: "older wide", text: "Show older messages" });
+    button.addEventListener("click", loadOlder);
+    $("messages").prepend(button);
+  }
+}
+
+/** The page of messages before the oldest shown, put above them; the reader stays in place. */
+async function loadOlder() {
+  const chatId = state.chat && state.chat.id;
+  const cursor = state.olderCursor;
+  if (!chatId || !cursor) return;
+  const params = new URLSearchParams({ limit: String(MESSAGES_PAGE), before: cursor });
+  let page;
+  try {
+    page = await api("GET", `/api/chats/${chatId}/messages?${params}`);
+  } catch (error) {
+    showError(error.plain);
+    return;
+  }
+  if (!state.chat || state.chat.id !== chatId || state.olderCursor !== cursor) return;
+  const box = $("messages");
+  const fromEnd = box.scrollHeight - box.scrollTop;
+  const first = box.querySelector("article.message");
+  for (const message of page.items) {
+    if (state.messages.has(message.id)) continue;
+    const entry = { message, node: el("article", { class: "message" }), reasoning: "" };
+    state.messages.set(message.id, entry);
+    box.insertBefore(entry.node, first);
+    renderMessage(entry);
+  }
+  box.scrollTop = box.scrollHeight - fromEnd;
+  showOlderButton(page.next_cursor);
+}
+
+const STATUS_MARKS = {
+  streaming: "writing…",
+  aborted: "stopped",
+  failed: "failed",
+  interrupted: "interrupted",
+};
+
+const STATUS_NOTES = {
+  failed: "The reply failed; the text so far is shown.",
+  interrupted: "The server stopped while writing this reply; the text so far is shown.",
+};
+
+/**
+ * Replies stored `complete` that the model did not finish: its `finish_reason` says it
+ * was cut (issue 13, point 5). Each gets a mark, a note and, on the newest, "Continue".
+ */
+const CUT_REPLIES = {
+  length: {
+    mark: "length limit",
+    label: "stopped at the length limit",
+    note: "Stopped at the length limit: the reply is longer than the model may write at once.",
+  },
+  tool_rounds_exceeded: {
+    mark: "tool limit",
+    label: "stopped at the tool round limit",
+    note: "Stopped at the limit of workspace tree tool rounds for one reply.",
+  },
+};
+
+export function upsertMessage(message, note) {
+  let entry = state.messages.get(message.id);
+  if (!entry) {
+    const empty = $("messages").querySelector(".empty");
+    if (empty) empty.remove();
+    entry = { message, node: el("article", { class: "message" }), reasoning: "" };
+    state.messages.set(message.id, entry);
+    $("messages").append(entry.node);
+  }
+  entry.message = { ...entry.message, ...message };
+  if (note !== undefined) entry.note = note;
+  renderMessage(entry);
+}
+
+function renderMessage(entry) {
+  const { message, node } = entry;
+  const stick = nearEnd();
+  const status = message.status || "complete";
+  node.dataset.id = message.id;
+  node.dataset.role = message.role;
+  node.dataset.status = status;
+  node.setAttribute("aria-busy", String(status === "streaming")); // announced once complete
+  const cut = status === "complete" ? CUT_REPLIES[message.finish_reason] : undefined;
+  if (cut) node.dataset.cut = message.finish_reason;
+  else delete node.dataset.cut;
+  const who = message.role === "user" ? "You" : "Assistant";
+  const mark = STATUS_MARKS[status] || (cut && cut.mark);
+  const label = cut ? cut.label : mark;
+  node.setAttribute("aria-label", label ? `${who}, ${label}` : who);
+  const head = el("div", { class: "message-head" }, el("span", { class: "who", text: who }));
+  if (mark) head.append(el("span", { class: "mark", "data-status": status, text: mark }));
+  const parts = [head];
+  if (entry.reasoning) {
+    const thinking = el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
+    thinking.append(renderText(entry.reasoning));
+    parts.push(thinking);
+  }
+  parts.push(renderText(message.content || ""));
+  const note = entry.note || STATUS_NOTES[status] || (cut && cut.note);
+  if (note) parts.push(el("p", { class: "note", text: note }));
+  if (cut) parts.push(continueButton());
+  node.replaceChildren(...parts);
+  if (stick) scrollToEnd();
+}
+
+/** "Continue" (composer.js sends it); shown (app.css) on the newest message only. */
+function continueButton() {
+  return el("button", { type: "button", class: "continue", text: "Continue" });
+}
+
+const dirty = new Set();
+let renderTimer = null;
+
+/** Coalesces the re-rendering of streaming replies: at most one pass per ~16 ms. */
+export function scheduleRender(entry) {
+  dirty.add(entry);
+  if (renderTimer === null) {
+    renderTimer = setTimeout(() => {
+      renderTimer = null;
+      for (const waiting of dirty) {
+        if (state.messages.get(waiting.message.id) === waiting) renderMessage(waiting);
+      }
+      dirty.clear();
+    }, 16);
+  }
+}
+
+export function nearEnd() {
+  const box = $("messages");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+export function scrollToEnd(force = false) {
+  const box = $("messages");
+  if (force || nearEnd()) box.scrollTop = box.scrollHeight;
+}
+
+// --- the reply streaming on screen -------------------------------------------------
+
+export function startLive(taskId, messageId, seq, content) {
+  state.live = { taskId, messageId, seq, content, reasoning: "" };
+  const entry = state.messages.get(messageId);
+  const message = entry
+    ? { ...entry.message, content, status: "streaming" }
+    : { id: messageId, role: "assistant", content, status: "streaming" };
+  upsertMessage(message);
+}
+
+export function endLive(taskId, message) {
+  if (state.live && state.live.taskId === taskId) state.live = null;
+  upsertMessage(message);
+}

@@ -1,0 +1,32 @@
+// Errors in plain words: a sentence for each stable error `code` of docs/protocol.md.
+
+import { state } from "./state.js";
+
+export const PLAIN_WORDS = {
+  network: "Cannot reach the server. Check your connection, then try again.",
+  unauthorized: "Your session has ended. Please log in again.",
+  forbidden: "Registration is closed on this server. Ask its administrator for an account.",
+  not_found: "This chat does not exist any more (it may have been deleted in another tab).",
+  conflict: "That username is already taken. Please choose another one.",
+  busy: "A reply is already being written in this chat. Wait for it to finish, or press Stop.",
+  not_running: "There was nothing to stop: the reply had already finished.",
+  too_large: "That message is too long.",
+  rate_limited: "Too many requests at once. Wait a moment, then try again.",
+  llm_unavailable: "The language model cannot be reached right now. Try again in a moment.",
+  llm_error: "The language model failed while answering. The text so far was kept.",
+  timeout: "The language model took too long to answer. The text so far was kept.",
+  unavailable: "The server's database is unavailable. Try again shortly.",
+  internal: "Something went wrong on the server.",
+};
+
+/** A sentence for an error `code`; the server's own (human-readable) detail where it helps. */
+export function plainWords(code, detail) {
+  if (code === "invalid_message") return `The server did not accept that: ${detail}`;
+  if (code === "too_large" && state.limits) {
+    return `That message is too long: at most ${state.limits.max_message_chars} characters.`;
+  }
+  const words = PLAIN_WORDS[code];
+  if (!words) return detail || "Something went wrong.";
+  if ((code === "internal" || code === "rate_limited") && detail) return `${words} (${detail})`;
+  return words;
+}
