@@ -61,11 +61,9 @@ _STATES: dict[str, CircuitState] = {
     "half-opened": "half-open",
 }
 
-#: The SDK's streamed request, not sent yet: entering it sends the request.
-_Opening = AbstractAsyncContextManager[
-    openai.AsyncAPIResponse[openai.AsyncStream[ChatCompletionChunk]]
-]
 _Response = openai.AsyncAPIResponse[openai.AsyncStream[ChatCompletionChunk]]
+#: The SDK's streamed request, not sent yet: entering it sends the request.
+_Opening = AbstractAsyncContextManager[_Response]
 
 
 def _openai_messages(turns: list[ChatTurn]) -> list[dict[str, Any]]:
