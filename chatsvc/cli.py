@@ -23,6 +23,7 @@ from chatsvc import __version__
 from chatsvc.errors import ChatsvcError
 from chatsvc.logs import logging_config
 from chatsvc.settings import ConfigError, Settings, describe_variables, load_settings
+from chatsvc.terminal.commands import help_lines
 
 if TYPE_CHECKING:
     import asyncio
@@ -109,17 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CHAT_EPILOG = """\
-at the prompt:
-  /chats    list your chats and switch to one
-  /new      start a new chat (created with your next message)
-  /history  show the messages of this chat
-  /help     show these commands
-  /quit     leave (also Ctrl-D, or Ctrl-C at the prompt)
-  anything else is sent as a message (start it with // to send a /)
-
-logging in: the password is asked for; or set CHATSVC_TOKEN to a bearer token
-(from POST /api/auth/login) and nothing is asked."""
+CHAT_EPILOG = "\n".join(
+    [
+        "at the prompt:",
+        *help_lines(),
+        "",
+        "logging in: the password is asked for; or set CHATSVC_TOKEN to a bearer token",
+        "(from POST /api/auth/login) and nothing is asked.",
+    ]
+)
 
 
 def _chat_id(text: str) -> uuid.UUID:
@@ -186,19 +185,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def chat_client(url: str | None, username: str | None, chat_id: uuid.UUID | None) -> int:
     """``chatsvc chat``: returns the exit status."""
-    from chatsvc import terminal
+    from chatsvc.terminal import client, rest
+    from chatsvc.terminal.stdin import read_line
 
     try:
-        base = terminal.normalize_url(url or _default_chat_url())
-        terminal.check_server(base)  # before asking anything: a server down is said at once
+        base = rest.normalize_url(url or _default_chat_url())
+        rest.check_server(base)  # before asking anything: a server down is said at once
         token = os.environ.get("CHATSVC_TOKEN", "").strip()
         if not token:
-            username = username or terminal.read_line("Username: ")
+            username = username or read_line("Username: ")
             if username is None:
-                raise terminal.ClientError("no username given")
-            token = terminal.login(base, username.strip(), _ask_chat_password())
-        return terminal.run(base, token, chat_id)
-    except terminal.ClientError as exc:
+                raise rest.ClientError("no username given")
+            token = rest.login(base, username.strip(), _ask_chat_password())
+        return client.run(base, token, chat_id)
+    except rest.ClientError as exc:
         print(f"chatsvc: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
@@ -206,7 +206,7 @@ def chat_client(url: str | None, username: str | None, chat_id: uuid.UUID | None
         return EXIT_CONFIG
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)
-        return terminal.EXIT_INTERRUPTED
+        return client.EXIT_INTERRUPTED
 
 
 def _default_chat_url() -> str:
@@ -221,11 +221,11 @@ def _default_chat_url() -> str:
 
 
 def _ask_chat_password() -> str:
-    from chatsvc import terminal
+    from chatsvc.terminal.stdin import read_line
 
     if sys.stdin.isatty():
         return getpass.getpass("Password: ")
-    password = terminal.read_line("")
+    password = read_line("")
     return "" if password is None else password
 
 

@@ -241,8 +241,15 @@ def check(root: Any, limits: Limits) -> Node:
 
 
 class ToolCall(msgspec.Struct, frozen=True):
+    """A function call the model asked for; the one type from the provider's stream to here.
+
+    ``id`` is the model's name for the call, which its result (a ``tool`` turn) repeats;
+    the tree needs only ``name`` and ``arguments``.
+    """
+
     name: str
     arguments: str  # JSON, as the model wrote it
+    id: str = ""
 
 
 class _Add(msgspec.Struct, forbid_unknown_fields=True):

@@ -48,6 +48,11 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.tree",
             "chatsvc.telemetry",
             "chatsvc.providers",
+            "chatsvc.providers.port",
+            "chatsvc.providers.chunks",
+            "chatsvc.providers.failures",
+            "chatsvc.providers.openai_compatible",
+            "chatsvc.providers.echo",
             "chatsvc.login_limits",
         },
     ),
@@ -82,7 +87,21 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("composition root", {"chatsvc.app"}),
     # The terminal client (`chatsvc chat`) is a client of the HTTP API, run by the CLI.
-    ("commands", {"chatsvc.cli", "chatsvc.terminal"}),
+    (
+        "commands",
+        {
+            "chatsvc.cli",
+            "chatsvc.terminal",
+            "chatsvc.terminal.client",
+            "chatsvc.terminal.commands",
+            "chatsvc.terminal.connection",
+            "chatsvc.terminal.frames",
+            "chatsvc.terminal.reply",
+            "chatsvc.terminal.rest",
+            "chatsvc.terminal.screen",
+            "chatsvc.terminal.stdin",
+        },
+    ),
     ("entry point", {"chatsvc.__main__"}),
 ]
 
@@ -323,12 +342,18 @@ CLIENT_IMPORTS = {"chatsvc", "chatsvc.wire"}
 SERVER_PACKAGES = ("litestar", "piccolo", "piccolo_admin", "uvicorn", "asyncpg", "openai", "redis")
 
 
+def _terminal(module: str) -> bool:
+    return module == "chatsvc.terminal" or module.startswith("chatsvc.terminal.")
+
+
 def test_the_terminal_client_is_only_a_client(tmp_path: Path) -> None:
-    ours = import_graph(PACKAGE)["chatsvc.terminal"]
-    assert ours <= CLIENT_IMPORTS, ours - CLIENT_IMPORTS
+    graph = import_graph(PACKAGE)
+    ours = {target for module in graph if _terminal(module) for target in graph[module]}
+    outside = {module for module in ours if not _terminal(module)}
+    assert outside <= CLIENT_IMPORTS, outside - CLIENT_IMPORTS
 
     code = (
-        "import sys, chatsvc.terminal; "
+        "import sys, chatsvc.terminal.client; "
         "print(sorted({m.split('.')[0] for m in sys.modules} | "
         "{m for m in sys.modules if m.startswith('chatsvc.')}))"
     )
@@ -343,4 +368,5 @@ def test_the_terminal_client_is_only_a_client(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     loaded = set(ast.literal_eval(result.stdout.strip()))
     assert not loaded & set(SERVER_PACKAGES), loaded & set(SERVER_PACKAGES)
-    assert {m for m in loaded if m.startswith("chatsvc.")} == {"chatsvc.terminal", "chatsvc.wire"}
+    chatsvc_modules = {m for m in loaded if m.startswith("chatsvc.")}
+    assert {m for m in chatsvc_modules if not _terminal(m)} == {"chatsvc.wire"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from chatsvc.terminal import COMMANDS
+from chatsvc.terminal.commands import COMMANDS
 from tests.conftest import (
     PASSWORD,
     Server,

@@ -17,14 +17,15 @@ import msgspec
 import pytest
 
 from chatsvc import tree
-from chatsvc.providers import OpenAIProvider, ToolRequest
+from chatsvc.providers import Delta
+from chatsvc.providers.chunks import StreamDecoder
+from chatsvc.tree import ToolCall
 from tests.conftest import (
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    run_async,
     start_server,
     tokens_of,
     upstream_settings,
@@ -524,30 +525,24 @@ def test_tool_schemas_match_the_argument_structs() -> None:
         assert function["description"]
 
 
-class _Body:
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def aiter_bytes(self) -> Any:
-        for piece in self.pieces:
-            yield piece
-
-
 def _sse(*chunks: dict[str, Any]) -> bytes:
     return (
         b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     )
 
 
-def _deltas(data: bytes, cut: int) -> list[Any]:
-    """The provider's deltas for ``data`` read ``cut`` bytes at a time."""
-    pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
-
-    async def collect() -> list[Any]:
-        provider = OpenAIProvider.__new__(OpenAIProvider)  # only the decoding is used
-        return [d async for d in provider._deltas(_Body(pieces))]  # type: ignore[arg-type]
-
-    return run_async(collect())
+def _deltas(data: bytes, cut: int) -> list[Delta]:
+    """The decoder's deltas for ``data`` read ``cut`` bytes at a time, up to ``[DONE]``."""
+    decoder = StreamDecoder()
+    deltas: list[Delta] = []
+    for start in range(0, len(data), cut):
+        delta, done, error = decoder.feed(data[start : start + cut])
+        assert error is None
+        deltas += [delta] if delta is not None else []
+        if done:
+            break
+    decoder.end()
+    return deltas
 
 
 def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -587,8 +582,8 @@ def test_streamed_tool_calls_come_out_whole(cut: int) -> None:
     deltas = _deltas(data, cut)
     calls = [c for d in deltas for c in d.tool_calls]
     assert calls == [
-        ToolRequest(id="c1", name="tree_add_node", arguments='{"parent_id": "root", "value": "x"}'),
-        ToolRequest(id="c2", name="tree_remove_node", arguments='{"id": "n1"}'),
+        ToolCall(id="c1", name="tree_add_node", arguments='{"parent_id": "root", "value": "x"}'),
+        ToolCall(id="c2", name="tree_remove_node", arguments='{"id": "n1"}'),
     ]
     [ending] = [d for d in deltas if d.tool_calls]
     assert ending.finish_reason == "tool_calls"
@@ -612,6 +607,6 @@ def test_unnumbered_tool_calls_and_whole_arguments() -> None:
     )
     calls = [c for d in _deltas(data, 10_000) for c in d.tool_calls]
     assert calls == [
-        ToolRequest(id="a", name="tree_remove_node", arguments='{"id": "x"}'),
-        ToolRequest(id="b", name="tree_remove_node", arguments='{"id":"y"}'),
+        ToolCall(id="a", name="tree_remove_node", arguments='{"id": "x"}'),
+        ToolCall(id="b", name="tree_remove_node", arguments='{"id":"y"}'),
     ]

@@ -1,0 +1,130 @@
+"""The terminal client's WebSocket: opened, read all the time, written frame by frame.
+
+A background task reads every frame (so the server's pings are answered while the
+user thinks) into a queue; the reply being shown takes its events from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from chatsvc.terminal.frames import Loose, decode, encode
+from chatsvc.terminal.rest import Api, RequestFailed, Unauthorized, connection_problem
+from chatsvc.terminal.screen import printable
+from chatsvc.wire import ErrorEvent, Limits, Ready, ServerFrame
+
+#: Largest frame accepted from the server: a `done` event carries the whole reply.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+CONNECT_SECONDS = 15
+
+
+class Closed:
+    """Queued by the socket reader when the WebSocket ends."""
+
+
+class GiveUp:
+    """Queued by a second Ctrl-C: stop waiting for the end of the reply."""
+
+
+Queued = ServerFrame | Loose | Closed | GiveUp
+
+
+class Connection:
+    """One WebSocket at a time to ``/ws``, opened again when the last one ended."""
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self.limits: Limits | None = None
+        self.events: asyncio.Queue[Queued] = asyncio.Queue()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> None:
+        """Open the socket (up to its ``ready`` frame) and start reading it."""
+        base = self._api.base
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                ws = await self._api.http.ws_connect(
+                    base + "/ws",
+                    headers=self._api.auth,
+                    heartbeat=30,  # notices a server gone silent while the user thinks
+                    max_msg_size=MAX_FRAME_BYTES,
+                )
+                first = await ws.receive()
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise Unauthorized(
+                    "the server refused the token on /ws (expired or invalid): "
+                    "run `chatsvc chat` again to log in"
+                ) from None
+            raise RequestFailed(f"the server refused the WebSocket (HTTP {exc.status})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_problem(base, exc) from None
+        ready = decode(first.data) if first.type is aiohttp.WSMsgType.TEXT else None
+        if not isinstance(ready, Ready):
+            await ws.close()
+            if isinstance(ready, ErrorEvent):  # e.g. too many sockets open for this user
+                raise RequestFailed(
+                    f"the server refused the WebSocket: {printable(ready.message)} ({ready.code})"
+                )
+            raise RequestFailed(f"unexpected first frame on {base}/ws: {first.type.name}")
+        self.limits = ready.limits
+        self._ws = ws
+        self.events = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(ws, self.events))
+
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, events: asyncio.Queue[Queued]
+    ) -> None:
+        """Reads every frame (so pings are answered) until the socket ends."""
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    event = decode(message.data)
+                    if event is not None:
+                        events.put_nowait(event)
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    break
+        finally:
+            events.put_nowait(Closed())
+
+    async def fresh_events(self) -> asyncio.Queue[Queued]:
+        """The queue of an open socket, rid of what other tabs did in the meantime."""
+        if self._ws is None or self._ws.closed:
+            await self.close()
+            await self.open()
+        events = self.events
+        while not events.empty():
+            if isinstance(events.get_nowait(), Closed):  # but not a socket that just ended
+                events.put_nowait(Closed())
+                break
+        return events
+
+    async def close(self) -> None:
+        ws, reader = self._ws, self._reader
+        self._ws = self._reader = None
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await ws.close()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def send(self, frame: msgspec.Struct) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self._ws.send_str(encode(frame).decode())  # a text frame
+
+    def send_soon(self, frame: msgspec.Struct) -> None:
+        """Send from a signal handler: in a task of its own."""
+        task = asyncio.get_running_loop().create_task(self.send(frame))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
