@@ -21,8 +21,9 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.query.functions.string import Length
 
+from chatsvc.admission import admit
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
-from chatsvc.errors import Busy, Conflict, LimitReached, RateLimited
+from chatsvc.errors import Conflict, LimitReached
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
 
@@ -352,8 +353,8 @@ async def create_exchange(
     chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
-    so two instances cannot both start a reply in one chat (``Busy``), pass
-    the user's cap together (``RateLimited``), or create a chat past ``max_chats``
+    so two instances cannot both pass ``admission.admit`` (one reply per chat, the
+    user's cap), or create a chat past ``max_chats``
     (``LimitReached``).
     """
     stamp = now()
@@ -368,12 +369,7 @@ async def create_exchange(
         if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_USER, owner)
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
-        if chat_id is not None and any(row["chat"] == chat_id for row in running):
-            raise Busy("a reply is already being generated in this chat")
-        if len(running) >= per_user_cap:
-            raise RateLimited(
-                f"at most {per_user_cap} replies may be generated at once; wait for one"
-            )
+        admit([row["chat"] for row in running], chat_id, per_user_cap)
         if chat_id is None:
             await _check_room_for_chat(owner, max_chats)
             chat = (

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.audit",
             "chatsvc.context",
             "chatsvc.tasks",
+            "chatsvc.admission",
         },
     ),
     (
@@ -59,7 +60,6 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "application",
         {
-            "chatsvc.generation",
             "chatsvc.instances",
             "chatsvc.trees",
             "chatsvc.accounts",
@@ -67,6 +67,19 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.chats",
         },
     ),
+    # The generation package, one way inside too: the registry starts the runner, the
+    # runner runs the conversation, and all of them build on the reply and its frames.
+    ("generation: the reply", {"chatsvc.generation.reply", "chatsvc.generation.frames"}),
+    (
+        "generation: its parts",
+        {
+            "chatsvc.generation.conversation",
+            "chatsvc.generation.peers",
+            "chatsvc.generation.checkpoints",
+        },
+    ),
+    ("generation: the runner", {"chatsvc.generation.runner"}),
+    ("generation: the registry", {"chatsvc.generation", "chatsvc.generation.registry"}),
     (
         "transport",
         {

@@ -1,0 +1,145 @@
+"""A reply being generated (``Generation``), how it ended (``Ending``), the replies running
+on this process (``Running``), and the handle of an abort on its way (``Aborting``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+import anyio
+
+from chatsvc.errors import ChatsvcError
+from chatsvc.events import ChatEvents, Event
+from chatsvc.telemetry import AbortedBy
+from chatsvc.wire import Message, Usage
+
+#: How a reply ends, as stored (``streaming`` is the status while it runs).
+Status = Literal["complete", "aborted", "failed", "interrupted"]
+
+
+@dataclass(eq=False)
+class Generation:
+    """One running reply. ``scope`` is what ``abort`` cancels."""
+
+    task_id: UUID
+    chat_id: UUID
+    owner: int
+    message_id: UUID
+    model: str
+    system_prompt: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    abort_requested: bool = False
+    interrupt_requested: bool = False
+    parts: list[str] = field(default_factory=list[str])
+    seq: int = -1
+    #: What the upstream said of the reply: usage summed over its rounds, the last
+    #: round's finish reason.
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    #: Set when finished: the stored reply, and the error that ended it (if one did).
+    reply: Message | None = None
+    error: ChatsvcError | None = None
+    #: For the audit log and metrics (``anyio.current_time()`` values).
+    started_at: float = 0.0
+    first_token_at: float | None = None
+    aborted_by: AbortedBy | None = None
+    abort_requested_at: float | None = None
+    upstream_started_at: float | None = None
+    #: Upstream streams opened, and rounds of tool calls applied between them.
+    rounds: int = 0
+    tool_rounds: int = 0
+    #: The tool calls applied, as stored with the reply: ``name``, ``arguments``, ``result``.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+    def abort(self, by: AbortedBy) -> None:
+        """Cancel the reply's scope; the first abort is the one counted."""
+        if not self.abort_requested:
+            self.abort_requested = True
+            self.aborted_by = by
+            self.abort_requested_at = anyio.current_time()
+        self.scope.cancel()
+
+    def interrupt(self) -> None:
+        """Cancel the reply's scope because the server stops."""
+        self.interrupt_requested = True
+        self.scope.cancel()
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a reply ended: decided once, by the runner."""
+
+    status: Status
+    error: ChatsvcError | None = None
+
+
+class Running:
+    """The replies running on this process, by task id and by chat id."""
+
+    def __init__(self) -> None:
+        self._by_task: dict[UUID, Generation] = {}
+        self._by_chat: dict[UUID, Generation] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_task)
+
+    def __iter__(self) -> Iterator[Generation]:
+        return iter(list(self._by_task.values()))
+
+    def of_task(self, task_id: UUID) -> Generation | None:
+        return self._by_task.get(task_id)
+
+    def in_chat(self, chat_id: UUID) -> Generation | None:
+        return self._by_chat.get(chat_id)
+
+    def chats_of(self, owner: int) -> list[UUID]:
+        """The chats where ``owner``'s replies run (a new chat's counts before it is stored)."""
+        return [g.chat_id for g in self._by_task.values() if g.owner == owner]
+
+    def add(self, generation: Generation, *, in_chat: bool = True) -> None:
+        self._by_task[generation.task_id] = generation
+        if in_chat:
+            self._by_chat[generation.chat_id] = generation
+
+    def remove(self, generation: Generation) -> None:
+        self._by_task.pop(generation.task_id, None)
+        if self._by_chat.get(generation.chat_id) is generation:
+            del self._by_chat[generation.chat_id]
+
+
+class Aborting:
+    """An abort on its way: follows the chat until the reply's terminal event."""
+
+    def __init__(self, events: ChatEvents, task_id: UUID, chat_id: UUID, message_id: UUID) -> None:
+        self.task_id = task_id
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self._events = events
+        self._end: Event | None = None
+        self._ended = anyio.Event()
+        events.subscribe(chat_id, self)
+
+    def deliver(self, event: Event) -> None:
+        if event.ends_task and event.task_id == self.task_id:
+            self._end = event
+            self._ended.set()
+            self.forget()
+
+    def forget(self) -> None:
+        self._events.unsubscribe(self.chat_id, self)
+
+    async def ended(self) -> Event:
+        """The terminal event (bound the wait: an interrupted reply sends none here)."""
+        try:
+            await self._ended.wait()
+        finally:
+            self.forget()
+        assert self._end is not None
+        return self._end
