@@ -32,7 +32,7 @@ from chatsvc.errors import ChatsvcError, ContextOverflow, EmptyReply, InternalEr
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.generation import frames
 from chatsvc.generation.reply import Generation
-from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider, ToolRequest
+from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.tree import TOOLS, ToolCall
@@ -174,12 +174,12 @@ class Conversation:
 
     async def _relay(
         self, generation: Generation, request: CompletionRequest
-    ) -> tuple[ToolRequest, ...]:
+    ) -> tuple[ToolCall, ...]:
         """One upstream stream into the reply; the tool calls it ended with."""
         generation.rounds += 1
         if generation.upstream_started_at is None:
             generation.upstream_started_at = anyio.current_time()
-        calls: tuple[ToolRequest, ...] = ()
+        calls: tuple[ToolCall, ...] = ()
         async with self._provider.stream(request) as deltas:
             async for delta in deltas:
                 self._take(generation, delta)
@@ -222,7 +222,7 @@ class Conversation:
     # --- tool rounds -------------------------------------------------------------------------
 
     async def _apply_tools(
-        self, generation: Generation, calls: tuple[ToolRequest, ...]
+        self, generation: Generation, calls: tuple[ToolCall, ...]
     ) -> list[ChatTurn]:
         """Apply the calls in order, one tree version each; their results, as ``tool`` turns.
 
@@ -235,9 +235,7 @@ class Conversation:
             result: dict[str, Any] | None = None
             with anyio.CancelScope(shield=True) as shield:
                 shield.deadline = anyio.current_time() + self._settings.shutdown_timeout
-                result = await self._trees.apply_tool(
-                    generation.chat_id, generation.task_id, ToolCall(call.name, call.arguments)
-                )
+                result = await self._trees.apply_tool(generation.chat_id, generation.task_id, call)
             if shield.cancelled_caught or result is None:
                 raise InternalError("the workspace tree could not be changed in time")
             generation.tool_calls.append(

@@ -20,9 +20,6 @@ from chatsvc.providers.port import (
 from chatsvc.settings import Settings
 from chatsvc.tree import ToolCall
 
-#: The old name of the model's tool call, for importers not yet moved to ``ToolCall``.
-ToolRequest = ToolCall
-
 __all__ = [
     "PROBE_SECONDS",
     "ChatTurn",
@@ -34,7 +31,6 @@ __all__ = [
     "OpenAIProvider",
     "StatedContext",
     "ToolCall",
-    "ToolRequest",
     "create_provider",
 ]
 
