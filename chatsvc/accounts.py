@@ -43,6 +43,7 @@ from chatsvc.errors import (
     Unauthorized,
 )
 from chatsvc.login_limits import LoginLimits
+from chatsvc.records import UserAccess
 from chatsvc.wire import User
 
 T = TypeVar("T")
@@ -219,9 +220,9 @@ class Accounts:
         """
         self._charge(address, username, via)
         row = await store.get_credentials(username)
-        stored = row["password"] if row else self._dummy_hash
+        stored = row.password if row else self._dummy_hash
         valid = await self._verify(password, stored)
-        if row is None or not valid or not row["active"]:
+        if row is None or not valid or not row.active:
             reason = (
                 "unknown user" if row is None else "wrong password" if not valid else "inactive"
             )
@@ -236,7 +237,7 @@ class Accounts:
         rehashed = None
         if not stored.startswith(f"{ALGORITHM}${ITERATIONS}$"):
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
-        await store.record_login(row["id"], rehashed)
+        await store.record_login(row.id, rehashed)
         return _active_user(row)
 
     async def active_user(self, user_id: int) -> ActiveUser | None:
@@ -245,10 +246,7 @@ class Accounts:
         return None if row is None else _active_user(row)
 
 
-def _active_user(row: store.Row) -> ActiveUser:
+def _active_user(user: UserAccess) -> ActiveUser:
     return ActiveUser(
-        id=row["id"],
-        username=row["username"],
-        staff=bool(row["admin"]),
-        token_version=row["token_version"],
+        id=user.id, username=user.username, staff=user.admin, token_version=user.token_version
     )

@@ -69,7 +69,7 @@ def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any
     )
 
 
-_CODES = {
+_CODES: dict[int, ErrorCode] = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",

@@ -77,8 +77,9 @@ from chatsvc.errors import (
 )
 from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.instances import Lease
-from chatsvc.mappers import chat_from_row, message_from_row
+from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider, ToolRequest
+from chatsvc.records import InterruptedReply, MessageRecord
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
@@ -252,7 +253,7 @@ class Generations(anyio.AsyncContextManagerMixin):
             )
             if (
                 running is not None
-                and running["instance"] != self.instance
+                and running.instance != self.instance
                 and chat_id not in self._by_chat
             ):
                 await self._events.follow_remote(
@@ -340,20 +341,20 @@ class Generations(anyio.AsyncContextManagerMixin):
         except BaseException:
             self._unregister(generation)
             raise
-        chat_row, user_row, reply_row, created = stored
-        generation.model = reply_row["model"]
-        generation.system_prompt = chat_row["system_prompt"] or settings.default_system_prompt
-        if created:
-            generation.chat_id = chat_row["id"]
+        generation.model = stored.reply.model or settings.model_name
+        generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
+        if stored.created:
+            generation.chat_id = stored.chat.id
             self._by_chat[generation.chat_id] = generation
         if subscriber is not None:
             self._events.subscribe(generation.chat_id, subscriber)
-        if created:
+        if stored.created:
             self._publish(
-                generation, ChatCreated(chat=chat_from_row(chat_row), request_id=request_id)
+                generation, ChatCreated(chat=chat_from_record(stored.chat), request_id=request_id)
             )
         self._publish(
-            generation, MessageEvent(message=message_from_row(user_row), request_id=request_id)
+            generation,
+            MessageEvent(message=message_from_record(stored.question), request_id=request_id),
         )
         self._publish(
             generation,
@@ -422,14 +423,14 @@ class Generations(anyio.AsyncContextManagerMixin):
             running = await store.find_running(
                 owner, task_id=task_id, chat_id=chat_id, live_after=self._lease.live_after()
             )
-        if running is None or running["instance"] == self.instance:
+        if running is None or running.task_id is None or running.instance == self.instance:
             # Only on this path, so an abort that finds its reply waits for no query.
             if chat_id is not None and await store.get_chat(owner, chat_id) is None:
                 raise NotFound("chat not found")
             raise NotRunning("no reply is being generated there")
-        aborting = Aborting(self._events, running["task_id"], running["chat"], running["id"])
-        await self._events.feed_ready(running["chat"])
-        request = AbortRequest(origin=self.instance, owner=owner, task_id=running["task_id"], by=by)
+        aborting = Aborting(self._events, running.task_id, running.chat, running.id)
+        await self._events.feed_ready(running.chat)
+        request = AbortRequest(origin=self.instance, owner=owner, task_id=running.task_id, by=by)
         self._bus.publish(instance_channel(running["instance"]), request)
         return aborting
 
@@ -471,10 +472,10 @@ class Generations(anyio.AsyncContextManagerMixin):
         generation = self._by_task.get(aborting.task_id)
         if generation is not None:  # interrupted here: no terminal event, but it is stored
             await generation.finished.wait()
-        row = await store.get_message(aborting.message_id)
-        if row is None:
+        reply = await store.get_message(aborting.message_id)
+        if reply is None:
             raise InternalError("the reply could not be stored")
-        return aborting.task_id, message_from_row(row)
+        return aborting.task_id, message_from_record(reply)
 
     # --- other instances ---------------------------------------------------------------
 
@@ -502,13 +503,13 @@ class Generations(anyio.AsyncContextManagerMixin):
             chat_id, Event("snapshot", generation.task_id, encode_frame(snapshot), generation.seq)
         )
 
-    async def _announce_interrupted(self, rows: list[store.Row]) -> None:
+    async def _announce_interrupted(self, replies: list[InterruptedReply]) -> None:
         """Subscribers of a reply interrupted by its instance's end hear that it ended."""
-        for row in rows:
-            if row["task_id"] is None:
+        for reply in replies:
+            if reply.task_id is None:
                 continue
-            frame = _interrupted_frame(row["task_id"], row["chat"])
-            self._events.publish(row["chat"], event_of(frame))
+            frame = _interrupted_frame(reply.task_id, reply.chat)
+            self._events.publish(reply.chat, event_of(frame))
 
     # --- run -------------------------------------------------------------------------------
 
@@ -553,18 +554,18 @@ class Generations(anyio.AsyncContextManagerMixin):
         tree = await self._tree_text(generation.chat_id, budget // 2) if self._trees else None
         system = "\n\n".join(part for part in (generation.system_prompt, tree) if part)
         # The newest message always goes, older ones while they fit; only those are read.
-        rows = await store.prompt_history(
+        history = await store.prompt_history(
             generation.chat_id, budget=budget - len(system), leave_out=generation.message_id
         )
-        while len(rows) > 1 and rows[0]["role"] != "user":
-            rows = rows[1:]  # strict templates (Gemma's, Mistral's) want a user turn first
-        if rows and len(system) + len(rows[-1]["content"]) > budget:
+        while len(history) > 1 and history[0].role != "user":
+            history = history[1:]  # strict templates (Gemma's, Mistral's) want a user turn first
+        if history and len(system) + len(history[-1].content) > budget:
             raise ContextOverflow(
                 "the message and the chat's system prompt are longer than the model's "
                 f"context takes (about {budget // CHARS_PER_TOKEN} tokens); shorten them"
             )
         turns = [ChatTurn(role="system", content=system)]
-        turns.extend(ChatTurn(role=row["role"], content=row["content"]) for row in rows)
+        turns.extend(ChatTurn(role=turn.role, content=turn.content) for turn in history)
         return CompletionRequest(
             model=generation.model,
             messages=turns,
@@ -603,12 +604,12 @@ class Generations(anyio.AsyncContextManagerMixin):
 
     async def _tree_text(self, chat_id: UUID, room: int) -> str:
         """The chat's tree as the model sees it: node ids are what its tools take."""
-        row = await store.get_tree(chat_id)
-        shown = _json_text(row["root"])
+        tree = await store.get_tree(chat_id)
+        shown = _json_text(tree.root)
         if len(shown) > room:
             shown = "(too large to show here; ask the user which nodes to change)"
         return (
-            f"The chat's workspace tree (version {row['version']}); the tree_* tools "
+            f"The chat's workspace tree (version {tree.version}); the tree_* tools "
             f"change it and take the nodes' ids:\n{shown}"
         )
 
@@ -728,15 +729,15 @@ class Generations(anyio.AsyncContextManagerMixin):
         """Store the reply once, then announce its end; always leaves the registry."""
         usage = outcome.usage or Usage(prompt_tokens=None, completion_tokens=None)
         try:
-            row = await self._store_end(generation, outcome, usage)
+            reply = await self._store_end(generation, outcome, usage)
         except anyio.get_cancelled_exc_class():  # stopped while waiting to try again
             generation.finished.set()
             raise
         finally:
             self._unregister(generation)
         generation.error = outcome.error
-        if row is not None:
-            generation.reply = message_from_row(row)
+        if reply is not None:
+            generation.reply = message_from_record(reply)
         terminal = self._terminal_frame(generation, outcome)
         if terminal is not None:
             self._publish(generation, self._debug_frame(generation, outcome))
@@ -766,7 +767,7 @@ class Generations(anyio.AsyncContextManagerMixin):
 
     async def _store_end(
         self, generation: Generation, outcome: _Outcome, usage: Usage
-    ) -> store.Row | None:
+    ) -> MessageRecord | None:
         """The reply's one final write. When the database cannot take it in time, it is
         tried again (backing off, each try shielded) until it lands or ``END_RETRY_SECONDS``
         pass: the reply stays registered meanwhile, and is announced once, when stored.
