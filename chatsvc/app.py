@@ -44,6 +44,7 @@ from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
+from chatsvc.wire import ErrorCode
 
 log = logging.getLogger("chatsvc")
 
