@@ -5,6 +5,14 @@ callers above this module never build queries nor see a row. Every chat query
 is scoped by owner, so another user's chat is simply not found.
 """
 
+# Piccolo's query builders are typed with unparameterised generics (``Select``,
+# ``Update[Unknown]``, raw rows as ``Unknown``), so strict pyright sees every
+# query here as partially unknown. This module is the one that builds queries,
+# and it turns every row into a typed record before returning it: the unknowns
+# stop here, and only these three rules are relaxed, only in this file.
+# pyright: reportUnknownMemberType=false, reportUnknownVariableType=false
+# pyright: reportUnknownArgumentType=false
+
 from __future__ import annotations
 
 import contextlib
@@ -127,9 +135,7 @@ async def update_user(user_id: int, values: dict[str, Any], *, revoke_tokens: bo
 
     False when there is no such user.
     """
-    columns: dict[Column | str, Any] = {
-        BaseUser._meta.get_column_by_name(name): value for name, value in values.items()
-    }
+    columns: dict[Column | str, Any] = {**values}  # Piccolo looks each name up
     async with write_transaction(current_engine()):
         if not await BaseUser.exists().where(BaseUser.id == user_id):
             return False
@@ -234,9 +240,7 @@ def _matches(search: str) -> WhereRaw:
 
 
 async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> ChatRecord | None:
-    columns: dict[Column | str, Any] = {
-        Chat._meta.get_column_by_name(name): value for name, value in values.items()
-    }
+    columns: dict[Column | str, Any] = {**values}  # Piccolo looks each name up
     columns[Chat.updated_at] = now()
     rows = await (
         Chat.update(columns)
@@ -289,7 +293,8 @@ def _message(row: _Row) -> MessageRecord:
     if isinstance(stored, str | bytes):
         stored = msgspec.json.decode(stored)
     calls = msgspec.convert(stored, list[ToolCallRecord]) if stored else None
-    return MessageRecord(**(row | {"tool_calls": calls}))
+    values: _Row = {**row, "tool_calls": calls}
+    return MessageRecord(**values)
 
 
 #: Messages whose sizes one query reads while a prompt's history is gathered.

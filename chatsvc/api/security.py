@@ -143,7 +143,7 @@ class TokenIssuer:
         self.lifetime = int(auth.default_token_expiration.total_seconds())
 
     def issue(self, user: ActiveUser) -> AccessToken:
-        token = self._auth.create_token(
+        token = self._auth.create_token(  # pyright: ignore[reportUnknownMemberType]
             identifier=str(user.id), token_extras={VERSION_CLAIM: user.token_version}
         )
         return AccessToken(access_token=token, expires_in=self.lifetime)
