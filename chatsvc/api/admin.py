@@ -48,11 +48,11 @@ from piccolo_api.rate_limiting.middleware import RateLimitProvider
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from chatsvc.accounts import MAX_PASSWORD, MIN_PASSWORD, Accounts
+from chatsvc.accounts import Accounts
 from chatsvc.audit import audit
 from chatsvc.errors import ChatsvcError, Overloaded, RateLimited, Unauthorized
 from chatsvc.settings import Settings
-from chatsvc.tables import Chat, Instance, Message
+from chatsvc.tables import Account, Chat, Instance, Message
 from chatsvc.wire import LoginRequest, RegisterRequest
 
 
@@ -83,12 +83,10 @@ class _SharedLoginBudget(RateLimitProvider):
         del identifier
 
 
-class AdminUser(BaseUser, tablename="piccolo_user"):
-    """``piccolo_user`` as the admin sees it: staff log in, users change through Accounts."""
+class AdminUser(Account, tablename="piccolo_user"):
+    """``piccolo_user`` as the admin sees it: staff log in, users change through Accounts.
 
-    # What Piccolo's "change password" page checks before calling `update_password`.
-    _min_password_length = MIN_PASSWORD
-    _max_password_length = MAX_PASSWORD
+    Piccolo's "change password" page checks ``Account``'s length rules."""
 
     @classmethod
     async def login(cls, username: str, password: str) -> int | None:
