@@ -259,8 +259,8 @@ class Generations(anyio.AsyncContextManagerMixin):
                 await self._events.follow_remote(
                     chat_id,
                     subscriber,
-                    task_id=running["task_id"],
-                    owner_instance=running["instance"],
+                    task_id=running.task_id,
+                    owner_instance=running.instance,
                 )
                 return None
         generation = self._by_chat.get(chat_id)
@@ -423,7 +423,7 @@ class Generations(anyio.AsyncContextManagerMixin):
             running = await store.find_running(
                 owner, task_id=task_id, chat_id=chat_id, live_after=self._lease.live_after()
             )
-        if running is None or running.task_id is None or running.instance == self.instance:
+        if running is None or running.instance == self.instance:
             # Only on this path, so an abort that finds its reply waits for no query.
             if chat_id is not None and await store.get_chat(owner, chat_id) is None:
                 raise NotFound("chat not found")
@@ -431,7 +431,7 @@ class Generations(anyio.AsyncContextManagerMixin):
         aborting = Aborting(self._events, running.task_id, running.chat, running.id)
         await self._events.feed_ready(running.chat)
         request = AbortRequest(origin=self.instance, owner=owner, task_id=running.task_id, by=by)
-        self._bus.publish(instance_channel(running["instance"]), request)
+        self._bus.publish(instance_channel(running.instance), request)
         return aborting
 
     def _cancel(self, generation: Generation, by: AbortedBy) -> None:

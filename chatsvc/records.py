@@ -71,12 +71,13 @@ class Turn(Struct, frozen=True, kw_only=True):
 
 
 class RunningReply(Struct, frozen=True, kw_only=True):
-    """A reply streaming on a live instance: which chat, which task, where."""
+    """A reply streaming on a live instance: which chat, which task, where (a reply
+    on a live instance always has both: older ones were interrupted at start)."""
 
     id: UUID
     chat: UUID
     task_id: UUID
-    instance: str | None
+    instance: str
 
 
 class InterruptedReply(Struct, frozen=True, kw_only=True):
