@@ -26,6 +26,7 @@ import anyio.abc
 
 from chatsvc import store
 from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus
+from chatsvc.records import UserAccess
 from chatsvc.tasks import background_tasks
 
 log = logging.getLogger("chatsvc.access")
@@ -54,13 +55,13 @@ class Guarded(Protocol):
     def revoke(self, reason: str) -> None: ...
 
 
-def verdict(guarded: Guarded, row: store.Row | None) -> str | None:
+def verdict(guarded: Guarded, user: UserAccess | None) -> str | None:
     """Why ``guarded`` must close given its user's row now, or ``None``."""
-    if row is None or not row["active"]:
+    if user is None or not user.active:
         return DEACTIVATED
-    if row["token_version"] != guarded.token_version:
+    if user.token_version != guarded.token_version:
         return REVOKED
-    if guarded.staff and not row["admin"]:
+    if guarded.staff and not user.admin:
         return DEMOTED
     return None
 
@@ -112,10 +113,10 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
         ids = sorted(set(user_ids))
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
-            rows = {row["id"]: row for row in await store.access_of(batch)}
+            users = {user.id: user for user in await store.access_of(batch)}
             for user_id in batch:
                 for guarded in list(self._open.get(user_id, ())):
-                    reason = verdict(guarded, rows.get(user_id))
+                    reason = verdict(guarded, users.get(user_id))
                     if reason is not None:
                         log.info("socket of user %d closed: %s", user_id, reason)
                         guarded.revoke(reason)

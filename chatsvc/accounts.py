@@ -1,7 +1,8 @@
 """Register, log in and change users of Piccolo's ``BaseUser`` table, hashing off the event loop.
 
-Hashes use BaseUser's own format (``pbkdf2_sha256$600000$salt$hex``), so the
-same accounts log in to the Piccolo admin. PBKDF2 at 600,000 rounds costs
+Hashes are Piccolo's own (``Account.hash_password``: BaseUser's, with our
+length rules; ``pbkdf2_sha256$600000$salt$hex``), so the same accounts log in
+to the Piccolo admin. PBKDF2 at 600,000 rounds costs
 about 0.5-0.8 s of CPU, so it always runs in a worker thread, at most
 ``PASSWORD_HASH_WORKERS`` at once: a burst of logins queues there instead of
 stalling other requests and streams. At most ``PASSWORD_HASH_QUEUE`` wait
@@ -19,7 +20,6 @@ tells every instance to re-check the user's open sockets at once.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import math
 import secrets
@@ -29,7 +29,6 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 import msgspec
-from piccolo.apps.user.tables import BaseUser
 
 from chatsvc import store
 from chatsvc.audit import audit
@@ -43,36 +42,33 @@ from chatsvc.errors import (
     Unauthorized,
 )
 from chatsvc.login_limits import LoginLimits
+from chatsvc.records import UserAccess
+from chatsvc.tables import MAX_PASSWORD, MIN_PASSWORD, PASSWORD_ITERATIONS, Account
 from chatsvc.wire import User
 
 T = TypeVar("T")
 #: Where a login came in: the REST API or the Piccolo admin.
 Via = Literal["api", "admin"]
 
-ALGORITHM = "pbkdf2_sha256"
-ITERATIONS = BaseUser._pbkdf2_iteration_count
 INVALID_CREDENTIALS = "invalid username or password"
-#: The length rules of ``wire.Password``, for passwords that do not come through the API.
-MIN_PASSWORD, MAX_PASSWORD = 8, 256
 #: The user columns an operator may change that decide what a token may still do.
 ACCESS_COLUMNS = frozenset({"password", "active", "admin", "superuser"})
 
 
-def _pbkdf2(password: str, salt: str, iterations: int) -> str:
-    """Piccolo's stored format and algorithm (the admin checks what we store), computed
-    here: ``BaseUser.hash_password`` refuses passwords over 128 characters, and the
-    contract takes up to 256 (docs/protocol.md section 1)."""
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations).hex()
-    return f"{ALGORITHM}${iterations}${salt}${digest}"
-
-
 def _check(password: str, stored: str) -> bool:
-    algorithm, _, rest = stored.partition("$")
-    iterations, _, rest = rest.partition("$")
-    salt, _, _ = rest.partition("$")
-    if algorithm != ALGORITHM or not iterations.isdigit():
+    """Piccolo's check (``BaseUser.login`` does the same after its query): hash again with
+    the stored salt and rounds, compare in constant time."""
+    try:
+        algorithm, iterations, salt, _ = Account.split_stored_password(stored)
+        again = Account.hash_password(password, salt, int(iterations))
+    except ValueError:  # not Piccolo's format, or a password longer than any we store
         return False
-    return hmac.compare_digest(_pbkdf2(password, salt, int(iterations)), stored)
+    return algorithm == "pbkdf2_sha256" and hmac.compare_digest(again, stored)
+
+
+def _needs_rehash(stored: str) -> bool:
+    """Hashed with fewer rounds than new hashes get (an older default)."""
+    return Account.split_stored_password(stored)[1] != str(PASSWORD_ITERATIONS)
 
 
 @functools.cache
@@ -126,7 +122,7 @@ class Accounts:
         self._hash_seconds = 0.8  # a first guess for Retry-After, then measured
         self._limits = login_limits
         # Verified when the username is unknown, so that both cases cost the same time.
-        self._dummy_hash = _pbkdf2(secrets.token_hex(16), secrets.token_hex(16), ITERATIONS)
+        self._dummy_hash = Account.hash_password(secrets.token_hex(16))
 
     async def _in_thread(self, work: Callable[[], T]) -> T:
         """``work`` in a hashing thread, or :class:`Overloaded` when too many already wait."""
@@ -147,8 +143,7 @@ class Accounts:
         return result
 
     async def hash_password(self, password: str) -> str:
-        salt = secrets.token_hex(16)
-        return await self._in_thread(lambda: _pbkdf2(password, salt, ITERATIONS))
+        return await self._in_thread(lambda: Account.hash_password(password))
 
     async def _verify(self, password: str, stored: str) -> bool:
         return await self._in_thread(lambda: _check(password, stored))
@@ -219,9 +214,9 @@ class Accounts:
         """
         self._charge(address, username, via)
         row = await store.get_credentials(username)
-        stored = row["password"] if row else self._dummy_hash
+        stored = row.password if row else self._dummy_hash
         valid = await self._verify(password, stored)
-        if row is None or not valid or not row["active"]:
+        if row is None or not valid or not row.active:
             reason = (
                 "unknown user" if row is None else "wrong password" if not valid else "inactive"
             )
@@ -234,9 +229,9 @@ class Accounts:
             )
             raise Unauthorized(INVALID_CREDENTIALS)
         rehashed = None
-        if not stored.startswith(f"{ALGORITHM}${ITERATIONS}$"):
+        if _needs_rehash(stored):
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
-        await store.record_login(row["id"], rehashed)
+        await store.record_login(row.id, rehashed)
         return _active_user(row)
 
     async def active_user(self, user_id: int) -> ActiveUser | None:
@@ -245,10 +240,7 @@ class Accounts:
         return None if row is None else _active_user(row)
 
 
-def _active_user(row: store.Row) -> ActiveUser:
+def _active_user(user: UserAccess) -> ActiveUser:
     return ActiveUser(
-        id=row["id"],
-        username=row["username"],
-        staff=bool(row["admin"]),
-        token_version=row["token_version"],
+        id=user.id, username=user.username, staff=user.admin, token_version=user.token_version
     )

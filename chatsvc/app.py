@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
-from chatsvc.accounts import Accounts
+from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.api import admin, auth, chats, docs, ops, web, ws
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
@@ -44,6 +44,7 @@ from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
+from chatsvc.wire import ErrorCode
 
 log = logging.getLogger("chatsvc")
 
@@ -59,7 +60,7 @@ DATABASE_DOWN = (
 
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
-    headers = {}
+    headers: dict[str, str] = {}
     if exc.retry_after is not None:  # `overloaded`, and the per-user cap (`rate_limited`)
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return Response(
@@ -69,7 +70,7 @@ def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any
     )
 
 
-_CODES = {
+_CODES: dict[int, ErrorCode] = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -121,7 +122,7 @@ def _freeze_startup_heap() -> None:
 
 def _client_key(request: Request[Any, Any, Any]) -> str:
     """Per user when the request is authenticated, else per client address."""
-    user = request.scope.get("user")
+    user: ActiveUser | None = request.scope.get("user")  # pyright: ignore[reportUnknownMemberType]
     if user is not None:
         return f"user:{user.id}"
     return f"ip:{address_group(get_remote_address(request))}"
@@ -239,7 +240,7 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
     origins = settings.cors_origin_list
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:  # runs with `engine` bound
+    async def lifespan(app: Litestar) -> AsyncGenerator[None]:  # runs with `engine` bound
         if settings.jwt_secret is None:
             log.warning(
                 "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"

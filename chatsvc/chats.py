@@ -13,7 +13,7 @@ from msgspec import UNSET
 
 from chatsvc import store
 from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
-from chatsvc.mappers import chat_from_row, message_from_row
+from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import (
     Chat,
@@ -80,30 +80,30 @@ class Chats:
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         self._check_model(data.model)
-        row = await store.create_chat(
+        chat = await store.create_chat(
             owner,
             title=data.title,
             system_prompt=data.system_prompt,
             model=data.model,
             max_chats=self._max_chats,
         )
-        return chat_from_row(row)
+        return chat_from_record(chat)
 
     async def list(
         self, owner: int, *, limit: int, cursor: str | None = None, q: str | None = None
     ) -> ChatPage:
         after = decode_cursor(cursor, "cursor") if cursor else None
         # One row more than asked tells whether another page exists.
-        rows = await store.list_chats(owner, limit=limit + 1, after=after, search=q)
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor((page[-1]["updated_at"], page[-1]["id"])) if more else None
-        return ChatPage(items=[chat_from_row(r) for r in page], next_cursor=next_cursor)
+        chats = await store.list_chats(owner, limit=limit + 1, after=after, search=q)
+        page, more = chats[:limit], len(chats) > limit
+        next_cursor = encode_cursor((page[-1].updated_at, page[-1].id)) if more else None
+        return ChatPage(items=[chat_from_record(c) for c in page], next_cursor=next_cursor)
 
     async def get(self, owner: int, chat_id: UUID) -> Chat:
-        row = await store.get_chat(owner, chat_id)
-        if row is None:
+        chat = await store.get_chat(owner, chat_id)
+        if chat is None:
             raise NotFound("chat not found")
-        return chat_from_row(row)
+        return chat_from_record(chat)
 
     async def get_with_messages(self, owner: int, chat_id: UUID, *, limit: int) -> ChatWithMessages:
         """The chat and the newest page of its messages (never the whole of a long chat)."""
@@ -123,11 +123,12 @@ class Chats:
 
     async def _message_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
         keyset = decode_cursor(before, "before") if before else None
-        rows = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
-        more = len(rows) > limit
-        page = rows[1:] if more else rows  # rows are oldest first; drop the extra, oldest one
-        next_cursor = encode_cursor((page[0]["created_at"], page[0]["id"])) if more else None
-        return MessagePage(items=[message_from_row(r) for r in page], next_cursor=next_cursor)
+        messages = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
+        more = len(messages) > limit
+        # oldest first: drop the extra, oldest one
+        page = messages[1:] if more else messages
+        next_cursor = encode_cursor((page[0].created_at, page[0].id)) if more else None
+        return MessagePage(items=[message_from_record(m) for m in page], next_cursor=next_cursor)
 
     async def update(self, owner: int, chat_id: UUID, data: ChatUpdate) -> Chat:
         if data.model is not UNSET:
@@ -137,10 +138,10 @@ class Chats:
             for field in data.__struct_fields__
             if (value := getattr(data, field)) is not UNSET
         }
-        row = await store.update_chat(owner, chat_id, values)
-        if row is None:
+        chat = await store.update_chat(owner, chat_id, values)
+        if chat is None:
             raise NotFound("chat not found")
-        return chat_from_row(row)
+        return chat_from_record(chat)
 
     async def delete(self, owner: int, chat_id: UUID) -> None:
         """Delete a chat and its messages; a reply still streaming there is aborted first."""

@@ -3,28 +3,9 @@ HTTP status."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-ErrorCode = Literal[
-    "invalid_message",
-    "too_large",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "conflict",
-    "stale_version",
-    "invalid_patch",
-    "busy",
-    "not_running",
-    "rate_limited",
-    "limit_reached",
-    "llm_unavailable",
-    "llm_error",
-    "timeout",
-    "internal",
-    "unavailable",
-    "overloaded",
-]
+from chatsvc.wire import ErrorCode
 
 
 class ChatsvcError(Exception):

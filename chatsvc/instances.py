@@ -23,10 +23,11 @@ from datetime import datetime, timedelta
 import anyio
 
 from chatsvc import store
+from chatsvc.records import InterruptedReply
 
 log = logging.getLogger("chatsvc.instances")
 
-Recovered = Callable[[list[store.Row]], Awaitable[None]]
+Recovered = Callable[[list[InterruptedReply]], Awaitable[None]]
 
 
 class Lease:
@@ -47,12 +48,14 @@ class Lease:
 
     async def recover(self, recovered: Recovered, *, alone: bool = False) -> None:
         """Interrupt the replies of instances that are gone: every other one if ``alone``."""
-        rows = await store.interrupt_orphaned_replies(
+        replies = await store.interrupt_orphaned_replies(
             self.live_after(), sole=self.id if alone else None
         )
-        if rows:
-            log.warning("%d replies of stopped or crashed instances are now interrupted", len(rows))
-            await recovered(rows)
+        if replies:
+            log.warning(
+                "%d replies of stopped or crashed instances are now interrupted", len(replies)
+            )
+            await recovered(replies)
 
     async def keep(self, recovered: Recovered) -> None:
         """Renew the lease and look for orphaned replies, until cancelled."""

@@ -1,4 +1,4 @@
-"""Rows of the store as the wire shows them: a chat, a message with its usage and tool calls.
+"""Records of the store as the wire shows them: a chat, a message with its usage and tool calls.
 
 They live next to the store, below both use-case modules that need them (``chats`` and
 ``generation``), so neither has to import the other.
@@ -6,48 +6,38 @@ They live next to the store, below both use-case modules that need them (``chats
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
-from chatsvc.wire import Chat, Message, ToolCallRecord, Usage
+from chatsvc.records import ChatRecord, MessageRecord
+from chatsvc.wire import Chat, Message, Usage
 
 
-def chat_from_row(row: dict[str, Any]) -> Chat:
+def chat_from_record(chat: ChatRecord) -> Chat:
     return Chat(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        model=row["model"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        id=chat.id,
+        title=chat.title,
+        system_prompt=chat.system_prompt,
+        model=chat.model,
+        created_at=chat.created_at,
+        updated_at=chat.updated_at,
     )
 
 
-def message_from_row(row: dict[str, Any]) -> Message:
-    has_usage = row["prompt_tokens"] is not None or row["completion_tokens"] is not None
+def message_from_record(message: MessageRecord) -> Message:
+    has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
     return Message(
-        id=row["id"],
-        chat_id=row["chat"],
-        role=row["role"],
-        content=row["content"],
-        status=row["status"],
-        is_ai=row["role"] == "assistant",
-        model=row["model"],
-        usage=Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
+        id=message.id,
+        chat_id=message.chat,
+        role=message.role,
+        content=message.content,
+        status=message.status,
+        is_ai=message.role == "assistant",
+        model=message.model,
+        usage=Usage(
+            prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens
+        )
         if has_usage
         else None,
-        finish_reason=row["finish_reason"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-        tool_calls=_tool_calls(row.get("tool_calls")),
+        finish_reason=message.finish_reason,
+        created_at=message.created_at,
+        completed_at=message.completed_at,
+        tool_calls=message.tool_calls,
     )
-
-
-def _tool_calls(stored: Any) -> list[ToolCallRecord] | None:
-    """The JSONB column as stored: JSON text (both drivers give it so), or null."""
-    if stored is None:
-        return None
-    if isinstance(stored, str | bytes):
-        stored = msgspec.json.decode(stored)
-    return msgspec.convert(stored, list[ToolCallRecord]) if stored else None

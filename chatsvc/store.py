@@ -1,9 +1,17 @@
 """Every database query of chatsvc, over the Piccolo tables.
 
-Functions take and return plain values and dicts; callers above this module
-never build queries. Every chat query is scoped by owner, so another user's
-chat is simply not found.
+Functions take plain values and return the typed records of ``records.py``;
+callers above this module never build queries nor see a row. Every chat query
+is scoped by owner, so another user's chat is simply not found.
 """
+
+# Piccolo's query builders are typed with unparameterised generics (``Select``,
+# ``Update[Unknown]``, raw rows as ``Unknown``), so strict pyright sees every
+# query here as partially unknown. This module is the one that builds queries,
+# and it turns every row into a typed record before returning it: the unknowns
+# stop here, and only these three rules are relaxed, only in this file.
+# pyright: reportUnknownMemberType=false, reportUnknownVariableType=false
+# pyright: reportUnknownArgumentType=false
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
@@ -24,10 +33,22 @@ from piccolo.query.functions.string import Length
 from chatsvc.admission import admit
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
 from chatsvc.errors import Conflict, LimitReached
+from chatsvc.records import (
+    ChatRecord,
+    Exchange,
+    InterruptedReply,
+    MessageRecord,
+    RunningReply,
+    TreeRecord,
+    Turn,
+    UserAccess,
+)
 from chatsvc.tables import Chat, ChatTree, Instance, Message
 from chatsvc.tree import empty_root
+from chatsvc.wire import ErrorCode, MessageStatus, ToolCallRecord
 
-Row = dict[str, Any]
+#: A row as Piccolo gives it, before it becomes a record.
+_Row = dict[str, Any]
 #: A place in an ordered list: the sort timestamp, then the id that breaks ties.
 _Keyset = tuple[datetime, UUID]
 
@@ -71,10 +92,15 @@ _USER_ACCESS = (
 )
 
 
-async def get_credentials(username: str) -> Row | None:
+async def get_credentials(username: str) -> UserAccess | None:
     """The user's id, hash, flags and token version, by name."""
     rows = await BaseUser.raw(_USER_ACCESS + "WHERE u.username = {}", username)
-    return rows[0] if rows else None
+    return _user(rows[0]) if rows else None
+
+
+def _user(row: _Row) -> UserAccess:
+    # SQLite answers 0/1 for booleans: convert them.
+    return msgspec.convert(row, UserAccess, strict=False)
 
 
 async def record_login(user_id: int, password_hash: str | None = None) -> None:
@@ -85,20 +111,18 @@ async def record_login(user_id: int, password_hash: str | None = None) -> None:
     await BaseUser.update(values).where(BaseUser.id == user_id)
 
 
-async def get_active_user(user_id: int) -> Row | None:
+async def get_active_user(user_id: int) -> UserAccess | None:
     rows = await access_of([user_id])
-    return rows[0] if rows and rows[0]["active"] else None
+    return rows[0] if rows and rows[0].active else None
 
 
-async def access_of(user_ids: list[int]) -> list[Row]:
+async def access_of(user_ids: list[int]) -> list[UserAccess]:
     """Flags and token version of these users, in one query (deleted users are missing)."""
     if not user_ids:
         return []
     marks = ", ".join("{}" for _ in user_ids)
     rows = await BaseUser.raw(_USER_ACCESS + f"WHERE u.id IN ({marks})", *user_ids)
-    for row in rows:  # SQLite answers 0/1
-        row["active"], row["admin"] = bool(row["active"]), bool(row["admin"])
-    return rows
+    return [_user(row) for row in rows]
 
 
 _RAISE_TOKEN_VERSION = (
@@ -112,9 +136,7 @@ async def update_user(user_id: int, values: dict[str, Any], *, revoke_tokens: bo
 
     False when there is no such user.
     """
-    columns: dict[Column | str, Any] = {
-        BaseUser._meta.get_column_by_name(name): value for name, value in values.items()
-    }
+    columns: dict[Column | str, Any] = {**values}  # Piccolo looks each name up
     async with write_transaction(current_engine()):
         if not await BaseUser.exists().where(BaseUser.id == user_id):
             return False
@@ -139,7 +161,7 @@ _CHAT_COLUMNS = (
 
 async def create_chat(
     owner: int, *, title: str, system_prompt: str, model: str | None, max_chats: int
-) -> Row:
+) -> ChatRecord:
     """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
     ``max_chats`` already."""
     stamp = now()
@@ -159,7 +181,7 @@ async def create_chat(
             )
         ).returning(*_CHAT_COLUMNS)
         await _create_tree(rows[0]["id"])
-    return rows[0]
+    return ChatRecord(**rows[0])
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
@@ -170,12 +192,13 @@ async def _check_room_for_chat(owner: int, max_chats: int) -> None:
         )
 
 
-async def get_chat(owner: int, chat_id: UUID) -> Row | None:
-    return (
+async def get_chat(owner: int, chat_id: UUID) -> ChatRecord | None:
+    row = (
         await Chat.select(*_CHAT_COLUMNS)
         .where((Chat.id == chat_id) & (Chat.owner == owner))
         .first()
     )
+    return ChatRecord(**row) if row else None
 
 
 async def list_chats(
@@ -184,7 +207,7 @@ async def list_chats(
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     search: str | None = None,
-) -> list[Row]:
+) -> list[ChatRecord]:
     """Chats newest ``updated_at`` first (ties by id), strictly after the keyset ``after``."""
     query = Chat.select(*_CHAT_COLUMNS).where(Chat.owner == owner)
     if after is not None:
@@ -194,7 +217,8 @@ async def list_chats(
         )
     if search:
         query = query.where(_matches(search))
-    return await query.order_by(Chat.updated_at, Chat.id, ascending=False).limit(limit)
+    rows = await query.order_by(Chat.updated_at, Chat.id, ascending=False).limit(limit)
+    return [ChatRecord(**row) for row in rows]
 
 
 # Literal substring match, case-insensitive, as constant SQL: the text is a bound
@@ -216,17 +240,15 @@ def _matches(search: str) -> WhereRaw:
     return WhereRaw(_SEARCH_SQL[engine], search, search)
 
 
-async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> Row | None:
-    columns: dict[Column | str, Any] = {
-        Chat._meta.get_column_by_name(name): value for name, value in values.items()
-    }
+async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> ChatRecord | None:
+    columns: dict[Column | str, Any] = {**values}  # Piccolo looks each name up
     columns[Chat.updated_at] = now()
     rows = await (
         Chat.update(columns)
         .where((Chat.id == chat_id) & (Chat.owner == owner))
         .returning(*_CHAT_COLUMNS)
     )
-    return rows[0] if rows else None
+    return ChatRecord(**rows[0]) if rows else None
 
 
 async def delete_chat(owner: int, chat_id: UUID) -> bool:
@@ -254,22 +276,33 @@ _MESSAGE_COLUMNS = (
 )
 
 
-async def list_messages(chat_id: UUID, *, limit: int, before: _Keyset | None = None) -> list[Row]:
+async def list_messages(
+    chat_id: UUID, *, limit: int, before: _Keyset | None = None
+) -> list[MessageRecord]:
     """The newest ``limit`` messages before the keyset ``before``, returned oldest first
     (a page: no caller reads a whole chat)."""
     query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
     if before is not None:
         query = query.where(_older_than(before))
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
-    rows.reverse()
-    return rows
+    return [_message(row) for row in reversed(rows)]
+
+
+def _message(row: _Row) -> MessageRecord:
+    """The JSONB column comes as JSON text from both drivers (or null)."""
+    stored = row["tool_calls"]
+    if isinstance(stored, str | bytes):
+        stored = msgspec.json.decode(stored)
+    calls = msgspec.convert(stored, list[ToolCallRecord]) if stored else None
+    values: _Row = {**row, "tool_calls": calls}
+    return MessageRecord(**values)
 
 
 #: Messages whose sizes one query reads while a prompt's history is gathered.
 HISTORY_PAGE = 50
 
 
-async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list[Row]:
+async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list[Turn]:
     """The newest messages whose texts fit ``budget`` characters, oldest first: ``id``,
     ``role`` and ``content`` only. The newest one always goes, however long; empty
     ones and ``leave_out`` (the reply being written) never do.
@@ -310,7 +343,7 @@ async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list
         .where((Message.chat == chat_id) & _from(oldest))
         .order_by(Message.created_at, Message.id)
     )
-    return [row for row in texts if row["id"] in chosen]
+    return [Turn(**row) for row in texts if row["id"] in chosen]
 
 
 def _older_than(keyset: _Keyset) -> Any:
@@ -343,13 +376,13 @@ async def create_exchange(
     live_after: datetime,
     per_user_cap: int,
     max_chats: int,
-) -> tuple[Row, Row, Row, bool] | None:
+) -> Exchange | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
     With no ``chat_id`` a chat is created first. The reply's model is the chat's
     when it is among ``offered_models``, else ``default_model`` (a chat may keep a
     model the operator no longer offers: it is never sent upstream). Returns
-    ``(chat, user message, assistant message, created)``, or ``None`` when the
+    the :class:`~chatsvc.records.Exchange`, or ``None`` when the
     chat is not the owner's.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
@@ -408,8 +441,13 @@ async def create_exchange(
             instance=instance,
         )
         rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
-    user_row, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
-    return chat, user_row, reply_row, created
+    question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
+    return Exchange(
+        chat=ChatRecord(**chat),
+        question=_message(question),
+        reply=_message(reply_row),
+        created=created,
+    )
 
 
 # Admission runs these for every message sent: as constant SQL they cost a few
@@ -457,14 +495,14 @@ async def finish_reply(
     message_id: UUID,
     chat_id: UUID,
     *,
-    status: str,
+    status: MessageStatus,
     content: str,
     prompt_tokens: int | None,
     completion_tokens: int | None,
     finish_reason: str | None,
-    error_code: str | None,
+    error_code: ErrorCode | None,
     tool_calls: list[dict[str, Any]] | None = None,
-) -> Row | None:
+) -> MessageRecord | None:
     """The one final write of a reply: its text, status, usage and tool calls (``name``,
     ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before other
     queued writes: an abort, and every follower, waits for it."""
@@ -487,21 +525,18 @@ async def finish_reply(
             .returning(*_MESSAGE_COLUMNS)
         )
         await Chat.update({Chat.updated_at: stamp}).where(Chat.id == chat_id)
-    return rows[0] if rows else None
+    return _message(rows[0]) if rows else None
 
 
-async def get_message(message_id: UUID) -> Row | None:
+async def get_message(message_id: UUID) -> MessageRecord | None:
     rows = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == message_id)
-    return rows[0] if rows else None
+    return _message(rows[0]) if rows else None
 
 
 async def find_running(
     owner: int, *, task_id: UUID | None, chat_id: UUID | None, live_after: datetime
-) -> Row | None:
-    """The owner's reply streaming on a live instance, by task or by chat.
-
-    Gives the reply's ``id``, ``chat``, ``task_id`` and ``instance``.
-    """
+) -> RunningReply | None:
+    """The owner's reply streaming on a live instance, by task or by chat."""
     where = (
         (Message.status == "streaming")
         & (Message.chat.owner == owner)
@@ -514,7 +549,7 @@ async def find_running(
     rows = await Message.select(Message.id, Message.chat, Message.task_id, Message.instance).where(
         where
     )
-    return rows[0] if rows else None
+    return RunningReply(**rows[0]) if rows else None
 
 
 # --- trees ---------------------------------------------------------------------------
@@ -527,14 +562,14 @@ async def _create_tree(chat_id: UUID) -> None:
     )
 
 
-async def get_tree(chat_id: UUID) -> Row:
-    """The chat's tree (``version``, ``root``); a chat from before trees gets an empty one."""
+async def get_tree(chat_id: UUID) -> TreeRecord:
+    """The chat's tree; a chat from before trees gets an empty one."""
     query = ChatTree.select(ChatTree.version, ChatTree.root).where(ChatTree.chat == chat_id)
     rows = await query.output(load_json=True)
     if not rows:
         await _create_tree(chat_id)
         rows = await query.output(load_json=True)
-    return rows[0]
+    return TreeRecord(**rows[0])
 
 
 #: The bytes of the trees of a chat's owner, but that chat's.
@@ -614,7 +649,9 @@ async def end_lease(instance: str) -> None:
     await Instance.delete().where(Instance.id == instance)
 
 
-async def interrupt_orphaned_replies(live_after: datetime, *, sole: str | None = None) -> list[Row]:
+async def interrupt_orphaned_replies(
+    live_after: datetime, *, sole: str | None = None
+) -> list[InterruptedReply]:
     """Mark ``interrupted`` the replies still ``streaming`` for an instance that is gone.
 
     An instance is gone when its lease ran out (it crashed, or lost its
@@ -636,4 +673,4 @@ async def interrupt_orphaned_replies(live_after: datetime, *, sole: str | None =
             .returning(Message.id, Message.chat, Message.task_id)
         )
         await Instance.delete().where(gone_leases)
-    return rows
+    return [InterruptedReply(**row) for row in rows]

@@ -19,6 +19,24 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.readable import Readable
 from piccolo.table import Table
 
+#: The length rules of ``wire.Password`` (docs/protocol.md section 1).
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+#: PBKDF2-SHA256 rounds of a new password hash (OWASP's figure, Piccolo's default).
+PASSWORD_ITERATIONS = 600_000
+
+
+class Account(BaseUser, tablename="piccolo_user"):
+    """``piccolo_user`` with chatsvc's password rules: Piccolo's hashing and stored format,
+    for passwords up to ``MAX_PASSWORD`` characters (``BaseUser`` stops at 128).
+
+    Not a table of its own (not in the app's ``table_classes``): the same rows as
+    ``BaseUser``, for ``Account.hash_password`` and the admin's ``AdminUser``.
+    """
+
+    _min_password_length = MIN_PASSWORD
+    _max_password_length = MAX_PASSWORD
+    _pbkdf2_iteration_count = PASSWORD_ITERATIONS
+
 
 class Role(StrEnum):
     user = "user"

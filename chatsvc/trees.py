@@ -48,17 +48,17 @@ class Trees:
 
     async def get(self, owner: int, chat_id: UUID) -> Tree:
         await self._check_owner(owner, chat_id)
-        row = await store.get_tree(chat_id)
-        return _tree(chat_id, row["version"], row["root"])
+        tree = await store.get_tree(chat_id)
+        return _tree(chat_id, tree.version, tree.root)
 
     async def patch(self, owner: int, chat_id: UUID, change: TreePatch) -> Tree:
         """Apply a user's patch against ``change.version``: all of it, or nothing."""
         await self._check_owner(owner, chat_id)
-        row = await store.get_tree(chat_id)
-        if row["version"] != change.version:
-            raise StaleVersion(f"the tree is at version {row['version']}, not {change.version}")
+        tree = await store.get_tree(chat_id)
+        if tree.version != change.version:
+            raise StaleVersion(f"the tree is at version {tree.version}, not {change.version}")
         ops = msgspec.to_builtins(change.ops)
-        root, applied, size = await self._apply(row["root"], ops)
+        root, applied, size = await self._apply(tree.root, ops)
         version = await store.save_tree(
             chat_id, change.version, root, size=size, owner_cap=self._owner_cap
         )
@@ -73,12 +73,12 @@ class Trees:
         An invalid call changes nothing and answers ``{"ok": false, "error"}``.
         """
         for _ in range(TOOL_ATTEMPTS):
-            row = await store.get_tree(chat_id)
+            tree = await store.get_tree(chat_id)
             try:
-                ops, node_id = tool_patch(row["root"], call)
-                root, applied, size = await self._apply(row["root"], ops)
+                ops, node_id = tool_patch(tree.root, call)
+                root, applied, size = await self._apply(tree.root, ops)
                 version = await store.save_tree(
-                    chat_id, row["version"], root, size=size, owner_cap=self._owner_cap
+                    chat_id, tree.version, root, size=size, owner_cap=self._owner_cap
                 )
             except (InvalidPatch, LimitReached) as exc:
                 return {"ok": False, "error": exc.message}

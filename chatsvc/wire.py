@@ -15,6 +15,27 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 MessageRole = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "streaming", "aborted", "failed", "interrupted"]
+#: Every code an error carries on the wire (docs/protocol.md section 2).
+ErrorCode = Literal[
+    "invalid_message",
+    "too_large",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "stale_version",
+    "invalid_patch",
+    "busy",
+    "not_running",
+    "rate_limited",
+    "limit_reached",
+    "llm_unavailable",
+    "llm_error",
+    "timeout",
+    "internal",
+    "unavailable",
+    "overloaded",
+]
 
 #: Text without NUL characters (PostgreSQL cannot store them; SQLite would, so refuse both).
 NO_NUL = r"^[^\x00]*$"
@@ -350,7 +371,7 @@ class Aborted(_Event, tag="aborted"):
 
 
 class ErrorEvent(_Event, tag="error"):
-    code: str
+    code: ErrorCode
     message: str
     task_id: UUID | None = None
     chat_id: UUID | None = None

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.settings",
             "chatsvc.errors",
             "chatsvc.wire",
+            "chatsvc.records",
             "chatsvc.tables",
             "chatsvc.logs",
             "chatsvc.audit",

@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
-from litestar.types import HTTPScope, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 from litestar.types import Message as ASGIMessage
 from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import Column
@@ -48,11 +48,11 @@ from piccolo_api.rate_limiting.middleware import RateLimitProvider
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from chatsvc.accounts import MAX_PASSWORD, MIN_PASSWORD, Accounts
+from chatsvc.accounts import Accounts
 from chatsvc.audit import audit
 from chatsvc.errors import ChatsvcError, Overloaded, RateLimited, Unauthorized
 from chatsvc.settings import Settings
-from chatsvc.tables import Chat, Instance, Message
+from chatsvc.tables import Account, Chat, Instance, Message
 from chatsvc.wire import LoginRequest, RegisterRequest
 
 
@@ -65,7 +65,11 @@ class _Caller:
 #: The app's :class:`Accounts` and the client's address, for the admin request being served.
 _caller: ContextVar[_Caller] = ContextVar("chatsvc_admin_caller")
 
-_SECRET_COLUMNS = frozenset(column._meta.name for column in BaseUser._meta.secret_columns)
+# `_meta` is Piccolo's documented way to read a table's and a column's metadata.
+_SECRET_COLUMNS = frozenset(
+    column._meta.name  # pyright: ignore[reportPrivateUsage]
+    for column in BaseUser._meta.secret_columns  # pyright: ignore[reportPrivateUsage]
+)
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 #: The largest body whose field names an audit line lists (a row is far smaller).
@@ -79,12 +83,10 @@ class _SharedLoginBudget(RateLimitProvider):
         del identifier
 
 
-class AdminUser(BaseUser, tablename="piccolo_user"):
-    """``piccolo_user`` as the admin sees it: staff log in, users change through Accounts."""
+class AdminUser(Account, tablename="piccolo_user"):
+    """``piccolo_user`` as the admin sees it: staff log in, users change through Accounts.
 
-    # What Piccolo's "change password" page checks before calling `update_password`.
-    _min_password_length = MIN_PASSWORD
-    _max_password_length = MAX_PASSWORD
+    Piccolo's "change password" page checks ``Account``'s length rules."""
 
     @classmethod
     async def login(cls, username: str, password: str) -> int | None:
@@ -165,7 +167,10 @@ async def _user_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, 
     update then only rewrites the id with itself, so that it still answers
     with the row as saved.
     """
-    changes = {column._meta.name: value for column, value in values.items()}
+    changes = {
+        column._meta.name: value  # pyright: ignore[reportPrivateUsage]
+        for column, value in values.items()
+    }
     if not changes.get("password"):
         changes.pop("password", None)  # an empty password field leaves the password alone
     try:
@@ -264,10 +269,14 @@ def _field_names(body: bytes) -> str | None:
         decoded = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    return ",".join(sorted(decoded)) if isinstance(decoded, dict) and decoded else None
+    if not isinstance(decoded, dict) or not decoded:
+        return None
+    return ",".join(sorted(cast("dict[str, Any]", decoded)))
 
 
-async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, address: str) -> None:
+async def _audited(
+    app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send, address: str
+) -> None:
     """Serve a change through the admin with its audit line (who, what, from where), written
     as the answer starts: a client that has the answer finds the line already there."""
     body = bytearray()
@@ -290,7 +299,7 @@ async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, add
             table = parts[at + 1]
             row = parts[at + 2] if len(parts) > at + 2 else None
         what = f"{_VERBS.get(method, method.lower())} {table or '/'.join(parts)}"
-        user = scope.get("user")
+        user: Any = scope.get("user")  # pyright: ignore[reportUnknownMemberType]
         audit(
             "admin_change",
             f"admin {what}" + (f" {row}" if row else ""),
@@ -301,7 +310,7 @@ async def _audited(app: Any, scope: HTTPScope, receive: Receive, send: Send, add
             table=table,
             row=row,
             fields=_field_names(bytes(body)) if table else None,
-            query=scope.get("query_string", b"").decode("latin-1") or None,
+            query=scope["query_string"].decode("latin-1") or None,
             status=status,
         )
 
@@ -329,9 +338,12 @@ def admin_mount(settings: Settings, accounts: Accounts) -> ASGIRouteHandler:
         rate_limit_provider=_SharedLoginBudget(),
     )
 
+    # Piccolo admin is a Starlette app: an ASGI app like ours, typed by another library.
+    mounted = cast("ASGIApp", admin_app)
+
     @asgi("/admin", is_mount=True, copy_scope=True, include_in_schema=False)
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
-        client = scope.get("client")
+        client = scope["client"]
         address = client[0] if client else "unknown"
         token = _caller.set(_Caller(accounts, address))
         try:
@@ -341,9 +353,9 @@ def admin_mount(settings: Settings, accounts: Accounts) -> ASGIRouteHandler:
                 and scope["method"] not in _READS
                 and "/public/" not in scope["path"]
             ):
-                await _audited(admin_app, scope, receive, send, address)
+                await _audited(mounted, scope, receive, send, address)
             else:
-                await admin_app(scope, receive, send)
+                await mounted(scope, receive, send)
         finally:
             _caller.reset(token)
 

@@ -22,7 +22,11 @@ from litestar import Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.enums import MediaType
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
-from litestar.static_files import create_static_files_router
+
+# Litestar types one of its parameters as `PathLike` without an argument.
+from litestar.static_files import (
+    create_static_files_router,  # pyright: ignore[reportUnknownVariableType]
+)
 
 RENDER_PLUGINS: list[OpenAPIRenderPlugin] = [JsonRenderPlugin(path="/openapi.json")]
 SCHEMA_URL = "/schema/openapi.json"

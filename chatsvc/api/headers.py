@@ -30,8 +30,7 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     for name, value in SECURITY_HEADERS.items():
         if name not in headers:
             headers[name] = value
-    policy = headers.get("Content-Security-Policy")
-    if policy is None:
+    if "Content-Security-Policy" not in headers:
         headers["Content-Security-Policy"] = FRAME_ANCESTORS
-    elif "frame-ancestors" not in policy:
+    elif "frame-ancestors" not in (policy := headers["Content-Security-Policy"]):
         headers["Content-Security-Policy"] = f"{policy.rstrip('; ')}; {FRAME_ANCESTORS}"

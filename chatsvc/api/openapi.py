@@ -21,6 +21,8 @@ import msgspec
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec.operation import Operation
 
+from chatsvc.wire import ErrorCode
+
 #: The form of every operation id: lowerCamelCase, starting with a verb.
 OPERATION_ID = r"^[a-z]+(?:[A-Z][a-z]+)*$"
 
@@ -30,7 +32,7 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
     status_code: int
     detail: str
-    code: str
+    code: ErrorCode
     extra: list[dict[str, Any]] | dict[str, Any] | None = None
 
 

@@ -7,8 +7,10 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
 
+from chatsvc.wire import ErrorCode
 
-def error_body(status_code: int, detail: str, code: str, **extra: Any) -> dict[str, Any]:
+
+def error_body(status_code: int, detail: str, code: ErrorCode, **extra: Any) -> dict[str, Any]:
     return {"status_code": status_code, "detail": detail, "code": code, **extra}
 
 

@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, WebSocketException
 from litestar.handlers.base import BaseRouteHandler
@@ -37,13 +36,8 @@ LOGIN_PATH = "/api/auth/login"
 VERSION_CLAIM = "ver"
 
 
-class AuthUser(msgspec.Struct, frozen=True):
-    """The authenticated user of a request or socket (``request.user``)."""
-
-    id: int
-    username: str
-    staff: bool
-    token_version: int
+#: The authenticated user of a request or socket (``request.user``).
+AuthUser = ActiveUser
 
 
 async def retrieve_user(token: Token, accounts: Accounts) -> AuthUser | None:
@@ -60,7 +54,7 @@ async def retrieve_user(token: Token, accounts: Accounts) -> AuthUser | None:
     user = await accounts.active_user(int(token.sub))
     if user is None or user.token_version != version:
         return None
-    return AuthUser(id=user.id, username=user.username, staff=user.staff, token_version=version)
+    return user
 
 
 def bearer_token(header: str) -> str | None:
@@ -149,7 +143,7 @@ class TokenIssuer:
         self.lifetime = int(auth.default_token_expiration.total_seconds())
 
     def issue(self, user: ActiveUser) -> AccessToken:
-        token = self._auth.create_token(
+        token = self._auth.create_token(  # pyright: ignore[reportUnknownMemberType]
             identifier=str(user.id), token_extras={VERSION_CLAIM: user.token_version}
         )
         return AccessToken(access_token=token, expires_in=self.lifetime)

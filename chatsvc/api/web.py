@@ -18,7 +18,11 @@ from typing import Any
 from litestar import Request, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.enums import MediaType
-from litestar.static_files import create_static_files_router
+
+# Litestar types one of its parameters as `PathLike` without an argument.
+from litestar.static_files import (
+    create_static_files_router,  # pyright: ignore[reportUnknownVariableType]
+)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 

@@ -111,18 +111,18 @@ class Conversation:
         tree = await self._tree_text(generation.chat_id, budget // 2) if self._trees else None
         system = "\n\n".join(part for part in (generation.system_prompt, tree) if part)
         # The newest message always goes, older ones while they fit; only those are read.
-        rows = await store.prompt_history(
+        history = await store.prompt_history(
             generation.chat_id, budget=budget - len(system), leave_out=generation.message_id
         )
-        while len(rows) > 1 and rows[0]["role"] != "user":
-            rows = rows[1:]  # strict templates (Gemma's, Mistral's) want a user turn first
-        if rows and len(system) + len(rows[-1]["content"]) > budget:
+        while len(history) > 1 and history[0].role != "user":
+            history = history[1:]  # strict templates (Gemma's, Mistral's) want a user turn first
+        if history and len(system) + len(history[-1].content) > budget:
             raise ContextOverflow(
                 "the message and the chat's system prompt are longer than the model's "
                 f"context takes (about {budget // CHARS_PER_TOKEN} tokens); shorten them"
             )
         turns = [ChatTurn(role="system", content=system)]
-        turns.extend(ChatTurn(role=row["role"], content=row["content"]) for row in rows)
+        turns.extend(ChatTurn(role=turn.role, content=turn.content) for turn in history)
         return CompletionRequest(
             model=generation.model,
             messages=turns,
@@ -161,12 +161,12 @@ class Conversation:
 
     async def _tree_text(self, chat_id: UUID, room: int) -> str:
         """The chat's tree as the model sees it: node ids are what its tools take."""
-        row = await store.get_tree(chat_id)
-        shown = _json_text(row["root"])
+        tree = await store.get_tree(chat_id)
+        shown = _json_text(tree.root)
         if len(shown) > room:
             shown = "(too large to show here; ask the user which nodes to change)"
         return (
-            f"The chat's workspace tree (version {row['version']}); the tree_* tools "
+            f"The chat's workspace tree (version {tree.version}); the tree_* tools "
             f"change it and take the nodes' ids:\n{shown}"
         )
 

@@ -21,6 +21,7 @@ from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.generation import frames
 from chatsvc.generation.reply import Aborting, Running
 from chatsvc.instances import Lease
+from chatsvc.records import InterruptedReply
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import encode_frame
 
@@ -50,12 +51,12 @@ class Peers:
         )
         if (
             running is None
-            or running["instance"] == self._lease.id
+            or running.instance == self._lease.id
             or self._running.in_chat(chat_id) is not None  # started here meanwhile
         ):
             return False
         await self._events.follow_remote(
-            chat_id, subscriber, task_id=running["task_id"], owner_instance=running["instance"]
+            chat_id, subscriber, task_id=running.task_id, owner_instance=running.instance
         )
         return True
 
@@ -68,23 +69,21 @@ class Peers:
         running = await store.find_running(
             owner, task_id=task_id, chat_id=chat_id, live_after=self._lease.live_after()
         )
-        if running is None or running["instance"] == self._lease.id:
+        if running is None or running.instance == self._lease.id:
             return None
-        aborting = Aborting(self._events, running["task_id"], running["chat"], running["id"])
-        await self._events.feed_ready(running["chat"])
-        request = AbortRequest(
-            origin=self._lease.id, owner=owner, task_id=running["task_id"], by=by
-        )
-        self._bus.publish(instance_channel(running["instance"]), request)
+        aborting = Aborting(self._events, running.task_id, running.chat, running.id)
+        await self._events.feed_ready(running.chat)
+        request = AbortRequest(origin=self._lease.id, owner=owner, task_id=running.task_id, by=by)
+        self._bus.publish(instance_channel(running.instance), request)
         return aborting
 
-    async def announce_interrupted(self, rows: list[store.Row]) -> None:
+    async def announce_interrupted(self, replies: list[InterruptedReply]) -> None:
         """Subscribers of a reply interrupted by its instance's end hear that it ended."""
-        for row in rows:
-            if row["task_id"] is None:
+        for reply in replies:
+            if reply.task_id is None:
                 continue
-            frame = frames.interrupted(row["task_id"], row["chat"])
-            self._events.publish(row["chat"], event_of(frame))
+            frame = frames.interrupted(reply.task_id, reply.chat)
+            self._events.publish(reply.chat, event_of(frame))
 
     # --- answering others ---------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from chatsvc.generation.peers import Peers
 from chatsvc.generation.reply import Aborting, Generation, Running
 from chatsvc.generation.runner import Runner
 from chatsvc.instances import Lease
-from chatsvc.mappers import chat_from_row, message_from_row
+from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.providers import LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
@@ -179,18 +179,17 @@ class Generations(anyio.AsyncContextManagerMixin):
         except BaseException:
             self._running.remove(generation)
             raise
-        chat_row, user_row, reply_row, created = stored
-        generation.model = reply_row["model"]
-        generation.system_prompt = chat_row["system_prompt"] or settings.default_system_prompt
-        if created:
-            generation.chat_id = chat_row["id"]
+        generation.model = stored.reply.model or settings.model_name
+        generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
+        if stored.created:
+            generation.chat_id = stored.chat.id
             self._running.add(generation)
         if subscriber is not None:
             self._events.subscribe(generation.chat_id, subscriber)
-        if created:
-            chat = chat_from_row(chat_row)
+        if stored.created:
+            chat = chat_from_record(stored.chat)
             self._publish(generation, ChatCreated(chat=chat, request_id=request_id))
-        user_message = message_from_row(user_row)
+        user_message = message_from_record(stored.question)
         self._publish(generation, MessageEvent(message=user_message, request_id=request_id))
         self._publish(generation, frames.started(generation, request_id))
         assert self._task_group is not None
@@ -287,10 +286,10 @@ class Generations(anyio.AsyncContextManagerMixin):
         generation = self._running.of_task(aborting.task_id)
         if generation is not None:  # interrupted here: no terminal event, but it is stored
             await generation.finished.wait()
-        row = await store.get_message(aborting.message_id)
-        if row is None:
+        reply = await store.get_message(aborting.message_id)
+        if reply is None:
             raise InternalError("the reply could not be stored")
-        return aborting.task_id, message_from_row(row)
+        return aborting.task_id, message_from_record(reply)
 
 
 def _title_from(content: str) -> str:

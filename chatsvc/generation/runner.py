@@ -40,7 +40,8 @@ from chatsvc.events import ChatEvents, event_of
 from chatsvc.generation import frames
 from chatsvc.generation.conversation import Conversation
 from chatsvc.generation.reply import Ending, Generation, Status
-from chatsvc.mappers import message_from_row
+from chatsvc.mappers import message_from_record
+from chatsvc.records import MessageRecord
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.wire import Usage
@@ -111,13 +112,13 @@ class Runner:
         ``run`` calls it however the conversation ended, cancelled or not."""
         status = ending.status
         try:
-            row = await self._store_end(generation, ending)
+            reply = await self._store_end(generation, ending)
         except anyio.get_cancelled_exc_class():  # stopped while waiting to try again
             generation.finished.set()
             raise
         finally:
             self._leave(generation)
-        generation.reply = message_from_row(row) if row is not None else None
+        generation.reply = message_from_record(reply) if reply is not None else None
         generation.error = ending.error
         stored = status == "interrupted" or (
             status in ("complete", "aborted") and generation.reply is not None
@@ -134,7 +135,7 @@ class Runner:
         generation.finished.set()
         self._tell_telemetry(generation, status)
 
-    async def _store_end(self, generation: Generation, ending: Ending) -> store.Row | None:
+    async def _store_end(self, generation: Generation, ending: Ending) -> MessageRecord | None:
         """The reply's one final write. When the database cannot take it in time, it is
         tried again (backing off, each try shielded) until it lands or ``END_RETRY_SECONDS``
         pass: the reply stays registered meanwhile, and is announced once, when stored.

@@ -1,0 +1,95 @@
+"""What the store hands back: one typed record per kind of row it reads.
+
+``store.py`` builds them from Piccolo's rows; everything above the store reads
+their attributes (checked by pyright) instead of looking up keys in dicts.
+They are plain ``msgspec`` Structs, never sent as they are: ``mappers.py``
+turns them into the wire types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from msgspec import Struct
+
+from chatsvc.wire import MessageRole, MessageStatus, ToolCallRecord
+
+
+class UserAccess(Struct, frozen=True, kw_only=True):
+    """A user's flags and the version their tokens must carry (``password``: the hash)."""
+
+    id: int
+    username: str
+    password: str
+    active: bool
+    admin: bool
+    token_version: int
+
+
+class ChatRecord(Struct, frozen=True, kw_only=True):
+    id: UUID
+    title: str
+    system_prompt: str
+    model: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageRecord(Struct, frozen=True, kw_only=True):
+    id: UUID
+    chat: UUID
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    tool_calls: list[ToolCallRecord] | None
+
+
+class Exchange(Struct, frozen=True, kw_only=True):
+    """What one send stored: the chat (``created`` when this send made it), the user's
+    message and the ``streaming`` reply."""
+
+    chat: ChatRecord
+    question: MessageRecord
+    reply: MessageRecord
+    created: bool
+
+
+class Turn(Struct, frozen=True, kw_only=True):
+    """A message of the history sent upstream."""
+
+    id: UUID
+    role: MessageRole
+    content: str
+
+
+class RunningReply(Struct, frozen=True, kw_only=True):
+    """A reply streaming on a live instance: which chat, which task, where (a reply
+    on a live instance always has both: older ones were interrupted at start)."""
+
+    id: UUID
+    chat: UUID
+    task_id: UUID
+    instance: str
+
+
+class InterruptedReply(Struct, frozen=True, kw_only=True):
+    """A reply marked ``interrupted`` because its instance is gone."""
+
+    id: UUID
+    chat: UUID
+    task_id: UUID | None
+
+
+class TreeRecord(Struct, frozen=True, kw_only=True):
+    """A chat's workspace tree: its version and its root node (plain JSON)."""
+
+    version: int
+    root: dict[str, Any]
