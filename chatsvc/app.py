@@ -278,7 +278,7 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
             docs.swagger_ui,
             docs.redoc,
             docs.assets(),
-            ws.chat_socket,
+            ws.ChatSocket,
             admin.admin_mount(settings, services.accounts),
             web.index,
             web.static_files(),

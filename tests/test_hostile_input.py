@@ -424,6 +424,22 @@ def test_a_burst_of_bad_frames_is_answered_in_order(hostile: Hostile) -> None:
     assert hostile.snapshot() == before
 
 
+def test_a_binary_frame_is_told_apart_from_an_empty_text_frame(hostile: Hostile) -> None:
+    """A binary frame is named as such, not described as empty JSON text (docs/protocol.md
+    4.2): the listener reads frames as text, where a binary frame would come as ``""``."""
+    socket = hostile.socket()
+    socket.send_raw(b'{"action": "ping"}')
+    binary = socket.recv(timeout=10)
+    socket.send_raw("")
+    empty = socket.recv(timeout=10)
+    assert (binary["type"], binary["code"]) == ("error", "invalid_message"), binary
+    assert binary["message"] == "frames must be JSON text", binary
+    assert empty["code"] == "invalid_message", empty
+    assert empty["message"] != "frames must be JSON text", empty
+    socket.send(action="ping")
+    assert socket.recv(timeout=10) == {"type": "pong"}
+
+
 @pytest.mark.parametrize(
     "data", [b"x" * (MAX_FRAME_BYTES + 1), "x" * (MAX_FRAME_BYTES + 1)], ids=["binary", "text"]
 )

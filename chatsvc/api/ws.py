@@ -1,11 +1,14 @@
-"""WebSocket ``/ws`` (docs/protocol.md section 4.2): one reader, one writer per socket.
+"""WebSocket ``/ws`` (docs/protocol.md section 4.2): a Litestar listener, one writer per socket.
 
-The reader decodes each frame with msgspec straight into the ``ClientFrame``
-union and acts on it at once, so an ``abort`` is read while replies stream.
-Everything sent to the client goes through one bounded outbox drained by a
-single writer, so frames never interleave. Generations do not live here: they
-run in the app's task group and reach this socket as a chat subscriber, so a
-disconnect stops nothing but this socket.
+Litestar's ``WebsocketListener`` reads the frames, one at a time; each is decoded
+with msgspec straight into the ``ClientFrame`` union (Litestar would only parse
+the JSON, not validate a union) and acted on: a reply is started in the
+``Generations`` task group, an abort cancels the reply's scope, and the handler
+returns, so an ``abort`` is read while replies stream. Everything sent to the
+client goes through one bounded outbox drained by a single writer, which lives
+in the connection's lifespan with the per-user socket cap, so frames never
+interleave. Generations reach this socket as a chat subscriber, so a disconnect
+stops nothing but this socket.
 
 A socket gets every event of the chats it follows except ``debug`` events: those
 only for the chats it subscribed to with ``"debug": true``, and only when the
@@ -22,14 +25,18 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.abc
 import msgspec
-from litestar import WebSocket, websocket
+from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.handlers import WebsocketListener, WebsocketListenerRouteHandler, websocket_listener
 from litestar.security.jwt import Token
+from litestar.types import Receive, ReceiveMessage
 
 from chatsvc.access import EXPIRED, AccessWatch, SocketCounter
 from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
@@ -41,6 +48,7 @@ from chatsvc.generation import Aborting, Generations
 from chatsvc.telemetry import Telemetry
 from chatsvc.wire import (
     Abort,
+    ClientFrame,
     ErrorEvent,
     Limits,
     Ping,
@@ -174,20 +182,55 @@ class SocketSession:
     def send(self, frame: msgspec.Struct) -> None:
         self.post(encode_frame(frame))
 
-    async def run(self) -> None:
+    @asynccontextmanager
+    async def open(self) -> AsyncGenerator[None]:
+        """The connection's lifespan: the listener reads frames while the body runs.
+
+        The per-user socket cap, ``ready``, the writer and the expiry timer live here;
+        ending the socket (revoked, too slow) cancels the task group, and with it the
+        listener's wait for the next frame.
+        """
+        await self.socket.accept()
         if not self.counter.enter(self.user.id):
-            await self.socket.accept()
             limit = self.counter.limit
             message = f"at most {limit} sockets per user are open at once"
             await self.socket.send_data(
                 encode_frame(ErrorEvent(code="rate_limited", message=message)), mode="text"
             )
             await self.socket.close(code=CLOSE_TOO_MANY_SOCKETS, reason="too many sockets")
+            self._closed = True
+            with anyio.CancelScope() as refused:
+                refused.cancel()  # the listener reads no frame: it leaves at once
+                yield
             return
         self.telemetry.sockets.inc()
         self.access.watch(self)
         try:
-            await self._serve()
+            self.send(self._ready())
+            try:
+                async with anyio.create_task_group() as task_group:
+                    self._task_group = task_group
+                    if self._closed:  # revoked before it could start
+                        task_group.cancel_scope.cancel()
+                    task_group.start_soon(self._write)
+                    task_group.start_soon(self._expire)
+                    try:
+                        yield  # the listener's read loop
+                    except WebSocketDisconnect:
+                        pass  # the client closed the socket
+                    finally:
+                        task_group.cancel_scope.cancel()
+            except* (WebSocketDisconnect, OSError):
+                pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
+            finally:
+                self._closed = True
+                self.events.unsubscribe_all(self)
+            if self.revoked is not None:
+                with anyio.move_on_after(1, shield=True):
+                    await self.socket.close(code=WS_UNAUTHORIZED, reason=self.revoked)
+            elif self.too_slow:
+                with anyio.move_on_after(1, shield=True):
+                    await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
         finally:
             self.access.forget(self)
             self.counter.leave(self.user.id)
@@ -195,39 +238,17 @@ class SocketSession:
             if self.too_slow:
                 self.telemetry.slow_consumers.inc()
 
-    async def _serve(self) -> None:
-        await self.socket.accept()
-        self.send(
-            Ready(
-                session_id=str(uuid.uuid4()),
-                user_id=self.user.id,
-                limits=Limits(
-                    max_message_chars=self.settings.max_message_chars,
-                    max_frame_bytes=self.settings.max_frame_bytes,
-                    max_concurrent_generations=self.settings.max_concurrent_generations,
-                ),
-            )
+    def _ready(self) -> Ready:
+        settings = self.settings
+        return Ready(
+            session_id=str(uuid.uuid4()),
+            user_id=self.user.id,
+            limits=Limits(
+                max_message_chars=settings.max_message_chars,
+                max_frame_bytes=settings.max_frame_bytes,
+                max_concurrent_generations=settings.max_concurrent_generations,
+            ),
         )
-        try:
-            async with anyio.create_task_group() as task_group:
-                self._task_group = task_group
-                if self._closed:  # revoked before it could start
-                    task_group.cancel_scope.cancel()
-                task_group.start_soon(self._write)
-                task_group.start_soon(self._expire)
-                await self._read()
-                task_group.cancel_scope.cancel()
-        except* (WebSocketDisconnect, OSError):
-            pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
-        finally:
-            self._closed = True
-            self.events.unsubscribe_all(self)
-        if self.revoked is not None:
-            with anyio.move_on_after(1, shield=True):
-                await self.socket.close(code=WS_UNAUTHORIZED, reason=self.revoked)
-        elif self.too_slow:
-            with anyio.move_on_after(1, shield=True):
-                await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
 
     async def _expire(self) -> None:
         """Revoke the socket when its token expires."""
@@ -244,37 +265,37 @@ class SocketSession:
                 self._outbox_bytes -= len(data)
                 await self.socket.send_data(data, mode="text")
 
-    async def _read(self) -> None:
-        while True:
-            message = await self.socket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if not self.budget.take():
-                self.send(ErrorEvent(code="rate_limited", message="too many frames; slow down"))
-                continue
-            text = message.get("text")
-            if text is None:
-                self.send(ErrorEvent(code="invalid_message", message="frames must be JSON text"))
-                continue
-            try:
-                frame = decode_client_frame(text)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self.send(
-                    ErrorEvent(
-                        code="invalid_message", message=str(exc), request_id=_request_id(text)
-                    )
-                )
-                continue
-            except RecursionError:
-                self.send(ErrorEvent(code="invalid_message", message="JSON nested too deeply"))
-                continue
-            try:
-                await self._handle(frame)
-            except Exception:  # this frame's error boundary: the socket and its replies go on
-                log.exception("frame %s failed", type(frame).__name__)
-                self.send(ErrorEvent(code="internal", message="the server could not do that"))
+    async def receive(self, text: str, *, binary: bool) -> None:
+        """Answer one frame; its work starts elsewhere, so this returns at once.
 
-    async def _handle(self, frame: Any) -> None:
+        Nothing raises out of here: an error in one frame is that frame's answer,
+        and the socket and its replies go on.
+        """
+        if self._closed:
+            return  # read after the socket ended, before the listener saw it
+        if not self.budget.take():
+            self.send(ErrorEvent(code="rate_limited", message="too many frames; slow down"))
+            return
+        if binary:
+            self.send(ErrorEvent(code="invalid_message", message="frames must be JSON text"))
+            return
+        try:
+            frame = decode_client_frame(text)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self.send(
+                ErrorEvent(code="invalid_message", message=str(exc), request_id=_request_id(text))
+            )
+            return
+        except RecursionError:
+            self.send(ErrorEvent(code="invalid_message", message="JSON nested too deeply"))
+            return
+        try:
+            await self._handle(frame)
+        except Exception:  # this frame's error boundary: the socket and its replies go on
+            log.exception("frame %s failed", type(frame).__name__)
+            self.send(ErrorEvent(code="internal", message="the server could not do that"))
+
+    async def _handle(self, frame: ClientFrame) -> None:
         match frame:
             case SendMessage():
                 try:
@@ -353,6 +374,60 @@ def _request_id(text: str) -> str | None:
         return None
 
 
-@websocket("/ws")
-async def chat_socket(socket: WebSocket[AuthUser, Any, Any], services: Services) -> None:
-    await SocketSession(socket, services).run()
+class FrameSocket(WebSocket[AuthUser, Token, Any]):
+    """The socket of ``/ws``: Litestar's, and it notes whether the frame just read was binary.
+
+    The listener receives in text mode, where Litestar hands a binary frame over as
+    ``""``, like an empty text frame; the contract answers a binary frame with its own
+    error (docs/protocol.md section 4.2).
+    """
+
+    binary = False
+    chat_session: SocketSession | None = None
+
+    def receive_wrapper(self, receive: Receive) -> Receive:
+        litestar_receive = super().receive_wrapper(receive)
+
+        async def noting_binary() -> ReceiveMessage:
+            message = await litestar_receive()
+            self.binary = message["type"] == "websocket.receive" and message.get("text") is None
+            return message
+
+        return noting_binary
+
+
+class ChatSocket(WebsocketListener):
+    """``/ws``: Litestar's listener reads the frames, one at a time, into :meth:`on_receive`.
+
+    Each frame's work starts (a reply in the ``Generations`` task group) or stops (an
+    abort cancels the reply's scope) and the handler returns, so an ``abort`` is read
+    while a reply streams. The connection's lifespan (:meth:`SocketSession.open`) holds
+    the socket cap, the writer and the expiry timer.
+    """
+
+    path = "/ws"
+    receive_mode = "text"
+    websocket_class = FrameSocket
+
+    def to_handler(self) -> WebsocketListenerRouteHandler:
+        # The class form passes only on_accept/on_disconnect on; the writer needs a task
+        # group around the read loop, which only a connection lifespan gives.
+        handler = websocket_listener(
+            self.path,
+            connection_lifespan=self.connection,
+            receive_mode=self.receive_mode,
+            websocket_class=FrameSocket,
+        )(self.on_receive)
+        handler.owner = self._owner
+        return handler
+
+    @asynccontextmanager
+    async def connection(self, socket: FrameSocket, services: Services) -> AsyncGenerator[None]:
+        session = SocketSession(socket, services)
+        socket.chat_session = session
+        async with session.open():
+            yield
+
+    async def on_receive(self, data: str, socket: FrameSocket) -> None:
+        assert socket.chat_session is not None  # set by the connection lifespan
+        await socket.chat_session.receive(data, binary=socket.binary)
