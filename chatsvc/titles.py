@@ -17,8 +17,11 @@ INSTRUCTION = (
     "conversation below, in its language: no quotes, no final period, nothing else."
 )
 
-#: Quotes (straight, curly, guillemets, corner brackets) and Markdown marks around a title.
-_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb\u300c\u300d*#"
+#: Markdown marks around a title, and the quotes that may enclose it (straight, curly,
+#: guillemets, corner brackets): opening ones, and closing ones.
+_MARKS = "*_#` "
+_OPENING = "\"'\u201c\u201e\u2018\u00ab\u300c"
+_CLOSING = "\"'\u201d\u201c\u2019\u00bb\u300d"
 _LABEL = re.compile(r"^\s*title\s*:\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -42,7 +45,22 @@ def clean(answer: str) -> str | None:
     quotes or a final period, spaces collapsed, at most ``TITLE_CHARS``; ``None`` when
     nothing is left."""
     line = next((line for line in answer.splitlines() if line.strip()), "")
-    line = _CONTROL.sub(" ", _LABEL.sub("", line))
-    line = _SPACE.sub(" ", line).strip().strip(_QUOTES).strip()
-    line = line.rstrip(".").strip().strip(_QUOTES).strip()
+    line = _SPACE.sub(" ", _CONTROL.sub(" ", line))
+    for strip in (_unquoted, _unlabelled, _unquoted, _without_period, _unquoted):
+        line = strip(line)
     return line[:TITLE_CHARS].strip() or None
+
+
+def _unquoted(line: str) -> str:
+    line = line.strip().strip(_MARKS)
+    if len(line) > 1 and line[0] in _OPENING and line[-1] in _CLOSING:
+        line = line[1:-1]
+    return line.strip()
+
+
+def _unlabelled(line: str) -> str:
+    return _LABEL.sub("", line)
+
+
+def _without_period(line: str) -> str:
+    return line.rstrip(".").strip()

@@ -116,9 +116,10 @@ class Script:
     error_joined: bool = False  # ...in the same write as those tokens (one read for the client)
     reasoning: int = 0  # reasoning deltas before the content (at `rate`, as tokens are)
     # A request that is not streamed (a chat's title): answer with this text (default: the
-    # tokens' text), or with this HTTP error status.
+    # tokens' text), or with this HTTP error status, after this many seconds.
     unstreamed_text: str | None = None
     unstreamed_status: int | None = None
+    unstreamed_delay: float = 0.0
     timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
     pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
@@ -334,6 +335,7 @@ class FakeOpenAI:
         if script.header_delay:
             await asyncio.sleep(script.header_delay)
         if not record.stream:
+            await asyncio.sleep(script.unstreamed_delay)
             if script.unstreamed_status is not None:
                 await self._send_error(writer, script.unstreamed_status, "scripted failure")
                 return False
