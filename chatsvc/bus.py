@@ -22,7 +22,7 @@ import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from typing import Self
 from uuid import UUID
@@ -212,7 +212,7 @@ class EventBus(anyio.AsyncContextManagerMixin):
         return cls(plugin, backend, instance or uuid.uuid4().hex)
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         """The plugin's backend and publisher run until the body ends."""
         async with self._plugin:
             yield self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -70,7 +70,7 @@ _bound_engine: ContextVar[Engine[Any] | None] = ContextVar("chatsvc_engine", def
 
 
 @contextmanager
-def use_engine(engine: Engine[Any]) -> Iterator[Engine[Any]]:
+def use_engine(engine: Engine[Any]) -> Generator[Engine[Any]]:
     """Run the body, and every task and worker thread it starts, on ``engine``.
 
     Each app binds its own engine around every connection and its lifespan
@@ -184,7 +184,7 @@ class AppEngine(Engine[Any]):
 
 
 @asynccontextmanager
-async def connection_pool(engine: Engine[Any]) -> AsyncIterator[None]:
+async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         await engine.start_connection_pool(min_size=1, max_size=20)
@@ -206,7 +206,7 @@ _BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
-async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncIterator[None]:
+async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncGenerator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
     On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
@@ -243,7 +243,7 @@ class KeyedTurns:
         self._locks: dict[object, tuple[anyio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def turn(self, key: object, *, seconds: float) -> AsyncIterator[None]:
+    async def turn(self, key: object, *, seconds: float) -> AsyncGenerator[None]:
         """Raises :class:`Overloaded` when the turn did not come within ``seconds``."""
         lock, holders = self._locks.get(key, (None, 0))
         lock = lock or anyio.Lock()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import NamedTuple, Protocol, Self
 from uuid import UUID
@@ -89,7 +89,7 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
         return self._bus is not None and self._bus.shared
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         """The feeds and snapshot requests run in this task group until the body ends."""
         async with background_tasks() as self._task_group:
             yield self
@@ -166,7 +166,8 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
         for chat_id in [c for c in self._subscribers if self.is_subscribed(c, subscriber)]:
             self.unsubscribe(chat_id, subscriber)
 
-    def _replace(self, chat_id: UUID, old: Subscriber, new: Subscriber) -> None:
+    def swap_subscriber(self, chat_id: UUID, old: Subscriber, new: Subscriber) -> None:
+        """Put ``new`` in ``old``'s place among the chat's subscribers, if ``old`` is one."""
         subscribers = self._subscribers.get(chat_id)
         if subscribers is not None and old in subscribers:
             subscribers.discard(old)
@@ -261,7 +262,7 @@ class _SnapshotGate:
         if self.opened.is_set():
             return
         self.opened.set()
-        self._hub._replace(self.chat_id, self, self.subscriber)
+        self._hub.swap_subscriber(self.chat_id, self, self.subscriber)
         running = snapshot is not None and snapshot.data != b"null"
         last = -1
         if running:

@@ -40,7 +40,7 @@ import logging
 import math
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -141,7 +141,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
     # --- lifetime ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def serve(self) -> AsyncIterator[None]:
+    async def serve(self) -> AsyncGenerator[None]:
         """Open the writer and the readers, and run the writer's loop, for the app's lifetime."""
         await self.run_ddl("PRAGMA journal_mode=WAL")  # sticks to the file
         writer = _InlineConnection(
@@ -219,7 +219,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
                 self._idle_readers.append(connection)
 
     @asynccontextmanager
-    async def write_turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+    async def write_turn(self, *, urgent: bool = False) -> AsyncGenerator[None]:
         """Run the body as one transaction on the writer, in FIFO order with every other;
         an ``urgent`` turn (a reply's end, which a client waits for) goes before the rest.
 
