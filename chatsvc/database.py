@@ -144,19 +144,20 @@ class AppEngine(Engine[Any]):
     async def batch(
         self, query: Query[Any, Any], batch_size: int = 100, node: str | None = None
     ) -> BaseBatch:
-        return await self.target().batch(query, batch_size, node)
+        # Piccolo's Engine leaves some parameters and results untyped (here and below).
+        return await self.target().batch(query, batch_size, node)  # pyright: ignore[reportUnknownMemberType]
 
     async def run_querystring(self, querystring: QueryString, in_pool: bool = True) -> Any:
         return await self.target().run_querystring(querystring, in_pool)
 
     def transform_response_to_dicts(self, results: Any) -> list[dict[str, Any]]:
-        return self.target().transform_response_to_dicts(results)
+        return self.target().transform_response_to_dicts(results)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
     async def run_ddl(self, ddl: str, in_pool: bool = True) -> Any:
         return await self.target().run_ddl(ddl, in_pool)
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return self.target().transaction(*args, **kwargs)
+        return self.target().transaction(*args, **kwargs)  # pyright: ignore[reportUnknownMemberType]
 
     def atomic(self) -> BaseAtomic:
         return self.target().atomic()
@@ -180,14 +181,15 @@ class AppEngine(Engine[Any]):
         self.target().print_query(query_id, query)
 
     def print_response(self, query_id: int, response: list[Any]) -> None:
-        self.target().print_response(query_id, response)
+        self.target().print_response(query_id, response)  # pyright: ignore[reportUnknownMemberType]
 
 
 @asynccontextmanager
 async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=20)
+        # (Piccolo passes **kwargs to asyncpg untyped.)
+        await engine.start_connection_pool(min_size=1, max_size=20)  # pyright: ignore[reportUnknownMemberType]
         try:
             yield
         finally:
@@ -224,7 +226,7 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
     try:
         with anyio.fail_after(2 * seconds, shield=True):
-            async with engine.transaction():
+            async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
                 yield
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
