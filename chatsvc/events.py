@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import NamedTuple, Protocol, Self
+from typing import NamedTuple, Protocol, Self, cast
 from uuid import UUID
 
 import anyio
@@ -27,7 +27,7 @@ import msgspec
 
 from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
 from chatsvc.tasks import background_tasks
-from chatsvc.wire import encode_frame
+from chatsvc.wire import EventType, encode_frame
 
 log = logging.getLogger("chatsvc.events")
 
@@ -40,7 +40,7 @@ GATE_EVENTS = 5_000
 
 
 class Event(NamedTuple):
-    type: str
+    type: EventType
     task_id: UUID | None
     data: bytes
     seq: int | None = None
@@ -53,8 +53,10 @@ class Event(NamedTuple):
 
 def event_of(frame: msgspec.Struct) -> Event:
     """The event of a server frame, encoded once for every subscriber."""
+    # msgspec types a tag as str | int | None; a server frame's is one of EventType.
+    tag = cast(EventType, type(frame).__struct_config__.tag)
     return Event(
-        str(type(frame).__struct_config__.tag),
+        tag,
         getattr(frame, "task_id", None),
         encode_frame(frame),
         getattr(frame, "seq", None),
@@ -213,12 +215,10 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
                 async with aclosing(messages):
                     async for message in messages:
                         if isinstance(message, Envelope):
-                            self._deliver(
-                                chat_id,
-                                Event(
-                                    message.type, message.task_id, bytes(message.data), message.seq
-                                ),
-                            )
+                            # Instances of one deployment publish the same frame types.
+                            kind = cast(EventType, message.type)
+                            data = bytes(message.data)
+                            self._deliver(chat_id, Event(kind, message.task_id, data, message.seq))
             except Exception:  # this feed's error boundary: local delivery goes on
                 log.exception("event bus: stopped reading chat %s", chat_id)
         if self._feeds.get(chat_id) is feed:
