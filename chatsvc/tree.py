@@ -149,6 +149,7 @@ def _is_object(value: object) -> TypeGuard[dict[str, Any]]:
 
 
 def _is_array(value: object) -> TypeGuard[list[Any]]:
+    """Whether a JSON value is an array."""
     return isinstance(value, list)
 
 
