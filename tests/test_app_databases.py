@@ -21,7 +21,7 @@ from chatsvc.app import create_app
 from chatsvc.cli import migrate
 from chatsvc.database import engine_from_url
 from chatsvc.settings import Settings
-from tests.conftest import (
+from tests.support import (
     HIGH_LIMITS,
     JWT_SECRET,
     PASSWORD,

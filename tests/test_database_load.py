@@ -28,7 +28,8 @@ import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     TERMINAL,
     Database,
     Server,
@@ -39,7 +40,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 FINAL = {"complete", "aborted", "failed"}
 REFUSALS = {"overloaded", "rate_limited", "busy"}

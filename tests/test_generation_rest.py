@@ -8,8 +8,8 @@ import time
 
 import httpx
 
-from tests.conftest import User
 from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import User
 
 
 def marker() -> str:

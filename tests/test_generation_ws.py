@@ -7,7 +7,8 @@ import json
 import secrets
 import time
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     TERMINAL,
     UPSTREAM_KEY,
     Server,
@@ -17,7 +18,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 
 def marker() -> str:

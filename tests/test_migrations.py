@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
-from tests.conftest import Database, clean_environment, run_async, run_chatsvc
+from tests.support import Database, clean_environment, run_async, run_chatsvc
 
 TABLES = ("chat", "message", "token_version")
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     PG_ADMIN_URL,
     Database,
     Server,
@@ -31,7 +32,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUS_URLS = {"memory": None, "redis": REDIS_URL, "postgres": PG_ADMIN_URL}

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Socket,
     register_and_login,
@@ -20,7 +21,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 STREAMS = 20
 

@@ -17,8 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import Server, Socket, register_and_login, tokens_of, upstream_settings
 from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import Server, Socket, register_and_login, tokens_of, upstream_settings
 
 OUTBOX = 64
 #: 2,000 tokens of 2 KB: far more than the kernel's socket buffers hold.

@@ -15,7 +15,7 @@ import pytest
 
 from chatsvc.errors import Overloaded
 from chatsvc.sqlite import EmbeddedSQLiteEngine
-from tests.conftest import run_async
+from tests.support import run_async
 
 
 class Refused(Exception):

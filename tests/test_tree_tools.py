@@ -18,7 +18,8 @@ import pytest
 
 from chatsvc import tree
 from chatsvc.providers import OpenAIProvider, ToolRequest
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -29,7 +30,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 TOOL_NAMES = {"tree_add_node", "tree_rename_node", "tree_move_node", "tree_remove_node"}
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -19,7 +20,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 
 def marker() -> str:
@@ -135,7 +135,7 @@ def test_an_upstream_that_never_answers_is_unavailable(
 def test_a_refused_connection_is_unavailable(spawn_server) -> None:  # type: ignore[no-untyped-def]
     """The SDK's aiohttp transport raises a refused connection as a connect timeout: it is
     still reported as what it is, and its cause logged once per request, not per retry."""
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     port = free_port()
     server: Server = spawn_server(
