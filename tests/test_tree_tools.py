@@ -25,7 +25,6 @@ from tests.support import (
     Socket,
     User,
     register_and_login,
-    run_async,
     start_server,
     tokens_of,
     upstream_settings,
@@ -539,15 +538,11 @@ def _sse(*chunks: dict[str, Any]) -> bytes:
     )
 
 
-def _deltas(data: bytes, cut: int) -> list[Any]:
+async def _deltas(data: bytes, cut: int) -> list[Any]:
     """The provider's deltas for ``data`` read ``cut`` bytes at a time."""
     pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
-
-    async def collect() -> list[Any]:
-        provider = OpenAIProvider.__new__(OpenAIProvider)  # only the decoding is used
-        return [d async for d in provider._deltas(_Body(pieces))]  # type: ignore[arg-type]
-
-    return run_async(collect())
+    provider = OpenAIProvider.__new__(OpenAIProvider)  # only the decoding is used
+    return [d async for d in provider._deltas(_Body(pieces))]  # type: ignore[arg-type]
 
 
 def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -555,7 +550,7 @@ def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("cut", [1, 7, 10_000])
-def test_streamed_tool_calls_come_out_whole(cut: int) -> None:
+async def test_streamed_tool_calls_come_out_whole(cut: int) -> None:
     data = _sse(
         _choice({"content": "ok "}),
         _choice(
@@ -584,7 +579,7 @@ def test_streamed_tool_calls_come_out_whole(cut: int) -> None:
         _choice({}, "tool_calls"),
         {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
     )
-    deltas = _deltas(data, cut)
+    deltas = await _deltas(data, cut)
     calls = [c for d in deltas for c in d.tool_calls]
     assert calls == [
         ToolRequest(id="c1", name="tree_add_node", arguments='{"parent_id": "root", "value": "x"}'),
@@ -595,7 +590,7 @@ def test_streamed_tool_calls_come_out_whole(cut: int) -> None:
     assert "".join(d.text for d in deltas) == "ok "
 
 
-def test_unnumbered_tool_calls_and_whole_arguments() -> None:
+async def test_unnumbered_tool_calls_and_whole_arguments() -> None:
     """Servers that number no calls, repeat the name, or send the arguments as one object."""
     data = _sse(
         _choice({"tool_calls": [{"id": "a", "function": {"name": "tree_remove_node"}}]}),
@@ -610,7 +605,7 @@ def test_unnumbered_tool_calls_and_whole_arguments() -> None:
         ),
         _choice({}, "stop"),
     )
-    calls = [c for d in _deltas(data, 10_000) for c in d.tool_calls]
+    calls = [c for d in await _deltas(data, 10_000) for c in d.tool_calls]
     assert calls == [
         ToolRequest(id="a", name="tree_remove_node", arguments='{"id": "x"}'),
         ToolRequest(id="b", name="tree_remove_node", arguments='{"id":"y"}'),
