@@ -31,6 +31,7 @@ from tests.support import (
     start_server,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -264,7 +265,12 @@ def test_killing_an_instance_interrupts_its_replies_and_only_its_own(
             kept = survivor.start(f"kept {directive(tokens=2000, rate=20)}")
             victim.until(lambda f: f["type"] == "token" and f["seq"] >= 5)
             survivor.send(action="subscribe", chat_id=lost["chat_id"])
-            time.sleep(0.5)  # a checkpoint of the doomed reply is stored
+            wait_until(  # a checkpoint of the doomed reply is stored
+                lambda: cluster.db.query(
+                    "SELECT content FROM message WHERE id = ?", lost["message_id"]
+                )[0]["content"].startswith("t0 t1 t2 t3 t4 "),
+                what="a checkpoint of the doomed reply",
+            )
             doomed.process.send_signal(signal.SIGKILL)
             doomed.process.wait()
             ended = survivor.until(

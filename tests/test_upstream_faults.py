@@ -19,6 +19,7 @@ from tests.support import (
     start_server,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
 
 
@@ -225,10 +226,9 @@ def test_the_circuit_opens_then_lets_one_trial_through(
         assert error["code"] == "llm_unavailable"
         assert "circuit" in error["message"]
         assert _attempts(fake_llm, skipped) == 0  # failed at once, the upstream never asked
-        time.sleep(1.2)
-        # The cooldown is over: the next request will be the trial, and readiness says so
-        # before any request arrives (issue 12).
-        assert circuit() == "half-open"
+        # Once the cooldown (1 s) is over, the next request will be the trial, and readiness
+        # says so before any request arrives (issue 12).
+        wait_until(lambda: circuit() == "half-open", timeout=5, what="the half-open circuit")
         with httpx.Client(base_url=server.url) as client:
             metrics = client.get("/metrics").text
         assert "chatsvc_llm_circuit_state 1.0" in metrics

@@ -19,6 +19,7 @@ from tests.support.servers import (
 )
 from tests.support.sockets import TERMINAL, Frame, Socket, tokens_of
 from tests.support.users import PASSWORD, User, insert_message, register_and_login, unique_username
+from tests.support.waiting import wait_until
 
 __all__ = [
     "CHATSVC_VARIABLES",
@@ -45,4 +46,5 @@ __all__ = [
     "tokens_of",
     "unique_username",
     "upstream_settings",
+    "wait_until",
 ]
