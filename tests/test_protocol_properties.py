@@ -49,8 +49,8 @@ from chatsvc.wire import (
     decode_client_frame,
     encode_frame,
 )
-from tests.conftest import Socket, User
 from tests.fake_openai import Script, directive
+from tests.support import Socket, User
 
 #: Pure properties are cheap: many examples. The live one costs a generation per example.
 PURE = settings(max_examples=200, deadline=None, database=None)
