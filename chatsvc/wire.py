@@ -15,6 +15,23 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 MessageRole = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "streaming", "aborted", "failed", "interrupted"]
+#: The ``type`` of every server frame: the tags of ``ServerFrame``'s members.
+EventType = Literal[
+    "ready",
+    "chat_created",
+    "chat_updated",
+    "message",
+    "started",
+    "token",
+    "reasoning",
+    "snapshot",
+    "done",
+    "aborted",
+    "error",
+    "pong",
+    "tree_update",
+    "debug",
+]
 #: Every code an error carries on the wire (docs/protocol.md section 2).
 ErrorCode = Literal[
     "invalid_message",

@@ -4,13 +4,12 @@ the partial text while the reply streams, kept when it is aborted, and in a ``sn
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import Socket, User
 from tests.fake_openai import FakeOpenAI, directive
+from tests.support import Socket, User, wait_until
 
 
 def marker() -> str:
@@ -87,13 +86,13 @@ def test_partial_reasoning_is_saved_in_a_snapshot_and_kept_when_aborted(
         assert snapshot["reasoning"].startswith(thoughts_of(seen, task_id))
         after = other.until(lambda f: f["type"] == "reasoning")[-1]
         assert after["seq"] == snapshot["seq"] + 1  # no gap, no duplicate
+
         # The checkpoint (every 0.3 s in tests) saves the reasoning with the streaming reply.
-        deadline = time.monotonic() + 10
-        while True:
-            streaming = reply_in(alice, started["chat_id"], started["message_id"])
-            if streaming.get("reasoning") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        def checkpointed() -> dict[str, Any] | None:
+            reply = reply_in(alice, started["chat_id"], started["message_id"])
+            return reply if reply.get("reasoning") else None
+
+        streaming = wait_until(checkpointed, what="the reasoning checkpointed")
         assert streaming["status"] == "streaming"
         assert streaming["reasoning"].startswith("r0 r1 r2 ")
         socket.send(action="abort", task_id=task_id)

@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Record, directive
+from tests.support import (
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
     upstream_settings,
+    wait_until,
 )
-from tests.fake_openai import FakeOpenAI, Record, directive
+from tests.support.servers import start_server
 
 #: The title request's token cap (chatsvc.providers.openai_compatible.TITLE_MAX_TOKENS).
 TITLE_MAX_TOKENS = 32
@@ -176,10 +177,7 @@ def test_a_failing_title_request_leaves_the_chat_as_it_was(
     assert len(title_requests(fake_llm, mark)) == 1
     assert title_requests(fake_llm, later) == []  # asked once, never again
     assert chat_of(user, chat_id)["title"] == f"{mark} {directive(tokens=2, unstreamed_status=500)}"
-    deadline = time.monotonic() + 5
-    while "could not name it" not in titled.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "could not name it" in titled.log()
+    wait_until(lambda: "could not name it" in titled.log(), what="the failure logged")
 
 
 def test_no_titles_when_turned_off(alice: User, fake_llm: FakeOpenAI) -> None:
