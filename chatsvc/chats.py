@@ -28,6 +28,8 @@ from chatsvc.wire import (
 
 _Keyset = tuple[datetime, UUID]
 _cursor_decoder = msgspec.json.Decoder(tuple[datetime, UUID])
+#: The title of a chat created without one.
+_DEFAULT_TITLE = ChatCreate().title
 
 
 def encode_cursor(keyset: _Keyset) -> str:
@@ -79,6 +81,7 @@ class Chats:
             )
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
+        """A chat left with the default title is the model's to name after its first reply."""
         self._check_model(data.model)
         chat = await store.create_chat(
             owner,
@@ -86,6 +89,7 @@ class Chats:
             system_prompt=data.system_prompt,
             model=data.model,
             max_chats=self._max_chats,
+            title_source="placeholder" if data.title == _DEFAULT_TITLE else "user",
         )
         return chat_from_record(chat)
 
@@ -138,6 +142,8 @@ class Chats:
             for field in data.__struct_fields__
             if (value := getattr(data, field)) is not UNSET
         }
+        if "title" in values:  # the user's title: the server never renames the chat again
+            values["title_source"] = "user"
         chat = await store.update_chat(owner, chat_id, values)
         if chat is None:
             raise NotFound("chat not found")

@@ -40,4 +40,5 @@ def message_from_record(message: MessageRecord) -> Message:
         created_at=message.created_at,
         completed_at=message.completed_at,
         tool_calls=message.tool_calls,
+        reasoning=message.reasoning,
     )

@@ -35,6 +35,8 @@ class ChatRecord(Struct, frozen=True, kw_only=True):
     model: str | None
     created_at: datetime
     updated_at: datetime
+    #: Who named the chat (``tables.TitleSource``): ``user``, ``placeholder`` or ``model``.
+    title_source: str = "user"
 
 
 class MessageRecord(Struct, frozen=True, kw_only=True):
@@ -50,6 +52,7 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     created_at: datetime
     completed_at: datetime | None
     tool_calls: list[ToolCallRecord] | None
+    reasoning: str = ""
 
 
 class Exchange(Struct, frozen=True, kw_only=True):

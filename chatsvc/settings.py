@@ -258,6 +258,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_tool_rounds: Annotated[
         int, msgspec.Meta(ge=1, le=100, description="tool rounds per generation")
     ] = 8
+    auto_titles: Annotated[
+        bool,
+        msgspec.Meta(
+            description="name a chat with the model after its first reply (one short "
+            "request), unless its user titled it"
+        ),
+    ] = True
+    llm_title_timeout: Annotated[
+        _Seconds, msgspec.Meta(description="seconds the title request may take")
+    ] = 20.0
 
     def __post_init__(self) -> None:
         # Shape checks msgspec's constraints cannot express.

@@ -156,14 +156,21 @@ _CHAT_COLUMNS = (
     Chat.model,
     Chat.created_at,
     Chat.updated_at,
+    Chat.title_source,
 )
 
 
 async def create_chat(
-    owner: int, *, title: str, system_prompt: str, model: str | None, max_chats: int
+    owner: int,
+    *,
+    title: str,
+    system_prompt: str,
+    model: str | None,
+    max_chats: int,
+    title_source: str = "user",
 ) -> ChatRecord:
     """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
-    ``max_chats`` already."""
+    ``max_chats`` already. ``title_source``: see ``tables.TitleSource``."""
     stamp = now()
     engine = current_engine()
     async with write_transaction(engine):
@@ -174,6 +181,7 @@ async def create_chat(
             Chat(
                 owner=owner,
                 title=title,
+                title_source=title_source,
                 system_prompt=system_prompt,
                 model=model,
                 created_at=stamp,
@@ -273,6 +281,7 @@ _MESSAGE_COLUMNS = (
     Message.created_at,
     Message.completed_at,
     Message.tool_calls,
+    Message.reasoning,
 )
 
 
@@ -407,7 +416,13 @@ async def create_exchange(
             await _check_room_for_chat(owner, max_chats)
             chat = (
                 await Chat.insert(
-                    Chat(owner=owner, title=new_chat_title, created_at=stamp, updated_at=stamp)
+                    Chat(
+                        owner=owner,
+                        title=new_chat_title,
+                        title_source="placeholder",  # the model may name it after its reply
+                        created_at=stamp,
+                        updated_at=stamp,
+                    )
                 ).returning(*_CHAT_COLUMNS)
             )[0]
             await _create_tree(chat["id"])
@@ -471,23 +486,29 @@ _AFTER = timedelta(microseconds=1)
 CHECKPOINT_BATCH = 500
 
 
-async def checkpoint_replies(replies: list[tuple[UUID, str]]) -> None:
-    """Save the partial text of replies still streaming (a finished one is left alone).
+async def checkpoint_replies(replies: list[tuple[UUID, str, str]]) -> None:
+    """Save the partial text and reasoning (id, text, reasoning) of replies still
+    streaming (a finished one is left alone).
 
     One ``UPDATE`` for up to ``CHECKPOINT_BATCH`` replies, rather than one each:
-    at 200 streams, one statement every ``CHECKPOINT_SECONDS`` instead of 200.
+    at 200 streams, one statement every ``CHECKPOINT_SECONDS`` instead of 200. The
+    reasoning is only set when some reply of the batch has any.
     """
     async with write_transaction(current_engine()):
         for start in range(0, len(replies), CHECKPOINT_BATCH):
             batch = replies[start : start + CHECKPOINT_BATCH]
             cases = " ".join("WHEN {} THEN {}" for _ in batch)
             ids = ", ".join("{}" for _ in batch)
-            values = [value for reply in batch for value in reply]
+            values = [value for message_id, text, _ in batch for value in (message_id, text)]
+            sets = f"content = CASE id {cases} END"
+            if any(reasoning for _, _, reasoning in batch):
+                sets += f", reasoning = CASE id {cases} END"
+                values += [value for message_id, _, r in batch for value in (message_id, r)]
             await Message.raw(
-                f"UPDATE message SET content = CASE id {cases} END "  # noqa: S608 (placeholders only)
+                f"UPDATE message SET {sets} "  # noqa: S608 (placeholders only)
                 f"WHERE status = 'streaming' AND id IN ({ids})",
                 *values,
-                *(message_id for message_id, _ in batch),
+                *(message_id for message_id, _, _ in batch),
             )
 
 
@@ -502,16 +523,18 @@ async def finish_reply(
     finish_reason: str | None,
     error_code: ErrorCode | None,
     tool_calls: list[dict[str, Any]] | None = None,
+    reasoning: str = "",
 ) -> MessageRecord | None:
-    """The one final write of a reply: its text, status, usage and tool calls (``name``,
-    ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before other
-    queued writes: an abort, and every follower, waits for it."""
+    """The one final write of a reply: its text, reasoning, status, usage and tool calls
+    (``name``, ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before
+    other queued writes: an abort, and every follower, waits for it."""
     stamp = now()
     async with write_transaction(current_engine(), urgent=True):
         rows = await (
             Message.update(
                 {
                     Message.content: content,
+                    Message.reasoning: reasoning,
                     Message.status: status,
                     Message.prompt_tokens: prompt_tokens,
                     Message.completion_tokens: completion_tokens,
@@ -526,6 +549,28 @@ async def finish_reply(
         )
         await Chat.update({Chat.updated_at: stamp}).where(Chat.id == chat_id)
     return _message(rows[0]) if rows else None
+
+
+async def claim_title(chat_id: UUID) -> bool:
+    """Take a chat whose title is a placeholder for the model to name (``model``): once,
+    across instances; ``False`` when its user titled it or it was claimed before."""
+    rows = await (
+        Chat.update({Chat.title_source: "model"})
+        .where((Chat.id == chat_id) & (Chat.title_source == "placeholder"))
+        .returning(Chat.id)
+    )
+    return bool(rows)
+
+
+async def set_model_title(chat_id: UUID, title: str) -> ChatRecord | None:
+    """Store the title the model gave, unless the user renamed the chat meanwhile (or it
+    is the title the chat has: ``None`` then too)."""
+    rows = await (
+        Chat.update({Chat.title: title, Chat.updated_at: now()})
+        .where((Chat.id == chat_id) & (Chat.title_source == "model") & (Chat.title != title))
+        .returning(*_CHAT_COLUMNS)
+    )
+    return ChatRecord(**rows[0]) if rows else None
 
 
 async def get_message(message_id: UUID) -> MessageRecord | None:

@@ -51,6 +51,15 @@ class Status(StrEnum):
     interrupted = "interrupted"
 
 
+class TitleSource(StrEnum):
+    """Who named a chat: its user (never renamed by the server), a placeholder from the
+    first message (replaced by the model's title), or the model (named once)."""
+
+    user = "user"
+    placeholder = "placeholder"
+    model = "model"
+
+
 class Chat(Table):
     """A conversation owned by one user."""
 
@@ -62,6 +71,12 @@ class Chat(Table):
         help_text="The user who owns the chat.",
     )
     title = Varchar(length=200, default="", help_text="Shown in chat lists; searchable.")
+    title_source = Varchar(
+        length=16,
+        choices=TitleSource,
+        default=TitleSource.user,
+        help_text="Who named the chat: user, placeholder (to be named by the model), model.",
+    )
     system_prompt = Text(default="", help_text="Sent first to the model on every generation.")
     model = Varchar(
         length=200, null=True, default=None, help_text="Model for this chat; empty: the default."
@@ -82,6 +97,7 @@ class Message(Table):
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False)
     role = Varchar(length=16, choices=Role)
     content = Text(default="")
+    reasoning = Text(default="", help_text="What the model streamed as reasoning, if any.")
     status = Varchar(
         length=16,
         choices=Status,

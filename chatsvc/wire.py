@@ -19,6 +19,7 @@ MessageStatus = Literal["complete", "streaming", "aborted", "failed", "interrupt
 EventType = Literal[
     "ready",
     "chat_created",
+    "chat_updated",
     "message",
     "started",
     "token",
@@ -142,7 +143,8 @@ class ToolCallRecord(_Wire):
 
 
 class Message(_Wire, omit_defaults=True):
-    """`tool_calls` is left out when the message made none."""
+    """`tool_calls` is left out when the message made none, `reasoning` when the model
+    streamed none."""
 
     id: UUID
     chat_id: UUID
@@ -159,6 +161,13 @@ class Message(_Wire, omit_defaults=True):
         list[ToolCallRecord] | None,
         Meta(description="The workspace tree tool calls of an assistant reply, in order."),
     ] = None
+    reasoning: Annotated[
+        str,
+        Meta(
+            description="What the model streamed as reasoning before or while it answered "
+            "(`reasoning` events); left out when none."
+        ),
+    ] = ""
 
 
 class Chat(_Wire):
@@ -335,6 +344,12 @@ class ChatCreated(_Event, tag="chat_created"):
     request_id: str | None = None
 
 
+class ChatUpdated(_Event, tag="chat_updated"):
+    """A chat changed on the server's side: the model named it (after its first reply)."""
+
+    chat: Chat
+
+
 class MessageEvent(_Event, tag="message"):
     message: Message
     request_id: str | None = None
@@ -362,14 +377,15 @@ class ReasoningEvent(_Event, tag="reasoning"):
 
 
 class Snapshot(_Event, tag="snapshot"):
-    """Sent on `subscribe` while a reply streams: everything so far; `token` events go on
-    from `seq + 1`."""
+    """Sent on `subscribe` while a reply streams: everything so far (its text, and its
+    reasoning); `token` and `reasoning` events go on from `seq + 1`."""
 
     task_id: UUID
     chat_id: UUID
     message_id: UUID
     seq: int
     content: str
+    reasoning: str = ""
 
 
 class Done(_Event, tag="done"):
@@ -459,6 +475,7 @@ class DebugEvent(_Event, tag="debug"):
 ServerFrame = (
     Ready
     | ChatCreated
+    | ChatUpdated
     | MessageEvent
     | Started
     | TokenEvent

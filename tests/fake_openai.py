@@ -7,6 +7,10 @@ not. What it does is scripted per request: a directive in the last user message,
 ``Script``. Every request leaves a ``Record``: what the client sent, how many
 tokens went out, and whether and when the client hung up.
 
+A request that is not streamed (chatsvc names a chat that way) gets one whole
+``chat.completion``: the tokens' text, or ``unstreamed_text``; ``unstreamed_status``
+answers it with that HTTP error instead.
+
 Tool calls: ``directive(tool_calls=[{"name": "tree_add_node", "arguments":
 {...}}])`` makes the fake answer with those calls (streamed in pieces, as real
 servers do: a first chunk with the call's id and name, then fragments of its
@@ -110,7 +114,12 @@ class Script:
     stall_after: int | None = None  # stop sending (connection left open) after this many
     error_after: int | None = None  # send an `error` event after this many tokens
     error_joined: bool = False  # ...in the same write as those tokens (one read for the client)
-    reasoning: int = 0  # reasoning deltas before the content
+    reasoning: int = 0  # reasoning deltas before the content (at `rate`, as tokens are)
+    # A request that is not streamed (a chat's title): answer with this text (default: the
+    # tokens' text), or with this HTTP error status, after this many seconds.
+    unstreamed_text: str | None = None
+    unstreamed_status: int | None = None
+    unstreamed_delay: float = 0.0
     timestamps: bool = False  # each token carries its send time: "t<i>@<unix time> "
     pad: int = 0  # characters of padding in every token (large replies, quickly)
     finish_reason: str = "stop"
@@ -326,6 +335,10 @@ class FakeOpenAI:
         if script.header_delay:
             await asyncio.sleep(script.header_delay)
         if not record.stream:
+            await asyncio.sleep(script.unstreamed_delay)
+            if script.unstreamed_status is not None:
+                await self._send_error(writer, script.unstreamed_status, "scripted failure")
+                return False
             await self._send_whole(writer, record)
             return True
         # While streaming, a read that ends means the client hung up.
@@ -420,6 +433,10 @@ class FakeOpenAI:
         if record.round and script.round_delay:
             await asyncio.wait([watcher], timeout=script.round_delay)
         for index in range(script.reasoning):
+            if record.disconnected:
+                return
+            if script.rate:
+                await asyncio.sleep(1 / script.rate)
             await self._event(writer, record, {profile.reasoning_key: f"r{index} "})
         calls = script.calls_for(record.round)
         if calls is not None and (profile.streams_tools or not record.body.get("tools")):
@@ -588,7 +605,9 @@ class FakeOpenAI:
         await writer.drain()
 
     async def _send_whole(self, writer: asyncio.StreamWriter, record: Record) -> None:
-        text = record.script.expected_text()
+        text = record.script.unstreamed_text
+        if text is None:
+            text = record.script.expected_text()
         record.tokens_sent = record.script.tokens
         payload = {
             "id": record.id,

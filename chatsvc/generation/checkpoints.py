@@ -1,4 +1,5 @@
-"""The loop that saves the text of every running reply every ``CHECKPOINT_SECONDS``."""
+"""The loop that saves the text (and reasoning) of every running reply every
+``CHECKPOINT_SECONDS``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import anyio
 
 from chatsvc import store
 from chatsvc.errors import Overloaded
-from chatsvc.generation.reply import Running
+from chatsvc.generation.reply import Generation, Running
 
 log = logging.getLogger("chatsvc.generation")
 
@@ -21,16 +22,18 @@ async def save_partial_replies(running: Running, seconds: float) -> None:
     (single-writer) SQLite lock and the PostgreSQL pool free for the writes
     that clients wait for. A crash loses at most this interval of text.
     """
-    saved: dict[UUID, int] = {}
+    saved: dict[UUID, tuple[int, int]] = {}
     while True:
         await anyio.sleep(seconds)
         replies = list(running)
-        changed = [g for g in replies if saved.get(g.task_id) != len(g.parts)]
-        saved = {g.task_id: len(g.parts) for g in replies}
+        changed = [g for g in replies if saved.get(g.task_id) != _said(g)]
+        saved = {g.task_id: _said(g) for g in replies}
         if not changed:
             continue
         try:
-            await store.checkpoint_replies([(g.message_id, g.content) for g in changed])
+            await store.checkpoint_replies(
+                [(g.message_id, g.content, g.reasoning) for g in changed]
+            )
         except Exception as exc:  # this task's error boundary: the replies themselves go on
             for generation in changed:  # the next checkpoint saves them
                 saved.pop(generation.task_id, None)
@@ -38,3 +41,8 @@ async def save_partial_replies(running: Running, seconds: float) -> None:
                 log.warning("could not save the text of %d replies: %s", len(changed), exc)
             else:
                 log.exception("could not save the partial text of %d replies", len(changed))
+
+
+def _said(generation: Generation) -> tuple[int, int]:
+    """How much the reply has said: its text parts and reasoning parts."""
+    return len(generation.parts), len(generation.thoughts)

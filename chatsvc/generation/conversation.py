@@ -10,7 +10,7 @@ reply. At most ``MAX_TOOL_ROUNDS`` rounds: one more ends the reply with finish r
 ``tool_rounds_exceeded``. A request the server finds too long for its context is sent
 again once with about half the older history.
 
-What the reply said (text, ``seq``, usage, finish reason, tool calls) is kept on the
+What the reply said (text, reasoning, ``seq``, usage, finish reason, tool calls) is kept on the
 ``Generation``; how the reply ends is the runner's to decide.
 """
 
@@ -193,6 +193,7 @@ class Conversation:
     def _take(self, generation: Generation, delta: Delta) -> None:
         """One delta into the reply: its events, its text, its usage and finish reason."""
         if delta.reasoning:
+            generation.thoughts.append(delta.reasoning)
             self._publish_next(generation, ReasoningEvent, delta.reasoning)
         if delta.text:
             if generation.first_token_at is None:

@@ -39,13 +39,14 @@ def text(
 
 
 def snapshot(generation: Generation) -> Snapshot:
-    """What the reply has said so far, up to and including event ``seq``."""
+    """What the reply has said so far (text and reasoning), up to and including event ``seq``."""
     return Snapshot(
         task_id=generation.task_id,
         chat_id=generation.chat_id,
         message_id=generation.message_id,
         seq=generation.seq,
         content=generation.content,
+        reasoning=generation.reasoning,
     )
 
 

@@ -34,6 +34,7 @@ from chatsvc.events import ChatEvents, Subscriber, event_of
 from chatsvc.generation import frames
 from chatsvc.generation.checkpoints import save_partial_replies
 from chatsvc.generation.conversation import Conversation
+from chatsvc.generation.naming import Naming
 from chatsvc.generation.peers import Peers
 from chatsvc.generation.reply import Aborting, Generation, Running
 from chatsvc.generation.runner import Runner
@@ -43,12 +44,11 @@ from chatsvc.providers import LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
+from chatsvc.titles import placeholder
 from chatsvc.trees import Trees
 from chatsvc.wire import ChatCreated, Message, MessageEvent, Snapshot, Started
 
 log = logging.getLogger("chatsvc.generation")
-
-TITLE_CHARS = 80
 
 
 class Generations(anyio.AsyncContextManagerMixin):
@@ -76,7 +76,15 @@ class Generations(anyio.AsyncContextManagerMixin):
         tools = trees if settings.tree_tools else None  # none: the model is offered no tools
         talk = Conversation(settings, provider, events, self._telemetry, budgets, tools)
         self._conversation = talk
-        self._runner = Runner(settings, talk, events, self._telemetry, leave=self._running.remove)
+        self._naming = Naming(provider, events)
+        self._runner = Runner(
+            settings,
+            talk,
+            events,
+            self._telemetry,
+            leave=self._running.remove,
+            completed=self._name_chat if settings.auto_titles else None,
+        )
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
 
@@ -163,7 +171,7 @@ class Generations(anyio.AsyncContextManagerMixin):
             stored = await store.create_exchange(
                 owner,
                 chat_id=chat_id,
-                new_chat_title=_title_from(content),
+                new_chat_title=placeholder(content),
                 user_content=content,
                 assistant_id=generation.message_id,
                 default_model=settings.model_name,
@@ -181,6 +189,7 @@ class Generations(anyio.AsyncContextManagerMixin):
             raise
         generation.model = stored.reply.model or settings.model_name
         generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
+        generation.wants_title = stored.chat.title_source == "placeholder"
         if stored.created:
             generation.chat_id = stored.chat.id
             self._running.add(generation)
@@ -199,6 +208,13 @@ class Generations(anyio.AsyncContextManagerMixin):
             user_id=owner, chat_id=generation.chat_id, task_id=generation.task_id
         )
         return generation
+
+    def _name_chat(self, generation: Generation) -> None:
+        """After a reply completed (its ``done`` is out): a chat still titled with its
+        first words is named by the model, in the task group, never on the reply's path."""
+        if generation.wants_title and self._task_group is not None:
+            name = f"title {generation.chat_id}"
+            self._task_group.start_soon(self._naming.name, generation, name=name)
 
     def _publish(self, generation: Generation, frame: ChatCreated | MessageEvent | Started) -> None:
         self._events.publish(generation.chat_id, event_of(frame))
@@ -290,8 +306,3 @@ class Generations(anyio.AsyncContextManagerMixin):
         if reply is None:
             raise InternalError("the reply could not be stored")
         return aborting.task_id, message_from_record(reply)
-
-
-def _title_from(content: str) -> str:
-    first_line = content.strip().splitlines()[0] if content.strip() else "New chat"
-    return first_line[:TITLE_CHARS]

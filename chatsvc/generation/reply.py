@@ -33,6 +33,8 @@ class Generation:
     abort_requested: bool = False
     interrupt_requested: bool = False
     parts: list[str] = field(default_factory=list[str])
+    #: The reasoning streamed so far (stored with the reply, issue 15).
+    thoughts: list[str] = field(default_factory=list[str])
     seq: int = -1
     #: What the upstream said of the reply: usage summed over its rounds, the last
     #: round's finish reason.
@@ -53,10 +55,16 @@ class Generation:
     tool_rounds: int = 0
     #: The tool calls applied, as stored with the reply: ``name``, ``arguments``, ``result``.
     tool_calls: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    #: The chat's title is a placeholder: once the reply completes, the model names the chat.
+    wants_title: bool = False
 
     @property
     def content(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.thoughts)
 
     def abort(self, by: AbortedBy) -> None:
         """Cancel the reply's scope; the first abort is the one counted."""

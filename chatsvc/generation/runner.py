@@ -55,7 +55,9 @@ END_RETRY_MAX_PAUSE = 5.0
 
 
 class Runner:
-    """Runs replies to their end; ``leave`` takes a reply out of the registry once stored."""
+    """Runs replies to their end; ``leave`` takes a reply out of the registry once stored;
+    ``completed`` is told of each reply stored ``complete``, once its ``done`` is out (it
+    must not block: the registry starts the chat's naming in its task group)."""
 
     def __init__(
         self,
@@ -64,12 +66,14 @@ class Runner:
         events: ChatEvents,
         telemetry: Telemetry,
         leave: Callable[[Generation], None],
+        completed: Callable[[Generation], None] | None = None,
     ) -> None:
         self._settings = settings
         self._conversation = conversation
         self._events = events
         self._telemetry = telemetry
         self._leave = leave
+        self._completed = completed
 
     async def run(self, generation: Generation) -> None:
         """The reply's task: converse, then finish, however it ends."""
@@ -134,6 +138,8 @@ class Runner:
             self._events.publish_remote(generation.chat_id, event_of(frame))
         generation.finished.set()
         self._tell_telemetry(generation, status)
+        if status == "complete" and generation.reply is not None and self._completed:
+            self._completed(generation)
 
     async def _store_end(self, generation: Generation, ending: Ending) -> MessageRecord | None:
         """The reply's one final write. When the database cannot take it in time, it is
@@ -157,6 +163,7 @@ class Runner:
                     finish_reason=generation.finish_reason,
                     error_code=ending.error.code if ending.error else None,
                     tool_calls=generation.tool_calls,
+                    reasoning=generation.reasoning,
                 )
             except Exception as exc:  # every failure of the write is worth another try
                 if anyio.current_time() + pause > give_up_at:

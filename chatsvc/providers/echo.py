@@ -15,6 +15,7 @@ import anyio
 import msgspec
 
 from chatsvc.providers.port import CircuitState, CompletionRequest, Delta, StatedContext
+from chatsvc.titles import placeholder
 from chatsvc.tree import ToolCall
 from chatsvc.wire import Usage
 
@@ -122,6 +123,10 @@ class EchoProvider:
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[AsyncIterator[Delta]]:
         yield self._deltas(request)
+
+    async def title(self, model: str, question: str, answer: str) -> str:
+        """The first words of the question: the title a chat gets before its reply."""
+        return placeholder(question)
 
     async def _deltas(self, request: CompletionRequest) -> AsyncIterator[Delta]:
         prompt = sum(len(_WORDS.findall(turn.content)) for turn in request.messages)

@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletionChunk
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from chatsvc import titles
 from chatsvc.context import ANY_MODEL
 from chatsvc.errors import GenerationTimeout, LLMError, LLMUnavailable
 from chatsvc.providers.chunks import StreamDecoder
@@ -38,6 +39,8 @@ from chatsvc.settings import Settings
 log = logging.getLogger("chatsvc.providers")
 
 CLOSE_SECONDS = 2.0
+#: Tokens the model may spend naming a chat: a title is a few words.
+TITLE_MAX_TOKENS = 32
 #: How long the start may wait for the model server to say its context length.
 PROBE_SECONDS = 3.0
 
@@ -116,6 +119,7 @@ class OpenAIProvider:
         #: Ask for usage in the stream; off once the server refused ``stream_options``.
         self._ask_usage = True
         self._cooldown = settings.llm_breaker_cooldown
+        self._title_timeout = settings.llm_title_timeout
         self._opened_at: float | None = None  # purgatory's clock: `time.time()`
         self._trial_running = False
         # The read timeout is the idle timeout between two chunks of the stream.
@@ -225,6 +229,33 @@ class OpenAIProvider:
             # Shielded (an abort is what usually brings us here) and bounded.
             with anyio.move_on_after(CLOSE_SECONDS, shield=True):
                 await stack.aclose()
+
+    async def title(self, model: str, question: str, answer: str) -> str:
+        """One non-streamed request, ``TITLE_MAX_TOKENS`` at most, ``LLM_TITLE_TIMEOUT``
+        for all of it and no retry. It skips the circuit breaker: a title is worth no
+        request while the circuit is open, and its failures do not open it."""
+        if self.circuit_state != "closed":
+            raise LLMUnavailable("the model server is unavailable (circuit open)")
+        client = self._client.with_options(timeout=self._title_timeout, max_retries=0)
+        messages = [
+            {"role": "system", "content": titles.INSTRUCTION},
+            {"role": "user", "content": titles.prompt(question, answer)},
+        ]
+        try:
+            completion = await client.chat.completions.create(
+                model=model,
+                messages=[],
+                max_tokens=TITLE_MAX_TOKENS,
+                extra_body={"messages": messages},  # sent as given (see `stream`)
+            )
+        except openai.APIConnectionError as exc:  # and APITimeoutError
+            raise unreachable(exc) from exc
+        except openai.APIStatusError as exc:
+            raise refused(exc) from exc
+        except openai.OpenAIError as exc:  # an answer the SDK could not read
+            raise LLMError("the model server sent an unreadable title") from exc
+        choices = completion.choices
+        return (choices[0].message.content or "") if choices else ""
 
     async def stated_contexts(self) -> dict[str, StatedContext]:
         """Ask the server its context lengths: vLLM lists ``max_model_len`` with each model,

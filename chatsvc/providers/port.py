@@ -79,3 +79,9 @@ class LLMProvider(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[Delta]]:
         """Open the upstream stream; leaving the context closes it, also on cancellation."""
         ...
+
+    async def title(self, model: str, question: str, answer: str) -> str:
+        """A few words naming a chat that starts with ``question`` and ``answer``, as the
+        model wrote them (``titles.clean`` makes them a title): one short request, not
+        streamed, bounded in tokens and time. Raises ``ChatsvcError`` when it fails."""
+        ...

@@ -98,6 +98,10 @@ def start_server(
     """
     port = free_port()
     defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
+    # Titles by the model are one more upstream request and one more event after a chat's
+    # first reply: tests that count requests or frames would see them. Their tests turn
+    # them on (tests/test_titles.py).
+    defaults["AUTO_TITLES"] = "false"
     # The suite makes many requests from one address; the limit tests lower these.
     env = clean_environment(**{**defaults, **HIGH_LIMITS, **settings})
     log_path = cwd / f"server-{port}.log"
