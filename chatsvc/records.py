@@ -29,17 +29,26 @@ class UserAccess(Struct, frozen=True, kw_only=True):
 
 
 class ChatRecord(Struct, frozen=True, kw_only=True):
+    """``active_leaf``: the end of the branch shown and continued (``None``: the newest
+    message); ``message_count``: every message of the chat, every branch."""
+
     id: UUID
     title: str
     system_prompt: str
     model: str | None
     created_at: datetime
     updated_at: datetime
+    active_leaf: UUID | None = None
+    message_count: int = 0
 
 
 class MessageRecord(Struct, frozen=True, kw_only=True):
+    """``siblings``: the ids of the messages with the same parent, this one among them,
+    oldest first (filled by the store where a message is shown)."""
+
     id: UUID
     chat: UUID
+    parent: UUID | None
     role: MessageRole
     content: str
     status: MessageStatus
@@ -50,6 +59,7 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     created_at: datetime
     completed_at: datetime | None
     tool_calls: list[ToolCallRecord] | None
+    siblings: tuple[UUID, ...] = ()
 
 
 class Exchange(Struct, frozen=True, kw_only=True):

@@ -126,7 +126,9 @@ class ToolCallRecord(_Wire):
 
 
 class Message(_Wire, omit_defaults=True):
-    """`tool_calls` is left out when the message made none."""
+    """`tool_calls` is left out when the message made none; `parent_id` for a first message;
+    `sibling_index`, `sibling_count` and `sibling_ids` when it has no siblings (0, 1 and
+    its own id)."""
 
     id: UUID
     chat_id: UUID
@@ -143,6 +145,20 @@ class Message(_Wire, omit_defaults=True):
         list[ToolCallRecord] | None,
         Meta(description="The workspace tree tool calls of an assistant reply, in order."),
     ] = None
+    parent_id: Annotated[
+        UUID | None,
+        Meta(description="The message this one follows in the chat's tree; none: a first one."),
+    ] = None
+    sibling_index: Annotated[
+        int, Meta(description="Its place among the messages of the same parent, oldest first.")
+    ] = 0
+    sibling_count: Annotated[
+        int, Meta(description="How many messages share its parent, itself included.")
+    ] = 1
+    sibling_ids: Annotated[
+        list[UUID] | None,
+        Meta(description="The ids of the messages sharing its parent, itself included, in order."),
+    ] = None
 
 
 class Chat(_Wire):
@@ -152,6 +168,14 @@ class Chat(_Wire):
     model: str | None
     created_at: datetime
     updated_at: datetime
+    active_leaf_id: Annotated[
+        UUID | None,
+        Meta(
+            description="The last message of the branch shown and continued; null: the "
+            "newest message."
+        ),
+    ]
+    message_count: Annotated[int, Meta(description="The chat's messages, on every branch.")]
 
 
 class ChatWithMessages(Chat):
@@ -162,10 +186,19 @@ class ChatWithMessages(Chat):
     messages_next_cursor: str | None = msgspec.field(default=None)
 
 
+#: The title of a chat created without one.
+DEFAULT_TITLE = "New chat"
+
+
 class ChatCreate(_Wire):
-    title: Title = "New chat"
+    """With `content`, the chat starts with that message and the answer is the reply's
+    (docs/protocol.md section 4.3); its title is then the message's first line unless
+    `title` says otherwise."""
+
+    title: Title = DEFAULT_TITLE
     system_prompt: SystemPrompt = ""
     model: ModelName | None = None
+    content: Content | None = None
 
 
 class ChatUpdate(_Wire):
@@ -237,8 +270,35 @@ RequestId = Annotated[
 ]
 
 
+ParentId = Annotated[
+    UUID | None,
+    Meta(
+        description="Edit and resend: the message the new one follows (an assistant message "
+        "of the chat), so it becomes a sibling of what followed it; null: a new first "
+        "message. Left out: the end of the active branch."
+    ),
+]
+
+
 class MessageCreate(_Wire):
     content: Content
+    parent_id: ParentId | UnsetType = UNSET
+
+
+class ActiveBranch(_Wire):
+    """`message_id`: any message of the chat; the branch becomes the newest one under it."""
+
+    message_id: UUID
+
+
+class ChatReply(_Wire):
+    """A chat started with its first message (`POST /api/chats` with `content`), and the
+    finished reply (status `complete` or `aborted`)."""
+
+    chat: Chat
+    message: Message
+    chat_id: UUID
+    message_id: UUID
 
 
 class MessageReply(_Wire):
@@ -266,6 +326,15 @@ class SendMessage(_Action, tag="send_message"):
     content: Content
     chat_id: UUID | None = None
     request_id: RequestId | None = None
+    parent_id: ParentId | UnsetType = UNSET
+
+
+class Regenerate(_Action, tag="regenerate"):
+    """A new reply in place of ``message_id`` (an assistant message), as its sibling."""
+
+    chat_id: UUID
+    message_id: UUID
+    request_id: RequestId | None = None
 
 
 class Abort(_Action, tag="abort"):
@@ -290,7 +359,7 @@ class Ping(_Action, tag="ping"):
     """Ask the server for a `pong`."""
 
 
-ClientFrame = SendMessage | Abort | Subscribe | Unsubscribe | Ping
+ClientFrame = SendMessage | Regenerate | Abort | Subscribe | Unsubscribe | Ping
 
 
 class _RequestIdOnly(Struct):
@@ -315,6 +384,14 @@ class Ready(_Event, tag="ready"):
 
 
 class ChatCreated(_Event, tag="chat_created"):
+    chat: Chat
+    request_id: str | None = None
+
+
+class ChatUpdated(_Event, tag="chat_updated"):
+    """The chat changed: its active branch (`active_leaf_id`) after a regenerate, an edit
+    or a switch."""
+
     chat: Chat
     request_id: str | None = None
 
@@ -443,6 +520,7 @@ class DebugEvent(_Event, tag="debug"):
 ServerFrame = (
     Ready
     | ChatCreated
+    | ChatUpdated
     | MessageEvent
     | Started
     | TokenEvent
