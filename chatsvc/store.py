@@ -374,13 +374,16 @@ async def _with_siblings(chat_id: UUID, records: list[MessageRecord]) -> list[Me
         roots = Message.parent.is_null()
         where = roots if where is None else where | roots
     assert where is not None
-    rows = await (
-        Message.select(Message.id, Message.parent)
-        .where((Message.chat == chat_id) & where)
-        .order_by(Message.created_at, Message.id)
+    # Sorted here, not by the query: ordered by creation, SQLite may walk the chat's
+    # (chat, created_at) index and read every message (the parent column comes last,
+    # after the text), where the (chat, parent) index finds the siblings alone.
+    rows = await Message.select(Message.id, Message.parent, Message.created_at).where(
+        (Message.chat == chat_id) & where
     )
+    found: list[_Row] = rows
+    found.sort(key=_creation)
     groups: dict[UUID | None, list[UUID]] = {}
-    for row in rows:
+    for row in found:
         groups.setdefault(row["parent"], []).append(row["id"])
     return [
         msgspec.structs.replace(record, siblings=tuple(groups.get(record.parent, [record.id])))
@@ -439,6 +442,11 @@ _HISTORY = (
     "CASE WHEN branch.depth = 0 OR branch.used <= {} THEN message.content ELSE '' END "
     "AS content FROM branch JOIN message ON message.id = branch.id"
 )
+
+
+def _creation(row: _Row) -> tuple[datetime, str]:
+    """History order: ``created_at``, then the id (as text, as SQLite compares it)."""
+    return row["created_at"], str(row["id"])
 
 
 def _depth(row: _Row) -> int:
