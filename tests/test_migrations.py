@@ -255,7 +255,7 @@ def test_chats_stored_before_trees_become_single_branches(
         rows = db.query("SELECT id, parent, content FROM message WHERE chat = ?", chat)
         parent_of = {uuid.UUID(str(r["id"])): r["parent"] for r in rows}
         assert set(parent_of) == set(order)
-        expected = [None, *order[:-1]]
+        expected = [None, *order[:-1]] if order else []
         assert [
             uuid.UUID(str(parent_of[m])) if parent_of[m] is not None else None for m in order
         ] == expected, chat
