@@ -179,8 +179,9 @@ class Chat(_Wire):
 
 
 class ChatWithMessages(Chat):
-    """The chat with its newest messages, oldest first; `messages_next_cursor`, passed as
-    `before` to `GET /api/chats/{chat_id}/messages`, fetches older ones."""
+    """The chat with the newest messages of its active branch, oldest first;
+    `messages_next_cursor`, passed as `before` to `GET /api/chats/{chat_id}/messages`,
+    fetches older ones."""
 
     messages: list[Message]
     messages_next_cursor: str | None = msgspec.field(default=None)
@@ -230,7 +231,8 @@ class ChatPage(_Wire):
 
 
 class MessagePage(_Wire):
-    """Messages oldest first; `next_cursor`, passed as `before`, fetches older ones."""
+    """Messages oldest first (of the active branch, or of the whole chat with `all=true`);
+    `next_cursor`, passed as `before`, fetches older ones."""
 
     items: list[Message]
     next_cursor: str | None = msgspec.field(default=None)

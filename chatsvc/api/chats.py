@@ -174,8 +174,9 @@ class ChatController(Controller):
     async def get_chat(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats, limit: Limit = 100
     ) -> ChatWithMessages:
-        """A chat with its newest `limit` messages, oldest first; `messages_next_cursor`,
-        passed as `before` to `GET /api/chats/{chat_id}/messages`, pages back in time."""
+        """A chat with the newest `limit` messages of its active branch, oldest first;
+        `messages_next_cursor`, passed as `before` to `GET /api/chats/{chat_id}/messages`,
+        pages back towards its first message."""
         return await chats.get_with_messages(request.user.id, chat_id, limit=limit)
 
     @get(
