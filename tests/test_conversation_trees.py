@@ -417,6 +417,54 @@ def test_a_second_tab_sees_chat_updated_and_the_new_branch(alice: User) -> None:
     assert tokens_of(seen, mine[1]["task_id"]) == tokens_of(mine, mine[1]["task_id"])
 
 
+def test_a_tab_that_subscribes_during_a_regenerate_gets_its_snapshot(alice: User) -> None:
+    word = mark()
+    # The first try of this message fails at once; the second, the regenerate, streams slowly.
+    script = directive(status=500, fail_times=1, tokens=40, rate=40)
+    with Socket(alice) as socket, Socket(alice) as late:
+        failed = exchange(socket, f"{word} {script}")
+        assert failed[-1]["type"] == "error", failed[-1]
+        chat_id = of_type(failed, "chat_created")["chat"]["id"]
+        reply_id = of_type(failed, "started")["message_id"]
+        socket.send(action="regenerate", chat_id=chat_id, message_id=reply_id)
+        started = socket.until(lambda f: f["type"] == "started")[-1]
+        socket.until(lambda f: f["type"] == "token" and f["seq"] >= 3)
+        late.send(action="subscribe", chat_id=chat_id)
+        snapshot = late.recv()
+        assert snapshot["type"] == "snapshot", snapshot
+        assert snapshot["message_id"] == started["message_id"] != reply_id
+        rest = late.until_end(started["task_id"])
+        mine = socket.until_end(started["task_id"])
+    tokens = tokens_of(rest, started["task_id"])
+    assert [t["seq"] for t in tokens] == list(
+        range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(tokens))
+    )
+    assert (
+        snapshot["content"] + "".join(t["token"] for t in tokens)
+        == Script(tokens=40).expected_text()
+    )
+    assert rest[-1] == mine[-1]
+    assert rest[-1]["type"] == "done"
+
+
+def test_regenerate_counts_against_the_per_user_cap(
+    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI
+) -> None:
+    server = spawn_server(**upstream_settings(fake_llm), MAX_CONCURRENT_GENERATIONS="1")
+    user = register_and_login(server)
+    with Socket(user) as socket:
+        chat_id, messages = two_exchanges(socket)
+        started = socket.start(f"{mark()} {directive(tokens=400, rate=40)}")
+        socket.send(action="regenerate", chat_id=chat_id, message_id=messages[3]["id"])
+        refused = socket.until(lambda f: f["type"] == "error" and f.get("task_id") is None)[-1]
+        assert refused["code"] == "rate_limited", refused
+        assert refused["retry_after"] == 1
+        socket.send(action="abort", task_id=started["task_id"])
+        assert socket.until_end(started["task_id"])[-1]["type"] == "aborted"
+        again = regenerate(socket, chat_id, messages[3]["id"])
+        assert again[-1]["type"] == "done", again[-1]
+
+
 def test_pages_of_a_long_branch_follow_the_branch(alice: User) -> None:
     with Socket(alice) as socket:
         chat_id, messages = two_exchanges(socket)
