@@ -17,7 +17,7 @@ Token expiry is each socket's own timer (``chatsvc/api/ws.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from typing import Protocol, Self
 
@@ -76,7 +76,7 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
         self._task_group: anyio.abc.TaskGroup | None = None
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         """The re-check rounds and the account-change reader run until the body ends."""
         async with background_tasks() as task_group:
             self._task_group = task_group

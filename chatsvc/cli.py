@@ -295,7 +295,7 @@ def _http_url(host: str, port: int) -> str:
 
 def _listening_line(addresses: Sequence[Address]) -> str:
     """Where the server listens, as bound; a wildcard bind says that it means every interface."""
-    parts = []
+    parts: list[str] = []
     for host, port in addresses:
         part = _http_url(host, port)
         if host in _EVERY_INTERFACE:
@@ -370,23 +370,35 @@ def serve(settings: Settings, *, host: str | None, port: int | None, reload: boo
     log.info(
         "database: %s", f"{applied} migrations applied" if applied else "migrations up to date"
     )
-    common = {
-        "host": host,
-        "port": port,
-        "log_config": logging_config(settings.log_level, json=settings.environment == "production"),
-        "ws_max_size": settings.max_frame_bytes,
-        # Token frames are small; compressing each costs more CPU than it saves bytes,
-        # and zlib state per socket costs memory (docs/performance.md).
-        "ws_per_message_deflate": False,
-        "proxy_headers": True,
-        # Open SSE streams would otherwise hold a stop until their replies end.
-        "timeout_graceful_shutdown": settings.shutdown_timeout,
-    }
     if app is None:
-        config = uvicorn.Config("chatsvc.app:create_app", factory=True, reload=True, **common)
+        config = _server_config("chatsvc.app:create_app", settings, host, port, reload=True)
         _serve_reloading(config, settings)
         return
-    _GracefulServer(uvicorn.Config(app, **common), settings, app).run()
+    _GracefulServer(_server_config(app, settings, host, port, reload=False), settings, app).run()
+
+
+def _server_config(
+    app: ChatsvcApp | str, settings: Settings, host: str, port: int, *, reload: bool
+) -> uvicorn.Config:
+    """uvicorn's configuration for serving ``app`` (an app, or with ``--reload`` the factory's
+    import path)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # A factory path is imported and called in the worker process (--reload).
+        factory=reload,
+        reload=reload,
+        log_config=logging_config(settings.log_level, json=settings.environment == "production"),
+        ws_max_size=settings.max_frame_bytes,
+        # Token frames are small; compressing each costs more CPU than it saves bytes,
+        # and zlib state per socket costs memory (docs/performance.md).
+        ws_per_message_deflate=False,
+        proxy_headers=True,
+        # Open SSE streams would otherwise hold a stop until their replies end. uvicorn
+        # annotates this int but hands it to asyncio.wait_for, which takes seconds as float.
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # pyright: ignore[reportArgumentType]
+    )
 
 
 def _serve_reloading(config: uvicorn.Config, settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -70,7 +70,7 @@ _bound_engine: ContextVar[Engine[Any] | None] = ContextVar("chatsvc_engine", def
 
 
 @contextmanager
-def use_engine(engine: Engine[Any]) -> Iterator[Engine[Any]]:
+def use_engine(engine: Engine[Any]) -> Generator[Engine[Any]]:
     """Run the body, and every task and worker thread it starts, on ``engine``.
 
     Each app binds its own engine around every connection and its lifespan
@@ -144,19 +144,20 @@ class AppEngine(Engine[Any]):
     async def batch(
         self, query: Query[Any, Any], batch_size: int = 100, node: str | None = None
     ) -> BaseBatch:
-        return await self.target().batch(query, batch_size, node)
+        # Piccolo's Engine leaves some parameters and results untyped (here and below).
+        return await self.target().batch(query, batch_size, node)  # pyright: ignore[reportUnknownMemberType]
 
     async def run_querystring(self, querystring: QueryString, in_pool: bool = True) -> Any:
         return await self.target().run_querystring(querystring, in_pool)
 
     def transform_response_to_dicts(self, results: Any) -> list[dict[str, Any]]:
-        return self.target().transform_response_to_dicts(results)
+        return self.target().transform_response_to_dicts(results)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
     async def run_ddl(self, ddl: str, in_pool: bool = True) -> Any:
         return await self.target().run_ddl(ddl, in_pool)
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return self.target().transaction(*args, **kwargs)
+        return self.target().transaction(*args, **kwargs)  # pyright: ignore[reportUnknownMemberType]
 
     def atomic(self) -> BaseAtomic:
         return self.target().atomic()
@@ -180,14 +181,15 @@ class AppEngine(Engine[Any]):
         self.target().print_query(query_id, query)
 
     def print_response(self, query_id: int, response: list[Any]) -> None:
-        self.target().print_response(query_id, response)
+        self.target().print_response(query_id, response)  # pyright: ignore[reportUnknownMemberType]
 
 
 @asynccontextmanager
-async def connection_pool(engine: Engine[Any]) -> AsyncIterator[None]:
+async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=20)
+        # (Piccolo passes **kwargs to asyncpg untyped.)
+        await engine.start_connection_pool(min_size=1, max_size=20)  # pyright: ignore[reportUnknownMemberType]
         try:
             yield
         finally:
@@ -206,7 +208,7 @@ _BUSY = (asyncpg.LockNotAvailableError,)
 
 
 @asynccontextmanager
-async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncIterator[None]:
+async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> AsyncGenerator[None]:
     """A transaction that an abort or a shutdown cannot cut in half.
 
     On the embedded SQLite it is a turn of the one writer (``chatsvc/sqlite.py``).
@@ -224,7 +226,7 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
     try:
         with anyio.fail_after(2 * seconds, shield=True):
-            async with engine.transaction():
+            async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
                 yield
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
@@ -243,7 +245,7 @@ class KeyedTurns:
         self._locks: dict[object, tuple[anyio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def turn(self, key: object, *, seconds: float) -> AsyncIterator[None]:
+    async def turn(self, key: object, *, seconds: float) -> AsyncGenerator[None]:
         """Raises :class:`Overloaded` when the turn did not come within ``seconds``."""
         lock, holders = self._locks.get(key, (None, 0))
         lock = lock or anyio.Lock()

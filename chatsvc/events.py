@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import NamedTuple, Protocol, Self
+from typing import NamedTuple, Protocol, Self, cast
 from uuid import UUID
 
 import anyio
@@ -27,7 +27,7 @@ import msgspec
 
 from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
 from chatsvc.tasks import background_tasks
-from chatsvc.wire import encode_frame
+from chatsvc.wire import EventType, encode_frame
 
 log = logging.getLogger("chatsvc.events")
 
@@ -40,7 +40,7 @@ GATE_EVENTS = 5_000
 
 
 class Event(NamedTuple):
-    type: str
+    type: EventType
     task_id: UUID | None
     data: bytes
     seq: int | None = None
@@ -53,8 +53,10 @@ class Event(NamedTuple):
 
 def event_of(frame: msgspec.Struct) -> Event:
     """The event of a server frame, encoded once for every subscriber."""
+    # msgspec types a tag as str | int | None; a server frame's is one of EventType.
+    tag = cast(EventType, type(frame).__struct_config__.tag)
     return Event(
-        str(type(frame).__struct_config__.tag),
+        tag,
         getattr(frame, "task_id", None),
         encode_frame(frame),
         getattr(frame, "seq", None),
@@ -89,7 +91,7 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
         return self._bus is not None and self._bus.shared
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         """The feeds and snapshot requests run in this task group until the body ends."""
         async with background_tasks() as self._task_group:
             yield self
@@ -166,7 +168,8 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
         for chat_id in [c for c in self._subscribers if self.is_subscribed(c, subscriber)]:
             self.unsubscribe(chat_id, subscriber)
 
-    def _replace(self, chat_id: UUID, old: Subscriber, new: Subscriber) -> None:
+    def swap_subscriber(self, chat_id: UUID, old: Subscriber, new: Subscriber) -> None:
+        """Put ``new`` in ``old``'s place among the chat's subscribers, if ``old`` is one."""
         subscribers = self._subscribers.get(chat_id)
         if subscribers is not None and old in subscribers:
             subscribers.discard(old)
@@ -212,12 +215,10 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
                 async with aclosing(messages):
                     async for message in messages:
                         if isinstance(message, Envelope):
-                            self._deliver(
-                                chat_id,
-                                Event(
-                                    message.type, message.task_id, bytes(message.data), message.seq
-                                ),
-                            )
+                            # Instances of one deployment publish the same frame types.
+                            kind = cast(EventType, message.type)
+                            data = bytes(message.data)
+                            self._deliver(chat_id, Event(kind, message.task_id, data, message.seq))
             except Exception:  # this feed's error boundary: local delivery goes on
                 log.exception("event bus: stopped reading chat %s", chat_id)
         if self._feeds.get(chat_id) is feed:
@@ -261,7 +262,7 @@ class _SnapshotGate:
         if self.opened.is_set():
             return
         self.opened.set()
-        self._hub._replace(self.chat_id, self, self.subscriber)
+        self._hub.swap_subscriber(self.chat_id, self, self.subscriber)
         running = snapshot is not None and snapshot.data != b"null"
         last = -1
         if running:

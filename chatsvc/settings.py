@@ -385,7 +385,7 @@ def describe_variables() -> list[tuple[str, str, str]]:
     """``(VARIABLE, default, meaning)`` for every setting, for ``--help`` and the README."""
     schema = msgspec.json.schema(Settings)
     properties = schema["$defs"]["Settings"]["properties"]
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for field in FIELDS:
         prop = properties[field]
         default = prop.get("default")

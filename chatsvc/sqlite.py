@@ -40,17 +40,22 @@ import logging
 import math
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
+from piccolo.engine.sqlite import (
+    SQLiteEngine,
+    SQLiteTransaction,
+    TransactionType,
+    dict_factory,  # pyright: ignore[reportUnknownVariableType]
+)
 from piccolo.querystring import QueryString
 
 from chatsvc.errors import Overloaded
@@ -131,7 +136,8 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
     def __init__(self, path: str, *, write_seconds: float) -> None:
         # Before `serve` (migrations, the command line) Piccolo's own connections wait
         # this long for another process's lock; the writer's own wait is much shorter.
-        super().__init__(path=path, timeout=30)
+        # (Piccolo leaves its **connection_kwargs untyped.)
+        super().__init__(path=path, timeout=30)  # pyright: ignore[reportUnknownMemberType]
         self.write_seconds = write_seconds
         self._writer: _InlineConnection | None = None
         self._sender: MemoryObjectSendStream[_Turn] | None = None
@@ -141,12 +147,11 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
     # --- lifetime ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def serve(self) -> AsyncIterator[None]:
+    async def serve(self) -> AsyncGenerator[None]:
         """Open the writer and the readers, and run the writer's loop, for the app's lifetime."""
         await self.run_ddl("PRAGMA journal_mode=WAL")  # sticks to the file
-        writer = _InlineConnection(
-            sqlite3.connect(**{**self.connection_kwargs, "check_same_thread": False})
-        )
+        kwargs: dict[str, Any] = {**self._connection_kwargs(), "check_same_thread": False}
+        writer = _InlineConnection(sqlite3.connect(**kwargs))
         writer.sqlite.row_factory = dict_factory
         writer.run("PRAGMA foreign_keys = 1")
         writer.run("PRAGMA busy_timeout = 0")  # never wait inside SQLite on the loop's thread
@@ -168,22 +173,29 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
                     await connection.close()
 
     async def _connect(self) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(**self.connection_kwargs)
-        connection.row_factory = dict_factory  # type: ignore[assignment]
+        connection = await aiosqlite.connect(**self._connection_kwargs())
+        # aiosqlite types row_factory as a class; sqlite3 takes any callable (as Piccolo does).
+        connection.row_factory = dict_factory  # pyright: ignore[reportAttributeAccessIssue]
         await connection.execute("PRAGMA foreign_keys = 1")
         return connection
 
+    def _connection_kwargs(self) -> dict[str, Any]:
+        """Piccolo's arguments for a connection (its path may be set after construction)."""
+        return self.connection_kwargs  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
     # --- Piccolo's entry points -----------------------------------------------------------------
+
+    # Piccolo's engines return their rows untyped.
 
     async def run_querystring(self, querystring: QueryString, in_pool: bool = False) -> Any:
         if self._sender is None:
-            return await super().run_querystring(querystring, in_pool)
+            return await super().run_querystring(querystring, in_pool)  # pyright: ignore[reportUnknownVariableType]
         sql, args = querystring.compile_string(engine_type=self.engine_type)
         return await self._run(sql, args)
 
     async def run_ddl(self, ddl: str, in_pool: bool = False) -> Any:
         if self._sender is None:
-            return await super().run_ddl(ddl, in_pool)
+            return await super().run_ddl(ddl, in_pool)  # pyright: ignore[reportUnknownVariableType]
         return await self._run(ddl, [])
 
     def transaction(
@@ -201,25 +213,25 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
     async def _run(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         current = self.current_transaction.get()
         if current is not None:
-            return await current.connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+            return await _fetch_all(current.connection, sql, args)
         if _is_read(sql):
             return await self._read(sql, args)
         async with self.write_turn():
             current = self.current_transaction.get()
             assert current is not None
-            return await current.connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+            return await _fetch_all(current.connection, sql, args)
 
     async def _read(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         async with self._reader_slots:
             connection = self._idle_readers.pop()
             try:
                 # One call into the connection's thread: the cursor never outlives it.
-                return await connection.execute_fetchall(sql, args)  # type: ignore[return-value]
+                return await _fetch_all(connection, sql, args)
             finally:
                 self._idle_readers.append(connection)
 
     @asynccontextmanager
-    async def write_turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+    async def write_turn(self, *, urgent: bool = False) -> AsyncGenerator[None]:
         """Run the body as one transaction on the writer, in FIFO order with every other;
         an ``urgent`` turn (a reply's end, which a client waits for) goes before the rest.
 
@@ -390,3 +402,11 @@ def _fail(batch: list[_Turn], exc: BaseException) -> None:
         turn.error = exc
         turn.handed.set()
         turn.done.set()
+
+
+async def _fetch_all(
+    connection: aiosqlite.Connection, sql: str, args: list[Any]
+) -> list[dict[str, Any]]:
+    """The rows of ``sql`` as dicts: every connection's row factory is Piccolo's ``dict_factory``
+    (aiosqlite types them as ``Row``)."""
+    return cast("list[dict[str, Any]]", await connection.execute_fetchall(sql, args))

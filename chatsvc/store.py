@@ -44,7 +44,7 @@ from chatsvc.records import (
     UserAccess,
 )
 from chatsvc.tables import Chat, ChatTree, Instance, Message
-from chatsvc.tree import empty_root
+from chatsvc.tree import Node, empty_root
 from chatsvc.wire import ErrorCode, MessageStatus, ToolCallRecord
 
 #: A row as Piccolo gives it, before it becomes a record.
@@ -810,7 +810,7 @@ _LOCK_CHAT_OWNER = (
 
 
 async def save_tree(
-    chat_id: UUID, expected_version: int, root: dict[str, Any], *, size: int, owner_cap: int
+    chat_id: UUID, expected_version: int, root: Node, *, size: int, owner_cap: int
 ) -> int | None:
     """Store ``root`` (``size`` bytes as JSON) as the next version if the tree is still at
     ``expected_version``; :class:`LimitReached` if the owner's trees would then hold more

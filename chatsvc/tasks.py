@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import anyio
@@ -10,7 +10,7 @@ import anyio.abc
 
 
 @asynccontextmanager
-async def background_tasks() -> AsyncIterator[anyio.abc.TaskGroup]:
+async def background_tasks() -> AsyncGenerator[anyio.abc.TaskGroup]:
     """A task group whose tasks are cancelled when the body ends (a plain task group
     would wait for them): the loops and readers a service runs while it is entered."""
     async with anyio.create_task_group() as task_group:

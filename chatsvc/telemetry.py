@@ -13,6 +13,8 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from chatsvc.wire import ErrorCode, MessageStatus
+
 audit = logging.getLogger("chatsvc.audit")
 
 AbortedBy = Literal["socket", "rest", "delete"]
@@ -87,7 +89,7 @@ class Telemetry:
     def generation_ended(
         self,
         *,
-        status: str,
+        status: MessageStatus,
         user_id: int,
         chat_id: object,
         task_id: object,
@@ -96,7 +98,7 @@ class Telemetry:
         prompt_tokens: int | None,
         completion_tokens: int | None,
         finish_reason: str | None,
-        error_code: str | None,
+        error_code: ErrorCode | None,
         aborted_by: AbortedBy | None,
         abort_latency: float | None,
     ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, TypeGuard, cast
 
 import jsonpatch
 import jsonpointer
@@ -22,7 +22,15 @@ import msgspec
 
 from chatsvc.errors import InvalidPatch
 
-Node = dict[str, Any]
+
+class Node(TypedDict):
+    """A node of the tree, as JSON."""
+
+    id: str
+    value: str
+    children: list[Node]
+
+
 ROOT_ID = "root"
 NODE_KEYS = {"id", "value", "children"}
 ID_CHARS = 200
@@ -88,10 +96,10 @@ def apply_sized(
 
 
 def _apply_one(
-    document: dict[str, Any], op: Any, number: int, total: _Size, limits: Limits
+    document: dict[str, Any], op: object, number: int, total: _Size, limits: Limits
 ) -> _Size:
     """Weigh one op against the limits, then apply it in place; the tree's new weight."""
-    if not isinstance(op, dict):
+    if not _is_object(op):
         raise InvalidPatch(f"op {number}: every op is an object")
     name = op.get("op")
     if name not in OPS:
@@ -135,6 +143,16 @@ def _apply_one(
 _encode = msgspec.json.encode
 
 
+def _is_object(value: object) -> TypeGuard[dict[str, Any]]:
+    """Whether a JSON value is an object (JSON objects have string keys)."""
+    return isinstance(value, dict)
+
+
+def _is_array(value: object) -> TypeGuard[list[Any]]:
+    """Whether a JSON value is an array."""
+    return isinstance(value, list)
+
+
 def _weigh(value: Any) -> _Size:
     """Nodes, JSON bytes and levels of nodes of a value already in the tree (bounded)."""
     if value is None:
@@ -143,11 +161,11 @@ def _weigh(value: Any) -> _Size:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
+        if _is_object(item):
             nodes += 1
             depth = max(depth, level + 1)
             stack.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
+        elif _is_array(item):
             stack.extend((child, level) for child in item)
     return _Size(nodes, len(_encode(value)), depth)
 
@@ -209,13 +227,13 @@ def _level(pointer: Any) -> int:
 
 def check(root: Any, limits: Limits) -> Node:
     """``root``, if it is a well-formed tree within the limits; else ``InvalidPatch``."""
-    if not isinstance(root, dict) or root.get("id") != ROOT_ID:
+    if not _is_object(root) or root.get("id") != ROOT_ID:
         raise InvalidPatch("the root must stay a node with id 'root'")
     seen: set[str] = set()
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
-        if not isinstance(node, dict) or set(node) != NODE_KEYS:
+        if not _is_object(node) or set(node) != NODE_KEYS:
             raise InvalidPatch("every node is exactly {id, value, children}")
         node_id, value, children = node["id"], node["value"], node["children"]
         if not isinstance(node_id, str) or not 0 < len(node_id) <= ID_CHARS or "\x00" in node_id:
@@ -227,14 +245,14 @@ def check(root: Any, limits: Limits) -> Node:
             raise InvalidPatch(f"node {node_id!r}: value must be a string")
         if len(value) > limits.value_chars:
             raise InvalidPatch(f"node {node_id!r}: value longer than {limits.value_chars}")
-        if not isinstance(children, list):
+        if not _is_array(children):
             raise InvalidPatch(f"node {node_id!r}: children must be a list")
         if depth > limits.depth:
             raise InvalidPatch(f"the tree is deeper than {limits.depth} levels")
         if len(seen) + len(stack) + len(children) > limits.nodes:
             raise InvalidPatch(f"the tree has more than {limits.nodes} nodes")
         stack.extend((child, depth + 1) for child in children)
-    return root
+    return cast(Node, root)  # JSON from outside, checked node by node above
 
 
 # --- the model's tools ------------------------------------------------------------------
@@ -273,7 +291,9 @@ class _Remove(msgspec.Struct, forbid_unknown_fields=True):
     id: str
 
 
-_ARGUMENTS: dict[str, type[msgspec.Struct]] = {
+_ToolArguments = _Add | _Rename | _Move | _Remove
+
+_ARGUMENTS: dict[str, type[_ToolArguments]] = {
     "tree_add_node": _Add,
     "tree_rename_node": _Rename,
     "tree_move_node": _Move,
@@ -281,7 +301,9 @@ _ARGUMENTS: dict[str, type[msgspec.Struct]] = {
 }
 
 
-def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+def _tool(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
     return {
         "type": "function",
         "function": {
@@ -367,7 +389,7 @@ def tool_patch(root: Node, call: ToolCall) -> tuple[list[dict[str, Any]], str]:
         case _Add():
             parent = _path_of(paths, args.parent_id)
             node_id = args.id or _new_id(paths)
-            node = {"id": node_id, "value": args.value, "children": []}
+            node: Node = {"id": node_id, "value": args.value, "children": []}
             return [{"op": "add", "path": f"{parent}/children/-", "value": node}], node_id
         case _Rename():
             return [

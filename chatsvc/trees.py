@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from uuid import UUID
 
 import anyio
@@ -19,8 +19,9 @@ import msgspec
 from chatsvc import store
 from chatsvc.errors import InvalidPatch, LimitReached, NotFound, StaleVersion
 from chatsvc.events import ChatEvents, event_of
+from chatsvc.records import TreeRecord
 from chatsvc.settings import Settings
-from chatsvc.tree import Limits, ToolCall, apply_sized, tool_patch
+from chatsvc.tree import Limits, Node, ToolCall, apply_sized, tool_patch
 from chatsvc.wire import PatchOperation, Tree, TreeNode, TreePatch, TreeUpdate
 
 log = logging.getLogger("chatsvc.trees")
@@ -49,7 +50,7 @@ class Trees:
     async def get(self, owner: int, chat_id: UUID) -> Tree:
         await self._check_owner(owner, chat_id)
         tree = await store.get_tree(chat_id)
-        return _tree(chat_id, tree.version, tree.root)
+        return _tree(chat_id, tree.version, _root(tree))
 
     async def patch(self, owner: int, chat_id: UUID, change: TreePatch) -> Tree:
         """Apply a user's patch against ``change.version``: all of it, or nothing."""
@@ -58,7 +59,7 @@ class Trees:
         if tree.version != change.version:
             raise StaleVersion(f"the tree is at version {tree.version}, not {change.version}")
         ops = msgspec.to_builtins(change.ops)
-        root, applied, size = await self._apply(tree.root, ops)
+        root, applied, size = await self._apply(_root(tree), ops)
         version = await store.save_tree(
             chat_id, change.version, root, size=size, owner_cap=self._owner_cap
         )
@@ -75,8 +76,8 @@ class Trees:
         for _ in range(TOOL_ATTEMPTS):
             tree = await store.get_tree(chat_id)
             try:
-                ops, node_id = tool_patch(tree.root, call)
-                root, applied, size = await self._apply(tree.root, ops)
+                ops, node_id = tool_patch(_root(tree), call)
+                root, applied, size = await self._apply(_root(tree), ops)
                 version = await store.save_tree(
                     chat_id, tree.version, root, size=size, owner_cap=self._owner_cap
                 )
@@ -89,8 +90,8 @@ class Trees:
         return {"ok": False, "error": "the tree kept changing; try again"}
 
     async def _apply(
-        self, root: dict[str, Any], ops: list[dict[str, Any]]
-    ) -> tuple[dict[str, Any], list[PatchOperation], int]:
+        self, root: Node, ops: list[dict[str, Any]]
+    ) -> tuple[Node, list[PatchOperation], int]:
         """The new tree, the change as applied and the tree's bytes, worked out in a worker
         thread."""
         async with self._worker:  # the deadline starts once it is this change's turn
@@ -116,13 +117,18 @@ class Trees:
         self._events.publish(chat_id, event_of(update))
 
 
-def _tree(chat_id: UUID, version: int, root: dict[str, Any]) -> Tree:
+def _root(tree: TreeRecord) -> Node:
+    """The stored tree's root: JSON from the database, only ever written by ``apply_sized``."""
+    return cast(Node, tree.root)
+
+
+def _tree(chat_id: UUID, version: int, root: Node) -> Tree:
     return Tree(chat_id=chat_id, version=version, root=msgspec.convert(root, TreeNode))
 
 
 def _changed(
-    root: dict[str, Any], ops: list[dict[str, Any]], limits: Limits, deadline: float
-) -> tuple[dict[str, Any], list[PatchOperation], int]:
+    root: Node, ops: list[dict[str, Any]], limits: Limits, deadline: float
+) -> tuple[Node, list[PatchOperation], int]:
     """The tree after ``ops`` and the normalised change subscribers get: the difference
     between the two trees, not the ops as sent (which may add and remove large values)."""
     new_root, size = apply_sized(root, ops, limits, deadline=deadline)

@@ -15,6 +15,22 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 MessageRole = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "streaming", "aborted", "failed", "interrupted"]
+#: The ``type`` of every server frame: the tags of ``ServerFrame``'s members.
+EventType = Literal[
+    "ready",
+    "chat_created",
+    "message",
+    "started",
+    "token",
+    "reasoning",
+    "snapshot",
+    "done",
+    "aborted",
+    "error",
+    "pong",
+    "tree_update",
+    "debug",
+]
 #: Every code an error carries on the wire (docs/protocol.md section 2).
 ErrorCode = Literal[
     "invalid_message",

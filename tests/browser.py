@@ -34,8 +34,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module.
+
+    Playwright's sync API keeps its event loop marked running in this thread until it
+    stops; pytest-asyncio cannot start a test's loop meanwhile, so the browser stops at the
+    end of each module that uses it (a module mixing the two would need its own plan).
+    """
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium_path(), headless=True, args=FLAGS

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser import screenshot
-from tests.conftest import (
+from tests.support import (
     PASSWORD,
     Server,
     User,

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser import screenshot
-from tests.conftest import Server
+from tests.support import Server
 
 
 class OfflinePage:

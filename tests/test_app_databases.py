@@ -6,58 +6,30 @@ ports, and driven by real HTTP clients.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from chatsvc.app import create_app
 from chatsvc.cli import migrate
 from chatsvc.database import engine_from_url
 from chatsvc.settings import Settings
-from tests.conftest import (
+from tests.support import (
     HIGH_LIMITS,
     JWT_SECRET,
     PASSWORD,
     Database,
-    run_async,
     unique_username,
 )
-
-START_SECONDS = 60
+from tests.support.inprocess import serving
 
 # Litestar 2.25 warns of what it will drop in 3.0 (services found by parameter name,
 # `data` without a body marker) as it serves the first request. Subprocess servers show
 # no warning; in process, where warnings are errors, the request would fail.
 pytestmark = pytest.mark.filterwarnings("ignore::litestar.exceptions.LitestarDeprecationWarning")
-
-
-@contextmanager
-def serving(app: object) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free loopback port; yields its URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the app did not start (see the log above)")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(START_SECONDS)
 
 
 def settings_for(db: Database) -> Settings:
@@ -81,7 +53,7 @@ def chat_and_reply(url: str, title: str) -> str:
     return username
 
 
-def test_two_apps_serve_side_by_side_each_from_its_own_database(
+async def test_two_apps_serve_side_by_side_each_from_its_own_database(
     engine: str,
     make_database: Callable[[str], Database],
     tmp_path: Path,
@@ -92,7 +64,7 @@ def test_two_apps_serve_side_by_side_each_from_its_own_database(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{stray}")
     first, second = make_database(engine), make_database(engine)
     for db in (first, second):
-        assert run_async(migrate(engine_from_url(db.url), True)) > 0
+        assert await migrate(engine_from_url(db.url), True) > 0
 
     with (
         serving(create_app(settings_for(first))) as first_url,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_environment
+from tests.support import clean_environment
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chatsvc"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PASSWORD, Server, register_and_login, unique_username
+from tests.support import PASSWORD, Server, register_and_login, unique_username
 from tests.test_admin import admin_client, admin_login, create_user
 
 

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from tests.conftest import JWT_SECRET, PASSWORD, Server, User, unique_username
+from tests.support import JWT_SECRET, PASSWORD, Server, User, unique_username
 
 PROTECTED_ROUTES = [
     ("GET", "/api/me"),
@@ -126,7 +126,7 @@ def test_bad_credentials_are_401_with_identical_bodies(alice: User) -> None:
 
 
 def test_inactive_user_cannot_log_in_and_loses_access(server: Server) -> None:
-    from tests.conftest import register_and_login
+    from tests.support import register_and_login
 
     user = register_and_login(server)
     server.db.query("UPDATE piccolo_user SET active = ? WHERE id = ?", False, user.id)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import clean_environment, free_port
+from tests.support import clean_environment, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

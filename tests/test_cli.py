@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chatsvc.settings import describe_variables
-from tests.conftest import (
+from tests.support import (
     PASSWORD,
     Database,
     clean_environment,

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -29,7 +30,6 @@ from tests.conftest import (
     start_server,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 #: The servers that name their context length when they refuse a prompt.
 STATING = ("openai", "vllm", "llama-server")

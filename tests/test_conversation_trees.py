@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     PG_ADMIN_URL,
     Database,
     Server,
@@ -26,7 +27,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 ENDS = ("done", "aborted", "error")
 

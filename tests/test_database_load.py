@@ -28,18 +28,17 @@ import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     TERMINAL,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    run_async,
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 FINAL = {"complete", "aborted", "failed"}
 REFUSALS = {"overloaded", "rate_limited", "busy"}
@@ -90,14 +89,28 @@ async def _send_until_started(
     raise AssertionError(f"still refused after {RESENDS} tries")
 
 
+class _Gate:
+    """Opens once every client has connected (or one has failed to)."""
+
+    def __init__(self, clients: int) -> None:
+        self.waiting = clients
+        self.all_ready = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.all_ready.set()
+
+
 async def _bursting_client(
-    server: Server, user: User, index: int, ready: list[int], go: asyncio.Event, log: ClientLog
+    server: Server, user: User, gate: _Gate, index: int, log: ClientLog
 ) -> None:
     url = f"{server.ws_url}?token={user.token}"
     async with connect(url, max_size=None, open_timeout=60) as ws:
         assert (await _next(ws))["type"] == "ready"
-        ready.append(index)
-        await go.wait()
+        gate.ready()
+        await gate.go.wait()
         chat_id: str | None = None
         for message in range(MESSAGES_PER_CHAT):
             content = f"burst {index}.{message} {directive(tokens=5, rate=50)}"
@@ -115,19 +128,21 @@ async def _bursting_client(
 
 async def _burst(server: Server, users: list[User]) -> list[ClientLog]:
     """Every client connects; once all are ready, all send at the same instant."""
-    ready: list[int] = []
-    go = asyncio.Event()
+    gate = _Gate(BURST_CLIENTS)
     logs = [ClientLog() for _ in range(BURST_CLIENTS)]
     clients = [
-        asyncio.create_task(_bursting_client(server, users[i % len(users)], i, ready, go, logs[i]))
+        asyncio.create_task(_bursting_client(server, users[i % len(users)], gate, i, logs[i]))
         for i in range(BURST_CLIENTS)
     ]
-    async with asyncio.timeout(60):
-        while len(ready) < BURST_CLIENTS:
-            if any(task.done() for task in clients):  # a client failed to connect
-                break
-            await asyncio.sleep(0.02)
-    go.set()
+    all_ready = asyncio.create_task(gate.all_ready.wait())
+    # Every client ready, or one failed to connect (its error comes out of the gather below).
+    done, _ = await asyncio.wait(
+        [all_ready, *clients], timeout=60, return_when=asyncio.FIRST_COMPLETED
+    )
+    all_ready.cancel()
+    if not done:
+        raise TimeoutError("the clients did not connect within 60 s")
+    gate.go.set()
     await asyncio.wait_for(asyncio.gather(*clients), 120)
     return logs
 
@@ -141,10 +156,10 @@ def burst_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> S
     )
 
 
-def test_burst_of_clients_sending_at_once(burst_server: Server) -> None:
+async def test_burst_of_clients_sending_at_once(burst_server: Server) -> None:
     users = [register_and_login(burst_server) for _ in range(BURST_USERS)]
 
-    logs = run_async(_burst(burst_server, users))
+    logs = await _burst(burst_server, users)
 
     errors = sum((log.errors for log in logs), Counter())
     assert errors == Counter(), f"errors other than deliberate refusals: {errors}"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Database, register_and_login, start_server
+from tests.support import Database, register_and_login, start_server
 from tests.tcp_proxy import TcpProxy
 
 

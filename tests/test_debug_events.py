@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     PASSWORD,
     TERMINAL,
     Database,

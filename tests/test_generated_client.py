@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from chatsvc.api.openapi import OPERATION_ID
-from tests.conftest import PASSWORD, Server, unique_username
+from tests.support import PASSWORD, Server, unique_username
 
 PACKAGE = "chatsvc_client"
 

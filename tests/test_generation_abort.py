@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import Socket, User, tokens_of
 from tests.fake_openai import FakeOpenAI, directive
+from tests.support import Socket, User, tokens_of
 
 SLOW = directive(tokens=400, rate=40)
 UNKNOWN = "00000000-0000-4000-8000-000000000000"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
+from typing import Any
 
 import httpx
 
-from tests.conftest import User
 from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import User, wait_until
 
 
 def marker() -> str:
@@ -73,13 +73,13 @@ def test_sse_client_disconnect_does_not_cancel(alice: User, fake_llm: FakeOpenAI
     record = fake_llm.find(mark)
     fake_llm.wait_for(lambda: record.completed, timeout=10, what="the stream completed")
     assert record.tokens_sent == 20
-    deadline = time.monotonic() + 10
     with alice.client() as client:
-        while True:
+
+        def ended() -> dict[str, Any] | None:
             reply = client.get(f"/api/chats/{chat_id}").json()["messages"][-1]
-            if reply["status"] != "streaming" or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return reply if reply["status"] != "streaming" else None
+
+        reply = wait_until(ended, what="the reply to end")
     assert reply["status"] == "complete"
     assert reply["content"] == Script(tokens=20).expected_text()
 

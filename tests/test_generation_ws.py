@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
+from typing import Any
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     TERMINAL,
     UPSTREAM_KEY,
     Server,
@@ -16,8 +17,8 @@ from tests.conftest import (
     register_and_login,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 
 def marker() -> str:
@@ -191,12 +192,12 @@ def test_closing_the_socket_does_not_cancel(alice: User, fake_llm: FakeOpenAI) -
     record = fake_llm.find(mark)
     fake_llm.wait_for(lambda: record.completed, timeout=10, what="the stream completed")
     assert record.tokens_sent == 20
-    deadline = time.monotonic() + 10
-    while True:
+
+    def ended() -> dict[str, Any] | None:
         reply = stored_chat(alice, started["chat_id"])["messages"][-1]
-        if reply["status"] != "streaming" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return reply if reply["status"] != "streaming" else None
+
+    reply = wait_until(ended, what="the reply to end")
     assert reply["status"] == "complete"
     assert reply["content"] == Script(tokens=20).expected_text()
 
@@ -350,13 +351,17 @@ def test_replies_streaming_at_once_are_checkpointed_together(alice: User) -> Non
         started = [socket.start(f"save {i} {directive(tokens=60, rate=30)}") for i in range(3)]
         tasks = {s["task_id"]: s for s in started}
         socket.until(lambda f: f["type"] == "token" and f["seq"] >= 25)
-        time.sleep(0.8)  # at least two checkpoints (every 0.3 s)
-        rows = {
-            task: alice.server.db.query(
-                "SELECT status, content FROM message WHERE id = ?", s["message_id"]
-            )[0]
-            for task, s in tasks.items()
-        }
+
+        def checkpointed() -> dict[str, dict[str, Any]] | None:
+            rows = {
+                task: alice.server.db.query(
+                    "SELECT status, content FROM message WHERE id = ?", s["message_id"]
+                )[0]
+                for task, s in tasks.items()
+            }
+            return rows if all(row["content"] for row in rows.values()) else None
+
+        rows = wait_until(checkpointed, what="a checkpoint of every reply")
         for task in tasks:
             socket.send(action="abort", task_id=task)
         ended: set[str] = set()

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Server, Socket, User, insert_message, register_and_login, tokens_of
 from tests.fake_openai import Script, directive
+from tests.support import Server, Socket, User, insert_message, register_and_login, tokens_of
 
 MAX_CHARS = 16_000
 MAX_FRAME_BYTES = 65_536

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import User, insert_message
+from tests.support import User, insert_message
 
 
 def _snapshot(owner: User, chat_id: str) -> tuple[dict, list[dict]]:
@@ -61,8 +61,8 @@ def test_unknown_and_foreign_chats_answer_the_same(alice: User, bob: User) -> No
 
 
 def test_websocket_actions_on_another_users_chat_change_nothing(alice: User, bob: User) -> None:
-    from tests.conftest import Socket, tokens_of
     from tests.fake_openai import directive
+    from tests.support import Socket, tokens_of
 
     with Socket(alice) as owner, Socket(bob) as intruder:
         started = owner.start(f"private {directive(tokens=60, rate=60)}")

@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     JWT_SECRET,
     Database,
     clean_environment,
@@ -34,7 +35,6 @@ from tests.conftest import (
     start_server,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 #: Enters a ``Generations`` on the bus of ``EVENT_BUS_URL``, the body raising ``Boom`` if it
 #: gets in; prints what came out, then that and the background tasks still running after it.

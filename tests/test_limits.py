@@ -9,7 +9,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     PASSWORD,
     Server,
     Socket,
@@ -17,7 +18,6 @@ from tests.conftest import (
     register_and_login,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 ORIGIN = "https://app.example"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PASSWORD, Server, unique_username
+from tests.support import PASSWORD, Server, unique_username
 from tests.test_admin import LOGIN, admin_client, create_user
 
 LIMIT = "3"

@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 from playwright.sync_api import Page, expect
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -22,7 +23,6 @@ from tests.conftest import (
     run_async,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI
 from tests.test_terminal_client import PROMPT, ends_with_status, spawn_client
 
 #: The old part of the long chat: 2,000 messages of 10,000 characters, 20 MB of text.

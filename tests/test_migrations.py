@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
-from tests.conftest import Database, clean_environment, run_async, run_chatsvc
+from tests.support import Database, clean_environment, run_chatsvc
 
 TABLES = ("chat", "message", "token_version")
 
@@ -118,11 +118,11 @@ def test_migrations_match_the_table_definitions(
             assert composite, f"{table} has no index for its list query"
 
 
-def test_piccolo_sees_no_pending_changes() -> None:
+async def test_piccolo_sees_no_pending_changes() -> None:
     """Piccolo's own auto-migration differ finds nothing to add to ``migrations/``."""
     from piccolo.apps.migrations.commands.new import AutoMigrationManager
 
-    statements = run_async(AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG))
+    statements = await AutoMigrationManager().get_alter_statements(app_config=APP_CONFIG)
     assert sum(len(s.statements) for s in statements) == 0, [s.statements for s in statements]
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, Socket, User, register_and_login, tokens_of, upstream_settings
 from tests.fake_openai import PROFILES, FakeOpenAI, Record, Script, directive
+from tests.support import Server, Socket, User, register_and_login, tokens_of, upstream_settings
 
 ALL = list(PROFILES)
 #: Whether each server sends usage in the stream when asked (`stream_options.include_usage`).

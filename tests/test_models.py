@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI
+from tests.support import (
     OTHER_MODEL,
     Server,
     Socket,
@@ -19,7 +20,6 @@ from tests.conftest import (
     register_and_login,
     run_chatsvc,
 )
-from tests.fake_openai import FakeOpenAI
 
 NOT_OFFERED = "o1-pro"
 

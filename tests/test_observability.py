@@ -9,8 +9,8 @@ import secrets
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server, Socket, User, register_and_login
 from tests.fake_openai import FakeOpenAI, directive
+from tests.support import Server, Socket, User, register_and_login
 
 
 def metrics(server: Server) -> dict[tuple[str, tuple], float]:
@@ -102,7 +102,7 @@ def test_audit_log_says_what_happened(alice: User, fake_llm: FakeOpenAI) -> None
 
 
 def test_production_logs_are_json_lines(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import upstream_settings
+    from tests.support import upstream_settings
 
     server: Server = spawn_server(
         **upstream_settings(fake_llm),

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
-from tests.conftest import Server, User, register_and_login, unique_username
+from tests.support import Server, User, register_and_login, unique_username
 
 #: Random cases per operation (the coverage phase adds its own boundary cases).
 EXAMPLES_PER_OPERATION = 25

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.conftest import PASSWORD, Server, User
+from tests.support import PASSWORD, Server, User
 
 
 def test_health_and_readiness(server: Server) -> None:

@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from datetime import UTC
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from hypothesis import event, given, settings
@@ -31,6 +31,7 @@ from chatsvc.wire import (
     ClientFrame,
     Done,
     ErrorEvent,
+    EventType,
     Limits,
     Message,
     MessageEvent,
@@ -48,8 +49,8 @@ from chatsvc.wire import (
     decode_client_frame,
     encode_frame,
 )
-from tests.conftest import Socket, User
 from tests.fake_openai import Script, directive
+from tests.support import Socket, User
 
 #: Pure properties are cheap: many examples. The live one costs a generation per example.
 PURE = settings(max_examples=200, deadline=None, database=None)
@@ -178,6 +179,11 @@ def test_every_server_frame_round_trips(frame: ServerFrame) -> None:
     encoded = encode_frame(frame)
     assert decode_server_frame(encoded) == frame
     assert json.loads(encoded)["type"] == type(frame).__struct_config__.tag
+
+
+def test_event_type_is_the_tag_of_every_server_frame() -> None:
+    tags = {frame.__struct_config__.tag for frame in get_args(ServerFrame)}
+    assert tags == set(get_args(EventType))
 
 
 # --- the live property: abort at any moment -------------------------------------------------

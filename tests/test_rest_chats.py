@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import OTHER_MODEL, User, insert_message
+from tests.support import OTHER_MODEL, User, insert_message
 
 SQL_NASTIES = [
     "100% done",

@@ -19,7 +19,7 @@ import pytest
 from litestar.security.jwt import Token
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import (
+from tests.support import (
     JWT_SECRET,
     PASSWORD,
     Database,

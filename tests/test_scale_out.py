@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     PG_ADMIN_URL,
     Database,
     Server,
@@ -30,8 +31,8 @@ from tests.conftest import (
     start_server,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUS_URLS = {"memory": None, "redis": REDIS_URL, "postgres": PG_ADMIN_URL}
@@ -270,7 +271,12 @@ def test_killing_an_instance_interrupts_its_replies_and_only_its_own(
             kept = survivor.start(f"kept {directive(tokens=2000, rate=20)}")
             victim.until(lambda f: f["type"] == "token" and f["seq"] >= 5)
             survivor.send(action="subscribe", chat_id=lost["chat_id"])
-            time.sleep(0.5)  # a checkpoint of the doomed reply is stored
+            wait_until(  # a checkpoint of the doomed reply is stored
+                lambda: cluster.db.query(
+                    "SELECT content FROM message WHERE id = ?", lost["message_id"]
+                )[0]["content"].startswith("t0 t1 t2 t3 t4 "),
+                what="a checkpoint of the doomed reply",
+            )
             doomed.process.send_signal(signal.SIGKILL)
             doomed.process.wait()
             ended = survivor.until(

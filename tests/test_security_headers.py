@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.conftest import JWT_SECRET, Server, User, clean_environment
+from tests.support import JWT_SECRET, Server, User, clean_environment
 
 #: Prints the routes of the app ``chatsvc serve`` would build, as JSON.
 _LIST_ROUTES = """

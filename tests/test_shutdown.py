@@ -12,15 +12,16 @@ from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Socket,
     register_and_login,
     start_server,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 STREAMS = 20
 
@@ -155,7 +156,12 @@ def test_alone_after_kill_9_the_restarted_instance_recovers_at_once(
         with Socket(user) as socket:
             started = socket.start(f"crash {directive(tokens=2000, rate=40)}")
             socket.until(lambda f: f["type"] == "token" and f["seq"] >= 20)
-            time.sleep(0.5)  # a checkpoint or two
+            wait_until(
+                lambda: db.query("SELECT content FROM message WHERE id = ?", started["message_id"])[
+                    0
+                ]["content"],
+                what="a checkpoint of the reply",
+            )
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait(timeout=10)
     finally:

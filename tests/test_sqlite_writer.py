@@ -15,7 +15,6 @@ import pytest
 
 from chatsvc.errors import Overloaded
 from chatsvc.sqlite import EmbeddedSQLiteEngine
-from tests.conftest import run_async
 
 
 class Refused(Exception):
@@ -35,7 +34,7 @@ def _names(engine: EmbeddedSQLiteEngine) -> list[str]:
         return [row[0] for row in connection.execute("SELECT name FROM item ORDER BY rowid")]
 
 
-def test_a_failing_write_undoes_only_itself_and_every_write_is_visible_when_it_returns(
+async def test_a_failing_write_undoes_only_itself_and_every_write_is_visible_when_it_returns(
     tmp_path: Path,
 ) -> None:
     engine = _engine(tmp_path)
@@ -51,18 +50,18 @@ def test_a_failing_write_undoes_only_itself_and_every_write_is_visible_when_it_r
             return
         seen_at_return[name] = name in _names(engine)
 
-    async def main() -> None:
-        async with engine.serve(), anyio.create_task_group() as group:
-            for i in range(60):
-                group.start_soon(write, f"w{i}", i % 5 == 0)
+    async with engine.serve(), anyio.create_task_group() as group:
+        for i in range(60):
+            group.start_soon(write, f"w{i}", i % 5 == 0)
 
-    run_async(main())
     kept = [f"w{i}" for i in range(60) if i % 5]
     assert sorted(_names(engine)) == sorted(kept)  # the failed ones left nothing
     assert seen_at_return == dict.fromkeys(kept, True)  # committed before returning
 
 
-def test_writes_land_in_the_order_they_asked_and_a_reply_end_goes_first(tmp_path: Path) -> None:
+async def test_writes_land_in_the_order_they_asked_and_a_reply_end_goes_first(
+    tmp_path: Path,
+) -> None:
     engine = _engine(tmp_path)
     hold = anyio.Event()
 
@@ -72,47 +71,45 @@ def test_writes_land_in_the_order_they_asked_and_a_reply_end_goes_first(tmp_path
             if name == "first":
                 await hold.wait()  # keeps the writer busy while the others queue
 
-    async def main() -> None:
-        async with engine.serve(), anyio.create_task_group() as group:
-            group.start_soon(write, "first")
-            await anyio.sleep(0.05)
-            for i in range(5):
-                group.start_soon(write, f"n{i}")
-                await anyio.sleep(0.01)
-            group.start_soon(lambda: write("end", urgent=True))
-            await anyio.sleep(0.05)
-            hold.set()
+    async with engine.serve(), anyio.create_task_group() as group:
+        group.start_soon(write, "first")
+        await anyio.sleep(0.05)
+        for i in range(5):
+            group.start_soon(write, f"n{i}")
+            await anyio.sleep(0.01)
+        group.start_soon(lambda: write("end", urgent=True))
+        await anyio.sleep(0.05)
+        hold.set()
 
-    run_async(main())
     assert _names(engine) == ["first", "end", "n0", "n1", "n2", "n3", "n4"]
 
 
-def test_a_write_that_cannot_start_in_time_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+async def test_a_write_that_cannot_start_in_time_is_refused_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
     engine = _engine(tmp_path, write_seconds=0.3)
     outcome: list[str] = []
 
-    async def main() -> None:
-        async with engine.serve():
-            blocker = sqlite3.connect(engine.path, isolation_level=None)
-            blocker.execute("BEGIN IMMEDIATE")  # another process's write lock
-            try:
-                async with engine.write_turn():
-                    await engine.run_ddl("INSERT INTO item (name) VALUES ('late')")
-            except Overloaded as exc:
-                outcome.append(exc.code)
-            finally:
-                blocker.execute("ROLLBACK")
-                blocker.close()
-            async with engine.write_turn():  # the writer goes on once the lock is gone
-                await engine.run_ddl("INSERT INTO item (name) VALUES ('after')")
+    async with engine.serve():
+        blocker = sqlite3.connect(engine.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process's write lock
+        try:
+            async with engine.write_turn():
+                await engine.run_ddl("INSERT INTO item (name) VALUES ('late')")
+        except Overloaded as exc:
+            outcome.append(exc.code)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        async with engine.write_turn():  # the writer goes on once the lock is gone
+            await engine.run_ddl("INSERT INTO item (name) VALUES ('after')")
 
-    run_async(main())
     assert outcome == ["overloaded"]
     assert _names(engine) == ["after"]
 
 
 @pytest.mark.parametrize("statement", ["SELECT 1", "select name from item"])
-def test_reads_do_not_queue_behind_the_writer(tmp_path: Path, statement: str) -> None:
+async def test_reads_do_not_queue_behind_the_writer(tmp_path: Path, statement: str) -> None:
     engine = _engine(tmp_path)
     read_while_held: list[object] = []
     hold = anyio.Event()
@@ -122,14 +119,12 @@ def test_reads_do_not_queue_behind_the_writer(tmp_path: Path, statement: str) ->
             await engine.run_ddl("INSERT INTO item (name) VALUES ('held')")
             await hold.wait()
 
-    async def main() -> None:
-        async with engine.serve(), anyio.create_task_group() as group:
-            group.start_soon(hold_writer)
-            await anyio.sleep(0.05)
-            with anyio.fail_after(2):
-                read_while_held.append(await engine.run_ddl(statement))
-            hold.set()
+    async with engine.serve(), anyio.create_task_group() as group:
+        group.start_soon(hold_writer)
+        await anyio.sleep(0.05)
+        with anyio.fail_after(2):
+            read_while_held.append(await engine.run_ddl(statement))
+        hold.set()
 
-    run_async(main())
     assert len(read_while_held) == 1  # answered while a write was open (it sees none of it)
     assert read_while_held[0] in ([{"1": 1}], [])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import Socket, User, tokens_of
 from tests.fake_openai import Script, directive
+from tests.support import Socket, User, tokens_of
 
 
 def _continuation(frames: list[dict], task_id: str) -> str:

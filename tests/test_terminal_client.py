@@ -17,7 +17,8 @@ import pexpect
 import pytest
 
 from chatsvc.terminal.commands import COMMANDS
-from tests.conftest import (
+from tests.fake_openai import Script, directive
+from tests.support import (
     PASSWORD,
     Server,
     User,
@@ -26,7 +27,6 @@ from tests.conftest import (
     register_and_login,
     run_chatsvc,
 )
-from tests.fake_openai import Script, directive
 
 PROMPT = "you> "
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import JWT_SECRET, Server, User, register_and_login
+from tests.support import JWT_SECRET, Server, User, register_and_login
 
 WS_UNAUTHORIZED = 4401
 

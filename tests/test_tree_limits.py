@@ -14,8 +14,8 @@ import httpx
 import jsonpatch
 import pytest
 
-from tests.conftest import Database, Socket, User, register_and_login, start_server
 from tests.fake_openai import directive
+from tests.support import Database, Socket, User, register_and_login, start_server
 from tests.test_tree_rest import add, follow, new_chat, node, patch, tree_of
 
 #: A copy of the root under itself doubles the tree: 20 of them are 2^20 nodes.

@@ -14,7 +14,7 @@ import httpx
 import jsonpatch
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     Database,
     Server,
     Socket,

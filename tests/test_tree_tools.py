@@ -20,7 +20,8 @@ from chatsvc import tree
 from chatsvc.providers import Delta
 from chatsvc.providers.chunks import StreamDecoder
 from chatsvc.tree import ToolCall
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -30,7 +31,6 @@ from tests.conftest import (
     tokens_of,
     upstream_settings,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 TOOL_NAMES = {"tree_add_node", "tree_rename_node", "tree_move_node", "tree_remove_node"}
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     Database,
     Server,
     Socket,
@@ -18,8 +19,8 @@ from tests.conftest import (
     start_server,
     tokens_of,
     upstream_settings,
+    wait_until,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 
 def marker() -> str:
@@ -135,7 +136,7 @@ def test_an_upstream_that_never_answers_is_unavailable(
 def test_a_refused_connection_is_unavailable(spawn_server) -> None:  # type: ignore[no-untyped-def]
     """The SDK's aiohttp transport raises a refused connection as a connect timeout: it is
     still reported as what it is, and its cause logged once per request, not per retry."""
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     port = free_port()
     server: Server = spawn_server(
@@ -225,10 +226,9 @@ def test_the_circuit_opens_then_lets_one_trial_through(
         assert error["code"] == "llm_unavailable"
         assert "circuit" in error["message"]
         assert _attempts(fake_llm, skipped) == 0  # failed at once, the upstream never asked
-        time.sleep(1.2)
-        # The cooldown is over: the next request will be the trial, and readiness says so
-        # before any request arrives (issue 12).
-        assert circuit() == "half-open"
+        # Once the cooldown (1 s) is over, the next request will be the trial, and readiness
+        # says so before any request arrives (issue 12).
+        wait_until(lambda: circuit() == "half-open", timeout=5, what="the half-open circuit")
         with httpx.Client(base_url=server.url) as client:
             metrics = client.get("/metrics").text
         assert "chatsvc_llm_circuit_state 1.0" in metrics

@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.conftest import Server, Socket, User, register_and_login, upstream_settings
 from tests.fake_openai import FakeOpenAI, directive
+from tests.support import Server, Socket, User, register_and_login, upstream_settings
 
 CAP = 3
 

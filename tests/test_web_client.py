@@ -21,7 +21,8 @@ import pytest
 from playwright.sync_api import Locator, Page, Response, WebSocket, WebSocketRoute, expect
 
 from tests.browser import screenshot
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, Script, directive
+from tests.support import (
     PASSWORD,
     Database,
     Server,
@@ -31,7 +32,6 @@ from tests.conftest import (
     start_server,
     unique_username,
 )
-from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.tcp_proxy import TcpProxy
 
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"

@@ -25,8 +25,8 @@ import jsonpointer
 from playwright.sync_api import Locator, Page, Request, WebSocketRoute, expect
 
 from tests.browser import screenshot
-from tests.conftest import Server, User, register_and_login
 from tests.fake_openai import directive
+from tests.support import Server, User, register_and_login
 from tests.test_web_client import ASSISTANT, log_in, send, wait_for_partial_reply
 
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"

@@ -8,7 +8,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import User
+from tests.support import User
 
 
 def test_query_token_opens_the_socket_and_is_never_logged(alice: User) -> None:

@@ -40,7 +40,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import PG_ADMIN_URL
+from tests.support import PG_ADMIN_URL
 
 STEPS = ("exchange", "history", "tree", "total")
 

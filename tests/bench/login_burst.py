@@ -19,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import PASSWORD, Database, register_and_login, start_server
+from tests.support import PASSWORD, Database, register_and_login, start_server
 
 
 def main() -> None:

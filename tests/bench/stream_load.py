@@ -201,7 +201,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import (
+from tests.fake_openai import FakeOpenAI, directive
+from tests.support import (
     PG_ADMIN_URL,
     Database,
     Server,
@@ -209,7 +210,6 @@ from tests.conftest import (
     register_and_login,
     start_server,
 )
-from tests.fake_openai import FakeOpenAI, directive
 
 STAMP = re.compile(r"@(\d+\.\d+)")
 MARKER = re.compile(r"\b(?:bench|sdk)-\d+-\d+\b")

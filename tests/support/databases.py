@@ -1,0 +1,97 @@
+"""Real databases the tests create and look into: SQLite files and fresh PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import os
+import sqlite3
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+# Piccolo's SQLite adapters (UUIDs, datetimes) are registered with sqlite3 on import; the raw
+# SQL of ``Database.query`` passes such values.
+importlib.import_module("piccolo.engine.sqlite")
+
+PG_ADMIN_URL = os.environ.get(
+    "CHATSVC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to the end, also from a test where a loop runs (Playwright's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@dataclass
+class Database:
+    """A real database a test can look into (raw SQL with ``?`` placeholders)."""
+
+    engine: str
+    url: str
+
+    def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        if self.engine == "sqlite":
+            connection = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            connection.row_factory = sqlite3.Row
+            try:
+                with connection:
+                    rows: list[sqlite3.Row] = connection.execute(sql, params).fetchall()
+                    return [dict(row) for row in rows]
+            finally:
+                connection.close()
+        numbered = sql
+        for index in range(1, len(params) + 1):
+            numbered = numbered.replace("?", f"${index}", 1)
+
+        async def run() -> list[dict[str, Any]]:
+            connection = await asyncpg.connect(self.url)
+            try:
+                return [dict(row) for row in await connection.fetch(numbered, *params)]
+            finally:
+                await connection.close()
+
+        return run_async(run())
+
+
+async def postgres_reachable() -> str | None:
+    """``None`` when PostgreSQL at ``PG_ADMIN_URL`` answers, else why not."""
+    try:
+        connection = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        await connection.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+async def create_postgres_database() -> str:
+    """A fresh, empty PostgreSQL database; its URL."""
+    name = f"chatsvc_test_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+async def drop_postgres_databases(urls: list[str]) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        for url in urls:
+            name = url.rsplit("/", 1)[1]
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()

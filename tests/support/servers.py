@@ -1,0 +1,135 @@
+"""``chatsvc`` processes under test: commands run to completion and servers on loopback ports."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.fake_openai import FakeOpenAI
+from tests.support.databases import Database
+from tests.support.environment import clean_environment
+
+JWT_SECRET = "test-secret-" + "x" * 40
+UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
+HIGH_LIMITS = {
+    "RATE_LIMIT_PER_MINUTE": "100000",
+    "LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+    "WS_FRAMES_PER_SECOND": "10000",
+    "MAX_SOCKETS_PER_USER": "1000",
+}
+#: The model test servers offer besides their MODEL_NAME, ``fake-model``.
+OTHER_MODEL = "fake-model-large"
+SERVER_START_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_chatsvc(
+    *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m chatsvc ARGS`` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "chatsvc", *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    """A running ``chatsvc serve`` process."""
+
+    url: str
+    db: Database
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    cwd: Path
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss(self) -> int:
+        """The server process's resident memory, in bytes."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(
+    db: Database, cwd: Path, *, python_args: Sequence[str] = ("-m", "chatsvc"), **settings: str
+) -> Server:
+    """Start ``chatsvc serve`` on a free port and wait until ``/health`` answers.
+
+    ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server under a profiler).
+    """
+    port = free_port()
+    defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
+    # The suite makes many requests from one address; the limit tests lower these.
+    env = clean_environment(**{**defaults, **HIGH_LIMITS, **settings})
+    log_path = cwd / f"server-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, *python_args, "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", db, log_path, process, cwd)
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"chatsvc exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling the process's port: there is no event to wait on
+    server.stop()
+    raise RuntimeError(f"chatsvc did not answer /health in time:\n{server.log()}")
+
+
+def upstream_settings(fake: FakeOpenAI) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": fake.url,
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "LLM_MAX_RETRIES": "0",
+        "MODEL_NAME": "fake-model",
+        "MODELS": f"fake-model,{OTHER_MODEL}",
+        "CHECKPOINT_SECONDS": "0.3",
+    }

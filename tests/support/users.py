@@ -1,0 +1,69 @@
+"""Users registered through the API, and messages stored behind its back."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from tests.support.databases import Database
+from tests.support.servers import Server
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    password: str
+    token: str
+    server: Server = field(repr=False)
+
+    def client(self) -> httpx.Client:
+        return self.server.client(self.token)
+
+
+def unique_username(prefix: str = "user") -> str:
+    return f"{prefix}_{secrets.token_hex(5)}"
+
+
+def register_and_login(server: Server, username: str | None = None) -> User:
+    username = username or unique_username()
+    with server.client() as client:
+        created = client.post(
+            "/api/auth/register", json={"username": username, "password": PASSWORD}
+        )
+        assert created.status_code == 201, created.text
+        login = client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+    return User(created.json()["id"], username, PASSWORD, login.json()["access_token"], server)
+
+
+def insert_message(
+    db: Database,
+    chat_id: str,
+    content: str,
+    *,
+    role: str = "user",
+    created_at: datetime | None = None,
+) -> str:
+    """Store a message directly, as the generation engine would."""
+    message_id = uuid.uuid4()
+    stamp = created_at or datetime.now(UTC)
+    # It follows the chat's newest message, as the server links a message it stores.
+    db.query(
+        "INSERT INTO message (id, chat, parent, role, content, status, created_at) "
+        "VALUES (?, ?, (SELECT id FROM message WHERE chat = ? "
+        "ORDER BY created_at DESC, id DESC LIMIT 1), ?, ?, 'complete', ?)",
+        message_id,
+        uuid.UUID(chat_id),
+        uuid.UUID(chat_id),
+        role,
+        content,
+        stamp,
+    )
+    return str(message_id)
