@@ -218,7 +218,10 @@ def _build_services(
         budgets=budgets,
         generations=generations,
         chats=Chats(
-            generations, models=settings.model_choices, max_chats=settings.max_chats_per_user
+            generations,
+            models=settings.model_choices,
+            max_chats=settings.max_chats_per_user,
+            events=events,
         ),
         tokens=TokenIssuer(jwt_auth),
         sockets=SocketCounter(settings.max_sockets_per_user),

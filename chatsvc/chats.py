@@ -13,6 +13,7 @@ from msgspec import UNSET
 
 from chatsvc import store
 from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
+from chatsvc.events import ChatEvents, event_of
 from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import (
@@ -20,6 +21,7 @@ from chatsvc.wire import (
     ChatCreate,
     ChatPage,
     ChatUpdate,
+    ChatUpdated,
     ChatWithMessages,
     MessagePage,
     ModelInfo,
@@ -61,18 +63,21 @@ class Chats:
         *,
         models: tuple[str, ...],
         max_chats: int,
+        events: ChatEvents | None = None,
     ) -> None:
         """``replies``: stops a chat's reply before the chat is deleted;
         ``models``: what a chat may choose (``Settings.model_choices``), the default first;
-        ``max_chats``: how many chats a user may keep."""
+        ``max_chats``: how many chats a user may keep; ``events``: where a change of the
+        active branch is told (``chat_updated``)."""
         self._replies = replies
         self._models = models
         self._max_chats = max_chats
+        self._events = events
 
     def models(self) -> ModelList:
         return ModelList(default=self._models[0], models=[ModelInfo(id=m) for m in self._models])
 
-    def _check_model(self, model: str | None) -> None:
+    def check_model(self, model: str | None) -> None:
         """Only the operator's models reach the upstream, billed to the operator's key."""
         if model is not None and model not in self._models:
             raise ModelNotOffered(
@@ -82,7 +87,7 @@ class Chats:
 
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         """A chat left with the default title is the model's to name after its first reply."""
-        self._check_model(data.model)
+        self.check_model(data.model)
         chat = await store.create_chat(
             owner,
             title=data.title,
@@ -110,9 +115,9 @@ class Chats:
         return chat_from_record(chat)
 
     async def get_with_messages(self, owner: int, chat_id: UUID, *, limit: int) -> ChatWithMessages:
-        """The chat and the newest page of its messages (never the whole of a long chat)."""
+        """The chat and the newest page of its active branch (never the whole of a long chat)."""
         chat = await self.get(owner, chat_id)
-        page = await self._message_page(chat_id, limit=limit, before=None)
+        page = await self._branch_page(chat_id, limit=limit, before=None)
         return ChatWithMessages(
             **msgspec.structs.asdict(chat),
             messages=page.items,
@@ -120,12 +125,32 @@ class Chats:
         )
 
     async def messages(
-        self, owner: int, chat_id: UUID, *, limit: int, before: str | None = None
+        self,
+        owner: int,
+        chat_id: UUID,
+        *,
+        limit: int,
+        before: str | None = None,
+        whole_tree: bool = False,
     ) -> MessagePage:
+        """A page of the active branch, or with ``whole_tree`` of every message."""
         await self.get(owner, chat_id)
-        return await self._message_page(chat_id, limit=limit, before=before)
+        if whole_tree:
+            return await self._tree_page(chat_id, limit=limit, before=before)
+        return await self._branch_page(chat_id, limit=limit, before=before)
 
-    async def _message_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
+    async def _branch_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
+        """Up the active branch: the cursor names the oldest message shown, and the next
+        page is what is above it (its ancestors never change)."""
+        keyset = decode_cursor(before, "before") if before else None
+        start = keyset[1] if keyset is not None else None
+        messages = await store.branch_messages(chat_id, limit=limit + 1, before=start)
+        more = len(messages) > limit
+        page = messages[1:] if more else messages
+        next_cursor = encode_cursor((page[0].created_at, page[0].id)) if more else None
+        return MessagePage(items=[message_from_record(m) for m in page], next_cursor=next_cursor)
+
+    async def _tree_page(self, chat_id: UUID, *, limit: int, before: str | None) -> MessagePage:
         keyset = decode_cursor(before, "before") if before else None
         messages = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
         more = len(messages) > limit
@@ -136,7 +161,7 @@ class Chats:
 
     async def update(self, owner: int, chat_id: UUID, data: ChatUpdate) -> Chat:
         if data.model is not UNSET:
-            self._check_model(data.model)
+            self.check_model(data.model)
         values = {
             field: value
             for field in data.__struct_fields__
@@ -148,6 +173,21 @@ class Chats:
         if chat is None:
             raise NotFound("chat not found")
         return chat_from_record(chat)
+
+    async def set_active(self, owner: int, chat_id: UUID, message_id: UUID) -> Chat:
+        """Make the newest branch under ``message_id`` the active one; the chat's
+        subscribers get ``chat_updated``."""
+        leaf = await store.descendant_leaf(owner, chat_id, message_id)
+        if leaf is None:
+            await self.get(owner, chat_id)  # an unknown chat says so
+            raise NotFound("message_id: no such message in this chat")
+        record = await store.set_active_leaf(owner, chat_id, leaf)
+        if record is None:
+            raise NotFound("chat not found")
+        chat = chat_from_record(record)
+        if self._events is not None:
+            self._events.publish(chat_id, event_of(ChatUpdated(chat=chat)))
+        return chat
 
     async def delete(self, owner: int, chat_id: UUID) -> None:
         """Delete a chat and its messages; a reply still streaming there is aborted first."""

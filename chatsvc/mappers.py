@@ -18,14 +18,21 @@ def chat_from_record(chat: ChatRecord) -> Chat:
         model=chat.model,
         created_at=chat.created_at,
         updated_at=chat.updated_at,
+        active_leaf_id=chat.active_leaf,
+        message_count=chat.message_count,
     )
 
 
 def message_from_record(message: MessageRecord) -> Message:
     has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
+    siblings = list(message.siblings) if len(message.siblings) > 1 else None
     return Message(
         id=message.id,
         chat_id=message.chat,
+        parent_id=message.parent,
+        sibling_index=siblings.index(message.id) if siblings else 0,
+        sibling_count=len(siblings) if siblings else 1,
+        sibling_ids=siblings,
         role=message.role,
         content=message.content,
         status=message.status,

@@ -29,6 +29,9 @@ class UserAccess(Struct, frozen=True, kw_only=True):
 
 
 class ChatRecord(Struct, frozen=True, kw_only=True):
+    """``active_leaf``: the end of the branch shown and continued (``None``: the newest
+    message); ``message_count``: every message of the chat, every branch."""
+
     id: UUID
     title: str
     system_prompt: str
@@ -37,11 +40,17 @@ class ChatRecord(Struct, frozen=True, kw_only=True):
     updated_at: datetime
     #: Who named the chat (``tables.TitleSource``): ``user``, ``placeholder`` or ``model``.
     title_source: str = "user"
+    active_leaf: UUID | None = None
+    message_count: int = 0
 
 
 class MessageRecord(Struct, frozen=True, kw_only=True):
+    """``siblings``: the ids of the messages with the same parent, this one among them,
+    oldest first (filled by the store where a message is shown)."""
+
     id: UUID
     chat: UUID
+    parent: UUID | None
     role: MessageRole
     content: str
     status: MessageStatus
@@ -53,6 +62,7 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     completed_at: datetime | None
     tool_calls: list[ToolCallRecord] | None
     reasoning: str = ""
+    siblings: tuple[UUID, ...] = ()
 
 
 class Exchange(Struct, frozen=True, kw_only=True):

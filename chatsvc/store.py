@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Collection
+from collections.abc import AsyncGenerator, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
+from msgspec import UNSET, UnsetType
 from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.query.functions.string import Length
 
 from chatsvc.admission import admit
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
-from chatsvc.errors import Conflict, LimitReached
+from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
 from chatsvc.records import (
     ChatRecord,
     Exchange,
@@ -157,7 +157,26 @@ _CHAT_COLUMNS = (
     Chat.created_at,
     Chat.updated_at,
     Chat.title_source,
+    Chat.active_leaf,
 )
+
+
+def _uuid(value: Any) -> UUID:
+    """An id read by a raw query (SQLite gives the text of computed columns)."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+async def _chats(rows: list[_Row]) -> list[ChatRecord]:
+    """Chat rows as records, with how many messages each holds (one query)."""
+    if not rows:
+        return []
+    marks = ", ".join("{}" for _ in rows)
+    counted = await Message.raw(
+        f"SELECT chat, COUNT(*) AS n FROM message WHERE chat IN ({marks}) GROUP BY chat",  # noqa: S608 (placeholders only)
+        *(row["id"] for row in rows),
+    )
+    counts = {_uuid(row["chat"]): row["n"] for row in counted}
+    return [ChatRecord(**row, message_count=counts.get(row["id"], 0)) for row in rows]
 
 
 async def create_chat(
@@ -189,7 +208,7 @@ async def create_chat(
             )
         ).returning(*_CHAT_COLUMNS)
         await _create_tree(rows[0]["id"])
-    return ChatRecord(**rows[0])
+    return (await _chats(rows))[0]
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
@@ -206,7 +225,7 @@ async def get_chat(owner: int, chat_id: UUID) -> ChatRecord | None:
         .where((Chat.id == chat_id) & (Chat.owner == owner))
         .first()
     )
-    return ChatRecord(**row) if row else None
+    return (await _chats([row]))[0] if row else None
 
 
 async def list_chats(
@@ -226,7 +245,7 @@ async def list_chats(
     if search:
         query = query.where(_matches(search))
     rows = await query.order_by(Chat.updated_at, Chat.id, ascending=False).limit(limit)
-    return [ChatRecord(**row) for row in rows]
+    return await _chats(rows)
 
 
 # Literal substring match, case-insensitive, as constant SQL: the text is a bound
@@ -256,7 +275,7 @@ async def update_chat(owner: int, chat_id: UUID, values: dict[str, Any]) -> Chat
         .where((Chat.id == chat_id) & (Chat.owner == owner))
         .returning(*_CHAT_COLUMNS)
     )
-    return ChatRecord(**rows[0]) if rows else None
+    return (await _chats(rows))[0] if rows else None
 
 
 async def delete_chat(owner: int, chat_id: UUID) -> bool:
@@ -271,6 +290,7 @@ async def delete_chat(owner: int, chat_id: UUID) -> bool:
 _MESSAGE_COLUMNS = (
     Message.id,
     Message.chat,
+    Message.parent,
     Message.role,
     Message.content,
     Message.status,
@@ -288,13 +308,123 @@ _MESSAGE_COLUMNS = (
 async def list_messages(
     chat_id: UUID, *, limit: int, before: _Keyset | None = None
 ) -> list[MessageRecord]:
-    """The newest ``limit`` messages before the keyset ``before``, returned oldest first
-    (a page: no caller reads a whole chat)."""
+    """The newest ``limit`` messages of the chat, every branch, before the keyset
+    ``before``, returned oldest first (a page: no caller reads a whole chat)."""
     query = Message.select(*_MESSAGE_COLUMNS).where(Message.chat == chat_id)
     if before is not None:
         query = query.where(_older_than(before))
     rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(limit)
-    return [_message(row) for row in reversed(rows)]
+    return await _with_siblings(chat_id, [_message(row) for row in reversed(rows)])
+
+
+# The conversation is the path from a first message to the chat's active leaf. It is
+# read upwards from the leaf by a recursive query (SQLite and PostgreSQL both have
+# them), each step one primary-key lookup, and never further than the caller needs.
+
+#: The end of the chat's active branch: ``active_leaf``, or else its newest message.
+_LEAF = (
+    "SELECT COALESCE((SELECT active_leaf FROM chat WHERE id = {}), "
+    "(SELECT id FROM message WHERE chat = {} ORDER BY created_at DESC, id DESC LIMIT 1)) "
+    "AS leaf"
+)
+#: The ids of up to ``{}`` messages from a message up towards the root, with their depth.
+_BRANCH_IDS = (
+    "WITH RECURSIVE branch(id, parent, depth) AS ("
+    "SELECT id, parent, 0 FROM message WHERE id = {} AND chat = {} "
+    "UNION ALL SELECT message.id, message.parent, branch.depth + 1 FROM message "
+    "JOIN branch ON message.id = branch.parent WHERE branch.depth + 1 < {}) "
+    "SELECT id, depth FROM branch"
+)
+
+
+async def active_leaf(chat_id: UUID) -> UUID | None:
+    """The last message of the chat's active branch (``None``: the chat has none)."""
+    rows = await Message.raw(_LEAF, chat_id, chat_id)
+    leaf = rows[0]["leaf"] if rows else None
+    return _uuid(leaf) if leaf is not None else None
+
+
+async def branch_messages(
+    chat_id: UUID, *, limit: int, before: UUID | None = None
+) -> list[MessageRecord]:
+    """Up to ``limit`` messages of the active branch, oldest first: the newest ones, or
+    with ``before`` (a message of the chat) the ones just above it. A message's
+    ancestors never change, so a page read from ``before`` is the same whatever the
+    active branch is by then."""
+    if before is None:
+        start = await active_leaf(chat_id)
+    else:
+        rows = await Message.select(Message.parent).where(
+            (Message.id == before) & (Message.chat == chat_id)
+        )
+        if not rows:
+            raise InvalidInput("before: not a message of this chat")
+        start = rows[0]["parent"]
+    if start is None:
+        return []
+    found = await Message.raw(_BRANCH_IDS, start, chat_id, limit)
+    depth: dict[UUID, int] = {_uuid(row["id"]): row["depth"] for row in found}
+    if not depth:
+        return []
+    rows = await Message.select(*_MESSAGE_COLUMNS).where(Message.id.is_in(list(depth)))
+    records = [_message(row) for row in rows]
+    records.sort(key=lambda record: -depth[record.id])
+    return await _with_siblings(chat_id, records)
+
+
+async def _with_siblings(chat_id: UUID, records: list[MessageRecord]) -> list[MessageRecord]:
+    """The records with the ids of their siblings (one query)."""
+    if not records:
+        return records
+    parents = {record.parent for record in records}
+    named = [parent for parent in parents if parent is not None]
+    where = Message.parent.is_in(named) if named else None
+    if None in parents:
+        roots = Message.parent.is_null()
+        where = roots if where is None else where | roots
+    assert where is not None
+    # Sorted here, not by the query: ordered by creation, SQLite may walk the chat's
+    # (chat, created_at) index and read every message (the parent column comes last,
+    # after the text), where the (chat, parent) index finds the siblings alone.
+    rows = await Message.select(Message.id, Message.parent, Message.created_at).where(
+        (Message.chat == chat_id) & where
+    )
+    found: list[_Row] = rows
+    found.sort(key=_creation)
+    groups: dict[UUID | None, list[UUID]] = {}
+    for row in found:
+        groups.setdefault(row["parent"], []).append(row["id"])
+    return [
+        msgspec.structs.replace(record, siblings=tuple(groups.get(record.parent, [record.id])))
+        for record in records
+    ]
+
+
+async def descendant_leaf(owner: int, chat_id: UUID, message_id: UUID) -> UUID | None:
+    """The newest message under ``message_id`` (itself when it has none below it): a
+    leaf, since a message is always older than what follows it. ``None`` when the
+    message is not one of the owner's chat."""
+    rows = await Message.raw(_NEWEST_BELOW, message_id, chat_id, owner, chat_id)
+    return _uuid(rows[0]["id"]) if rows else None
+
+
+_NEWEST_BELOW = (
+    "WITH RECURSIVE below(id, created_at) AS ("
+    "SELECT message.id, message.created_at FROM message JOIN chat ON chat.id = message.chat "
+    "WHERE message.id = {} AND message.chat = {} AND chat.owner = {} "
+    "UNION ALL SELECT message.id, message.created_at FROM message "
+    "JOIN below ON message.chat = {} AND message.parent = below.id) "
+    "SELECT id FROM below ORDER BY created_at DESC, id DESC LIMIT 1"
+)
+
+
+async def set_active_leaf(owner: int, chat_id: UUID, leaf: UUID) -> ChatRecord | None:
+    rows = await (
+        Chat.update({Chat.active_leaf: leaf})
+        .where((Chat.id == chat_id) & (Chat.owner == owner))
+        .returning(*_CHAT_COLUMNS)
+    )
+    return (await _chats(rows))[0] if rows else None
 
 
 def _message(row: _Row) -> MessageRecord:
@@ -307,52 +437,50 @@ def _message(row: _Row) -> MessageRecord:
     return MessageRecord(**values)
 
 
-#: Messages whose sizes one query reads while a prompt's history is gathered.
-HISTORY_PAGE = 50
+#: The history of a prompt: the branch up from a message while the texts fit a budget of
+#: ``{}`` characters (the first one always; the walk stops past the first that does not
+#: fit), and the texts of those that fit.
+_HISTORY = (
+    "WITH RECURSIVE branch(id, parent, depth, size, used) AS ("
+    "SELECT id, parent, 0, length(content), length(content) FROM message "
+    "WHERE id = {} AND chat = {} "
+    "UNION ALL SELECT message.id, message.parent, branch.depth + 1, length(message.content), "
+    "branch.used + length(message.content) FROM message "
+    "JOIN branch ON message.id = branch.parent WHERE branch.used <= {}) "
+    "SELECT branch.id, branch.depth, branch.size, message.role, "
+    "CASE WHEN branch.depth = 0 OR branch.used <= {} THEN message.content ELSE '' END "
+    "AS content FROM branch JOIN message ON message.id = branch.id"
+)
 
 
-async def prompt_history(chat_id: UUID, *, budget: int, leave_out: UUID) -> list[Turn]:
-    """The newest messages whose texts fit ``budget`` characters, oldest first: ``id``,
-    ``role`` and ``content`` only. The newest one always goes, however long; empty
-    ones and ``leave_out`` (the reply being written) never do.
+def _creation(row: _Row) -> tuple[datetime, str]:
+    """History order: ``created_at``, then the id (as text, as SQLite compares it)."""
+    return row["created_at"], str(row["id"])
 
-    Sizes are read newest first, a page at a time, until the budget is full; then
-    the texts of the messages that fit, in one query. A long chat costs what the
-    budget holds plus a page of sizes, not its whole history (issue 12).
+
+def _depth(row: _Row) -> int:
+    return row["depth"]
+
+
+async def prompt_history(chat_id: UUID, *, leaf: UUID, budget: int) -> list[Turn]:
+    """The branch ending at ``leaf`` (the message being answered), as far back as the
+    texts fit ``budget`` characters, oldest first: ``id``, ``role`` and ``content``
+    only. ``leaf`` always goes, however long; empty messages never do.
+
+    One recursive query walks up from ``leaf`` and stops past the first message that
+    does not fit: a long chat costs what the budget holds, not its whole history
+    (issue 12).
     """
-    chosen: set[UUID] = set()
-    oldest: _Keyset | None = None
-    before: _Keyset | None = None
-    while True:
-        query = Message.select(
-            Message.id, Message.created_at, Length(Message.content, alias="size")
-        ).where(Message.chat == chat_id)
-        if before is not None:
-            query = query.where(_older_than(before))
-        rows = await query.order_by(Message.created_at, Message.id, ascending=False).limit(
-            HISTORY_PAGE
-        )
-        full = False
-        for row in rows:
-            if row["id"] == leave_out or not row["size"]:
-                continue
-            if chosen and budget - row["size"] < 0:
-                full = True
-                break
-            budget -= row["size"]
-            chosen.add(row["id"])
-            oldest = (row["created_at"], row["id"])
-        if full or len(rows) < HISTORY_PAGE:
-            break
-        before = (rows[-1]["created_at"], rows[-1]["id"])
-    if oldest is None:
-        return []
-    texts = await (
-        Message.select(Message.id, Message.role, Message.content)
-        .where((Message.chat == chat_id) & _from(oldest))
-        .order_by(Message.created_at, Message.id)
-    )
-    return [Turn(**row) for row in texts if row["id"] in chosen]
+    rows = await Message.raw(_HISTORY, leaf, chat_id, budget, budget)
+    turns: list[Turn] = []
+    found: list[_Row] = rows
+    found.sort(key=_depth)
+    for row in found:
+        if row["depth"] > 0 and not row["content"] and row["size"]:
+            break  # the first that does not fit: the walk ends here
+        if row["size"]:
+            turns.append(Turn(id=_uuid(row["id"]), role=row["role"], content=row["content"]))
+    return turns[::-1]
 
 
 def _older_than(keyset: _Keyset) -> Any:
@@ -360,14 +488,6 @@ def _older_than(keyset: _Keyset) -> Any:
     created_at, message_id = keyset
     return (Message.created_at < created_at) | (
         (Message.created_at == created_at) & (Message.id < message_id)
-    )
-
-
-def _from(keyset: _Keyset) -> Any:
-    """Messages at ``keyset`` or after it in history order."""
-    created_at, message_id = keyset
-    return (Message.created_at > created_at) | (
-        (Message.created_at == created_at) & (Message.id >= message_id)
     )
 
 
@@ -385,14 +505,21 @@ async def create_exchange(
     live_after: datetime,
     per_user_cap: int,
     max_chats: int,
+    parent: UUID | UnsetType | None = UNSET,
+    new_chat_system_prompt: str = "",
+    new_chat_model: str | None = None,
+    new_chat_title_source: str = "placeholder",
 ) -> Exchange | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
 
-    With no ``chat_id`` a chat is created first. The reply's model is the chat's
+    With no ``chat_id`` a chat is created first (``new_chat_*``). The user's message
+    follows ``parent`` (an assistant message of the chat; ``None``: a new first
+    message; left out: the end of the active branch), the reply follows it, and the
+    reply becomes the chat's active leaf. The reply's model is the chat's
     when it is among ``offered_models``, else ``default_model`` (a chat may keep a
     model the operator no longer offers: it is never sent upstream). Returns
     the :class:`~chatsvc.records.Exchange`, or ``None`` when the
-    chat is not the owner's.
+    chat is not the owner's; ``NotFound`` or ``InvalidInput`` for a bad ``parent``.
     The limits hold across instances: the user's row is locked (SQLite has one
     writer anyway) while the replies streaming on live instances are counted,
     so two instances cannot both pass ``admission.admit`` (one reply per chat, the
@@ -400,6 +527,148 @@ async def create_exchange(
     (``LimitReached``).
     """
     stamp = now()
+    async with _admission(owner, chat_id, live_after, per_user_cap):
+        if chat_id is None:
+            await _check_room_for_chat(owner, max_chats)
+            chat = (
+                await Chat.insert(
+                    Chat(
+                        owner=owner,
+                        title=new_chat_title,
+                        title_source=new_chat_title_source,
+                        system_prompt=new_chat_system_prompt,
+                        model=new_chat_model,
+                        created_at=stamp,
+                        updated_at=stamp,
+                    )
+                ).returning(*_CHAT_COLUMNS)
+            )[0]
+            await _create_tree(chat["id"])
+            created, follows = True, None
+        else:
+            rows = await Chat.select(*_CHAT_COLUMNS).where(
+                (Chat.id == chat_id) & (Chat.owner == owner)
+            )
+            if not rows:
+                return None
+            chat, created = rows[0], False
+            follows = await active_leaf(chat_id) if parent is UNSET else parent
+            if parent is not UNSET and parent is not None:
+                await _check_parent(chat_id, parent)
+        user_message = Message(
+            chat=chat["id"],
+            parent=follows,
+            role="user",
+            content=user_content,
+            status="complete",
+            created_at=stamp,
+            completed_at=stamp,
+        )
+        reply = Message(
+            id=assistant_id,
+            chat=chat["id"],
+            parent=user_message.id,
+            role="assistant",
+            content="",
+            status="streaming",
+            model=chat["model"] if chat["model"] in offered_models else default_model,
+            created_at=stamp + _AFTER,
+            task_id=task_id,
+            instance=instance,
+        )
+        rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
+        chats = await (
+            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: assistant_id})
+            .where(Chat.id == chat["id"])
+            .returning(*_CHAT_COLUMNS)
+        )
+        record = (await _chats(chats))[0]
+    question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
+    question_record, reply_record = await _with_siblings(
+        record.id, [_message(question), _message(reply_row)]
+    )
+    return Exchange(chat=record, question=question_record, reply=reply_record, created=created)
+
+
+async def _check_parent(chat_id: UUID, parent: UUID) -> None:
+    """A new user message follows an assistant message of the same chat."""
+    rows = await Message.select(Message.role, Message.status).where(
+        (Message.id == parent) & (Message.chat == chat_id)
+    )
+    if not rows:
+        raise NotFound("parent_id: no such message in this chat")
+    if rows[0]["role"] != "assistant":
+        raise InvalidInput(
+            "parent_id: a user message follows an assistant message (or null, to start over)"
+        )
+
+
+async def create_regeneration(
+    owner: int,
+    *,
+    chat_id: UUID,
+    message_id: UUID,
+    assistant_id: UUID,
+    default_model: str,
+    offered_models: Collection[str],
+    task_id: UUID,
+    instance: str,
+    live_after: datetime,
+    per_user_cap: int,
+) -> Exchange | None:
+    """Store an empty ``streaming`` reply as a sibling of the reply ``message_id`` (same
+    user message before it) and make it the chat's active leaf, in one transaction,
+    under the same limits as :func:`create_exchange`. ``None`` when the chat is not the
+    owner's; ``NotFound`` for a message not in the chat, ``InvalidInput`` for one that
+    is not a reply, ``Busy`` for one still streaming."""
+    stamp = now()
+    async with _admission(owner, chat_id, live_after, per_user_cap):
+        rows = await Chat.select(*_CHAT_COLUMNS).where((Chat.id == chat_id) & (Chat.owner == owner))
+        if not rows:
+            return None
+        chat = rows[0]
+        found = await Message.select(*_MESSAGE_COLUMNS).where(
+            (Message.id == message_id) & (Message.chat == chat_id)
+        )
+        if not found:
+            raise NotFound("message_id: no such message in this chat")
+        given = _message(found[0])
+        if given.role != "assistant" or given.parent is None:
+            raise InvalidInput("message_id: not a reply; only an assistant message is regenerated")
+        if given.status == "streaming":
+            raise Busy("a reply is already being generated in this chat")
+        question = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == given.parent)
+        reply = Message(
+            id=assistant_id,
+            chat=chat_id,
+            parent=given.parent,
+            role="assistant",
+            content="",
+            status="streaming",
+            model=chat["model"] if chat["model"] in offered_models else default_model,
+            created_at=stamp,
+            task_id=task_id,
+            instance=instance,
+        )
+        inserted = await Message.insert(reply).returning(*_MESSAGE_COLUMNS)
+        chats = await (
+            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: assistant_id})
+            .where(Chat.id == chat_id)
+            .returning(*_CHAT_COLUMNS)
+        )
+        record = (await _chats(chats))[0]
+    question_record, reply_record = await _with_siblings(
+        chat_id, [_message(question[0]), _message(inserted[0])]
+    )
+    return Exchange(chat=record, question=question_record, reply=reply_record, created=False)
+
+
+@contextlib.asynccontextmanager
+async def _admission(
+    owner: int, chat_id: UUID | None, live_after: datetime, per_user_cap: int
+) -> AsyncGenerator[None]:
+    """A write transaction that admits one more reply of ``owner``'s (``admission.admit``)
+    against the replies streaming on every live instance, the user's row locked."""
     engine = current_engine()
     # On PostgreSQL a user's sends queue here rather than on their row's lock (KeyedTurns).
     one_per_user = (
@@ -412,57 +681,7 @@ async def create_exchange(
             await BaseUser.raw(_LOCK_USER, owner)
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
         admit([row["chat"] for row in running], chat_id, per_user_cap)
-        if chat_id is None:
-            await _check_room_for_chat(owner, max_chats)
-            chat = (
-                await Chat.insert(
-                    Chat(
-                        owner=owner,
-                        title=new_chat_title,
-                        title_source="placeholder",  # the model may name it after its reply
-                        created_at=stamp,
-                        updated_at=stamp,
-                    )
-                ).returning(*_CHAT_COLUMNS)
-            )[0]
-            await _create_tree(chat["id"])
-            created = True
-        else:
-            rows = await (
-                Chat.update({Chat.updated_at: stamp})
-                .where((Chat.id == chat_id) & (Chat.owner == owner))
-                .returning(*_CHAT_COLUMNS)
-            )
-            if not rows:
-                return None
-            chat, created = rows[0], False
-        user_message = Message(
-            chat=chat["id"],
-            role="user",
-            content=user_content,
-            status="complete",
-            created_at=stamp,
-            completed_at=stamp,
-        )
-        reply = Message(
-            id=assistant_id,
-            chat=chat["id"],
-            role="assistant",
-            content="",
-            status="streaming",
-            model=chat["model"] if chat["model"] in offered_models else default_model,
-            created_at=stamp + _AFTER,
-            task_id=task_id,
-            instance=instance,
-        )
-        rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
-    question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
-    return Exchange(
-        chat=ChatRecord(**chat),
-        question=_message(question),
-        reply=_message(reply_row),
-        created=created,
-    )
+        yield
 
 
 # Admission runs these for every message sent: as constant SQL they cost a few
@@ -548,7 +767,7 @@ async def finish_reply(
             .returning(*_MESSAGE_COLUMNS)
         )
         await Chat.update({Chat.updated_at: stamp}).where(Chat.id == chat_id)
-    return _message(rows[0]) if rows else None
+    return (await _with_siblings(chat_id, [_message(rows[0])]))[0] if rows else None
 
 
 async def claim_title(chat_id: UUID) -> bool:
@@ -575,7 +794,10 @@ async def set_model_title(chat_id: UUID, title: str) -> ChatRecord | None:
 
 async def get_message(message_id: UUID) -> MessageRecord | None:
     rows = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == message_id)
-    return _message(rows[0]) if rows else None
+    if not rows:
+        return None
+    message = _message(rows[0])
+    return (await _with_siblings(message.chat, [message]))[0]
 
 
 async def find_running(

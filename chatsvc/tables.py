@@ -83,6 +83,11 @@ class Chat(Table):
     )
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow(), help_text="Last change or message.")
+    active_leaf = UUID(
+        null=True,
+        default=None,
+        help_text="The last message of the branch shown and continued; empty: the newest message.",
+    )
 
     @classmethod
     def get_readable(cls) -> Readable:
@@ -95,6 +100,11 @@ class Message(Table):
 
     id = UUID(primary_key=True)
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False)
+    parent = UUID(
+        null=True,
+        default=None,
+        help_text="The message this one follows in the chat's tree; empty: a first message.",
+    )
     role = Varchar(length=16, choices=Role)
     content = Text(default="")
     reasoning = Text(default="", help_text="What the model streamed as reasoning, if any.")
@@ -156,8 +166,9 @@ class Instance(Table):
 
 #: Multi-column indexes, created by a migration (Piccolo columns declare single-column ones only):
 #: chat lists are ``WHERE owner = ? ORDER BY updated_at``, histories ``WHERE chat = ? ORDER BY
-#: created_at``. The migrations test checks the database against this list.
+#: created_at``, siblings and descendants ``WHERE chat = ? AND parent = ?`` (a first message's
+#: siblings: ``parent IS NULL``). The migrations test checks the database against this list.
 COMPOSITE_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "chat": (("owner", "updated_at"),),
-    "message": (("chat", "created_at"),),
+    "message": (("chat", "created_at"), ("chat", "parent")),
 }

@@ -144,7 +144,8 @@ class ToolCallRecord(_Wire):
 
 class Message(_Wire, omit_defaults=True):
     """`tool_calls` is left out when the message made none, `reasoning` when the model
-    streamed none."""
+    streamed none; `parent_id` for a first message; `sibling_index`, `sibling_count` and
+    `sibling_ids` when it has no siblings (0, 1 and its own id)."""
 
     id: UUID
     chat_id: UUID
@@ -168,6 +169,20 @@ class Message(_Wire, omit_defaults=True):
             "(`reasoning` events); left out when none."
         ),
     ] = ""
+    parent_id: Annotated[
+        UUID | None,
+        Meta(description="The message this one follows in the chat's tree; none: a first one."),
+    ] = None
+    sibling_index: Annotated[
+        int, Meta(description="Its place among the messages of the same parent, oldest first.")
+    ] = 0
+    sibling_count: Annotated[
+        int, Meta(description="How many messages share its parent, itself included.")
+    ] = 1
+    sibling_ids: Annotated[
+        list[UUID] | None,
+        Meta(description="The ids of the messages sharing its parent, itself included, in order."),
+    ] = None
 
 
 class Chat(_Wire):
@@ -177,20 +192,38 @@ class Chat(_Wire):
     model: str | None
     created_at: datetime
     updated_at: datetime
+    active_leaf_id: Annotated[
+        UUID | None,
+        Meta(
+            description="The last message of the branch shown and continued; null: the "
+            "newest message."
+        ),
+    ]
+    message_count: Annotated[int, Meta(description="The chat's messages, on every branch.")]
 
 
 class ChatWithMessages(Chat):
-    """The chat with its newest messages, oldest first; `messages_next_cursor`, passed as
-    `before` to `GET /api/chats/{chat_id}/messages`, fetches older ones."""
+    """The chat with the newest messages of its active branch, oldest first;
+    `messages_next_cursor`, passed as `before` to `GET /api/chats/{chat_id}/messages`,
+    fetches older ones."""
 
     messages: list[Message]
     messages_next_cursor: str | None = msgspec.field(default=None)
 
 
+#: The title of a chat created without one.
+DEFAULT_TITLE = "New chat"
+
+
 class ChatCreate(_Wire):
-    title: Title = "New chat"
+    """With `content`, the chat starts with that message and the answer is the reply's
+    (docs/protocol.md section 4.3); its title is then the message's first line unless
+    `title` says otherwise."""
+
+    title: Title = DEFAULT_TITLE
     system_prompt: SystemPrompt = ""
     model: ModelName | None = None
+    content: Content | None = None
 
 
 class ChatUpdate(_Wire):
@@ -222,7 +255,8 @@ class ChatPage(_Wire):
 
 
 class MessagePage(_Wire):
-    """Messages oldest first; `next_cursor`, passed as `before`, fetches older ones."""
+    """Messages oldest first (of the active branch, or of the whole chat with `all=true`);
+    `next_cursor`, passed as `before`, fetches older ones."""
 
     items: list[Message]
     next_cursor: str | None = msgspec.field(default=None)
@@ -262,8 +296,35 @@ RequestId = Annotated[
 ]
 
 
+ParentId = Annotated[
+    UUID | None,
+    Meta(
+        description="Edit and resend: the message the new one follows (an assistant message "
+        "of the chat), so it becomes a sibling of what followed it; null: a new first "
+        "message. Left out: the end of the active branch."
+    ),
+]
+
+
 class MessageCreate(_Wire):
     content: Content
+    parent_id: ParentId | UnsetType = UNSET
+
+
+class ActiveBranch(_Wire):
+    """`message_id`: any message of the chat; the branch becomes the newest one under it."""
+
+    message_id: UUID
+
+
+class ChatReply(_Wire):
+    """A chat started with its first message (`POST /api/chats` with `content`), and the
+    finished reply (status `complete` or `aborted`)."""
+
+    chat: Chat
+    message: Message
+    chat_id: UUID
+    message_id: UUID
 
 
 class MessageReply(_Wire):
@@ -291,6 +352,15 @@ class SendMessage(_Action, tag="send_message"):
     content: Content
     chat_id: UUID | None = None
     request_id: RequestId | None = None
+    parent_id: ParentId | UnsetType = UNSET
+
+
+class Regenerate(_Action, tag="regenerate"):
+    """A new reply in place of ``message_id`` (an assistant message), as its sibling."""
+
+    chat_id: UUID
+    message_id: UUID
+    request_id: RequestId | None = None
 
 
 class Abort(_Action, tag="abort"):
@@ -315,7 +385,7 @@ class Ping(_Action, tag="ping"):
     """Ask the server for a `pong`."""
 
 
-ClientFrame = SendMessage | Abort | Subscribe | Unsubscribe | Ping
+ClientFrame = SendMessage | Regenerate | Abort | Subscribe | Unsubscribe | Ping
 
 
 class _RequestIdOnly(Struct):
@@ -345,9 +415,11 @@ class ChatCreated(_Event, tag="chat_created"):
 
 
 class ChatUpdated(_Event, tag="chat_updated"):
-    """A chat changed on the server's side: the model named it (after its first reply)."""
+    """The chat changed: the model named it (after its first reply), or its active branch
+    (`active_leaf_id`) moved after a regenerate, an edit or a switch."""
 
     chat: Chat
+    request_id: str | None = None
 
 
 class MessageEvent(_Event, tag="message"):

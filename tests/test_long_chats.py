@@ -34,17 +34,19 @@ READ_BOUND = 3_000_000
 
 def fill_chat(db: Database, chat_id: str, messages: list[tuple[str, str, datetime]]) -> None:
     """Store ``(role, content, created_at)`` messages in one go, straight into the database."""
+    ids = [uuid.uuid4() for _ in messages]
+    # Each follows the one before, as the server links the messages it stores.
     rows = [
-        (uuid.uuid4(), uuid.UUID(chat_id), role, content, created_at)
-        for role, content, created_at in messages
+        (ids[i], uuid.UUID(chat_id), ids[i - 1] if i else None, role, content, created_at)
+        for i, (role, content, created_at) in enumerate(messages)
     ]
     if db.engine == "sqlite":
         connection = sqlite3.connect(db.url.removeprefix("sqlite:///"))
         try:
             with connection:
                 connection.executemany(
-                    "INSERT INTO message (id, chat, role, content, status, created_at) "
-                    "VALUES (?, ?, ?, ?, 'complete', ?)",
+                    "INSERT INTO message (id, chat, parent, role, content, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'complete', ?)",
                     rows,
                 )
         finally:
@@ -55,8 +57,8 @@ def fill_chat(db: Database, chat_id: str, messages: list[tuple[str, str, datetim
         connection = await asyncpg.connect(db.url)
         try:
             await connection.executemany(
-                "INSERT INTO message (id, chat, role, content, status, created_at) "
-                "VALUES ($1, $2, $3, $4, 'complete', $5)",
+                "INSERT INTO message (id, chat, parent, role, content, status, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, 'complete', $6)",
                 rows,
             )
         finally:

@@ -171,3 +171,93 @@ def test_trees_stored_before_their_size_was_kept_get_it(
     assert forwards.returncode == 0, forwards.stdout + forwards.stderr
     size = db.query("SELECT size FROM chat_tree WHERE chat = ?", chat)[0]["size"]
     assert size == len(json.dumps(root, separators=(",", ":"), ensure_ascii=False).encode()) == 44
+
+
+def test_chats_stored_before_trees_become_single_branches(
+    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    """A database filled by the schema before message trees (issue 15) keeps every message
+    when migrated on, and each chat becomes one branch in its order: every message's
+    parent is the one before it (``created_at``, then id), the first one has none, and
+    the chat's active leaf is left empty (its newest message)."""
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_trees = "2026-12-06T11:24:35:483064"
+    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
+    back = subprocess.run(
+        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_trees, "-y"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    columns = {
+        row["name"] if engine == "sqlite" else row["column_name"]
+        for row in (
+            db.query("PRAGMA table_info(message)")
+            if engine == "sqlite"
+            else db.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'message'"
+            )
+        )
+    }
+    assert "parent" not in columns  # today's schema, as it was before trees
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    start = datetime.now(UTC)
+    chats: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for number, count in enumerate((5, 1, 0, 4)):
+        chat = uuid.uuid4()
+        db.query(
+            "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            chat,
+            owner,
+            f"chat {number}",
+            start,
+            start,
+        )
+        # Stored out of order, and two messages of the last chat at one instant (the id
+        # breaks the tie, as the history always did).
+        stamps = [start + timedelta(seconds=i) for i in range(count)]
+        if count == 4:
+            stamps[2] = stamps[1]
+        ids = [uuid.uuid4() for _ in stamps]
+        for index in reversed(range(count)):
+            db.query(
+                "INSERT INTO message (id, chat, role, content, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'complete', ?)",
+                ids[index],
+                chat,
+                "user" if index % 2 == 0 else "assistant",
+                f"message {index}",
+                stamps[index],
+            )
+        ordered = sorted(zip(stamps, ids, strict=True), key=lambda pair: (pair[0], str(pair[1])))
+        chats[chat] = [message_id for _, message_id in ordered]
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+
+    assert db.query("SELECT count(*) AS n FROM message")[0]["n"] == 10
+    for chat, order in chats.items():
+        rows = db.query("SELECT id, parent, content FROM message WHERE chat = ?", chat)
+        parent_of = {uuid.UUID(str(r["id"])): r["parent"] for r in rows}
+        assert set(parent_of) == set(order)
+        expected = [None, *order[:-1]] if order else []
+        assert [
+            uuid.UUID(str(parent_of[m])) if parent_of[m] is not None else None for m in order
+        ] == expected, chat
+        leaf = db.query("SELECT active_leaf FROM chat WHERE id = ?", chat)[0]["active_leaf"]
+        assert leaf is None

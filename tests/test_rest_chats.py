@@ -105,7 +105,10 @@ def test_chat_with_messages_shape(alice: User) -> None:
         "finish_reason",
         "created_at",
         "completed_at",
+        "parent_id",  # issue 15: the message it follows (left out for a first message)
     }
+    assert reply["parent_id"] == first
+    assert "parent_id" not in user_message
 
 
 def test_pagination_returns_every_chat_exactly_once(fresh_user: User) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.enums import MediaType
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
@@ -19,18 +19,22 @@ from chatsvc.api.problems import invalid_patch
 from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
-from chatsvc.events import ChatEvents, Event
-from chatsvc.generation import Generation, Generations
+from chatsvc.events import ChatEvents, Event, Subscriber
+from chatsvc.generation import Generation, Generations, NewChat
 from chatsvc.settings import Settings
 from chatsvc.trees import Trees
 from chatsvc.wire import (
+    DEFAULT_TITLE,
     NO_NUL,
     AbortResult,
+    ActiveBranch,
     Chat,
     ChatCreate,
     ChatPage,
+    ChatReply,
     ChatUpdate,
     ChatWithMessages,
+    Message,
     MessageCreate,
     MessagePage,
     MessageReply,
@@ -49,6 +53,7 @@ TREE_PATCH_MAX_BYTES = 512_000
 
 AuthRequest = Request[AuthUser, Any, Any]
 ChatId = Annotated[UUID, Parameter(description="The chat's UUID.")]
+MessageId = Annotated[UUID, Parameter(description="The message's UUID.")]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Items per page, 1-200.")]
 CursorParam = Annotated[
     str | None, Parameter(max_length=200, description="`next_cursor` of the previous page.")
@@ -73,22 +78,72 @@ class ChatController(Controller):
         operation_id="createChat",
         summary="Create a chat",
         status_code=201,
-        response_description="The new chat.",
-        responses=errors(
-            *PROTECTED,
-            400,
-            409,
-            415,
-            422,
-            meaning={
-                409: "You have `MAX_CHATS_PER_USER` chats already (`limit_reached`).",
-                422: _MODEL_NOT_OFFERED,
-            },
-        ),
+        # As for sending a message: the handler says event-stream (Litestar lets it override
+        # a streamed response's own), the JSON answers name their media type.
+        media_type="text/event-stream",
+        responses={
+            201: ResponseSpec(
+                data_container=Chat,
+                media_type=MediaType.JSON,
+                description="The new chat; with `content`, a `ChatReply` (the chat and the "
+                "finished reply), or with `Accept: text/event-stream` the reply's events as "
+                "Server-Sent Events.",
+            ),
+            **errors(
+                *PROTECTED,
+                400,
+                409,
+                413,
+                415,
+                422,
+                502,
+                504,
+                meaning={
+                    409: "You have `MAX_CHATS_PER_USER` chats already (`limit_reached`).",
+                    413: "`content` over `MAX_MESSAGE_CHARS`, or longer than the model's context "
+                    "takes (`too_large`).",
+                    422: _MODEL_NOT_OFFERED,
+                },
+            ),
+        },
     )
-    async def create_chat(self, request: AuthRequest, data: ChatCreate, chats: Chats) -> Chat:
-        """Create a chat."""
-        return await chats.create(request.user.id, data)
+    async def create_chat(
+        self,
+        request: AuthRequest,
+        data: ChatCreate,
+        chats: Chats,
+        generations: Generations,
+        events: ChatEvents,
+        settings: Settings,
+    ) -> Response[Chat]:
+        """Create a chat. With `content`, start it with that message: the answer is then the
+        chat and the reply, as sending a message answers (waiting, or Server-Sent Events
+        with `Accept: text/event-stream`, `chat_created` first); the title, unless given,
+        is the message's first line."""
+        owner, content = request.user.id, data.content
+        if content is None:
+            chat = await chats.create(owner, data)
+            return Response(chat, status_code=201, media_type=MediaType.JSON)
+        chats.check_model(data.model)
+        new_chat = NewChat(
+            title=None if data.title == DEFAULT_TITLE else data.title,
+            system_prompt=data.system_prompt,
+            model=data.model,
+        )
+
+        async def start(subscriber: Subscriber | None) -> Generation:
+            return await generations.start(owner, content, new_chat=new_chat, subscriber=subscriber)
+
+        if _wants_stream(request):
+            # Documented by the route's description; the annotation is the plain answer's.
+            return _stream(await _streaming(start, events, settings), 201)  # pyright: ignore[reportReturnType]
+        generation = await start(None)
+        reply = await _finished(generation)
+        chat = await chats.get(owner, generation.chat_id)
+        answer = ChatReply(
+            chat=chat, message=reply, chat_id=generation.chat_id, message_id=reply.id
+        )
+        return Response(answer, status_code=201, media_type=MediaType.JSON)  # pyright: ignore[reportReturnType]
 
     @get(
         "/",
@@ -119,8 +174,9 @@ class ChatController(Controller):
     async def get_chat(
         self, request: AuthRequest, chat_id: ChatId, chats: Chats, limit: Limit = 100
     ) -> ChatWithMessages:
-        """A chat with its newest `limit` messages, oldest first; `messages_next_cursor`,
-        passed as `before` to `GET /api/chats/{chat_id}/messages`, pages back in time."""
+        """A chat with the newest `limit` messages of its active branch, oldest first;
+        `messages_next_cursor`, passed as `before` to `GET /api/chats/{chat_id}/messages`,
+        pages back towards its first message."""
         return await chats.get_with_messages(request.user.id, chat_id, limit=limit)
 
     @get(
@@ -137,9 +193,81 @@ class ChatController(Controller):
         chats: Chats,
         limit: Limit = 100,
         before: CursorParam = None,
+        whole_tree: Annotated[
+            bool,
+            Parameter(
+                query="all",
+                description="Every message of the chat, every branch, newest first by "
+                "creation; else the active branch.",
+            ),
+        ] = False,
     ) -> MessagePage:
-        """The newest messages (oldest first in the page); `before` pages back in time."""
-        return await chats.messages(request.user.id, chat_id, limit=limit, before=before)
+        """The newest messages of the active branch (oldest first in the page); `before`
+        pages back towards its first message. With `all=true`, every message of the chat
+        (each with `parent_id`), oldest first in the page, `before` paging back in time."""
+        return await chats.messages(
+            request.user.id, chat_id, limit=limit, before=before, whole_tree=whole_tree
+        )
+
+    @put(
+        "/{chat_id:str}/active",
+        operation_id="setActiveBranch",
+        summary="Switch the chat's active branch",
+        response_description="The chat, with its new `active_leaf_id`.",
+        responses=errors(*PROTECTED, 400, 404, 415),
+    )
+    async def set_active(
+        self, request: AuthRequest, chat_id: ChatId, data: ActiveBranch, chats: Chats
+    ) -> Chat:
+        """Make the newest branch under `message_id` the one shown and continued; the chat's
+        subscribers get `chat_updated`."""
+        return await chats.set_active(request.user.id, chat_id, data.message_id)
+
+    @post(
+        "/{chat_id:str}/messages/{message_id:str}/regenerate",
+        operation_id="regenerateReply",
+        summary="Generate a reply again, as a new branch",
+        status_code=200,
+        media_type="text/event-stream",
+        responses={
+            200: ResponseSpec(
+                data_container=MessageReply,
+                media_type=MediaType.JSON,
+                description="The finished new reply; with `Accept: text/event-stream`, its "
+                "events as Server-Sent Events (`chat_updated`, `started`, ...).",
+            ),
+            **errors(
+                *PROTECTED,
+                400,
+                404,
+                409,
+                502,
+                504,
+                meaning={
+                    400: "`message_id` is not an assistant message (`invalid_message`).",
+                    409: "A reply is already being generated in the chat (`busy`).",
+                },
+            ),
+        },
+    )
+    async def regenerate(
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        message_id: MessageId,
+        generations: Generations,
+        events: ChatEvents,
+        settings: Settings,
+    ) -> Response[MessageReply]:
+        """A new reply in place of the assistant message `message_id` (whatever its status):
+        its sibling, answering the same user message with the same history, and the
+        chat's active branch from now on. Waits, or streams as sending a message does."""
+        owner = request.user.id
+
+        async def start(subscriber: Subscriber | None) -> Generation:
+            return await generations.regenerate(owner, chat_id, message_id, subscriber=subscriber)
+
+        return await _reply(request, start, events, settings)
 
     @patch(
         "/{chat_id:str}",
@@ -245,23 +373,14 @@ class ChatController(Controller):
         the reply's `done`, `aborted` or `error`. Otherwise the answer waits for the end.
         Disconnecting does not stop the reply.
         """
-        if "text/event-stream" in request.headers.get("accept", ""):
-            stream = _EventStream(events, max_bytes=settings.ws_outbox_bytes)
-            generation = await generations.start(
-                request.user.id, data.content, chat_id=chat_id, subscriber=stream
+        owner, content, parent_id = request.user.id, data.content, data.parent_id
+
+        async def start(subscriber: Subscriber | None) -> Generation:
+            return await generations.start(
+                owner, content, chat_id=chat_id, parent_id=parent_id, subscriber=subscriber
             )
-            stream.ends_with(generation)
-            # The annotation documents the waiting answer in OpenAPI; the stream is
-            # documented by the route's `responses`.
-            return ServerSentEvent(stream.messages())  # pyright: ignore[reportReturnType]
-        generation = await generations.start(request.user.id, data.content, chat_id=chat_id)
-        await generation.finished.wait()
-        if generation.error is not None or generation.reply is None:
-            raise generation.error or InternalError("the reply was interrupted")
-        reply = MessageReply(
-            message=generation.reply, chat_id=generation.chat_id, message_id=generation.message_id
-        )
-        return Response(reply, media_type=MediaType.JSON)
+
+        return await _reply(request, start, events, settings)
 
     @post(
         "/{chat_id:str}/abort",
@@ -335,6 +454,45 @@ async def list_user_chats(
 async def list_models(chats: Chats) -> ModelList:
     """The values `model` of a chat may take (the server's `MODELS`); any other is `422`."""
     return chats.models()
+
+
+Start = Callable[[Subscriber | None], Awaitable[Generation]]
+
+
+def _wants_stream(request: AuthRequest) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def _reply(
+    request: AuthRequest, start: Start, events: ChatEvents, settings: Settings
+) -> Response[MessageReply]:
+    """A reply's answer: its events as Server-Sent Events, or the finished reply."""
+    if _wants_stream(request):
+        # The annotation documents the waiting answer in OpenAPI; the stream is
+        # documented by the route's `responses`.
+        return _stream(await _streaming(start, events, settings), 200)  # pyright: ignore[reportReturnType]
+    generation = await start(None)
+    reply = await _finished(generation)
+    answer = MessageReply(message=reply, chat_id=generation.chat_id, message_id=reply.id)
+    return Response(answer, media_type=MediaType.JSON)
+
+
+async def _streaming(start: Start, events: ChatEvents, settings: Settings) -> _EventStream:
+    stream = _EventStream(events, max_bytes=settings.ws_outbox_bytes)
+    stream.ends_with(await start(stream))
+    return stream
+
+
+def _stream(stream: _EventStream, status_code: int) -> ServerSentEvent:
+    return ServerSentEvent(stream.messages(), status_code=status_code)
+
+
+async def _finished(generation: Generation) -> Message:
+    """The stored reply once it ends; the error that ended it, if one did."""
+    await generation.finished.wait()
+    if generation.error is not None or generation.reply is None:
+        raise generation.error or InternalError("the reply was interrupted")
+    return generation.reply
 
 
 class _EventStream:

@@ -54,6 +54,7 @@ from chatsvc.wire import (
     Ping,
     Pong,
     Ready,
+    Regenerate,
     SendMessage,
     Subscribe,
     Unsubscribe,
@@ -303,6 +304,18 @@ class SocketSession:
                         self.user.id,
                         frame.content,
                         chat_id=frame.chat_id,
+                        parent_id=frame.parent_id,
+                        request_id=frame.request_id,
+                        subscriber=self,
+                    )
+                except ChatsvcError as exc:
+                    self._error(exc, chat_id=frame.chat_id, request_id=frame.request_id)
+            case Regenerate():
+                try:
+                    await self.generations.regenerate(
+                        self.user.id,
+                        frame.chat_id,
+                        frame.message_id,
                         request_id=frame.request_id,
                         subscriber=self,
                     )

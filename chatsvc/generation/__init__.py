@@ -4,7 +4,7 @@ Read ``registry`` (start, follow, abort, stop), then ``runner`` (how a reply end
 then ``conversation`` (what it says); docs/architecture.md, "The life of a reply".
 """
 
-from chatsvc.generation.registry import Generations
+from chatsvc.generation.registry import Generations, NewChat
 from chatsvc.generation.reply import Aborting, Ending, Generation, Status
 
-__all__ = ["Aborting", "Ending", "Generation", "Generations", "Status"]
+__all__ = ["Aborting", "Ending", "Generation", "Generations", "NewChat", "Status"]

@@ -111,8 +111,10 @@ class Conversation:
         tree = await self._tree_text(generation.chat_id, budget // 2) if self._trees else None
         system = "\n\n".join(part for part in (generation.system_prompt, tree) if part)
         # The newest message always goes, older ones while they fit; only those are read.
+        if generation.question_id is None:
+            raise InternalError("the reply has no message to answer")
         history = await store.prompt_history(
-            generation.chat_id, budget=budget - len(system), leave_out=generation.message_id
+            generation.chat_id, leaf=generation.question_id, budget=budget - len(system)
         )
         while len(history) > 1 and history[0].role != "user":
             history = history[1:]  # strict templates (Gemma's, Mistral's) want a user turn first

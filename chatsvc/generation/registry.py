@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 
 import anyio
 import anyio.abc
+from msgspec import UNSET, Struct, UnsetType
 
 from chatsvc import store
 from chatsvc.admission import admit
@@ -41,14 +42,30 @@ from chatsvc.generation.runner import Runner
 from chatsvc.instances import Lease
 from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.providers import LLMProvider
+from chatsvc.records import Exchange
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
 from chatsvc.titles import placeholder
 from chatsvc.trees import Trees
-from chatsvc.wire import ChatCreated, Message, MessageEvent, Snapshot, Started
+from chatsvc.wire import (
+    ChatCreated,
+    ChatUpdated,
+    Message,
+    MessageEvent,
+    Snapshot,
+    Started,
+)
 
 log = logging.getLogger("chatsvc.generation")
+
+
+class NewChat(Struct, frozen=True, kw_only=True):
+    """The settings of a chat made by its first message."""
+
+    title: str | None = None  # none: the message's first line
+    system_prompt: str = ""
+    model: str | None = None
 
 
 class Generations(anyio.AsyncContextManagerMixin):
@@ -140,39 +157,39 @@ class Generations(anyio.AsyncContextManagerMixin):
         content: str,
         *,
         chat_id: UUID | None = None,
+        parent_id: UUID | UnsetType | None = UNSET,
+        new_chat: NewChat | None = None,
         request_id: str | None = None,
         subscriber: Subscriber | None = None,
     ) -> Generation:
-        """Store the user's message, then launch the reply. The subscriber follows the chat."""
+        """Store the user's message, then launch the reply. The subscriber follows the chat.
+
+        ``parent_id`` (edit and resend): the message the new one follows, so it starts a
+        new branch; left out, it continues the active branch. Without ``chat_id`` a chat
+        is made (``new_chat``: its settings; by default titled with the message).
+        """
         settings = self._settings
-        if self._closing:
-            raise InternalError("the server is shutting down; try again in a moment")
+        self._check_open()
         if len(content) > settings.max_message_chars:
             raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
         if not content.strip():
             raise InvalidInput("content: must not be blank")
+        if chat_id is None and isinstance(parent_id, UUID):
+            raise NotFound("parent_id: no such message in this chat")
         self._conversation.check_fits(content, self._offered_models)
-        generation = Generation(
-            task_id=uuid4(),
-            chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
-            owner=owner,
-            message_id=uuid4(),
-            model=settings.model_name,  # the chat's own, once it is read
-            system_prompt=settings.default_system_prompt,
-            started_at=anyio.current_time(),
-        )
-        # From the checks to the registration nothing awaits: two requests cannot both pass.
-        running = self._running.in_chat(chat_id) if chat_id is not None else None
-        if running is not None and running.owner != owner:
-            raise NotFound("chat not found")  # another user's chat, as everywhere
-        admit(self._running.chats_of(owner), chat_id, settings.max_concurrent_generations)
-        self._running.add(generation, in_chat=chat_id is not None)
+        generation = self._admit(owner, chat_id)
+        new_chat = new_chat or NewChat()
         try:
             stored = await store.create_exchange(
                 owner,
                 chat_id=chat_id,
-                new_chat_title=placeholder(content),
+                new_chat_title=new_chat.title or placeholder(content),
+                # a chat titled by its user is never renamed by the model
+                new_chat_title_source="user" if new_chat.title else "placeholder",
+                new_chat_system_prompt=new_chat.system_prompt,
+                new_chat_model=new_chat.model,
                 user_content=content,
+                parent=parent_id,
                 assistant_id=generation.message_id,
                 default_model=settings.model_name,
                 offered_models=self._offered_models,
@@ -187,12 +204,7 @@ class Generations(anyio.AsyncContextManagerMixin):
         except BaseException:
             self._running.remove(generation)
             raise
-        generation.model = stored.reply.model or settings.model_name
-        generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
-        generation.wants_title = stored.chat.title_source == "placeholder"
-        if stored.created:
-            generation.chat_id = stored.chat.id
-            self._running.add(generation)
+        self._stored(generation, stored)
         if subscriber is not None:
             self._events.subscribe(generation.chat_id, subscriber)
         if stored.created:
@@ -200,14 +212,99 @@ class Generations(anyio.AsyncContextManagerMixin):
             self._publish(generation, ChatCreated(chat=chat, request_id=request_id))
         user_message = message_from_record(stored.question)
         self._publish(generation, MessageEvent(message=user_message, request_id=request_id))
+        if parent_id is not UNSET:  # a new branch is the active one
+            chat = chat_from_record(stored.chat)
+            self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
+        self._launch(generation, request_id)
+        return generation
+
+    async def regenerate(
+        self,
+        owner: int,
+        chat_id: UUID,
+        message_id: UUID,
+        *,
+        request_id: str | None = None,
+        subscriber: Subscriber | None = None,
+    ) -> Generation:
+        """A new reply in place of the reply ``message_id``: its sibling, answering the same
+        user message with the same history, made the active branch. The rules of any
+        reply hold (one per chat, the user's cap); the subscriber follows the chat."""
+        settings = self._settings
+        self._check_open()
+        generation = self._admit(owner, chat_id)
+        try:
+            stored = await store.create_regeneration(
+                owner,
+                chat_id=chat_id,
+                message_id=message_id,
+                assistant_id=generation.message_id,
+                default_model=settings.model_name,
+                offered_models=self._offered_models,
+                task_id=generation.task_id,
+                instance=self.instance,
+                live_after=self._lease.live_after(),
+                per_user_cap=settings.max_concurrent_generations,
+            )
+            if stored is None:
+                raise NotFound("chat not found")
+        except BaseException:
+            self._running.remove(generation)
+            raise
+        self._stored(generation, stored)
+        if subscriber is not None:
+            self._events.subscribe(chat_id, subscriber)
+        chat = chat_from_record(stored.chat)
+        self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
+        self._launch(generation, request_id)
+        return generation
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise InternalError("the server is shutting down; try again in a moment")
+
+    def _admit(self, owner: int, chat_id: UUID | None) -> Generation:
+        """A new reply, admitted and registered against the replies running here.
+
+        From the checks to the registration nothing awaits: two requests cannot both pass.
+        """
+        settings = self._settings
+        generation = Generation(
+            task_id=uuid4(),
+            chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
+            owner=owner,
+            message_id=uuid4(),
+            model=settings.model_name,  # the chat's own, once it is read
+            system_prompt=settings.default_system_prompt,
+            started_at=anyio.current_time(),
+        )
+        running = self._running.in_chat(chat_id) if chat_id is not None else None
+        if running is not None and running.owner != owner:
+            raise NotFound("chat not found")  # another user's chat, as everywhere
+        admit(self._running.chats_of(owner), chat_id, settings.max_concurrent_generations)
+        self._running.add(generation, in_chat=chat_id is not None)
+        return generation
+
+    def _stored(self, generation: Generation, stored: Exchange) -> None:
+        """What the stored exchange tells the reply: its model, prompt, question, chat."""
+        settings = self._settings
+        generation.model = stored.reply.model or settings.model_name
+        generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
+        generation.question_id = stored.question.id
+        generation.wants_title = stored.chat.title_source == "placeholder"
+        if stored.created:
+            generation.chat_id = stored.chat.id
+            self._running.add(generation)
+
+    def _launch(self, generation: Generation, request_id: str | None) -> None:
+        """``started``, then the reply's task in the registry's task group."""
         self._publish(generation, frames.started(generation, request_id))
         assert self._task_group is not None
         name = f"generation {generation.task_id}"
         self._task_group.start_soon(self._runner.run, generation, name=name)
         self._telemetry.generation_started(
-            user_id=owner, chat_id=generation.chat_id, task_id=generation.task_id
+            user_id=generation.owner, chat_id=generation.chat_id, task_id=generation.task_id
         )
-        return generation
 
     def _name_chat(self, generation: Generation) -> None:
         """After a reply completed (its ``done`` is out): a chat still titled with its
@@ -216,7 +313,9 @@ class Generations(anyio.AsyncContextManagerMixin):
             name = f"title {generation.chat_id}"
             self._task_group.start_soon(self._naming.name, generation, name=name)
 
-    def _publish(self, generation: Generation, frame: ChatCreated | MessageEvent | Started) -> None:
+    def _publish(
+        self, generation: Generation, frame: ChatCreated | ChatUpdated | MessageEvent | Started
+    ) -> None:
         self._events.publish(generation.chat_id, event_of(frame))
 
     # --- follow ---------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class Generation:
     message_id: UUID
     model: str
     system_prompt: str
+    #: The user message the reply answers: the history sent upstream ends there.
+    question_id: UUID | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_requested: bool = False
     interrupt_requested: bool = False

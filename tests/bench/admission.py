@@ -102,7 +102,7 @@ async def measure(options: argparse.Namespace) -> None:
                         model=None,
                         max_chats=1_000_000,
                     )
-                )["id"],
+                ).id,
             )
             for i in range(options.sends)
         ]
@@ -143,7 +143,7 @@ class Round:
         began = time.perf_counter()
         reply_id = uuid.uuid4()
         try:
-            await self.store.create_exchange(
+            stored_exchange = await self.store.create_exchange(
                 owner,
                 chat_id=chat_id,
                 new_chat_title="bench",
@@ -161,7 +161,9 @@ class Round:
             self.refused += 1
             return
         stored = time.perf_counter()
-        await self.store.prompt_history(chat_id, budget=32_000, leave_out=reply_id)
+        assert stored_exchange is not None
+        question = stored_exchange.question.id
+        await self.store.prompt_history(chat_id, leaf=question, budget=32_000)
         read = time.perf_counter()
         await self.store.get_tree(chat_id)
         done = time.perf_counter()

@@ -54,10 +54,13 @@ def insert_message(
     """Store a message directly, as the generation engine would."""
     message_id = uuid.uuid4()
     stamp = created_at or datetime.now(UTC)
+    # It follows the chat's newest message, as the server links a message it stores.
     db.query(
-        "INSERT INTO message (id, chat, role, content, status, created_at) "
-        "VALUES (?, ?, ?, ?, 'complete', ?)",
+        "INSERT INTO message (id, chat, parent, role, content, status, created_at) "
+        "VALUES (?, ?, (SELECT id FROM message WHERE chat = ? "
+        "ORDER BY created_at DESC, id DESC LIMIT 1), ?, ?, 'complete', ?)",
         message_id,
+        uuid.UUID(chat_id),
         uuid.UUID(chat_id),
         role,
         content,
