@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.enums import MediaType
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatsvc.api.openapi import PROTECTED, errors
@@ -85,9 +85,14 @@ class ChatController(Controller):
             201: ResponseSpec(
                 data_container=Chat,
                 media_type=MediaType.JSON,
-                description="The new chat; with `content`, a `ChatReply` (the chat and the "
-                "finished reply), or with `Accept: text/event-stream` the reply's events as "
-                "Server-Sent Events.",
+                description="The new chat (no `content`).",
+            ),
+            200: ResponseSpec(
+                data_container=ChatReply,
+                media_type=MediaType.JSON,
+                description="With `content`: the chat and the finished reply, as sending a "
+                "message answers; with `Accept: text/event-stream`, the reply's events as "
+                "Server-Sent Events (`chat_created` first).",
             ),
             **errors(
                 *PROTECTED,
@@ -136,14 +141,14 @@ class ChatController(Controller):
 
         if _wants_stream(request):
             # Documented by the route's description; the annotation is the plain answer's.
-            return _stream(await _streaming(start, events, settings), 201)  # pyright: ignore[reportReturnType]
+            return _stream(await _streaming(start, events, settings), 200)  # pyright: ignore[reportReturnType]
         generation = await start(None)
         reply = await _finished(generation)
         chat = await chats.get(owner, generation.chat_id)
         answer = ChatReply(
             chat=chat, message=reply, chat_id=generation.chat_id, message_id=reply.id
         )
-        return Response(answer, status_code=201, media_type=MediaType.JSON)  # pyright: ignore[reportReturnType]
+        return Response(answer, status_code=200, media_type=MediaType.JSON)  # pyright: ignore[reportReturnType]
 
     @get(
         "/",
@@ -195,8 +200,8 @@ class ChatController(Controller):
         before: CursorParam = None,
         whole_tree: Annotated[
             bool,
-            Parameter(
-                query="all",
+            QueryParameter(
+                name="all",
                 description="Every message of the chat, every branch, newest first by "
                 "creation; else the active branch.",
             ),
