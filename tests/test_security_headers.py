@@ -33,6 +33,7 @@ print(json.dumps(routes))
 #: A value for each path parameter, by name: ids that name nothing, a file that exists.
 _PARAMETERS = {
     "chat_id": str(uuid.uuid4()),
+    "message_id": str(uuid.uuid4()),
     "user_id": "2147483000",
     "path": "nothing-here",
 }
