@@ -17,6 +17,7 @@ from chatsvc.events import ChatEvents, event_of
 from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import (
+    DEFAULT_TITLE,
     Chat,
     ChatCreate,
     ChatPage,
@@ -31,7 +32,6 @@ from chatsvc.wire import (
 _Keyset = tuple[datetime, UUID]
 _cursor_decoder = msgspec.json.Decoder(tuple[datetime, UUID])
 #: The title of a chat created without one.
-_DEFAULT_TITLE = ChatCreate().title
 
 
 def encode_cursor(keyset: _Keyset) -> str:
@@ -94,7 +94,7 @@ class Chats:
             system_prompt=data.system_prompt,
             model=data.model,
             max_chats=self._max_chats,
-            title_source="placeholder" if data.title == _DEFAULT_TITLE else "user",
+            title_source="placeholder" if data.title == DEFAULT_TITLE else "user",
         )
         return chat_from_record(chat)
 

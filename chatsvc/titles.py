@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from chatsvc.wire import DEFAULT_TITLE
+
 #: Characters of the first message's first line a placeholder title keeps.
 PLACEHOLDER_CHARS = 80
 #: The title's limit on the wire (``wire.Title``) and in the table.
@@ -29,7 +31,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def placeholder(content: str) -> str:
     """The first line of the first message: the chat's title until the model names it."""
-    first_line = content.strip().splitlines()[0] if content.strip() else "New chat"
+    first_line = content.strip().splitlines()[0] if content.strip() else DEFAULT_TITLE
     return first_line[:PLACEHOLDER_CHARS]
 
 
