@@ -582,7 +582,8 @@ async def create_exchange(
             .where(Chat.id == chat["id"])
             .returning(*_CHAT_COLUMNS)
         )
-        record = (await _chats(chats))[0]
+    # Counted after the commit: a read, not worth holding the writer for.
+    record = (await _chats(chats))[0]
     question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
     question_record, reply_record = await _with_siblings(
         record.id, [_message(question), _message(reply_row)]
@@ -656,7 +657,7 @@ async def create_regeneration(
             .where(Chat.id == chat_id)
             .returning(*_CHAT_COLUMNS)
         )
-        record = (await _chats(chats))[0]
+    record = (await _chats(chats))[0]  # after the commit, as for a new message
     question_record, reply_record = await _with_siblings(
         chat_id, [_message(question[0]), _message(inserted[0])]
     )
