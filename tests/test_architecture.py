@@ -69,8 +69,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.chats",
         },
     ),
-    # The generation package, one way inside too: the registry starts the runner, the
-    # runner runs the conversation, and all of them build on the reply and its frames.
+    # The generation package, one way inside too: the launcher starts a reply and the
+    # registry runs it with the runner, which runs the conversation; all of them build on
+    # the reply and its frames.
     ("generation: the reply", {"chatsvc.generation.reply", "chatsvc.generation.frames"}),
     (
         "generation: its parts",
@@ -81,7 +82,10 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.generation.naming",
         },
     ),
-    ("generation: the runner", {"chatsvc.generation.runner"}),
+    (
+        "generation: the launcher and the runner",
+        {"chatsvc.generation.launch", "chatsvc.generation.runner"},
+    ),
     ("generation: the registry", {"chatsvc.generation", "chatsvc.generation.registry"}),
     (
         "transport",

@@ -44,7 +44,7 @@ from chatsvc.api.services import Services
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
-from chatsvc.generation import Aborting, Generations
+from chatsvc.generation import Aborting, Generations, Launcher
 from chatsvc.telemetry import Telemetry
 from chatsvc.wire import (
     Abort,
@@ -105,6 +105,7 @@ class SocketSession:
         self.socket = socket
         self.user: AuthUser = socket.user
         self.generations: Generations = services.generations
+        self.launcher: Launcher = services.launcher
         self.events: ChatEvents = services.events
         self.chats: Chats = services.chats
         self.settings = services.settings
@@ -300,7 +301,7 @@ class SocketSession:
         match frame:
             case SendMessage():
                 try:
-                    await self.generations.start(
+                    await self.launcher.start(
                         self.user.id,
                         frame.content,
                         chat_id=frame.chat_id,
@@ -312,7 +313,7 @@ class SocketSession:
                     self._error(exc, chat_id=frame.chat_id, request_id=frame.request_id)
             case Regenerate():
                 try:
-                    await self.generations.regenerate(
+                    await self.launcher.regenerate(
                         self.user.id,
                         frame.chat_id,
                         frame.message_id,
