@@ -390,3 +390,13 @@ def test_the_terminal_client_is_only_a_client(tmp_path: Path) -> None:
     assert not loaded & set(SERVER_PACKAGES), loaded & set(SERVER_PACKAGES)
     chatsvc_modules = {m for m in loaded if m.startswith("chatsvc.")}
     assert {m for m in chatsvc_modules if not _terminal(m)} == {"chatsvc.wire"}
+
+
+def test_the_generation_core_stays_readable_in_one_sitting() -> None:
+    """Issue 14: no module of chatsvc/generation/ over 300 lines."""
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines())
+        for path in (PACKAGE / "generation").glob("*.py")
+    }
+    assert {name: size for name, size in sizes.items() if size > 300} == {}
+    assert len(sizes) > 5  # the package was read

@@ -9,7 +9,7 @@ It calls chatsvc's own store functions in this process, against a freshly
 migrated database, with the engine served as the app serves it (SQLite's
 writer and readers, or PostgreSQL's pool of 20): ``--sends`` sends (default 200)
 of ``--users`` users (default 20), each into a chat of its own, all started at
-the same instant. Each send does what ``Generations.start`` and the reply's
+the same instant. Each send does what ``Launcher.start`` and the reply's
 first step do before the upstream is called:
 
 - **exchange**: the transaction that stores the user's message and the empty
