@@ -195,20 +195,44 @@ async def create_chat(
     async with write_transaction(engine):
         if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
-        await _check_room_for_chat(owner, max_chats)
-        rows = await Chat.insert(
-            Chat(
-                owner=owner,
-                title=title,
-                title_source=title_source,
-                system_prompt=system_prompt,
-                model=model,
-                created_at=stamp,
-                updated_at=stamp,
-            )
-        ).returning(*_CHAT_COLUMNS)
-        await _create_tree(rows[0]["id"])
-    return (await _chats(rows))[0]
+        row = await _insert_chat(
+            owner,
+            max_chats,
+            title=title,
+            title_source=title_source,
+            system_prompt=system_prompt,
+            model=model,
+            stamp=stamp,
+        )
+    return (await _chats([row]))[0]
+
+
+async def _insert_chat(
+    owner: int,
+    max_chats: int,
+    *,
+    title: str,
+    title_source: str,
+    system_prompt: str,
+    model: str | None,
+    stamp: datetime,
+) -> _Row:
+    """A chat and its empty tree, in the caller's write transaction; :class:`LimitReached`
+    when the owner has ``max_chats`` already."""
+    await _check_room_for_chat(owner, max_chats)
+    rows = await Chat.insert(
+        Chat(
+            owner=owner,
+            title=title,
+            title_source=title_source,
+            system_prompt=system_prompt,
+            model=model,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+    ).returning(*_CHAT_COLUMNS)
+    await _create_tree(rows[0]["id"])
+    return rows[0]
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
@@ -522,21 +546,15 @@ async def create_exchange(
     stamp, owner = now(), admission.owner
     async with _admitted(admission, chat_id):
         if chat_id is None:
-            await _check_room_for_chat(owner, max_chats)
-            chat = (
-                await Chat.insert(
-                    Chat(
-                        owner=owner,
-                        title=new_chat_title,
-                        title_source=new_chat_title_source,
-                        system_prompt=new_chat_system_prompt,
-                        model=new_chat_model,
-                        created_at=stamp,
-                        updated_at=stamp,
-                    )
-                ).returning(*_CHAT_COLUMNS)
-            )[0]
-            await _create_tree(chat["id"])
+            chat = await _insert_chat(
+                owner,
+                max_chats,
+                title=new_chat_title,
+                title_source=new_chat_title_source,
+                system_prompt=new_chat_system_prompt,
+                model=new_chat_model,
+                stamp=stamp,
+            )
             created, follows = True, None
         else:
             rows = await Chat.select(*_CHAT_COLUMNS).where(
