@@ -1,20 +1,27 @@
-"""The end of a chat's active branch, and its versions: what ``/retry``, ``/edit``,
-``/branches`` and ``/branch`` work on (docs/protocol.md section 3.1).
+"""The commands on a chat's tree: ``/retry``, ``/edit``, ``/branches`` and ``/branch``
+(docs/protocol.md section 3.1).
 
-The end is the last user message of the branch and its reply; each says its place
-among its siblings (``sibling_index``, ``sibling_count``, ``sibling_ids``). A chat from
-before trees is one branch, every message the only version of itself.
+They work on the end of the active branch: its last user message and the reply to
+it, each saying its place among its siblings (``sibling_index``, ``sibling_count``,
+``sibling_ids``). A chat from before trees is one branch, every message the only
+version of itself.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from chatsvc.terminal.current import Current
+from chatsvc.terminal.reply import Reply
 from chatsvc.terminal.rest import Api
-from chatsvc.terminal.screen import place
-from chatsvc.wire import ActiveBranch, Chat, Message, MessagePage
+from chatsvc.terminal.screen import place, printable
+from chatsvc.wire import ActiveBranch, Chat, Message, MessagePage, Regenerate
 
 Level = Literal["message", "reply"]
 #: What ``/branch`` takes before the number to pick a version of the user's message.
@@ -76,3 +83,108 @@ async def switch(api: Api, chat_id: uuid.UUID, message_id: uuid.UUID) -> Chat:
     return await api.call(
         "PUT", f"/api/chats/{chat_id}/active", Chat, body=ActiveBranch(message_id=message_id)
     )
+
+
+class Session(Protocol):
+    """What the commands use of the client (:class:`chatsvc.terminal.client.ChatClient`)."""
+
+    chat: Current
+
+    @property
+    def api(self) -> Api: ...
+
+    def say(self, text: str = "") -> None: ...
+
+    async def ask(self, prompt: str) -> str | None: ...
+
+    async def send(
+        self, content: str, *, parent: uuid.UUID | UnsetType | None = UNSET
+    ) -> Reply | None: ...
+
+    async def follow_reply(self, frame: Callable[[str], msgspec.Struct]) -> Reply: ...
+
+    async def history(self, _args: list[str] | None = None) -> None: ...
+
+
+class BranchCommands:
+    """``/retry``, ``/edit``, ``/branches`` and ``/branch``, each given its arguments."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def _end(self) -> BranchEnd | None:
+        """The end of the open chat's branch; ``None`` while it has no messages."""
+        chat_id = self._session.chat.id
+        if chat_id is None:
+            return None
+        end = await branch_end(self._session.api, chat_id)
+        return None if end.message is None and end.reply is None else end
+
+    async def retry(self, _args: list[str]) -> None:
+        """A new reply in place of the last one (``regenerate``), shown as it streams."""
+        session = self._session
+        end = await self._end()
+        chat_id = session.chat.id
+        if chat_id is None or end is None or end.reply is None:
+            session.say("! no reply to retry yet")
+            return
+        message_id = end.reply.id
+        reply = await session.follow_reply(
+            lambda request_id: Regenerate(
+                chat_id=chat_id, message_id=message_id, request_id=request_id
+            )
+        )
+        self._say_version("reply", reply.final)
+
+    async def edit(self, _args: list[str]) -> None:
+        """The last user message, changed and sent again after the same parent.
+
+        The terminal edits a line itself (canonical mode): no line can be put there to
+        edit, so the old text is shown and the new one asked for.
+        """
+        session = self._session
+        end = await self._end()
+        if end is None or end.message is None:
+            session.say("! no message of yours to edit yet")
+            return
+        session.say("Your last message:")
+        session.say("  " + printable(end.message.content).replace("\n", "\n  "))
+        text = await session.ask("New text (Enter alone cancels): ")
+        if text is None or not text.strip():
+            session.say("Edit cancelled: nothing was sent.")
+            return
+        reply = await session.send(text.strip(), parent=end.message.parent_id)
+        self._say_version("your message", reply.question if reply else None)
+
+    async def branches(self, _args: list[str]) -> None:
+        end = await self._end()
+        if end is None:
+            self._session.say("This chat has no messages yet.")
+            return
+        for line in version_lines(end):
+            self._session.say(line)
+
+    async def branch(self, args: list[str]) -> None:
+        """Switch to version N of the reply, or of the user's message, and show the branch."""
+        session = self._session
+        choice = parse_choice(args)
+        if choice is None:
+            session.say(f"! {BRANCH_USAGE}")
+            return
+        level, number = choice
+        end = await self._end()
+        message = end.at(level) if end else None
+        chat_id = session.chat.id
+        if chat_id is None or message is None:
+            session.say(f"! this chat has no {level} to switch yet")
+            return
+        ids = versions(message)
+        if not 1 <= number <= len(ids):
+            session.say(f"! pick a version from 1 to {len(ids)}")
+            return
+        session.chat.open(await switch(session.api, chat_id, ids[number - 1]))
+        await session.history()
+
+    def _say_version(self, what: str, message: Message | None) -> None:
+        if message is not None and message.sibling_count > 1:
+            self._session.say(f"[{what} {place(message)}: /branches lists the versions]")

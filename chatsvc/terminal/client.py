@@ -29,30 +29,20 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from chatsvc import __version__
-from chatsvc.terminal.branches import (
-    BRANCH_USAGE,
-    BranchEnd,
-    branch_end,
-    parse_choice,
-    switch,
-    version_lines,
-    versions,
-)
+from chatsvc.terminal.branches import BranchCommands
 from chatsvc.terminal.commands import LEAVE, PROMPT, help_lines, is_command
 from chatsvc.terminal.connection import Connection
 from chatsvc.terminal.current import Current
 from chatsvc.terminal.reply import Reply
 from chatsvc.terminal.rest import Api, RequestFailed
-from chatsvc.terminal.screen import Output, chat_title, message_line, place, printable, when
+from chatsvc.terminal.screen import Output, chat_title, message_line, printable, when
 from chatsvc.terminal.stdin import LineReader
 from chatsvc.wire import (
     Chat,
     ChatPage,
     ChatUpdated,
     ChatWithMessages,
-    Message,
     MessagePage,
-    Regenerate,
     SendMessage,
     User,
 )
@@ -85,6 +75,7 @@ class ChatClient:
         self._main: asyncio.Task[Any] | None = None
         self._updates: list[Chat] = []  # `chat_updated` events not shown yet
         self._asking = ""  # the question on screen while waiting for a line
+        self._versions = BranchCommands(self)
 
     def say(self, text: str = "") -> None:
         self.output.say(text)
@@ -137,7 +128,7 @@ class ChatClient:
             loop.remove_signal_handler(signal.SIGINT)
 
     async def _session(self, chat_id: uuid.UUID | None) -> int:
-        me = await self._require_api().call("GET", "/api/me", User)
+        me = await self.api.call("GET", "/api/me", User)
         await self._require_socket().open()
         self.say(
             f"chatsvc {__version__}: connected to {self.base} as {printable(me.username)}. "
@@ -149,7 +140,8 @@ class ChatClient:
             return 0
         return await self._converse()
 
-    def _require_api(self) -> Api:
+    @property
+    def api(self) -> Api:
         assert self._api is not None, "run() sets the API up"
         return self._api
 
@@ -182,7 +174,7 @@ class ChatClient:
                     if not await self._command(text):
                         return 0
                 else:
-                    await self._send(text.removeprefix("/"))  # `//x` sends `/x`
+                    await self.send(text.removeprefix("/"))  # `//x` sends `/x`
             except RequestFailed as exc:  # one request; a refused token (Unauthorized) ends it all
                 self.say(f"! {exc}")
 
@@ -197,11 +189,11 @@ class ChatClient:
         handlers: dict[str, Callable[[list[str]], Any]] = {
             "/help": self._help,
             "/new": self._new,
-            "/history": self._history,
-            "/retry": self._retry,
-            "/edit": self._edit,
-            "/branches": self._branches,
-            "/branch": self._branch,
+            "/history": self.history,
+            "/retry": self._versions.retry,
+            "/edit": self._versions.edit,
+            "/branches": self._versions.branches,
+            "/branch": self._versions.branch,
         }
         handler = handlers.get(name)
         if handler is None:
@@ -220,9 +212,7 @@ class ChatClient:
         self.say("New chat: it is created with your next message.")
 
     async def _list_chats(self) -> list[Chat]:
-        page = await self._require_api().call(
-            "GET", "/api/chats", ChatPage, params={"limit": CHATS_SHOWN}
-        )
+        page = await self.api.call("GET", "/api/chats", ChatPage, params={"limit": CHATS_SHOWN})
         return page.items
 
     async def _choose_chat(self, *, first: bool) -> bool:
@@ -262,7 +252,7 @@ class ChatClient:
             self.say(f"! pick a number from 1 to {len(chats)}")
 
     async def _open(self, chat_id: uuid.UUID) -> None:
-        chat = await self._require_api().call(
+        chat = await self.api.call(
             "GET", f"/api/chats/{chat_id}", ChatWithMessages, params={"limit": HISTORY_SHOWN}
         )
         self.chat.open(chat)
@@ -273,11 +263,11 @@ class ChatClient:
             count = f"over {HISTORY_SHOWN} messages; /history shows the last {HISTORY_SHOWN}"
         self.say(f"Chat: {chat_title(chat.title)}  ({count})")
 
-    async def _history(self, _args: list[str] | None = None) -> None:
+    async def history(self, _args: list[str] | None = None) -> None:
         if self.chat.id is None:
             self.say("This chat has no messages yet.")
             return
-        page = await self._require_api().call(
+        page = await self.api.call(
             "GET",
             f"/api/chats/{self.chat.id}/messages",
             MessagePage,
@@ -292,75 +282,9 @@ class ChatClient:
             self.say("(no messages yet)")
         self.say("---")
 
-    # -- the tree: versions of the last message and of its reply
-
-    async def _end(self) -> BranchEnd | None:
-        """The end of the open chat's branch; ``None`` while it has no messages."""
-        if self.chat.id is None:
-            return None
-        end = await branch_end(self._require_api(), self.chat.id)
-        return None if end.message is None and end.reply is None else end
-
-    async def _retry(self, _args: list[str]) -> None:
-        end = await self._end()
-        if self.chat.id is None or end is None or end.reply is None:
-            self.say("! no reply to retry yet")
-            return
-        chat_id, message_id = self.chat.id, end.reply.id
-        reply = await self._follow_reply(
-            lambda request_id: Regenerate(
-                chat_id=chat_id, message_id=message_id, request_id=request_id
-            )
-        )
-        self._say_version("reply", reply.final)
-
-    async def _edit(self, _args: list[str]) -> None:
-        end = await self._end()
-        if end is None or end.message is None:
-            self.say("! no message of yours to edit yet")
-            return
-        self.say("Your last message:")
-        self.say("  " + printable(end.message.content).replace("\n", "\n  "))
-        text = await self.ask("New text (Enter alone cancels): ")
-        if text is None or not text.strip():
-            self.say("Edit cancelled: nothing was sent.")
-            return
-        reply = await self._send(text.strip(), parent=end.message.parent_id)
-        self._say_version("your message", reply.question if reply else None)
-
-    async def _branches(self, _args: list[str]) -> None:
-        end = await self._end()
-        if end is None:
-            self.say("This chat has no messages yet.")
-            return
-        for line in version_lines(end):
-            self.say(line)
-
-    async def _branch(self, args: list[str]) -> None:
-        choice = parse_choice(args)
-        if choice is None:
-            self.say(f"! {BRANCH_USAGE}")
-            return
-        level, number = choice
-        end = await self._end()
-        message = end.at(level) if end else None
-        if self.chat.id is None or message is None:
-            self.say(f"! this chat has no {level} to switch yet")
-            return
-        ids = versions(message)
-        if not 1 <= number <= len(ids):
-            self.say(f"! pick a version from 1 to {len(ids)}")
-            return
-        self.chat.open(await switch(self._require_api(), self.chat.id, ids[number - 1]))
-        await self._history()
-
-    def _say_version(self, what: str, message: Message | None) -> None:
-        if message is not None and message.sibling_count > 1:
-            self.say(f"[{what} {place(message)}: /branches lists the versions]")
-
     # -- one reply
 
-    async def _send(
+    async def send(
         self, content: str, *, parent: uuid.UUID | UnsetType | None = UNSET
     ) -> Reply | None:
         """Send a message (after ``parent``: edit and resend) and show its reply."""
@@ -372,13 +296,13 @@ class ChatClient:
             )
             return None
         chat_id = self.chat.id
-        return await self._follow_reply(
+        return await self.follow_reply(
             lambda request_id: SendMessage(
                 content=content, chat_id=chat_id, request_id=request_id, parent_id=parent
             )
         )
 
-    async def _follow_reply(self, frame: Callable[[str], msgspec.Struct]) -> Reply:
+    async def follow_reply(self, frame: Callable[[str], msgspec.Struct]) -> Reply:
         """Send the frame made for a new request id, and show the reply it starts."""
         socket = self._require_socket()
         events = await socket.fresh_events()
