@@ -10,6 +10,7 @@ fake upstream's requests, and the ``chat_updated`` events other clients cause.
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 import subprocess
@@ -56,7 +57,12 @@ def spawn_client(tmp_path: Path, *args: str, **env: str) -> pexpect.spawn:
         timeout=30,
         dimensions=(50, 250),
     )
+    child.logfile_read = io.StringIO()  # everything the client printed: transcript(child)
     return child
+
+
+def transcript(child: pexpect.spawn) -> str:
+    return child.logfile_read.getvalue()
 
 
 def log_in(child: pexpect.spawn, password: str = PASSWORD) -> None:
@@ -662,11 +668,12 @@ def test_a_branch_switched_by_another_client_is_noted(server: Server, tmp_path: 
     child.sendline("/branches")
     child.expect_exact("reply 2/2")
     child.expect_exact(PROMPT)
-    assert "another client" not in child.before
     child.sendline("/quit")
-    output = ends_with_status(child, 0)
-    assert "another client" not in output
-    assert messages(user, chat_id)[0]["id"] == question["id"]
+    ends_with_status(child, 0)
+    # Said once: for the other client's switch, never for this client's own moves.
+    assert transcript(child).count("another client") == 1
+    [_, _, retried] = tree(user, chat_id)
+    assert [m["id"] for m in messages(user, chat_id)] == [question["id"], retried["id"]]
 
 
 def test_the_model_names_the_chat(
@@ -683,5 +690,5 @@ def test_the_model_names_the_chat(
     [chat] = chats(user)
     assert chat["title"] == "Planning a trip"
     child.sendline("/quit")
-    output = ends_with_status(child, 0)
-    assert "another client" not in output
+    ends_with_status(child, 0)
+    assert "another client" not in transcript(child)
