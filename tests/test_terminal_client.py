@@ -471,6 +471,29 @@ def test_retry_after_an_aborted_reply(server: Server, tmp_path: Path) -> None:
     ends_with_status(child, 0)
 
 
+def test_retry_after_a_failed_reply(server: Server, tmp_path: Path) -> None:
+    """The upstream fails the first request (the reply is stored `failed`, the session
+    goes on); the same request again succeeds, so /retry brings a complete reply."""
+    user = register_and_login(server)
+    child = spawn_client(tmp_path, "--url", server.url, CHATSVC_TOKEN=user.token)
+    child.expect_exact(PROMPT)
+    child.sendline(f"{marker()} flaky {directive(tokens=3, status=500, fail_times=1)}")
+    child.expect_exact("assistant: ")
+    child.expect(r"\[error: .+ \((llm_unavailable|llm_error)\)\]")
+    child.expect_exact(PROMPT)
+    child.sendline("/retry")
+    child.expect_exact("assistant: " + Script(tokens=3).expected_text())
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+    [chat] = chats(user)
+    question, failed, retried = tree(user, chat["id"])
+    assert (failed["status"], retried["status"]) == ("failed", "complete")
+    assert failed["parent_id"] == retried["parent_id"] == question["id"]
+    assert active_leaf(user, chat["id"]) == retried["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
 def test_ctrl_c_aborts_a_retry(server: Server, tmp_path: Path) -> None:
     """Ctrl-C stops a new version as it stops any reply; the earlier one is untouched."""
     user = register_and_login(server)
