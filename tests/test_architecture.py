@@ -112,9 +112,11 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "chatsvc.cli",
             "chatsvc.terminal",
+            "chatsvc.terminal.branches",
             "chatsvc.terminal.client",
             "chatsvc.terminal.commands",
             "chatsvc.terminal.connection",
+            "chatsvc.terminal.current",
             "chatsvc.terminal.frames",
             "chatsvc.terminal.reply",
             "chatsvc.terminal.rest",
