@@ -38,7 +38,7 @@ from litestar.handlers import WebsocketListener, WebsocketListenerRouteHandler, 
 from litestar.security.jwt import Token
 from litestar.types import Receive, ReceiveMessage
 
-from chatsvc.access import EXPIRED, AccessWatch, SocketCounter
+from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
 from chatsvc.api.services import Services
 from chatsvc.chats import Chats
@@ -89,6 +89,9 @@ class FrameBudget:
 
 
 CLOSE_TOO_MANY_SOCKETS = 1008
+#: How long a socket's writer waits for the next frame before it ends: a streaming reply
+#: keeps one writer, an idle socket none.
+WRITER_LINGER_SECONDS = 5.0
 
 
 class _ChatIdOnly(msgspec.Struct):
@@ -114,12 +117,14 @@ class SocketSession:
         self.access: AccessWatch = services.access
         self.telemetry: Telemetry = services.telemetry
         token: Token = socket.auth
-        self._expires_at = token.exp
-        # A deque and an event rather than a memory stream: one wake-up drains every frame
-        # waiting, and posting never awaits.
+        self._expires_at = token.exp.timestamp()
+        # A deque rather than a memory stream: one wake-up drains every frame waiting, and
+        # posting never awaits. The writer runs while there is something to send (and
+        # lingers a little): an idle socket has no task of its own.
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
-        self._waiting = anyio.Event()
+        self._writing = False
+        self._wake: anyio.Event | None = None  # set by `post` while the writer lingers
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
@@ -140,6 +145,10 @@ class SocketSession:
     @property
     def staff(self) -> bool:
         return self.user.staff
+
+    @property
+    def expires_at(self) -> float:
+        return self._expires_at
 
     def revoke(self, reason: str) -> None:
         """End the socket: it closes with 4401 and ``reason``; its replies go on."""
@@ -179,7 +188,10 @@ class SocketSession:
             self._end()
             return
         self._outbox.append(data)
-        self._waiting.set()
+        if self._wake is not None:
+            self._wake.set()
+        elif not self._writing:
+            self._start_writer()
 
     def send(self, frame: msgspec.Struct) -> None:
         self.post(encode_frame(frame))
@@ -214,8 +226,7 @@ class SocketSession:
                     self._task_group = task_group
                     if self._closed:  # revoked before it could start
                         task_group.cancel_scope.cancel()
-                    task_group.start_soon(self._write)
-                    task_group.start_soon(self._expire)
+                    self._start_writer()  # `ready` waits in the outbox
                     try:
                         yield  # the listener's read loop
                     except WebSocketDisconnect:
@@ -226,6 +237,7 @@ class SocketSession:
                 pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
             finally:
                 self._closed = True
+                self._task_group = None
                 self.events.unsubscribe_all(self)
             if self.revoked is not None:
                 with anyio.move_on_after(1, shield=True):
@@ -252,20 +264,30 @@ class SocketSession:
             ),
         )
 
-    async def _expire(self) -> None:
-        """Revoke the socket when its token expires."""
-        await anyio.sleep(max(0.0, self._expires_at.timestamp() - time.time()))
-        self.revoke(EXPIRED)
+    def _start_writer(self) -> None:
+        if self._task_group is not None and self._outbox and not self._writing:
+            self._writing = True
+            self._task_group.start_soon(self._write)
 
     async def _write(self) -> None:
+        """Send what the outbox holds; wait ``WRITER_LINGER_SECONDS`` for more, then end
+        (the next ``post`` starts a writer again)."""
         outbox = self._outbox
-        while True:
-            await self._waiting.wait()
-            self._waiting = anyio.Event()
-            while outbox:
-                data = outbox.popleft()
-                self._outbox_bytes -= len(data)
-                await self.socket.send_data(data, mode="text")
+        try:
+            while True:
+                while outbox:
+                    data = outbox.popleft()
+                    self._outbox_bytes -= len(data)
+                    await self.socket.send_data(data, mode="text")
+                self._wake = wake = anyio.Event()
+                with anyio.move_on_after(WRITER_LINGER_SECONDS):
+                    await wake.wait()
+                self._wake = None
+                if not outbox:
+                    return
+        finally:
+            self._writing = False
+            self._wake = None
 
     async def receive(self, text: str, *, binary: bool) -> None:
         """Answer one frame; its work starts elsewhere, so this returns at once.
