@@ -358,9 +358,8 @@ def test_a_second_tab_follows_regenerate_and_a_branch_switch(server: Server, pag
     expect_version(second.locator(ASSISTANT).last, 1, 2)
     assert body_text(second, ASSISTANT) == first_text
     switched = [f for f in heard if f["type"] == "chat_updated" and f["request_id"] is None]
-    assert switched and switched[-1]["chat"]["active_leaf_id"] == chat_of(user, chat_id)[
-        "active_leaf_id"
-    ]
+    assert switched, [f["type"] for f in heard]
+    assert switched[-1]["chat"]["active_leaf_id"] == chat_of(user, chat_id)["active_leaf_id"]
     assert second.evaluate("document.body.dataset.loadedOnce") == "yes"
     second.close()
 
