@@ -328,6 +328,21 @@ def test_reasoning_is_collapsed_live_and_after_a_reload(server: Server, page: Pa
     assert stored_messages(user, chat_id_of(page))[1]["reasoning"] == "r0 r1 r2 "
 
 
+def test_reasoning_opened_while_it_streams_stays_open(server: Server, page: Page) -> None:
+    """A streaming reply is drawn again with every few tokens: an opened block stays open."""
+    user = register_and_login(server)
+    log_in(page, server.url, user)
+    send(page, f"{marker()} {directive(tokens=2, reasoning=60, rate=20)}")
+    thinking = page.locator(ASSISTANT).last.locator("details.reasoning")
+    expect(thinking.locator(".body")).to_contain_text("r2 ")
+    thinking.locator("summary").click()
+    expect(thinking.locator(".body")).to_contain_text("r8 ")  # drawn again since
+    expect(thinking).to_have_attribute("open", "")
+    reply = finished(page, 1)
+    expect(reply.locator("details.reasoning")).to_have_attribute("open", "")
+    expect(reply.locator("details.reasoning .body")).to_contain_text("r59 ")
+
+
 # --- another tab, titles ------------------------------------------------------------------
 
 
@@ -461,6 +476,24 @@ def test_a_chat_from_before_trees_shows_no_arrows_and_branches(
     expect(page.locator(ASSISTANT)).to_have_count(2)  # the old branch, as it was
     expect(page.locator(ASSISTANT).first.locator(":scope > .body")).to_have_text("An old answer")
     expect_version(page.locator(ASSISTANT).first, 1, 2)
+
+    # Its first message edited: a new first message (`parent_id` null), with a mouse.
+    old_id = page.locator(ASSISTANT).last.get_attribute("data-id")
+    first_question = page.locator(USER).first
+    button(first_question, "Edit").click()
+    fresh = marker()
+    page.get_by_role("textbox", name="Edit message", exact=True).fill(f"{fresh} {reply_script()}")
+    button(first_question, "Save & send").click()
+    new_reply(page, old_id)
+    expect(page.locator(USER)).to_have_count(1)
+    expect(page.locator(ASSISTANT)).to_have_count(1)
+    expect_version(page.locator(USER).first, 2, 2)
+    history = fake_llm.find(fresh).messages
+    assert [(m["role"], m["content"]) for m in history[1:]] == [
+        ("user", f"{fresh} {reply_script()}")
+    ]
+    roots = [m for m in whole_tree(user, chat_id) if m.get("parent_id") is None]
+    assert len(roots) == 2
 
 
 # --- the screenshot -----------------------------------------------------------------------
