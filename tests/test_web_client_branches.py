@@ -165,9 +165,11 @@ def test_regenerate_shows_the_new_reply_and_the_arrows_go_back(
     first_id = first.get_attribute("data-id")
     chat_id = chat_id_of(page)
 
-    button(first, "Regenerate").click()
+    button(first, "Regenerate").focus()
+    page.keyboard.press("Enter")
     reply = new_reply(page, first_id)  # in place of the first one
     expect(page.locator(ASSISTANT)).to_have_count(1)
+    expect(button(reply, "Previous version")).to_be_focused()  # not lost with the button
     second_id = reply.get_attribute("data-id")
     second_text = body_text(page, ASSISTANT)
     assert second_text != first_text
@@ -264,6 +266,7 @@ def test_edit_and_resend_shows_the_new_branch_and_sends_exactly_its_path(
     expect(page.locator(ASSISTANT)).to_have_count(2)
     expect(page.locator(USER)).to_have_count(2)
     expect(editor).to_have_count(0)
+    expect(composer(page)).to_be_focused()
     expect_version(question, 2, 2)
     expect(versions(reply)).to_have_count(0)  # the reply of the new version: the only one
     # The upstream got exactly the new path: the first exchange, then the edited message.

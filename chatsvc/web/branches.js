@@ -7,7 +7,7 @@ import { api } from "./api.js";
 import { followChat } from "./chat.js";
 import { newRequestId, sendProblem, sendText } from "./composer.js";
 import { sendFrame } from "./connection.js";
-import { clearError, showError } from "./dom.js";
+import { $, clearError, showError } from "./dom.js";
 import { isHeldBack } from "./message-actions.js";
 import { isRunning, renderMessage } from "./messages.js";
 import { state } from "./state.js";
@@ -32,13 +32,18 @@ export function onMessageAction(button) {
   else if (name === "previous" || name === "next") showVersion(entry.message, name);
 }
 
-/** A new reply in place of `message` (an assistant message), as its next version. */
+/**
+ * A new reply in place of `message` (an assistant message), as its next version. The
+ * button goes with the branch drawn again: the focus goes to the new reply's arrows.
+ */
 function regenerate(message) {
   const problem = sendProblem();
   if (problem) return showError(problem);
   clearError();
   const frame = { action: "regenerate", chat_id: state.chat.id, message_id: message.id };
-  sendFrame({ ...frame, request_id: newRequestId() });
+  if (sendFrame({ ...frame, request_id: newRequestId() })) {
+    state.focusAfterLoad = { messageId: null, action: "previous" };
+  }
 }
 
 /**
@@ -91,7 +96,8 @@ function cancelEdit(entry) {
 
 /**
  * Sends the editor's text as a new version of its message: a sibling, after the same
- * parent. The editor stays until the new message is shown (or an error says why not).
+ * parent. The editor stays until the new message is shown (or an error says why not);
+ * the focus goes to the composer, for what comes next.
  */
 function saveEdit(entry) {
   const { message } = entry;
@@ -100,6 +106,7 @@ function saveEdit(entry) {
   entry.sending = true;
   const save = entry.node.querySelector("button[data-action='save']");
   if (save) save.disabled = true;
+  $("message-input").focus();
 }
 
 /** The editor's form was submitted ("Save & send"). */

@@ -271,6 +271,7 @@ function onChatError(event) {
 }
 
 function onOtherError(event) {
+  if (event.request_id) state.focusAfterLoad = null; // refused: no branch to draw and focus
   const pending = event.request_id && state.pending.get(event.request_id);
   if (pending) {
     state.pending.delete(event.request_id);

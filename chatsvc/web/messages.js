@@ -30,11 +30,18 @@ export function shownLeafId() {
   return articles.length ? articles[articles.length - 1].dataset.id : null;
 }
 
-/** Puts the focus where `state.focusAfterLoad` says, once that message is shown. */
+/**
+ * Puts the focus on the version arrows `state.focusAfterLoad` names, once their message
+ * is shown (`messageId` null: the last message, a regenerated reply).
+ */
 export function restoreFocus() {
   const wanted = state.focusAfterLoad;
-  const node = wanted && $("messages").querySelector(`article[data-id="${wanted.messageId}"]`);
-  if (!node) return;
+  if (!wanted) return;
+  const articles = $("messages").querySelectorAll("article.message");
+  const node = wanted.messageId
+    ? $("messages").querySelector(`article[data-id="${wanted.messageId}"]`)
+    : articles[articles.length - 1];
+  if (!node || !node.querySelector(".versions")) return;
   state.focusAfterLoad = null;
   const buttons = [...node.querySelectorAll(".versions button")].filter((b) => !b.disabled);
   const same = buttons.find((button) => button.dataset.action === wanted.action);
@@ -184,7 +191,9 @@ export function renderMessage(entry) {
   if (cut) parts.push(continueButton());
   const actions = entry.editing ? null : messageActions(message, status, busy);
   if (actions) parts.push(actions);
+  const focused = node.contains(document.activeElement) && document.activeElement.dataset.action;
   node.replaceChildren(...parts);
+  if (focused) node.querySelector(`button[data-action="${focused}"]`)?.focus(); // kept
   if (stick) scrollToEnd();
 }
 

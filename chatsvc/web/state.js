@@ -14,7 +14,7 @@ export const state = {
   live: null, // the reply streaming on screen: {taskId, chatId, messageId, seq, content, reasoning}
   pending: new Map(), // request_id -> {content, chatId, editOf?} of messages sent, not yet stored
   newChatRequest: null, // request_id of the message that creates the chat on screen
-  focusAfterLoad: null, // {messageId, action}: the version arrow to focus once it is shown
+  focusAfterLoad: null, // {messageId, action}: the version arrow to focus once shown
   wantedLeaf: null, // the active leaf a reload of the chat on screen is fetching the branch of
   requestCounter: 0,
 };
