@@ -206,6 +206,25 @@ def test_regenerate_shows_the_new_reply_and_the_arrows_go_back(
     expect_version(reply, 2, 2)
 
 
+def test_a_failed_reply_is_written_again(server: Server, page: Page) -> None:
+    user = register_and_login(server)
+    log_in(page, server.url, user)
+    send(page, f"{marker()} {directive(tokens=6, rate=20, error_after=2)}")
+    failed = page.locator(ASSISTANT).last
+    expect(failed).to_have_attribute("data-status", "failed")
+    failed_id = failed.get_attribute("data-id")
+    button(failed, "Regenerate").click()
+    reply = page.locator(ASSISTANT).last
+    expect(reply).not_to_have_attribute("data-id", failed_id or "")
+    expect(reply).to_have_attribute("data-status", "failed")  # the same script: fails again
+    expect_version(reply, 2, 2)
+    expect(reply.locator(".note")).to_have_count(1)
+    button(reply, "Previous version").click()
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-id", failed_id or "")
+    statuses = [m["status"] for m in whole_tree(user, chat_id_of(page))]
+    assert statuses == ["complete", "failed", "failed"]
+
+
 def test_a_new_message_continues_the_version_shown(
     server: Server, page: Page, fake_llm: FakeOpenAI
 ) -> None:
