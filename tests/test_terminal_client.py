@@ -16,7 +16,6 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -33,7 +32,6 @@ from tests.support import (
     free_port,
     register_and_login,
     run_chatsvc,
-    upstream_settings,
 )
 
 PROMPT = "you> "
@@ -699,10 +697,7 @@ def test_a_branch_switched_by_another_client_is_noted(server: Server, tmp_path: 
     assert [m["id"] for m in messages(user, chat_id)] == [question["id"], retried["id"]]
 
 
-def test_the_model_names_the_chat(
-    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI, tmp_path: Path
-) -> None:
-    titled = spawn_server(**upstream_settings(fake_llm), AUTO_TITLES="true")
+def test_the_model_names_the_chat(titled: Server, tmp_path: Path) -> None:
     user = register_and_login(titled)
     child = spawn_client(tmp_path, "--url", titled.url, CHATSVC_TOKEN=user.token)
     child.expect_exact(PROMPT)

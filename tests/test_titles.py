@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI, Record, directive
 from tests.support import (
-    Database,
     Server,
     Socket,
     User,
     register_and_login,
-    upstream_settings,
     wait_until,
 )
-from tests.support.servers import start_server
 
 #: The title request's token cap (chatsvc.providers.openai_compatible.TITLE_MAX_TOKENS).
 TITLE_MAX_TOKENS = 32
@@ -30,24 +27,6 @@ TITLE_MAX_TOKENS = 32
 
 def marker() -> str:
     return f"titles-{secrets.token_hex(4)}"
-
-
-@pytest.fixture(scope="module")
-def titled(
-    engine: str,
-    make_database: Callable[[str], Database],
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_llm: FakeOpenAI,
-) -> Iterator[Server]:
-    """A server that names chats (`AUTO_TITLES=true`), streaming from the fake upstream."""
-    running = start_server(
-        make_database(engine),
-        tmp_path_factory.mktemp(f"titles-{engine}"),
-        **upstream_settings(fake_llm),
-        AUTO_TITLES="true",
-    )
-    yield running
-    running.stop()
 
 
 def title_requests(fake: FakeOpenAI, mark: str) -> list[Record]:

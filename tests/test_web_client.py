@@ -11,25 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from playwright.sync_api import Locator, Page, Response, WebSocket, WebSocketRoute, expect
 
 from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PASSWORD,
-    Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
     unique_username,
 )
 from tests.tcp_proxy import TcpProxy
@@ -37,20 +33,6 @@ from tests.tcp_proxy import TcpProxy
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"
 ASSISTANT = "#messages .message[data-role='assistant']"
 USER = "#messages .message[data-role='user']"
-
-
-@pytest.fixture(scope="module")
-def echo_server(
-    engine: str,
-    make_database: Callable[[str], Database],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """A server with the built-in echo provider (no upstream): it repeats each message."""
-    running = start_server(
-        make_database(engine), tmp_path_factory.mktemp("echo"), ECHO_TOKEN_DELAY="0.01"
-    )
-    yield running
-    running.stop()
 
 
 # --- helpers ----------------------------------------------------------------------------

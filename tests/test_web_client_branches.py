@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from playwright.sync_api import Locator, Page, WebSocket, expect
 
 from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import (
-    Database,
     Server,
     User,
     insert_message,
     register_and_login,
-    start_server,
-    upstream_settings,
 )
 from tests.test_web_client import (
     ASSISTANT,
@@ -42,38 +37,6 @@ from tests.test_web_client import (
 )
 
 BUSY = "A reply is already being written in this chat. Wait for it to finish, or press Stop."
-
-
-@pytest.fixture(scope="module")
-def echo_server(
-    engine: str,
-    make_database: Callable[[str], Database],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """The built-in echo provider (it repeats each message): replies with code blocks."""
-    running = start_server(
-        make_database(engine), tmp_path_factory.mktemp("echo"), ECHO_TOKEN_DELAY="0.01"
-    )
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def titled(
-    engine: str,
-    make_database: Callable[[str], Database],
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_llm: FakeOpenAI,
-) -> Iterator[Server]:
-    """A server whose model names chats after their first reply (`AUTO_TITLES=true`)."""
-    running = start_server(
-        make_database(engine),
-        tmp_path_factory.mktemp(f"titled-{engine}"),
-        **upstream_settings(fake_llm),
-        AUTO_TITLES="true",
-    )
-    yield running
-    running.stop()
 
 
 # --- helpers ----------------------------------------------------------------------------
