@@ -200,3 +200,31 @@ def test_the_answer_is_cleaned(answer: str, title: str | None) -> None:
     from chatsvc.titles import clean
 
     assert clean(answer) == title
+
+
+def test_an_answer_with_no_title_in_it_leaves_the_chat_as_it_was(
+    titled: Server, fake_llm: FakeOpenAI
+) -> None:
+    """The model answers the title request with nothing a title can be made of (quotes
+    only): the chat keeps its first words, nobody is told of a change, and it is not asked
+    again on the next reply."""
+    user = register_and_login(titled)
+    mark, later = marker(), marker()
+    nothing = '  ""  '
+    first = f"{mark} first words {directive(tokens=2, unstreamed_text=nothing)}"
+    with Socket(user) as socket:
+        frames = exchange(socket, first)
+        created = next(f for f in frames if f["type"] == "chat_created")["chat"]
+        chat_id = created["id"]
+        wait_until(
+            lambda: f"chat {chat_id}: the model gave no title" in titled.log(),
+            what="the naming task's end",
+        )
+        again = exchange(socket, f"{later} {directive(tokens=2)}", chat_id=chat_id)
+        socket.send(action="ping")
+        seen = frames + again + socket.until(lambda f: f["type"] == "pong")
+    assert "chat_updated" not in [f["type"] for f in seen]
+    assert len(title_requests(fake_llm, mark)) == 1
+    assert title_requests(fake_llm, later) == []  # the chat's one chance to be named is spent
+    assert created["title"].startswith(f"{mark} first words")
+    assert chat_of(user, chat_id)["title"] == created["title"]
