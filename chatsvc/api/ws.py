@@ -221,6 +221,7 @@ class SocketSession:
         self.access.watch(self)
         try:
             self.send(self._ready())
+            self.events.join(self.user.id, self)  # the user's chat events, after `ready`
             try:
                 async with anyio.create_task_group() as task_group:
                     self._task_group = task_group
@@ -246,6 +247,7 @@ class SocketSession:
                 with anyio.move_on_after(1, shield=True):
                     await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
         finally:
+            self.events.leave(self.user.id, self)
             self.access.forget(self)
             self.counter.leave(self.user.id)
             self.telemetry.sockets.dec()

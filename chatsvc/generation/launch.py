@@ -113,12 +113,12 @@ class Launcher:
             self._events.subscribe(generation.chat_id, subscriber)
         if stored.created:
             chat = chat_from_record(stored.chat)
-            self._publish(generation, ChatCreated(chat=chat, request_id=request_id))
+            self._announce(generation, ChatCreated(chat=chat, request_id=request_id))
         user_message = message_from_record(stored.question)
         self._publish(generation, MessageEvent(message=user_message, request_id=request_id))
         if parent_id is not UNSET:  # a new branch is the active one
             chat = chat_from_record(stored.chat)
-            self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
+            self._announce(generation, ChatUpdated(chat=chat, request_id=request_id))
         self._launch(generation, request_id)
         return generation
 
@@ -143,7 +143,7 @@ class Launcher:
         if subscriber is not None:
             self._events.subscribe(chat_id, subscriber)
         chat = chat_from_record(stored.chat)
-        self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
+        self._announce(generation, ChatUpdated(chat=chat, request_id=request_id))
         self._launch(generation, request_id)
         return generation
 
@@ -216,7 +216,10 @@ class Launcher:
             user_id=generation.owner, chat_id=generation.chat_id, task_id=generation.task_id
         )
 
-    def _publish(
-        self, generation: Generation, frame: ChatCreated | ChatUpdated | MessageEvent | Started
-    ) -> None:
+    def _publish(self, generation: Generation, frame: MessageEvent | Started) -> None:
+        """To the chat's subscribers."""
         self._events.publish(generation.chat_id, event_of(frame))
+
+    def _announce(self, generation: Generation, frame: ChatCreated | ChatUpdated) -> None:
+        """To the chat's subscribers and every socket of its owner (docs/protocol.md 4.2)."""
+        self._events.publish_to_owner(generation.owner, generation.chat_id, event_of(frame))
