@@ -20,6 +20,7 @@ from chatsvc.wire import (
     DEFAULT_TITLE,
     Chat,
     ChatCreate,
+    ChatCreated,
     ChatPage,
     ChatUpdate,
     ChatUpdated,
@@ -96,7 +97,10 @@ class Chats:
             max_chats=self._max_chats,
             title_source="placeholder" if data.title == DEFAULT_TITLE else "user",
         )
-        return chat_from_record(chat)
+        created = chat_from_record(chat)
+        if self._events is not None:  # the owner's other tabs list it
+            self._events.publish_to_owner(owner, created.id, event_of(ChatCreated(chat=created)))
+        return created
 
     async def list(
         self, owner: int, *, limit: int, cursor: str | None = None, q: str | None = None

@@ -1,6 +1,6 @@
 """Automatic titles (issue 15): after a chat's first reply the model names the chat, in one
-short request that is not streamed, off the reply's path; `chat_updated` tells the chat's
-sockets. Never a chat its user titled, not when `AUTO_TITLES=false`, and a failing title
+short request that is not streamed, off the reply's path; `chat_updated` tells every socket
+of the chat's owner. Never a chat its user titled, not when `AUTO_TITLES=false`, and a failing title
 request changes nothing but a log line. The echo provider keeps first-words titles."""
 
 from __future__ import annotations
@@ -87,6 +87,27 @@ def test_the_model_names_a_new_chat_once(titled: Server, fake_llm: FakeOpenAI) -
     assert "t0 t1 t2" in request.messages[1]["content"]  # the reply, too
     assert title_requests(fake_llm, later) == []
     assert chat_of(user, chat_id)["title"] == "Planning a trip to Lisbon"
+
+
+def test_every_socket_of_the_user_hears_the_title_once(titled: Server) -> None:
+    """A tab that follows no chat (it shows the list) gets `chat_updated` with the title; a
+    socket that follows the chat gets it once; another user's socket never."""
+    user, other = register_and_login(titled), register_and_login(titled)
+    mark = marker()
+    with Socket(user) as tab, Socket(user) as idle, Socket(other) as stranger:
+        frames = exchange(tab, f"{mark} {directive(tokens=2, unstreamed_text='Lisbon trip')}")
+        chat_id = frames[-1]["chat_id"]
+        told = idle.until(lambda f: f["type"] == "chat_updated")
+        assert [f["type"] for f in told] == ["chat_created", "chat_updated"], told
+        assert told[-1]["chat"]["id"] == chat_id
+        assert told[-1]["chat"]["title"] == "Lisbon trip"
+        # Every socket of this instance was given it at once: a pong comes behind any copy.
+        mine = tab.until(lambda f: f["type"] == "chat_updated")
+        assert mine[-1] == told[-1]
+        for socket in (tab, idle, stranger):
+            socket.send(action="ping")
+            rest = socket.until(lambda f: f["type"] == "pong")
+            assert rest == [{"type": "pong"}], rest
 
 
 def test_a_slow_title_never_delays_done(titled: Server, fake_llm: FakeOpenAI) -> None:
