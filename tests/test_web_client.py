@@ -610,6 +610,26 @@ def test_chat_list_search_rename_and_delete(server: Server, page: Page) -> None:
         assert client.get(f"/api/chats/{chat_id}").status_code == 404
 
 
+def test_the_list_follows_chats_made_and_renamed_elsewhere(server: Server, page: Page) -> None:
+    """`chat_created` and `chat_updated` reach every socket of the user: the list shows a
+    chat made, and a chat renamed, by another client, while another chat is on screen."""
+    user = register_and_login(server)
+    with user.client() as client:
+        alpha = client.post("/api/chats", json={"title": "Alpha"}).json()
+    log_in(page, server.url, user)
+    page.locator("#chat-list button", has_text="Alpha").click()
+    expect(page.locator("#chat-title")).to_have_text("Alpha")
+    with user.client() as client:
+        beta = client.post("/api/chats", json={"title": "Beta"}).json()
+    expect(page.locator("#chat-list button", has_text="Beta")).to_be_visible()
+    with user.client() as client:
+        renamed = client.patch(f"/api/chats/{beta['id']}", json={"title": "Beta, renamed"})
+        assert renamed.status_code == 200, renamed.text
+    expect(page.locator("#chat-list button", has_text="Beta, renamed")).to_be_visible()
+    expect(page.locator("#chat-title")).to_have_text("Alpha")  # still the chat on screen
+    assert chat_id_of(page) == alpha["id"]
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

@@ -174,7 +174,10 @@ export function onEvent(event) {
   if (event.type === "chat_created") return onChatCreated(event);
   const chatId = event.chat_id || event.message?.chat_id || event.chat?.id;
   if (event.type === "message" && event.request_id) state.pending.delete(event.request_id);
-  if (state.chat && chatId === state.chat.id) {
+  const onScreen = state.chat && chatId === state.chat.id;
+  // Renamed (by the model, or in another tab) and not on screen: its item in the list.
+  if (event.type === "chat_updated" && !onScreen) return updateKnownChat(event.chat);
+  if (onScreen) {
     if (state.loading) state.buffered.push(event);
     else applyChatEvent(event);
   } else if (event.type === "error") {
