@@ -60,8 +60,17 @@ def test_concurrent_creates_do_not_pass_the_cap_together(
 
     def create_over_ws(i: int) -> str:
         with Socket(user) as socket:
-            socket.send(action="send_message", content=f"hello {i} {directive(tokens=1)}")
-            return socket.until(lambda f: f["type"] in ("chat_created", "error"))[-1]["type"]
+            mine = f"create-{i}"
+            socket.send(
+                action="send_message",
+                content=f"hello {i} {directive(tokens=1)}",
+                request_id=mine,
+            )
+            # Every socket of the user hears of every chat made (docs/protocol.md): only
+            # this socket's own chat_created, or its error, says how its send went.
+            return socket.until(
+                lambda f: f.get("request_id") == mine and f["type"] in ("chat_created", "error")
+            )[-1]["type"]
 
     with ThreadPoolExecutor(12) as pool:
         rest = pool.map(create_over_rest, range(6))
