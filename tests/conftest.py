@@ -25,6 +25,7 @@ from tests.support.databases import (
     postgres_reachable,
     run_async,
 )
+from tests.support.inprocess import AppServer, start_app_server
 from tests.support.servers import start_server, upstream_settings
 
 pytest_plugins = ("tests.browser",)  # the `browser` and `page` fixtures (headless Chromium)
@@ -149,6 +150,27 @@ def spawn_server(
         return running
 
     yield spawn
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def serve_app(
+    engine: str,
+    make_database: Callable[[str], Database],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., AppServer]]:
+    """``spawn_server`` in the test process: apps built by ``create_app`` with these settings
+    (by variable name, over ``start_server``'s defaults), each served by uvicorn in a thread,
+    stopped after the test. For servers that need no process of their own."""
+    started: list[AppServer] = []
+
+    def serve(**settings: str) -> AppServer:
+        running = start_app_server(make_database(engine), tmp_path_factory.mktemp("app"), **settings)
+        started.append(running)
+        return running
+
+    yield serve
     for running in started:
         running.stop()
 

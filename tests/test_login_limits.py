@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import PASSWORD, Server, unique_username
+from tests.support.inprocess import AppServer
 from tests.test_admin import LOGIN, admin_client, create_user
 
 LIMIT = "3"
@@ -34,9 +35,9 @@ def assert_limited(response: httpx.Response) -> None:
 
 
 def test_one_username_is_limited_across_addresses(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     target = create_user(server, tmp_path)
     statuses = [login(server, f"10.1.0.{n}", target).status_code for n in range(1, 4)]
     assert statuses == [401, 401, 401]
@@ -46,8 +47,8 @@ def test_one_username_is_limited_across_addresses(
     assert login(server, "10.1.0.4", unique_username()).status_code == 401
 
 
-def test_ipv6_addresses_are_limited_by_their_64(spawn_server: Callable[..., Server]) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+def test_ipv6_addresses_are_limited_by_their_64(serve_app: Callable[..., AppServer]) -> None:
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     same_64 = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"]
     statuses = [login(server, address, unique_username()).status_code for address in same_64]
     assert statuses == [401, 401, 401]
@@ -57,9 +58,9 @@ def test_ipv6_addresses_are_limited_by_their_64(spawn_server: Callable[..., Serv
 
 
 def test_the_admin_login_spends_the_same_budgets(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     staff = create_user(server, tmp_path, "--staff")
     with admin_client(server) as admin:
 
@@ -87,8 +88,8 @@ def test_the_admin_login_spends_the_same_budgets(
         assert admin_login("10.4.0.3", unique_username(), "x" * 8).status_code == 401
 
 
-def test_a_full_hashing_queue_answers_503_at_once(spawn_server: Callable[..., Server]) -> None:
-    server = spawn_server(PASSWORD_HASH_WORKERS="1", PASSWORD_HASH_QUEUE="1")
+def test_a_full_hashing_queue_answers_503_at_once(serve_app: Callable[..., AppServer]) -> None:
+    server = serve_app(PASSWORD_HASH_WORKERS="1", PASSWORD_HASH_QUEUE="1")
     attempts = 8
     with concurrent.futures.ThreadPoolExecutor(attempts) as pool:
         responses = list(
