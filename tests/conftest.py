@@ -166,7 +166,8 @@ def serve_app(
     started: list[AppServer] = []
 
     def serve(**settings: str) -> AppServer:
-        running = start_app_server(make_database(engine), tmp_path_factory.mktemp("app"), **settings)
+        cwd = tmp_path_factory.mktemp("app")
+        running = start_app_server(make_database(engine), cwd, **settings)
         started.append(running)
         return running
 
