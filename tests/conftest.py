@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Database, Server, User, register_and_login, unique_username
+from tests.support import (
+    AppServer,
+    Database,
+    Server,
+    User,
+    register_and_login,
+    start_app_server,
+    unique_username,
+)
 from tests.support.databases import (
     PG_ADMIN_URL,
     create_postgres_database,
@@ -25,7 +33,6 @@ from tests.support.databases import (
     postgres_reachable,
     run_async,
 )
-from tests.support.inprocess import AppServer, start_app_server
 from tests.support.servers import start_server, upstream_settings
 
 pytest_plugins = ("tests.browser",)  # the `browser` and `page` fixtures (headless Chromium)

@@ -18,6 +18,7 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PG_ADMIN_URL,
+    AppServer,
     Database,
     Server,
     Socket,
@@ -448,9 +449,9 @@ def test_a_tab_that_subscribes_during_a_regenerate_gets_its_snapshot(alice: User
 
 
 def test_regenerate_counts_against_the_per_user_cap(
-    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
 ) -> None:
-    server = spawn_server(**upstream_settings(fake_llm), MAX_CONCURRENT_GENERATIONS="1")
+    server = serve_app(**upstream_settings(fake_llm), MAX_CONCURRENT_GENERATIONS="1")
     user = register_and_login(server)
     with Socket(user) as socket:
         chat_id, messages = two_exchanges(socket)

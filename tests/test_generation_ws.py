@@ -121,9 +121,9 @@ def test_default_system_prompt(alice: User, fake_llm: FakeOpenAI) -> None:
     assert first["content"].startswith("You are a helpful assistant.\n\n")  # then the tree
 
 
-def test_history_is_trimmed_to_the_budget(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+def test_history_is_trimmed_to_the_budget(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
     # Without the tree tools, whose tree turn would take part of this small budget.
-    server: Server = spawn_server(
+    server: Server = serve_app(
         **upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100", TREE_TOOLS="false"
     )
     user = register_and_login(server)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import PASSWORD, Server, unique_username
-from tests.support.inprocess import AppServer
+from tests.support import PASSWORD, AppServer, Server, unique_username
 from tests.test_admin import LOGIN, admin_client, create_user
 
 LIMIT = "3"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, Record, directive
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
@@ -192,9 +193,9 @@ def test_no_titles_when_turned_off(alice: User, fake_llm: FakeOpenAI) -> None:
 
 
 def test_the_echo_provider_keeps_first_words_titles(
-    spawn_server: Callable[..., Server],
+    serve_app: Callable[..., AppServer],
 ) -> None:
-    server = spawn_server(AUTO_TITLES="true", ECHO_TOKEN_DELAY="0")
+    server = serve_app(AUTO_TITLES="true", ECHO_TOKEN_DELAY="0")
     user = register_and_login(server)
     with Socket(user) as socket:
         frames = exchange(socket, "apples and pears\nand a second line")

@@ -5,6 +5,7 @@
 
 from tests.support.databases import PG_ADMIN_URL, Database, run_async
 from tests.support.environment import CHATSVC_VARIABLES, clean_environment
+from tests.support.inprocess import AppServer, start_app_server
 from tests.support.servers import (
     HIGH_LIMITS,
     JWT_SECRET,
@@ -31,6 +32,7 @@ __all__ = [
     "SERVER_START_SECONDS",
     "TERMINAL",
     "UPSTREAM_KEY",
+    "AppServer",
     "Database",
     "Frame",
     "Server",
@@ -42,6 +44,7 @@ __all__ = [
     "register_and_login",
     "run_async",
     "run_chatsvc",
+    "start_app_server",
     "start_server",
     "tokens_of",
     "unique_username",
