@@ -20,10 +20,10 @@ from tests.support import (
     Socket,
     User,
     register_and_login,
+    start_app_server,
     upstream_settings,
     wait_until,
 )
-from tests.support.servers import start_server
 
 #: The title request's token cap (chatsvc.providers.openai_compatible.TITLE_MAX_TOKENS).
 TITLE_MAX_TOKENS = 32
@@ -39,9 +39,9 @@ def titled(
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[Server]:
+) -> Iterator[AppServer]:
     """A server that names chats (`AUTO_TITLES=true`), streaming from the fake upstream."""
-    running = start_server(
+    running = start_app_server(
         make_database(engine),
         tmp_path_factory.mktemp(f"titles-{engine}"),
         **upstream_settings(fake_llm),

@@ -15,7 +15,7 @@ import jsonpatch
 import pytest
 
 from tests.fake_openai import directive
-from tests.support import Database, Socket, User, register_and_login, start_server
+from tests.support import Database, Socket, User, register_and_login, start_app_server
 from tests.test_tree_rest import add, follow, new_chat, node, patch, tree_of
 
 #: A copy of the root under itself doubles the tree: 20 of them are 2^20 nodes.
@@ -95,7 +95,7 @@ def small(
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[User]:
-    running = start_server(
+    running = start_app_server(
         make_database(engine),
         tmp_path_factory.mktemp(f"tree-bytes-{engine}"),
         TREE_MAX_NODES=str(MAX_NODES),

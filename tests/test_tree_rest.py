@@ -15,12 +15,13 @@ import jsonpatch
 import pytest
 
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
 )
 
 EMPTY_ROOT = {"id": "root", "value": "", "children": []}
@@ -185,8 +186,8 @@ def limited(
     engine: str,
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    running = start_server(
+) -> Iterator[AppServer]:
+    running = start_app_server(
         make_database(engine),
         tmp_path_factory.mktemp(f"tree-limits-{engine}"),
         TREE_MAX_NODES=str(MAX_NODES),

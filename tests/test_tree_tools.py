@@ -28,7 +28,7 @@ from tests.support import (
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
     tokens_of,
     upstream_settings,
 )
@@ -84,9 +84,9 @@ def tools_server(
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[Server]:
+) -> Iterator[AppServer]:
     """Small limits (depth 3, 3 tool rounds), in development mode (`debug` events allowed)."""
-    running = start_server(
+    running = start_app_server(
         make_database(engine),
         tmp_path_factory.mktemp(f"tools-{engine}"),
         **upstream_settings(fake_llm),

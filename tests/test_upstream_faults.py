@@ -11,12 +11,13 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
     tokens_of,
     upstream_settings,
     wait_until,
@@ -33,8 +34,8 @@ def _server(
     tmp_path_factory: pytest.TempPathFactory,
     fake: FakeOpenAI,
     **settings: str,
-) -> Iterator[tuple[Server, User]]:
-    server = start_server(
+) -> Iterator[tuple[AppServer, User]]:
+    server = start_app_server(
         make_database(engine),
         tmp_path_factory.mktemp("faults"),
         **{**upstream_settings(fake), **settings},
@@ -51,7 +52,7 @@ def impatient(
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[tuple[Server, User]]:
+) -> Iterator[tuple[AppServer, User]]:
     """Retries twice, gives up on a 1 s silence or after 8 s in all."""
     yield from _server(
         engine,
@@ -71,7 +72,7 @@ def fragile(
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[tuple[Server, User]]:
+) -> Iterator[tuple[AppServer, User]]:
     """No retries; the circuit opens after 2 outages and cools down for 1 s."""
     yield from _server(
         engine,

@@ -24,12 +24,13 @@ from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PASSWORD,
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
     unique_username,
 )
 from tests.tcp_proxy import TcpProxy
@@ -44,9 +45,9 @@ def echo_server(
     engine: str,
     make_database: Callable[[str], Database],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
+) -> Iterator[AppServer]:
     """A server with the built-in echo provider (no upstream): it repeats each message."""
-    running = start_server(
+    running = start_app_server(
         make_database(engine), tmp_path_factory.mktemp("echo"), ECHO_TOKEN_DELAY="0.01"
     )
     yield running
