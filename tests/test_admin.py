@@ -20,22 +20,18 @@ from tests.support import (
     AppServer,
     Server,
     User,
-    clean_environment,
+    create_account,
     register_and_login,
-    run_chatsvc,
-    unique_username,
 )
 
 LOGIN = "/admin/public/login/"
 
 
 def create_user(server: Server, cwd: Path, *flags: str) -> str:
-    """``chatsvc createuser NAME FLAGS`` against the server's database; returns NAME."""
-    username = unique_username("staff" if flags else "user")
-    env = clean_environment(DATABASE_URL=server.db.url)
-    result = run_chatsvc("createuser", username, *flags, cwd=cwd, env=env, stdin=PASSWORD)
-    assert result.returncode == 0, result.stderr
-    return username
+    """``chatsvc createuser NAME FLAGS`` against the server's database, in this process
+    (``create_account``); returns NAME. ``cwd`` is unused (kept for callers)."""
+    del cwd
+    return create_account(server.db, *flags)
 
 
 @contextmanager

@@ -24,11 +24,9 @@ from tests.support import (
     Server,
     Socket,
     User,
-    clean_environment,
+    create_account,
     register_and_login,
-    run_chatsvc,
     start_app_server,
-    unique_username,
 )
 
 DEBUG_FIELDS = {
@@ -67,11 +65,8 @@ def servers(
 
 
 def staff_user(server: Server) -> User:
-    """A staff user made with ``chatsvc createuser --staff``, logged in."""
-    username = unique_username("staff")
-    env = clean_environment(DATABASE_URL=server.db.url)
-    made = run_chatsvc("createuser", username, "--staff", cwd=server.cwd, env=env, stdin=PASSWORD)
-    assert made.returncode == 0, made.stderr
+    """A staff user made as ``chatsvc createuser --staff`` makes one, logged in."""
+    username = create_account(server.db, "--staff")
     with server.client() as client:
         login = client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
         assert login.status_code == 200, login.text

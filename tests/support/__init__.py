@@ -19,7 +19,14 @@ from tests.support.servers import (
     upstream_settings,
 )
 from tests.support.sockets import TERMINAL, Frame, Socket, tokens_of
-from tests.support.users import PASSWORD, User, insert_message, register_and_login, unique_username
+from tests.support.users import (
+    PASSWORD,
+    User,
+    create_account,
+    insert_message,
+    register_and_login,
+    unique_username,
+)
 from tests.support.waiting import wait_until
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "Socket",
     "User",
     "clean_environment",
+    "create_account",
     "free_port",
     "insert_message",
     "register_and_login",
