@@ -11,6 +11,7 @@ from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     TERMINAL,
     UPSTREAM_KEY,
+    AppServer,
     Server,
     Socket,
     User,
@@ -279,8 +280,8 @@ def test_per_user_cap(fresh_user: User) -> None:
         assert socket.until_end(again["task_id"])[-1]["type"] == "done"
 
 
-def test_echo_provider(spawn_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(ECHO_TOKEN_DELAY="0.001")
+def test_echo_provider(serve_app) -> None:  # type: ignore[no-untyped-def]
+    server: AppServer = serve_app(ECHO_TOKEN_DELAY="0.001")
     assert "echo" in server.log()
     assert "NOT an LLM" in server.log()
     user = register_and_login(server)

@@ -16,13 +16,13 @@ from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import uvicorn
 
 from chatsvc.app import ChatsvcApp, create_app
-from chatsvc.cli import migrate
+from chatsvc.cli import _GracefulServer, banner, listening_addresses, migrate  # pyright: ignore[reportPrivateUsage]
 from chatsvc.logs import JsonFormatter, RedactSecrets, TextFormatter
 from chatsvc.settings import Settings, load_settings
 from tests.support.databases import Database
@@ -53,14 +53,22 @@ def _config(app: Any, settings: Settings | None) -> uvicorn.Config:
 
 @contextmanager
 def serving(
-    app: Any, *, settings: Settings | None = None, database: Database | None = None
+    app: Any,
+    *,
+    settings: Settings | None = None,
+    database: Database | None = None,
+    log: TextIO | None = None,
 ) -> Generator[str]:
     """Serve ``app`` with uvicorn in a thread on a free loopback port; yields its URL.
 
-    With ``database``, its migrations are applied first (as ``chatsvc serve`` does), in
-    the server's thread: the test's own loop may be running in this one.
+    With ``settings`` (``app``'s), it is served as ``chatsvc serve`` serves it: its
+    uvicorn settings, and its server class, which stops running replies first and prints
+    the start banner (also written to ``log``, as a served process's log has it). With
+    ``database``, its migrations are applied first, in the server's thread: the test's
+    own loop may be running in this one.
     """
-    server = uvicorn.Server(_config(app, settings))
+    config = _config(app, settings)
+    server = uvicorn.Server(config) if settings is None else _GracefulServer(config, settings, app)
     failure: list[BaseException] = []
 
     async def run() -> None:
@@ -81,6 +89,9 @@ def serving(
             raise RuntimeError(f"the app did not start: {failure or 'see the log above'}")
         time.sleep(0.01)
     port: int = server.servers[0].sockets[0].getsockname()[1]
+    if log is not None and isinstance(server, _GracefulServer):
+        addresses = listening_addresses(server.servers)
+        log.write(banner(server.chatsvc_settings, addresses, server.context_line()) + "\n")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -151,5 +162,5 @@ def start_app_server(db: Database, cwd: Path, **settings: str) -> AppServer:
     app = create_app(chosen)
     with ExitStack() as running:
         text = running.enter_context(capturing_logs(chosen))
-        url = running.enter_context(serving(app, settings=chosen, database=db))
+        url = running.enter_context(serving(app, settings=chosen, database=db, log=text))
         return AppServer(url, db, cwd, app, chosen, text, running.pop_all())
