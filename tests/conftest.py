@@ -28,8 +28,10 @@ from tests.support import (
 )
 from tests.support.databases import (
     PG_ADMIN_URL,
+    copy_sqlite,
     create_postgres_database,
     drop_postgres_databases,
+    migrate_database,
     postgres_reachable,
     run_async,
 )
@@ -100,15 +102,24 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Database]]:
-    """Creates empty databases (an SQLite file, or a fresh PostgreSQL database)."""
+def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Database]]:
+    """Creates databases: empty (an SQLite file, or a fresh PostgreSQL database), or with
+    ``migrated=True`` a copy of one migrated once per engine and session (what a server
+    would migrate at start, ~1 s, is done; the start still checks it)."""
     created: list[str] = []
+    templates: dict[str, Database] = {}
 
-    def make(engine: str) -> Database:
+    def make(engine: str, migrated: bool = False) -> Database:
+        if migrated and engine not in templates:
+            templates[engine] = make(engine)
+            migrate_database(templates[engine])
         if engine == "sqlite":
             path = tmp_path_factory.mktemp("db") / "chatsvc.db"
+            if migrated:
+                return copy_sqlite(templates[engine], path)
             return Database(engine, f"sqlite:///{path}")
-        url = run_async(create_postgres_database())
+        template = templates[engine].url if migrated else None
+        url = run_async(create_postgres_database(template))
         created.append(url)
         return Database(engine, url)
 
@@ -128,13 +139,13 @@ def fake_llm() -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="session")
 def server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[Server]:
     """One shared server per engine for the whole session, streaming from ``fake_llm``."""
     running = start_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"server-{engine}"),
         **upstream_settings(fake_llm),
     )
@@ -145,14 +156,16 @@ def server(
 @pytest.fixture
 def spawn_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Server]]:
     """Starts extra servers with other settings, stopped after the test."""
     started: list[Server] = []
 
     def spawn(**settings: str) -> Server:
-        running = start_server(make_database(engine), tmp_path_factory.mktemp("server"), **settings)
+        running = start_server(
+            make_database(engine, migrated=True), tmp_path_factory.mktemp("server"), **settings
+        )
         started.append(running)
         return running
 
@@ -164,7 +177,7 @@ def spawn_server(
 @pytest.fixture
 def serve_app(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., AppServer]]:
     """``spawn_server`` in the test process: apps built by ``create_app`` with these settings
@@ -174,7 +187,7 @@ def serve_app(
 
     def serve(**settings: str) -> AppServer:
         cwd = tmp_path_factory.mktemp("app")
-        running = start_app_server(make_database(engine), cwd, **settings)
+        running = start_app_server(make_database(engine, migrated=True), cwd, **settings)
         started.append(running)
         return running
 

@@ -53,12 +53,12 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def chatsvc(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     upstream: FakeOpenAI,
 ) -> Iterator[tuple[AppServer, User]]:
     server = start_app_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp("context"),
         **{**upstream_settings(upstream), "MODELS": "fake-model"},
     )

@@ -552,12 +552,12 @@ def test_a_chat_starts_with_its_first_message_in_one_call(alice: User) -> None:
 @pytest.fixture(scope="module")
 def twins_cluster(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[tuple[Server, Server]]:
     """Two instances on one database and a PostgreSQL event bus."""
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     cwd: Path = tmp_path_factory.mktemp(f"trees-{engine}")
     settings = {**upstream_settings(fake_llm), "EVENT_BUS_URL": PG_ADMIN_URL}
     a = start_server(db, cwd, **settings)

@@ -44,7 +44,7 @@ DEBUG_FIELDS = {
 @pytest.fixture(scope="module")
 def servers(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, AppServer]]:
     """One echo-provider server per environment."""
@@ -52,7 +52,7 @@ def servers(
     try:
         for environment in ("test", "development", "production"):
             started[environment] = start_app_server(
-                make_database(engine),
+                make_database(engine, migrated=True),
                 tmp_path_factory.mktemp(f"debug-{environment}"),
                 ENVIRONMENT=environment,
                 JWT_SECRET=secrets.token_urlsafe(48),

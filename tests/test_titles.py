@@ -36,13 +36,13 @@ def marker() -> str:
 @pytest.fixture(scope="module")
 def titled(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[AppServer]:
     """A server that names chats (`AUTO_TITLES=true`), streaming from the fake upstream."""
     running = start_app_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"titles-{engine}"),
         **upstream_settings(fake_llm),
         AUTO_TITLES="true",

@@ -92,11 +92,11 @@ USER_BYTES = 4_000
 @pytest.fixture(scope="module")
 def small(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[User]:
     running = start_app_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"tree-bytes-{engine}"),
         TREE_MAX_NODES=str(MAX_NODES),
         TREE_MAX_VALUE_CHARS="900",

@@ -81,13 +81,13 @@ def stored_reply(user: User, chat_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tools_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[AppServer]:
     """Small limits (depth 3, 3 tool rounds), in development mode (`debug` events allowed)."""
     running = start_app_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"tools-{engine}"),
         **upstream_settings(fake_llm),
         TREE_MAX_DEPTH="3",

@@ -30,13 +30,13 @@ def marker() -> str:
 
 def _server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake: FakeOpenAI,
     **settings: str,
 ) -> Iterator[tuple[AppServer, User]]:
     server = start_app_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp("faults"),
         **{**upstream_settings(fake), **settings},
     )
@@ -49,7 +49,7 @@ def _server(
 @pytest.fixture(scope="module")
 def impatient(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[tuple[AppServer, User]]:
@@ -69,7 +69,7 @@ def impatient(
 @pytest.fixture(scope="module")
 def fragile(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[tuple[AppServer, User]]:

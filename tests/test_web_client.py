@@ -43,12 +43,14 @@ USER = "#messages .message[data-role='user']"
 @pytest.fixture(scope="module")
 def echo_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AppServer]:
     """A server with the built-in echo provider (no upstream): it repeats each message."""
     running = start_app_server(
-        make_database(engine), tmp_path_factory.mktemp("echo"), ECHO_TOKEN_DELAY="0.01"
+        make_database(engine, migrated=True),
+        tmp_path_factory.mktemp("echo"),
+        ECHO_TOKEN_DELAY="0.01",
     )
     yield running
     running.stop()
