@@ -8,6 +8,7 @@ most of the ~8 s a ``chatsvc serve`` subprocess takes to answer ``/health``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import threading
@@ -88,6 +89,10 @@ def serving(
             server.should_exit = True
             raise RuntimeError(f"the app did not start: {failure or 'see the log above'}")
         time.sleep(0.01)
+    # The app's start-up froze the heap (`chatsvc.app._freeze_startup_heap`): right for a
+    # process that serves one app, a leak in a test process that builds many (what a test
+    # or an earlier app left in cycles would never be collected).
+    gc.unfreeze()
     port: int = server.servers[0].sockets[0].getsockname()[1]
     if log is not None and isinstance(server, _GracefulServer):
         addresses = listening_addresses(server.servers)
