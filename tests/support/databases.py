@@ -91,13 +91,20 @@ async def create_postgres_database(template: str | None = None) -> str:
 
 
 async def drop_postgres_databases(urls: list[str]) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        for url in urls:
-            name = url.rsplit("/", 1)[1]
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    """Drop them, several at once: each DROP DATABASE waits for a checkpoint (about 1 s
+    here), and PostgreSQL serves the waits of concurrent drops with one."""
+    slots = asyncio.Semaphore(16)
+
+    async def drop(url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        async with slots:
+            connection = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await connection.close()
+
+    await asyncio.gather(*(drop(url) for url in urls))
 
 
 def migrate_database(db: Database) -> None:
