@@ -2,7 +2,9 @@
 
 For what needs no process of its own (start, stop, crash and multi-instance tests keep
 subprocess servers): no interpreter start, no import of the app per server, which is
-most of the ~8 s a ``chatsvc serve`` subprocess takes to answer ``/health``.
+most of what a ``chatsvc serve`` subprocess takes to answer ``/health`` (8 s measured on
+the 2-core CI machine under load; more under coverage). ``serve_app`` (tests/conftest.py)
+starts them for a test, ``start_app_server`` for a module's fixture.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ def serving(
 @contextmanager
 def capturing_logs(settings: Settings) -> Iterator[io.StringIO]:
     """The lines the app logs while it serves, formatted and scrubbed as ``chatsvc serve``
-    writes them (``chatsvc.logs.logging_config``). One capturing app at a time: the
-    loggers are the process's."""
+    writes them (``chatsvc.logs.logging_config``). The loggers are the process's: while
+    several apps serve in process, each one's log holds the lines of all of them."""
     text = io.StringIO()
     handler = logging.StreamHandler(text)
     formatter = JsonFormatter if settings.environment == "production" else TextFormatter
