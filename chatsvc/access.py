@@ -11,12 +11,17 @@ an operator writing the table directly in the Piccolo admin. So:
   change is announced on the bus, and every instance re-checks that user's
   sockets at once instead of at its next round.
 
-Token expiry is each socket's own timer (``chatsvc/api/ws.py``).
+Token expiry: one timer for every socket of the instance (a heap by expiry time),
+rather than a sleeping task per socket: an idle socket costs memory, not a task
+(docs/performance.md, idle sockets).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from typing import Protocol, Self
@@ -52,6 +57,11 @@ class Guarded(Protocol):
     def token_version(self) -> int: ...
     @property
     def staff(self) -> bool: ...
+    @property
+    def expires_at(self) -> float:
+        """When its token expires (Unix time)."""
+        ...
+
     def revoke(self, reason: str) -> None: ...
 
 
@@ -74,6 +84,7 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
         self.seconds = seconds
         self._open: dict[int, set[Guarded]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._expiries = _Expiries()
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -81,6 +92,7 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
         async with background_tasks() as task_group:
             self._task_group = task_group
             task_group.start_soon(self._rounds, name="access re-check")
+            task_group.start_soon(self._expiries.run, name="token expiry")
             if self._bus.shared:
                 ready = anyio.Event()
                 task_group.start_soon(self._listen, ready, name="account changes")
@@ -90,8 +102,10 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
 
     def watch(self, guarded: Guarded) -> None:
         self._open.setdefault(guarded.user_id, set()).add(guarded)
+        self._expiries.add(guarded)
 
     def forget(self, guarded: Guarded) -> None:
+        self._expiries.discard(guarded)
         sockets = self._open.get(guarded.user_id)
         if sockets is not None:
             sockets.discard(guarded)
@@ -139,6 +153,48 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
             async for message in messages:
                 if isinstance(message, AccountChanged):
                     self._check_soon(message.user_id)
+
+
+class _Expiries:
+    """Revokes each watched socket when its token expires: one task for all of them."""
+
+    def __init__(self) -> None:
+        #: (expires at, key): entries of forgotten sockets stay until popped or compacted.
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, Guarded] = {}
+        self._keys: dict[Guarded, int] = {}
+        self._next_key = itertools.count()
+        self._sooner = anyio.Event()
+
+    def add(self, guarded: Guarded) -> None:
+        key = next(self._next_key)
+        self._watched[key] = guarded
+        self._keys[guarded] = key
+        heapq.heappush(self._heap, (guarded.expires_at, key))
+        if self._heap[0][1] == key:
+            self._sooner.set()  # the timer sleeps until a later time: wake it
+
+    def discard(self, guarded: Guarded) -> None:
+        key = self._keys.pop(guarded, None)
+        if key is not None:
+            del self._watched[key]
+        if len(self._heap) > 2 * len(self._watched) + 64:  # mostly gone: rebuild
+            self._heap = [entry for entry in self._heap if entry[1] in self._watched]
+            heapq.heapify(self._heap)
+
+    async def run(self) -> None:
+        while True:
+            self._sooner = anyio.Event()
+            wait = self._heap[0][0] - time.time() if self._heap else None
+            with anyio.move_on_after(wait):
+                await self._sooner.wait()
+            now = time.time()
+            while self._heap and self._heap[0][0] <= now:
+                _, key = heapq.heappop(self._heap)
+                guarded = self._watched.pop(key, None)
+                if guarded is not None:
+                    del self._keys[guarded]
+                    guarded.revoke(EXPIRED)
 
 
 class SocketCounter:

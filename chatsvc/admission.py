@@ -4,14 +4,32 @@ The one place of the rule and its messages. It is checked twice with the same
 words: by the registry against the replies running on this process (no await
 between the check and the registration), and by the store in the transaction
 that records the exchange, against the replies streaming on every live instance.
+``Admission`` is what that transaction is given about the reply it admits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from uuid import UUID
 
+from msgspec import Struct
+
 from chatsvc.errors import Busy, RateLimited
+
+
+class Admission(Struct, frozen=True, kw_only=True):
+    """A reply asking to be stored ``streaming``: whose, its ids, where it runs, and the
+    rules it is stored under (the same for a sent message's reply and a regenerated one)."""
+
+    owner: int
+    task_id: UUID
+    reply_id: UUID
+    instance: str
+    live_after: datetime  # the replies of instances whose lease is fresher count as running
+    per_user_cap: int
+    default_model: str  # the reply's model when the chat's is not offered
+    offered_models: frozenset[str]
 
 
 def admit(running_chats: Collection[UUID], chat_id: UUID | None, cap: int) -> None:

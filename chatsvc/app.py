@@ -217,6 +217,7 @@ def _build_services(
         trees=trees,
         budgets=budgets,
         generations=generations,
+        launcher=generations.launcher,
         chats=Chats(
             generations,
             models=settings.model_choices,

@@ -8,7 +8,10 @@ Instances share nothing but the database and this bus. Two kinds of channel:
 - ``chatsvc.instance.<instance id>``: requests to one instance (``AbortRequest``,
   ``SnapshotRequest``), which it answers on the chat's channel;
 - ``chatsvc.accounts``: ``AccountChanged``, read by every instance, which then
-  re-checks the open sockets of that user (docs/operations.md).
+  re-checks the open sockets of that user (docs/operations.md);
+- ``chatsvc.users``: ``UserEnvelope``, the events of a chat that go to every socket
+  of its owner (``chat_created``, ``chat_updated``), read by every instance: they
+  are few (a chat created, renamed, named or switched to another branch).
 
 Backends (``EVENT_BUS_URL``): unset is Litestar's in-memory backend, for one
 instance (nothing needs to travel, so nothing is published); ``redis://`` is
@@ -60,6 +63,16 @@ class Envelope(msgspec.Struct, tag="event", tag_field="k", omit_defaults=True):
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class UserEnvelope(msgspec.Struct, tag="user", tag_field="k"):
+    """A chat event for every socket of the chat's owner: ``data`` is the wire frame."""
+
+    origin: str
+    user_id: int
+    chat_id: UUID
+    type: str
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
 class AbortRequest(msgspec.Struct, tag="abort", tag_field="k"):
     origin: str
     owner: int
@@ -96,7 +109,7 @@ class Chunk(msgspec.Struct, tag="chunk", tag_field="k"):
     part: str  # base64 of a slice of the encoded message
 
 
-BusMessage = Envelope | AbortRequest | SnapshotRequest | AccountChanged
+BusMessage = Envelope | UserEnvelope | AbortRequest | SnapshotRequest | AccountChanged
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(BusMessage | Probe | Chunk).decode
 
@@ -110,6 +123,7 @@ def instance_channel(instance: str) -> str:
 
 
 ACCOUNTS_CHANNEL = "chatsvc.accounts"
+USERS_CHANNEL = "chatsvc.users"
 
 
 # --- backends ------------------------------------------------------------------------

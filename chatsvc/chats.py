@@ -20,6 +20,7 @@ from chatsvc.wire import (
     DEFAULT_TITLE,
     Chat,
     ChatCreate,
+    ChatCreated,
     ChatPage,
     ChatUpdate,
     ChatUpdated,
@@ -68,7 +69,7 @@ class Chats:
         """``replies``: stops a chat's reply before the chat is deleted;
         ``models``: what a chat may choose (``Settings.model_choices``), the default first;
         ``max_chats``: how many chats a user may keep; ``events``: where a change of the
-        active branch is told (``chat_updated``)."""
+        chat (its settings, its active branch) is told (``chat_updated``)."""
         self._replies = replies
         self._models = models
         self._max_chats = max_chats
@@ -96,7 +97,10 @@ class Chats:
             max_chats=self._max_chats,
             title_source="placeholder" if data.title == DEFAULT_TITLE else "user",
         )
-        return chat_from_record(chat)
+        created = chat_from_record(chat)
+        if self._events is not None:  # the owner's other tabs list it
+            self._events.publish_to_owner(owner, created.id, event_of(ChatCreated(chat=created)))
+        return created
 
     async def list(
         self, owner: int, *, limit: int, cursor: str | None = None, q: str | None = None
@@ -169,14 +173,16 @@ class Chats:
         }
         if "title" in values:  # the user's title: the server never renames the chat again
             values["title_source"] = "user"
-        chat = await store.update_chat(owner, chat_id, values)
-        if chat is None:
+        record = await store.update_chat(owner, chat_id, values)
+        if record is None:
             raise NotFound("chat not found")
-        return chat_from_record(chat)
+        chat = chat_from_record(record)
+        self._announce(owner, chat)
+        return chat
 
     async def set_active(self, owner: int, chat_id: UUID, message_id: UUID) -> Chat:
         """Make the newest branch under ``message_id`` the active one; the chat's
-        subscribers get ``chat_updated``."""
+        subscribers and its owner's sockets get ``chat_updated``."""
         leaf = await store.descendant_leaf(owner, chat_id, message_id)
         if leaf is None:
             await self.get(owner, chat_id)  # an unknown chat says so
@@ -185,9 +191,13 @@ class Chats:
         if record is None:
             raise NotFound("chat not found")
         chat = chat_from_record(record)
-        if self._events is not None:
-            self._events.publish(chat_id, event_of(ChatUpdated(chat=chat)))
+        self._announce(owner, chat)
         return chat
+
+    def _announce(self, owner: int, chat: Chat) -> None:
+        """``chat_updated`` to the chat's subscribers and every socket of its owner."""
+        if self._events is not None:
+            self._events.publish_to_owner(owner, chat.id, event_of(ChatUpdated(chat=chat)))
 
     async def delete(self, owner: int, chat_id: UUID) -> None:
         """Delete a chat and its messages; a reply still streaming there is aborted first."""

@@ -1,8 +1,17 @@
-"""Per-chat fan-out of generation events to the sockets and SSE streams that follow a chat.
+"""Per-chat fan-out of generation events to the sockets and SSE streams that follow a chat,
+and per-user fan-out of chat events to every socket of the chat's owner.
 
 A generation publishes each event once, already encoded; every subscriber of
 the chat gets the same bytes. Delivery never blocks the publisher: a
 subscriber that cannot keep up handles that itself (see ``Subscriber``).
+
+Events about the chat itself (``chat_created``, ``chat_updated``) go further,
+to every open socket of its owner (``publish_to_owner``; docs/protocol.md
+section 4.2), so a tab that shows the chat list but follows no chat sees a new
+chat or title. A socket joins its user's set for as long as it is open
+(``join``/``leave``); one that also follows the chat gets such an event once,
+as a follower. With a shared event bus these events also go out on one channel
+for every instance (``USERS_CHANNEL``: they are few), read from start to stop.
 
 Subscribers on this instance get an event straight from the publisher. With
 a shared event bus the event also goes out on the chat's channel, and while
@@ -25,7 +34,15 @@ import anyio
 import anyio.abc
 import msgspec
 
-from chatsvc.bus import Envelope, EventBus, SnapshotRequest, chat_channel, instance_channel
+from chatsvc.bus import (
+    USERS_CHANNEL,
+    Envelope,
+    EventBus,
+    SnapshotRequest,
+    UserEnvelope,
+    chat_channel,
+    instance_channel,
+)
 from chatsvc.tasks import background_tasks
 from chatsvc.wire import EventType, encode_frame
 
@@ -37,6 +54,8 @@ SNAPSHOT_WAIT_SECONDS = 2.0
 SNAPSHOT_ASKS = 3
 #: Events held for a subscriber waiting for a snapshot (a snapshot is due in a round trip).
 GATE_EVENTS = 5_000
+#: How long the start waits for the bus to confirm the users' channel is read.
+BUS_READY_SECONDS = 5.0
 
 
 class Event(NamedTuple):
@@ -82,6 +101,7 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
 
     def __init__(self, bus: EventBus | None = None) -> None:
         self._subscribers: defaultdict[UUID, set[Subscriber]] = defaultdict(set)
+        self._users: dict[int, set[Subscriber]] = {}  # the open sockets of each user
         self._bus = bus
         self._feeds: dict[UUID, _Feed] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -94,6 +114,17 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         """The feeds and snapshot requests run in this task group until the body ends."""
         async with background_tasks() as self._task_group:
+            if self._shared:
+                ready = anyio.Event()
+                self._task_group.start_soon(self._read_users, ready, name="user events")
+                with anyio.move_on_after(BUS_READY_SECONDS):
+                    await ready.wait()
+                if not ready.is_set():
+                    log.error(
+                        "event bus: no answer in %g s; chat events of other instances may "
+                        "not reach sockets that follow no chat",
+                        BUS_READY_SECONDS,
+                    )
             yield self
 
     def when_set(self, event: anyio.Event, then: Callable[[], object]) -> None:
@@ -175,6 +206,40 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
             subscribers.discard(old)
             subscribers.add(new)
 
+    # --- the owner's sockets ----------------------------------------------------------
+
+    def join(self, user_id: int, socket: Subscriber) -> None:
+        """An open socket of the user: it gets the events of every chat of the user."""
+        self._users.setdefault(user_id, set()).add(socket)
+
+    def leave(self, user_id: int, socket: Subscriber) -> None:
+        sockets = self._users.get(user_id)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._users[user_id]
+
+    def publish_to_owner(self, owner: int, chat_id: UUID, event: Event) -> None:
+        """To the chat's subscribers, and to every socket of its owner, on every instance."""
+        self.publish(chat_id, event)
+        self._deliver_to_owner(owner, chat_id, event)
+        if self._shared:
+            assert self._bus is not None
+            envelope = UserEnvelope(
+                origin=self._bus.instance,
+                user_id=owner,
+                chat_id=chat_id,
+                type=event.type,
+                data=msgspec.Raw(event.data),
+            )
+            self._bus.publish(USERS_CHANNEL, envelope)
+
+    def _deliver_to_owner(self, owner: int, chat_id: UUID, event: Event) -> None:
+        """The owner's sockets that do not follow the chat: the others have it already."""
+        for socket in tuple(self._users.get(owner, ())):
+            if not self.is_subscribed(chat_id, socket):
+                socket.deliver(event)
+
     # --- publishing -------------------------------------------------------------------
 
     def publish(self, chat_id: UUID, event: Event) -> None:
@@ -223,6 +288,21 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
                 log.exception("event bus: stopped reading chat %s", chat_id)
         if self._feeds.get(chat_id) is feed:
             del self._feeds[chat_id]
+
+    async def _read_users(self, ready: anyio.Event) -> None:
+        """Chat events of other instances for the owner's sockets here (followers of the
+        chat get them on the chat's channel)."""
+        assert self._bus is not None
+        try:
+            messages = self._bus.listen(USERS_CHANNEL, ready)
+            async with aclosing(messages):
+                async for message in messages:
+                    if isinstance(message, UserEnvelope) and message.user_id in self._users:
+                        kind = cast(EventType, message.type)
+                        event = Event(kind, None, bytes(message.data))
+                        self._deliver_to_owner(message.user_id, message.chat_id, event)
+        except Exception:  # this reader's error boundary: local delivery goes on
+            log.exception("event bus: stopped reading user events")
 
     async def _ask_for_snapshot(self, gate: _SnapshotGate, owner_instance: str) -> None:
         assert self._bus is not None

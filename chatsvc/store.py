@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -30,7 +30,7 @@ from piccolo.columns.base import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
-from chatsvc.admission import admit
+from chatsvc.admission import Admission, admit
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
 from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
 from chatsvc.records import (
@@ -195,20 +195,44 @@ async def create_chat(
     async with write_transaction(engine):
         if isinstance(engine, PostgresEngine):
             await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
-        await _check_room_for_chat(owner, max_chats)
-        rows = await Chat.insert(
-            Chat(
-                owner=owner,
-                title=title,
-                title_source=title_source,
-                system_prompt=system_prompt,
-                model=model,
-                created_at=stamp,
-                updated_at=stamp,
-            )
-        ).returning(*_CHAT_COLUMNS)
-        await _create_tree(rows[0]["id"])
-    return (await _chats(rows))[0]
+        row = await _insert_chat(
+            owner,
+            max_chats,
+            title=title,
+            title_source=title_source,
+            system_prompt=system_prompt,
+            model=model,
+            stamp=stamp,
+        )
+    return (await _chats([row]))[0]
+
+
+async def _insert_chat(
+    owner: int,
+    max_chats: int,
+    *,
+    title: str,
+    title_source: str,
+    system_prompt: str,
+    model: str | None,
+    stamp: datetime,
+) -> _Row:
+    """A chat and its empty tree, in the caller's write transaction; :class:`LimitReached`
+    when the owner has ``max_chats`` already."""
+    await _check_room_for_chat(owner, max_chats)
+    rows = await Chat.insert(
+        Chat(
+            owner=owner,
+            title=title,
+            title_source=title_source,
+            system_prompt=system_prompt,
+            model=model,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+    ).returning(*_CHAT_COLUMNS)
+    await _create_tree(rows[0]["id"])
+    return rows[0]
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
@@ -492,18 +516,11 @@ def _older_than(keyset: _Keyset) -> Any:
 
 
 async def create_exchange(
-    owner: int,
+    admission: Admission,
     *,
     chat_id: UUID | None,
     new_chat_title: str,
     user_content: str,
-    assistant_id: UUID,
-    default_model: str,
-    offered_models: Collection[str],
-    task_id: UUID,
-    instance: str,
-    live_after: datetime,
-    per_user_cap: int,
     max_chats: int,
     parent: UUID | UnsetType | None = UNSET,
     new_chat_system_prompt: str = "",
@@ -516,8 +533,8 @@ async def create_exchange(
     follows ``parent`` (an assistant message of the chat; ``None``: a new first
     message; left out: the end of the active branch), the reply follows it, and the
     reply becomes the chat's active leaf. The reply's model is the chat's
-    when it is among ``offered_models``, else ``default_model`` (a chat may keep a
-    model the operator no longer offers: it is never sent upstream). Returns
+    when it is among ``admission.offered_models``, else its ``default_model`` (a chat may
+    keep a model the operator no longer offers: it is never sent upstream). Returns
     the :class:`~chatsvc.records.Exchange`, or ``None`` when the
     chat is not the owner's; ``NotFound`` or ``InvalidInput`` for a bad ``parent``.
     The limits hold across instances: the user's row is locked (SQLite has one
@@ -526,24 +543,18 @@ async def create_exchange(
     user's cap), or create a chat past ``max_chats``
     (``LimitReached``).
     """
-    stamp = now()
-    async with _admission(owner, chat_id, live_after, per_user_cap):
+    stamp, owner = now(), admission.owner
+    async with _admitted(admission, chat_id):
         if chat_id is None:
-            await _check_room_for_chat(owner, max_chats)
-            chat = (
-                await Chat.insert(
-                    Chat(
-                        owner=owner,
-                        title=new_chat_title,
-                        title_source=new_chat_title_source,
-                        system_prompt=new_chat_system_prompt,
-                        model=new_chat_model,
-                        created_at=stamp,
-                        updated_at=stamp,
-                    )
-                ).returning(*_CHAT_COLUMNS)
-            )[0]
-            await _create_tree(chat["id"])
+            chat = await _insert_chat(
+                owner,
+                max_chats,
+                title=new_chat_title,
+                title_source=new_chat_title_source,
+                system_prompt=new_chat_system_prompt,
+                model=new_chat_model,
+                stamp=stamp,
+            )
             created, follows = True, None
         else:
             rows = await Chat.select(*_CHAT_COLUMNS).where(
@@ -564,21 +575,10 @@ async def create_exchange(
             created_at=stamp,
             completed_at=stamp,
         )
-        reply = Message(
-            id=assistant_id,
-            chat=chat["id"],
-            parent=user_message.id,
-            role="assistant",
-            content="",
-            status="streaming",
-            model=chat["model"] if chat["model"] in offered_models else default_model,
-            created_at=stamp + _AFTER,
-            task_id=task_id,
-            instance=instance,
-        )
+        reply = _streaming_reply(admission, chat, user_message.id, stamp + _AFTER)
         rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
         chats = await (
-            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: assistant_id})
+            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: admission.reply_id})
             .where(Chat.id == chat["id"])
             .returning(*_CHAT_COLUMNS)
         )
@@ -605,25 +605,15 @@ async def _check_parent(chat_id: UUID, parent: UUID) -> None:
 
 
 async def create_regeneration(
-    owner: int,
-    *,
-    chat_id: UUID,
-    message_id: UUID,
-    assistant_id: UUID,
-    default_model: str,
-    offered_models: Collection[str],
-    task_id: UUID,
-    instance: str,
-    live_after: datetime,
-    per_user_cap: int,
+    admission: Admission, *, chat_id: UUID, message_id: UUID
 ) -> Exchange | None:
     """Store an empty ``streaming`` reply as a sibling of the reply ``message_id`` (same
     user message before it) and make it the chat's active leaf, in one transaction,
     under the same limits as :func:`create_exchange`. ``None`` when the chat is not the
     owner's; ``NotFound`` for a message not in the chat, ``InvalidInput`` for one that
     is not a reply, ``Busy`` for one still streaming."""
-    stamp = now()
-    async with _admission(owner, chat_id, live_after, per_user_cap):
+    stamp, owner = now(), admission.owner
+    async with _admitted(admission, chat_id):
         rows = await Chat.select(*_CHAT_COLUMNS).where((Chat.id == chat_id) & (Chat.owner == owner))
         if not rows:
             return None
@@ -639,21 +629,10 @@ async def create_regeneration(
         if given.status == "streaming":
             raise Busy("a reply is already being generated in this chat")
         question = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == given.parent)
-        reply = Message(
-            id=assistant_id,
-            chat=chat_id,
-            parent=given.parent,
-            role="assistant",
-            content="",
-            status="streaming",
-            model=chat["model"] if chat["model"] in offered_models else default_model,
-            created_at=stamp,
-            task_id=task_id,
-            instance=instance,
-        )
+        reply = _streaming_reply(admission, chat, given.parent, stamp)
         inserted = await Message.insert(reply).returning(*_MESSAGE_COLUMNS)
         chats = await (
-            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: assistant_id})
+            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: admission.reply_id})
             .where(Chat.id == chat_id)
             .returning(*_CHAT_COLUMNS)
         )
@@ -664,12 +643,28 @@ async def create_regeneration(
     return Exchange(chat=record, question=question_record, reply=reply_record, created=False)
 
 
+def _streaming_reply(admission: Admission, chat: _Row, parent: UUID, stamp: datetime) -> Message:
+    """The admitted reply's row: empty, ``streaming``, in the chat's model if it is offered."""
+    offered = chat["model"] in admission.offered_models
+    return Message(
+        id=admission.reply_id,
+        chat=chat["id"],
+        parent=parent,
+        role="assistant",
+        content="",
+        status="streaming",
+        model=chat["model"] if offered else admission.default_model,
+        created_at=stamp,
+        task_id=admission.task_id,
+        instance=admission.instance,
+    )
+
+
 @contextlib.asynccontextmanager
-async def _admission(
-    owner: int, chat_id: UUID | None, live_after: datetime, per_user_cap: int
-) -> AsyncGenerator[None]:
-    """A write transaction that admits one more reply of ``owner``'s (``admission.admit``)
+async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerator[None]:
+    """A write transaction that admits one more reply of the owner's (``admission.admit``)
     against the replies streaming on every live instance, the user's row locked."""
+    owner, live_after, per_user_cap = admission.owner, admission.live_after, admission.per_user_cap
     engine = current_engine()
     # On PostgreSQL a user's sends queue here rather than on their row's lock (KeyedTurns).
     one_per_user = (

@@ -153,6 +153,41 @@ def server(
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def echo_server(
+    engine: str,
+    make_database: Callable[..., Database],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """A server with the built-in echo provider (no upstream): it repeats each message."""
+    running = start_server(
+        make_database(engine, migrated=True),
+        tmp_path_factory.mktemp(f"echo-{engine}"),
+        ECHO_TOKEN_DELAY="0.01",
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def titled(
+    engine: str,
+    make_database: Callable[..., Database],
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_llm: FakeOpenAI,
+) -> Iterator[Server]:
+    """A server whose model names chats after their first reply (`AUTO_TITLES=true`),
+    streaming from ``fake_llm``."""
+    running = start_server(
+        make_database(engine, migrated=True),
+        tmp_path_factory.mktemp(f"titles-{engine}"),
+        **upstream_settings(fake_llm),
+        AUTO_TITLES="true",
+    )
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def spawn_server(
     engine: str,

@@ -114,6 +114,7 @@ class Script:
     stall_after: int | None = None  # stop sending (connection left open) after this many
     error_after: int | None = None  # send an `error` event after this many tokens
     error_joined: bool = False  # ...in the same write as those tokens (one read for the client)
+    garbage_after: int | None = None  # send an event that is not JSON after this many tokens
     reasoning: int = 0  # reasoning deltas before the content (at `rate`, as tokens are)
     # A request that is not streamed (a chat's title): answer with this text (default: the
     # tokens' text), or with this HTTP error status, after this many seconds.
@@ -520,6 +521,8 @@ class FakeOpenAI:
                 return _GONE
             if index == script.error_after:
                 return await self._send_error_event(writer, record)
+            if index == script.garbage_after:  # a broken proxy's line, then the body goes on
+                await self._raw(writer, b"data: {not json\n\n")
             if script.rate:
                 await asyncio.sleep(1 / script.rate)
             await self._event(writer, record, {"content": script.token(index)})

@@ -69,8 +69,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.chats",
         },
     ),
-    # The generation package, one way inside too: the registry starts the runner, the
-    # runner runs the conversation, and all of them build on the reply and its frames.
+    # The generation package, one way inside too: the launcher starts a reply and the
+    # registry runs it with the runner, which runs the conversation; all of them build on
+    # the reply and its frames.
     ("generation: the reply", {"chatsvc.generation.reply", "chatsvc.generation.frames"}),
     (
         "generation: its parts",
@@ -81,7 +82,10 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.generation.naming",
         },
     ),
-    ("generation: the runner", {"chatsvc.generation.runner"}),
+    (
+        "generation: the launcher and the runner",
+        {"chatsvc.generation.launch", "chatsvc.generation.runner"},
+    ),
     ("generation: the registry", {"chatsvc.generation", "chatsvc.generation.registry"}),
     (
         "transport",
@@ -108,9 +112,11 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "chatsvc.cli",
             "chatsvc.terminal",
+            "chatsvc.terminal.branches",
             "chatsvc.terminal.client",
             "chatsvc.terminal.commands",
             "chatsvc.terminal.connection",
+            "chatsvc.terminal.current",
             "chatsvc.terminal.frames",
             "chatsvc.terminal.reply",
             "chatsvc.terminal.rest",
@@ -386,3 +392,13 @@ def test_the_terminal_client_is_only_a_client(tmp_path: Path) -> None:
     assert not loaded & set(SERVER_PACKAGES), loaded & set(SERVER_PACKAGES)
     chatsvc_modules = {m for m in loaded if m.startswith("chatsvc.")}
     assert {m for m in chatsvc_modules if not _terminal(m)} == {"chatsvc.wire"}
+
+
+def test_the_generation_core_stays_readable_in_one_sitting() -> None:
+    """Issue 14: no module of chatsvc/generation/ over 300 lines."""
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines())
+        for path in (PACKAGE / "generation").glob("*.py")
+    }
+    assert {name: size for name, size in sizes.items() if size > 300} == {}
+    assert len(sizes) > 5  # the package was read

@@ -108,3 +108,18 @@ def changes_audited(server: Server, victim: int, superuser_name: str, staff_name
     assert f"admin delete piccolo_user {victim}" in delete
     assert "status=405" in delete
     assert SECRET_NAME not in server.log()  # names of fields, never their values
+
+
+def test_a_malformed_admin_login_is_refused_and_audited_cut_short(server: Server) -> None:
+    """A username or password our rules could never accept is refused before any lookup
+    or hashing; the audit line keeps at most 64 characters of the username."""
+    mark = secrets.token_hex(4)
+    username = f"m{mark}" + "x" * 55 + "-tail-never-logged"  # 64 characters before "-tail"
+    with admin_client(server) as client:
+        assert admin_login(client, username, "short").status_code == 401
+        assert client.get("/admin/api/tables/").status_code == 401
+    [line] = audit_lines(server, f"username=m{mark}", "event=login_failed")
+    assert "admin login failed: malformed" in line
+    assert "via=admin" in line
+    assert f"username={username[:64]}" in line
+    assert "-tail-never-logged" not in server.log()

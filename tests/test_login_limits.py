@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
+from chatsvc.errors import RateLimited
+from chatsvc.login_limits import SWEEP_AT, WINDOW_SECONDS, LoginLimits
 from tests.support import PASSWORD, AppServer, Server, unique_username
 from tests.test_admin import LOGIN, admin_client, create_user
 
@@ -103,3 +106,65 @@ def test_a_full_hashing_queue_answers_503_at_once(serve_app: Callable[..., AppSe
             assert response.json()["code"] == "overloaded"
             assert int(response.headers["Retry-After"]) >= 1
     assert login(server, "10.5.1.1", unique_username()).status_code == 401  # it drains
+
+
+def test_an_ipv4_address_mapped_in_ipv6_shares_the_ipv4_budget(
+    serve_app: Callable[..., AppServer],
+) -> None:
+    """``::ffff:10.7.0.1`` (an IPv4 client on a dual-stack socket) is ``10.7.0.1``."""
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    statuses = [login(server, "::ffff:10.7.0.1", unique_username()).status_code for _ in range(3)]
+    assert statuses == [401, 401, 401]
+    assert_limited(login(server, "10.7.0.1", unique_username()))
+    assert login(server, "10.7.0.2", unique_username()).status_code == 401
+
+
+class Clock:
+    """A clock the test moves (``LoginLimits`` takes one for this)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_spent_budget_comes_back_after_a_minute() -> None:
+    clock = Clock()
+    limits = LoginLimits(2, clock=clock)
+    limits.charge("10.0.0.1", "alice")
+    clock.now += 30
+    limits.charge("10.0.0.1", "alice")
+    with pytest.raises(RateLimited) as refused:
+        limits.charge("10.0.0.1")
+    assert refused.value.retry_after == 30  # the first attempt leaves the window then
+    with pytest.raises(RateLimited):
+        limits.charge("10.0.0.9", "ALICE")  # the username's budget, whatever its case
+    clock.now += 30
+    limits.charge("10.0.0.1")  # one slot free again, and only one
+    with pytest.raises(RateLimited):
+        limits.charge("10.0.0.1")
+    limits.charge("10.0.0.9", "Alice")
+
+
+def test_a_flood_of_new_addresses_forgets_the_oldest_budgets() -> None:
+    """Memory stays bounded: past ``SWEEP_AT`` keys, idle ones go first, then the oldest
+    (whose budgets restart); the newest keep theirs."""
+    clock = Clock()
+    limits = LoginLimits(1, clock=clock)
+    idle = [f"10.1.{n // 250}.{n % 250}" for n in range(SWEEP_AT // 2)]
+    for address in idle:
+        limits.charge(address)
+    clock.now += WINDOW_SECONDS + 1  # these are idle for a whole window now
+    fresh = [f"10.2.{n // 250}.{n % 250}" for n in range(SWEEP_AT // 2)]
+    for address in fresh:
+        limits.charge(address)
+    limits.charge("10.3.0.1")  # the sweep: the idle half goes, the fresh half stays
+    with pytest.raises(RateLimited):
+        limits.charge(fresh[0])
+    flood = [f"10.4.{n // 250}.{n % 250}" for n in range(SWEEP_AT // 2)]
+    for address in flood:  # full again, of fresh keys only: the oldest half is forgotten
+        limits.charge(address)
+    limits.charge(fresh[0])  # its budget restarted
+    with pytest.raises(RateLimited):
+        limits.charge(flood[-1])

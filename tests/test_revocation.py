@@ -124,8 +124,9 @@ def test_a_socket_closes_within_seconds_of_its_user_being_deactivated(server: Se
 def test_a_socket_of_staff_closes_when_staff_rights_are_withdrawn(server: Server) -> None:
     staff = promoted(server)
     plain = register_and_login(server)
+    chat_id = _new_chat(staff)
     with Socket(staff) as staff_socket, Socket(plain) as plain_socket:
-        staff_socket.send(action="subscribe", chat_id=_new_chat(staff), debug=True)
+        staff_socket.send(action="subscribe", chat_id=chat_id, debug=True)
         still_open(staff_socket)
         server.db.query("UPDATE piccolo_user SET admin = ? WHERE id = ?", False, staff.id)
         assert closed(staff_socket) == (4401, "staff rights withdrawn")

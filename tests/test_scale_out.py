@@ -335,3 +335,73 @@ def test_readiness_reports_the_event_bus(cluster: Cluster) -> None:
         assert ready.json()["event_bus"] == expected
         shown = BUS_URLS[cluster.bus] or "in-process (one instance"
         assert f"Event bus  {shown}" in server.log()  # the start banner says which
+
+
+@pytest.fixture(scope="module", params=["redis", "postgres"])
+def titled_pair(
+    request: pytest.FixtureRequest,
+    engine: str,
+    make_database: Callable[[str], Database],
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_llm: FakeOpenAI,
+) -> Iterator[tuple[Server, Server]]:
+    """Two instances on a shared bus that name chats (`AUTO_TITLES=true`)."""
+    bus = request.param
+    if bus == "redis":
+        _require_redis()
+    db = make_database(engine)
+    cwd = tmp_path_factory.mktemp(f"titled-{engine}-{bus}")
+    settings = {**upstream_settings(fake_llm), "AUTO_TITLES": "true"}
+    settings["EVENT_BUS_URL"] = str(BUS_URLS[bus])
+    a = start_server(db, cwd, **settings)
+    b = start_server(db, cwd, **settings)
+    yield a, b
+    b.stop()
+    a.stop()
+
+
+def _until_pong(socket: Socket) -> list[dict]:
+    """What the socket was given before a `ping` sent now."""
+    socket.send(action="ping")
+    return socket.until(lambda f: f["type"] == "pong")[:-1]
+
+
+def test_the_model_s_title_reaches_the_user_s_sockets_on_the_other_instance(
+    titled_pair: tuple[Server, Server],
+) -> None:
+    """A chat named on A: on B, a socket that follows no chat and one that follows the chat
+    each get `chat_updated` once; another user's socket on B gets nothing."""
+    a, b = titled_pair
+    on_a = register_and_login(a)
+    on_b = replace(on_a, server=b)
+    stranger = register_and_login(b)
+    with (
+        Socket(on_b) as idle,
+        Socket(on_b) as follower,
+        Socket(stranger) as other,
+        Socket(on_a) as writer,
+    ):
+        with on_a.client() as client:  # untitled: the model names it after its first reply
+            response = client.post("/api/chats", json={})
+        assert response.status_code == 201, response.text
+        chat_id = response.json()["id"]
+        for socket in (idle, follower):  # the list of every tab gets the new chat
+            created = socket.until(lambda f: f["type"] == "chat_created")
+            assert [f["chat"]["id"] for f in created] == [chat_id], created
+        _follow(follower, chat_id)
+        script = directive(tokens=2, unstreamed_text="Named on A")
+        started = writer.start(f"{_mark()} {script}", chat_id=chat_id)
+        writer.until_end(started["task_id"])
+        title = writer.until(lambda f: f["type"] == "chat_updated")[-1]
+        assert title["chat"]["title"] == "Named on A"
+        followed = follower.until(lambda f: f["type"] == "chat_updated")
+        assert followed[-1] == title
+        assert [f["type"] for f in followed][-1:] == ["chat_updated"]
+        told = idle.until(lambda f: f["type"] == "chat_updated")
+        assert told == [title], told  # none of the reply's events: it follows no chat
+        # B handed each copy over at once: a pong now comes behind any second one.
+        assert _until_pong(follower) == []
+        assert _until_pong(idle) == []
+        assert _until_pong(other) == []
+    with on_b.client() as client:
+        assert client.get(f"/api/chats/{chat_id}").json()["title"] == "Named on A"

@@ -14,6 +14,8 @@ def test_a_second_tab_gets_a_snapshot_then_the_rest(alice: User) -> None:
     with Socket(alice) as first, Socket(alice) as second:
         started = first.start(f"tabs {directive(tokens=80, rate=80)}")
         first.until(lambda f: f["type"] == "token" and f["seq"] >= 5)
+        heard = second.until(lambda f: f["type"] == "chat_created")  # every tab lists it
+        assert [f["type"] for f in heard] == ["chat_created"], heard
         second.send(action="subscribe", chat_id=started["chat_id"])
         snapshot = second.recv()
         rest = second.until_end(started["task_id"])

@@ -3,24 +3,30 @@
 A user types, reads the reply as it streams, presses Ctrl-C mid-reply (the reply
 is stored ``aborted``, the client stays), uses ``/chats``, ``/new`` and ``/history``,
 and leaves with Ctrl-C at the prompt, Ctrl-D or ``/quit``: exit status 0. Failures
-are one line and a non-zero status, never a traceback.
+are one line and a non-zero status, never a traceback. Conversation trees (issue 15):
+``/retry``, ``/edit``, ``/branches`` and ``/branch N``, checked over REST and in the
+fake upstream's requests, and the ``chat_updated`` events other clients cause.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import secrets
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from chatsvc.terminal.commands import COMMANDS
-from tests.fake_openai import Script, directive
+from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PASSWORD,
     Server,
+    Socket,
     User,
     clean_environment,
     free_port,
@@ -49,7 +55,12 @@ def spawn_client(tmp_path: Path, *args: str, **env: str) -> pexpect.spawn:
         timeout=30,
         dimensions=(50, 250),
     )
+    child.logfile_read = io.StringIO()  # everything the client printed: transcript(child)
     return child
+
+
+def transcript(child: pexpect.spawn) -> str:
+    return child.logfile_read.getvalue()
 
 
 def log_in(child: pexpect.spawn, password: str = PASSWORD) -> None:
@@ -76,6 +87,23 @@ def messages(user: User, chat_id: str) -> list[dict]:
 def chats(user: User) -> list[dict]:
     with user.client() as client:
         return client.get("/api/chats").json()["items"]
+
+
+def tree(user: User, chat_id: str) -> list[dict]:
+    """Every message of the chat, every branch, oldest first."""
+    with user.client() as client:
+        answer = client.get(f"/api/chats/{chat_id}/messages", params={"all": "true"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
+
+
+def active_leaf(user: User, chat_id: str) -> str | None:
+    with user.client() as client:
+        return client.get(f"/api/chats/{chat_id}").json()["active_leaf_id"]
+
+
+def marker() -> str:
+    return f"term-{secrets.token_hex(4)}"
 
 
 def make_chat(user: User, title: str, content: str) -> str:
@@ -372,3 +400,313 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert "CHATSVC_TOKEN" in result.stdout
     top = run_chatsvc("--help", cwd=tmp_path, env=client_environment())
     assert "chat" in top.stdout
+
+
+# --- conversation trees: /retry, /edit, /branches, /branch N (issue 15) ---------------------
+
+
+def open_chat(tmp_path: Path, user: User, chat_id: str) -> pexpect.spawn:
+    child = spawn_client(
+        tmp_path, "--url", user.server.url, "--chat", chat_id, CHATSVC_TOKEN=user.token
+    )
+    child.expect_exact("Chat: ")
+    child.expect_exact(PROMPT)
+    return child
+
+
+def test_retry_after_a_complete_reply(server: Server, fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    user = register_and_login(server)
+    mark = marker()
+    chat_id = make_chat(user, "Retry", f"{mark} apples {directive(tokens=3)}")
+    [question, first] = messages(user, chat_id)
+    child = open_chat(tmp_path, user, chat_id)
+
+    child.sendline("/retry")
+    child.expect_exact("assistant: " + Script(tokens=3).expected_text())
+    child.expect_exact("[reply 2/2: /branches lists the versions]")
+    child.expect_exact(PROMPT)
+
+    replies = [m for m in tree(user, chat_id) if m["role"] == "assistant"]
+    assert [r["parent_id"] for r in replies] == [question["id"], question["id"]]
+    assert replies[0]["id"] == first["id"]
+    assert [r["status"] for r in replies] == ["complete", "complete"]
+    new = replies[1]
+    assert new["sibling_ids"] == [first["id"], new["id"]]
+    assert active_leaf(user, chat_id) == new["id"]
+    assert [m["id"] for m in messages(user, chat_id)] == [question["id"], new["id"]]
+    # The same history went upstream again.
+    records = [r for r in fake_llm.records_for(mark) if r.stream]
+    assert len(records) == 2
+    assert records[1].messages == records[0].messages
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_retry_after_an_aborted_reply(server: Server, tmp_path: Path) -> None:
+    user = register_and_login(server)
+    child = spawn_client(tmp_path, "--url", server.url, CHATSVC_TOKEN=user.token)
+    child.expect_exact(PROMPT)
+    child.sendline(f"count {directive(tokens=30, rate=30)}")
+    child.expect_exact("assistant: t0 t1 ")
+    child.sendintr()
+    child.expect_exact("[stopped: the reply was aborted")
+    child.expect_exact(PROMPT)
+
+    child.sendline("/retry")  # the new reply streams as any other, to its end
+    child.expect_exact("assistant: " + Script(tokens=30).expected_text())
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+
+    [chat] = chats(user)
+    question, aborted, retried = tree(user, chat["id"])
+    assert aborted["status"] == "aborted"
+    assert Script(tokens=30).expected_text().startswith(aborted["content"])
+    assert retried["status"] == "complete"
+    assert retried["content"] == Script(tokens=30).expected_text()
+    assert aborted["parent_id"] == retried["parent_id"] == question["id"]
+    assert active_leaf(user, chat["id"]) == retried["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_retry_after_a_failed_reply(server: Server, tmp_path: Path) -> None:
+    """The upstream fails the first request (the reply is stored `failed`, the session
+    goes on); the same request again succeeds, so /retry brings a complete reply."""
+    user = register_and_login(server)
+    child = spawn_client(tmp_path, "--url", server.url, CHATSVC_TOKEN=user.token)
+    child.expect_exact(PROMPT)
+    child.sendline(f"{marker()} flaky {directive(tokens=3, status=500, fail_times=1)}")
+    child.expect_exact("assistant: ")
+    child.expect(r"\[error: .+ \((llm_unavailable|llm_error)\)\]")
+    child.expect_exact(PROMPT)
+    child.sendline("/retry")
+    child.expect_exact("assistant: " + Script(tokens=3).expected_text())
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+    [chat] = chats(user)
+    question, failed, retried = tree(user, chat["id"])
+    assert (failed["status"], retried["status"]) == ("failed", "complete")
+    assert failed["parent_id"] == retried["parent_id"] == question["id"]
+    assert active_leaf(user, chat["id"]) == retried["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_ctrl_c_aborts_a_retry(server: Server, tmp_path: Path) -> None:
+    """Ctrl-C stops a new version as it stops any reply; the earlier one is untouched."""
+    user = register_and_login(server)
+    with Socket(user) as other:  # the first reply, stopped early by another client
+        started = other.start(f"slow {directive(tokens=300, rate=20)}")
+        other.send(action="abort", task_id=started["task_id"])
+        [*_, end] = other.until_end(started["task_id"])
+    assert end["type"] == "aborted", end
+    chat_id = started["chat_id"]
+    [_, before] = messages(user, chat_id)
+    child = open_chat(tmp_path, user, chat_id)
+    child.sendline("/retry")
+    child.expect_exact("assistant: t0 t1 ")
+    child.sendintr()
+    child.expect_exact("[stopped: the reply was aborted")
+    child.expect_exact(PROMPT)
+    first, retried = [m for m in tree(user, chat_id) if m["role"] == "assistant"]
+    kept = ("id", "status", "content", "completed_at")
+    assert {k: first[k] for k in kept} == {k: before[k] for k in kept}  # as it was
+    assert retried["status"] == "aborted"
+    assert active_leaf(user, chat_id) == retried["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_edit_sends_the_new_text_as_a_sibling(
+    server: Server, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    user = register_and_login(server)
+    chat_id = make_chat(user, "Fruit", f"apples {directive(tokens=2)}")
+    with user.client() as client:
+        answer = client.post(
+            f"/api/chats/{chat_id}/messages", json={"content": f"pears {directive(tokens=2)}"}
+        )
+        assert answer.status_code == 200, answer.text
+    u1, a1, u2, a2 = messages(user, chat_id)
+    child = open_chat(tmp_path, user, chat_id)
+
+    child.sendline("/edit")
+    child.expect_exact("Your last message:")
+    child.expect_exact("  pears ")  # the old text is shown
+    child.expect_exact("New text (Enter alone cancels): ")
+    child.sendline("")
+    child.expect_exact("Edit cancelled: nothing was sent.")
+    child.expect_exact(PROMPT)
+    assert len(tree(user, chat_id)) == 4
+
+    mark = marker()
+    child.sendline("/edit")
+    child.expect_exact("New text (Enter alone cancels): ")
+    child.sendline(f"{mark} plums {directive(tokens=4)}")
+    child.expect_exact("assistant: " + Script(tokens=4).expected_text())
+    child.expect_exact("[your message 2/2: /branches lists the versions]")
+    child.expect_exact(PROMPT)
+
+    edited = next(m for m in tree(user, chat_id) if mark in m["content"])
+    assert edited["parent_id"] == a1["id"]  # a sibling of the message it replaces
+    assert edited["sibling_ids"] == [u2["id"], edited["id"]]
+    path = messages(user, chat_id)
+    assert [m["id"] for m in path[:3]] == [u1["id"], a1["id"], edited["id"]]
+    assert path[3]["parent_id"] == edited["id"]
+    assert path[3]["content"] == Script(tokens=4).expected_text()
+    assert a2["id"] in {m["id"] for m in tree(user, chat_id)}  # the old branch stays
+    # Upstream went exactly the new path: not the old message, not its reply.
+    [record] = [r for r in fake_llm.records_for(mark) if r.stream]
+    sent = [(m["role"], m["content"]) for m in record.messages[1:]]
+    assert sent == [
+        ("user", u1["content"]),
+        ("assistant", a1["content"]),
+        ("user", edited["content"]),
+    ]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_branches_and_switching_back(server: Server, tmp_path: Path) -> None:
+    """/edit of a chat's first message (a new first message), /retry, then /branches and
+    /branch picks a version of the reply and of the message; REST shows the path."""
+    user = register_and_login(server)
+    chat_id = make_chat(user, "Versions", f"first {directive(tokens=2)}")
+    [u1, a1] = messages(user, chat_id)
+    child = open_chat(tmp_path, user, chat_id)
+    child.sendline("/branches")
+    child.expect_exact("your message 1/1")
+    child.expect_exact("reply 1/1")
+    child.expect_exact("This chat has one version")
+    child.expect_exact(PROMPT)
+
+    child.sendline("/edit")
+    child.expect_exact("New text (Enter alone cancels): ")
+    child.sendline(f"second {directive(tokens=3)}")
+    child.expect_exact("[your message 2/2")
+    child.expect_exact(PROMPT)
+    u2 = next(m for m in tree(user, chat_id) if m["content"].startswith("second"))
+    assert u2.get("parent_id") is None  # a new first message, beside the old one
+    child.sendline("/retry")
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+    a2, a3 = [m for m in tree(user, chat_id) if m.get("parent_id") == u2["id"]]
+
+    child.sendline("/branches")
+    child.expect_exact("your message 2/2")
+    child.expect_exact("reply 2/2")
+    child.expect_exact("/branch N picks reply N")
+    child.expect_exact(PROMPT)
+
+    child.sendline("/branch 1")
+    child.expect_exact("--- ")
+    child.expect_exact("you (2/2): second")
+    child.expect_exact("assistant (1/2): " + Script(tokens=3).expected_text().strip())
+    child.expect_exact(PROMPT)
+    assert active_leaf(user, chat_id) == a2["id"]
+    assert [m["id"] for m in messages(user, chat_id)] == [u2["id"], a2["id"]]
+
+    child.sendline("/branch message 1")
+    child.expect_exact("you (1/2): first")
+    child.expect_exact(PROMPT)
+    assert [m["id"] for m in messages(user, chat_id)] == [u1["id"], a1["id"]]
+
+    child.sendline("/branch 5")
+    child.expect_exact("! pick a version from 1 to 1")
+    child.sendline("/branch sideways")
+    child.expect_exact("! /branch N picks reply N")
+    child.expect_exact(PROMPT)
+    assert active_leaf(user, chat_id) == a1["id"]
+    assert a3["id"] != a2["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_a_chat_from_before_trees(server: Server, tmp_path: Path) -> None:
+    """A single-path chat whose active leaf the migration left null: one version, and
+    /retry and /edit work on it as on any other."""
+    user = register_and_login(server)
+    chat_id = make_chat(user, "Old", f"old {directive(tokens=2)}")
+    server.db.query("UPDATE chat SET active_leaf = NULL WHERE id = ?", uuid.UUID(chat_id))
+    assert active_leaf(user, chat_id) is None
+    child = open_chat(tmp_path, user, chat_id)
+    child.sendline("/branches")
+    child.expect_exact("This chat has one version")
+    child.expect_exact(PROMPT)
+    child.sendline("/retry")
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+    [question, first, retried] = tree(user, chat_id)
+    assert first["sibling_ids"] == [first["id"], retried["id"]]
+    assert retried["parent_id"] == question["id"]
+    assert active_leaf(user, chat_id) == retried["id"]
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_retry_and_edit_while_a_reply_runs_say_busy(server: Server, tmp_path: Path) -> None:
+    user = register_and_login(server)
+    chat_id = make_chat(user, "Busy", f"quick {directive(tokens=2)}")
+    child = open_chat(tmp_path, user, chat_id)
+    with Socket(user) as other:  # another client starts a long reply in the chat
+        started = other.start(f"long {directive(tokens=600, rate=20)}", chat_id=chat_id)
+        child.sendline("/retry")
+        child.expect_exact("! a reply is already being generated in this chat (busy)")
+        child.expect_exact(PROMPT)
+        child.sendline("/edit")
+        child.expect_exact("New text (Enter alone cancels): ")
+        child.sendline("instead")
+        child.expect_exact("! a reply is already being generated in this chat (busy)")
+        child.expect_exact(PROMPT)
+        other.send(action="abort", task_id=started["task_id"])
+        other.until_end(started["task_id"])
+    assert "assistant: " not in child.before
+    child.sendline("/history")  # the session goes on
+    child.expect_exact("you: long")
+    child.expect_exact("assistant [aborted]: ")
+    child.expect_exact(PROMPT)
+    assert len(tree(user, chat_id)) == 4  # nothing stored for the refused ones
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+
+
+def test_a_branch_switched_by_another_client_is_noted(server: Server, tmp_path: Path) -> None:
+    user = register_and_login(server)
+    chat_id = make_chat(user, "Shared", f"hello {directive(tokens=2)}")
+    [question, first] = messages(user, chat_id)
+    child = open_chat(tmp_path, user, chat_id)
+    child.sendline("/retry")
+    child.expect_exact("[reply 2/2")
+    child.expect_exact(PROMPT)
+    with user.client() as client:  # another client goes back to the first reply
+        answer = client.put(f"/api/chats/{chat_id}/active", json={"message_id": first["id"]})
+        assert answer.status_code == 200, answer.text
+    child.expect_exact("[another client switched this chat to another branch")
+    child.expect_exact(PROMPT)  # asked again
+    child.sendline("/branch 2")  # our own switch is no news
+    child.expect_exact("assistant (2/2): ")
+    child.expect_exact(PROMPT)
+    child.sendline("/branches")
+    child.expect_exact("reply 2/2")
+    child.expect_exact(PROMPT)
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+    # Said once: for the other client's switch, never for this client's own moves.
+    assert transcript(child).count("another client") == 1
+    [_, _, retried] = tree(user, chat_id)
+    assert [m["id"] for m in messages(user, chat_id)] == [question["id"], retried["id"]]
+
+
+def test_the_model_names_the_chat(titled: Server, tmp_path: Path) -> None:
+    user = register_and_login(titled)
+    child = spawn_client(tmp_path, "--url", titled.url, CHATSVC_TOKEN=user.token)
+    child.expect_exact(PROMPT)
+    child.sendline(f"trip {directive(tokens=2, unstreamed_text='Planning a trip')}")
+    child.expect_exact("assistant: ")
+    child.expect_exact("[chat title: Planning a trip]")
+    child.expect_exact(PROMPT)
+    [chat] = chats(user)
+    assert chat["title"] == "Planning a trip"
+    child.sendline("/quit")
+    ends_with_status(child, 0)
+    assert "another client" not in transcript(child)

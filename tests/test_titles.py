@@ -1,27 +1,23 @@
 """Automatic titles (issue 15): after a chat's first reply the model names the chat, in one
-short request that is not streamed, off the reply's path; `chat_updated` tells the chat's
-sockets. Never a chat its user titled, not when `AUTO_TITLES=false`, and a failing title
+short request that is not streamed, off the reply's path; `chat_updated` tells every socket
+of the chat's owner. Never a chat its user titled, not when `AUTO_TITLES=false`, and a failing title
 request changes nothing but a log line. The echo provider keeps first-words titles."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI, Record, directive
 from tests.support import (
-    AppServer,
-    Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_app_server,
-    upstream_settings,
     wait_until,
 )
 
@@ -31,24 +27,6 @@ TITLE_MAX_TOKENS = 32
 
 def marker() -> str:
     return f"titles-{secrets.token_hex(4)}"
-
-
-@pytest.fixture(scope="module")
-def titled(
-    engine: str,
-    make_database: Callable[..., Database],
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_llm: FakeOpenAI,
-) -> Iterator[AppServer]:
-    """A server that names chats (`AUTO_TITLES=true`), streaming from the fake upstream."""
-    running = start_app_server(
-        make_database(engine, migrated=True),
-        tmp_path_factory.mktemp(f"titles-{engine}"),
-        **upstream_settings(fake_llm),
-        AUTO_TITLES="true",
-    )
-    yield running
-    running.stop()
 
 
 def title_requests(fake: FakeOpenAI, mark: str) -> list[Record]:
@@ -109,6 +87,27 @@ def test_the_model_names_a_new_chat_once(titled: Server, fake_llm: FakeOpenAI) -
     assert "t0 t1 t2" in request.messages[1]["content"]  # the reply, too
     assert title_requests(fake_llm, later) == []
     assert chat_of(user, chat_id)["title"] == "Planning a trip to Lisbon"
+
+
+def test_every_socket_of_the_user_hears_the_title_once(titled: Server) -> None:
+    """A tab that follows no chat (it shows the list) gets `chat_updated` with the title; a
+    socket that follows the chat gets it once; another user's socket never."""
+    user, other = register_and_login(titled), register_and_login(titled)
+    mark = marker()
+    with Socket(user) as tab, Socket(user) as idle, Socket(other) as stranger:
+        frames = exchange(tab, f"{mark} {directive(tokens=2, unstreamed_text='Lisbon trip')}")
+        chat_id = frames[-1]["chat_id"]
+        told = idle.until(lambda f: f["type"] == "chat_updated")
+        assert [f["type"] for f in told] == ["chat_created", "chat_updated"], told
+        assert told[-1]["chat"]["id"] == chat_id
+        assert told[-1]["chat"]["title"] == "Lisbon trip"
+        # Every socket of this instance was given it at once: a pong comes behind any copy.
+        mine = tab.until(lambda f: f["type"] == "chat_updated")
+        assert mine[-1] == told[-1]
+        for socket in (tab, idle, stranger):
+            socket.send(action="ping")
+            rest = socket.until(lambda f: f["type"] == "pong")
+            assert rest == [{"type": "pong"}], rest
 
 
 def test_a_slow_title_never_delays_done(titled: Server, fake_llm: FakeOpenAI) -> None:
@@ -193,9 +192,9 @@ def test_no_titles_when_turned_off(alice: User, fake_llm: FakeOpenAI) -> None:
 
 
 def test_the_echo_provider_keeps_first_words_titles(
-    serve_app: Callable[..., AppServer],
+    spawn_server: Callable[..., Server],
 ) -> None:
-    server = serve_app(AUTO_TITLES="true", ECHO_TOKEN_DELAY="0")
+    server = spawn_server(AUTO_TITLES="true", ECHO_TOKEN_DELAY="0")
     user = register_and_login(server)
     with Socket(user) as socket:
         frames = exchange(socket, "apples and pears\nand a second line")
@@ -222,3 +221,31 @@ def test_the_answer_is_cleaned(answer: str, title: str | None) -> None:
     from chatsvc.titles import clean
 
     assert clean(answer) == title
+
+
+def test_an_answer_with_no_title_in_it_leaves_the_chat_as_it_was(
+    titled: Server, fake_llm: FakeOpenAI
+) -> None:
+    """The model answers the title request with nothing a title can be made of (quotes
+    only): the chat keeps its first words, nobody is told of a change, and it is not asked
+    again on the next reply."""
+    user = register_and_login(titled)
+    mark, later = marker(), marker()
+    nothing = '  ""  '
+    first = f"{mark} first words {directive(tokens=2, unstreamed_text=nothing)}"
+    with Socket(user) as socket:
+        frames = exchange(socket, first)
+        created = next(f for f in frames if f["type"] == "chat_created")["chat"]
+        chat_id = created["id"]
+        wait_until(
+            lambda: f"chat {chat_id}: the model gave no title" in titled.log(),
+            what="the naming task's end",
+        )
+        again = exchange(socket, f"{later} {directive(tokens=2)}", chat_id=chat_id)
+        socket.send(action="ping")
+        seen = frames + again + socket.until(lambda f: f["type"] == "pong")
+    assert "chat_updated" not in [f["type"] for f in seen]
+    assert len(title_requests(fake_llm, mark)) == 1
+    assert title_requests(fake_llm, later) == []  # the chat's one chance to be named is spent
+    assert created["title"].startswith(f"{mark} first words")
+    assert chat_of(user, chat_id)["title"] == created["title"]

@@ -302,3 +302,23 @@ def test_a_stream_without_a_finish_reason_is_no_finished_answer(
     assert (reply["status"], reply["content"]) == ("failed", "t0 t1 t2 t3 ")
     if ending == "bare_done":
         assert frames[-1]["message"] == "the model server ended the reply early"
+
+
+def test_an_event_that_is_not_json_ends_the_reply_and_keeps_its_text(
+    impatient: tuple[Server, User], fake_llm: FakeOpenAI
+) -> None:
+    """A line the chunk decoder cannot read (a broken proxy between us and the model): the
+    tokens before it are kept, nothing after it is taken, and the reply fails `llm_error`."""
+    _, user = impatient
+    mark = marker()
+    with Socket(user) as socket:
+        started = socket.start(f"{mark} {directive(tokens=6, garbage_after=3)}")
+        frames = socket.until_end(started["task_id"])
+    streamed = "".join(t["token"] for t in tokens_of(frames, started["task_id"]))
+    assert streamed == "t0 t1 t2 "
+    assert frames[-1]["type"] == "error", frames[-1]
+    assert frames[-1]["code"] == "llm_error"
+    assert "malformed" in frames[-1]["message"]
+    reply = _reply(user, started["chat_id"])
+    assert reply["status"] == "failed"
+    assert reply["content"] == "t0 t1 t2 "

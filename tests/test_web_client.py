@@ -11,26 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from playwright.sync_api import Locator, Page, Response, WebSocket, WebSocketRoute, expect
 
 from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PASSWORD,
-    AppServer,
-    Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_app_server,
     unique_username,
 )
 from tests.tcp_proxy import TcpProxy
@@ -38,22 +33,6 @@ from tests.tcp_proxy import TcpProxy
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"
 ASSISTANT = "#messages .message[data-role='assistant']"
 USER = "#messages .message[data-role='user']"
-
-
-@pytest.fixture(scope="module")
-def echo_server(
-    engine: str,
-    make_database: Callable[..., Database],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[AppServer]:
-    """A server with the built-in echo provider (no upstream): it repeats each message."""
-    running = start_app_server(
-        make_database(engine, migrated=True),
-        tmp_path_factory.mktemp("echo"),
-        ECHO_TOKEN_DELAY="0.01",
-    )
-    yield running
-    running.stop()
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -169,12 +148,14 @@ MODULES = [
     "app.js",
     "auth.js",
     "dialogs.js",
+    "branches.js",
     "chat.js",
     "composer.js",
     "chat-list.js",
     "tree.js",
     "json-patch.js",
     "messages.js",
+    "message-actions.js",
     "message-text.js",
     "connection.js",
     "api.js",
@@ -627,6 +608,26 @@ def test_chat_list_search_rename_and_delete(server: Server, page: Page) -> None:
     expect(page.locator("#chat-title")).to_have_text("New chat")
     with user.client() as client:
         assert client.get(f"/api/chats/{chat_id}").status_code == 404
+
+
+def test_the_list_follows_chats_made_and_renamed_elsewhere(server: Server, page: Page) -> None:
+    """`chat_created` and `chat_updated` reach every socket of the user: the list shows a
+    chat made, and a chat renamed, by another client, while another chat is on screen."""
+    user = register_and_login(server)
+    with user.client() as client:
+        alpha = client.post("/api/chats", json={"title": "Alpha"}).json()
+    log_in(page, server.url, user)
+    page.locator("#chat-list button", has_text="Alpha").click()
+    expect(page.locator("#chat-title")).to_have_text("Alpha")
+    with user.client() as client:
+        beta = client.post("/api/chats", json={"title": "Beta"}).json()
+    expect(page.locator("#chat-list button", has_text="Beta")).to_be_visible()
+    with user.client() as client:
+        renamed = client.patch(f"/api/chats/{beta['id']}", json={"title": "Beta, renamed"})
+        assert renamed.status_code == 200, renamed.text
+    expect(page.locator("#chat-list button", has_text="Beta, renamed")).to_be_visible()
+    expect(page.locator("#chat-title")).to_have_text("Alpha")  # still the chat on screen
+    assert chat_id_of(page) == alpha["id"]
 
 
 # --- errors -------------------------------------------------------------------------------

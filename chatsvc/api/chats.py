@@ -20,7 +20,7 @@ from chatsvc.api.security import AuthUser
 from chatsvc.chats import Chats
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event, Subscriber
-from chatsvc.generation import Generation, Generations, NewChat
+from chatsvc.generation import Generation, Generations, Launcher, NewChat
 from chatsvc.settings import Settings
 from chatsvc.trees import Trees
 from chatsvc.wire import (
@@ -117,7 +117,7 @@ class ChatController(Controller):
         request: AuthRequest,
         data: ChatCreate,
         chats: Chats,
-        generations: Generations,
+        launcher: Launcher,
         events: ChatEvents,
         settings: Settings,
     ) -> Response[Chat]:
@@ -137,7 +137,7 @@ class ChatController(Controller):
         )
 
         async def start(subscriber: Subscriber | None) -> Generation:
-            return await generations.start(owner, content, new_chat=new_chat, subscriber=subscriber)
+            return await launcher.start(owner, content, new_chat=new_chat, subscriber=subscriber)
 
         if _wants_stream(request):
             # Documented by the route's description; the annotation is the plain answer's.
@@ -260,7 +260,7 @@ class ChatController(Controller):
         request: AuthRequest,
         chat_id: ChatId,
         message_id: MessageId,
-        generations: Generations,
+        launcher: Launcher,
         events: ChatEvents,
         settings: Settings,
     ) -> Response[MessageReply]:
@@ -270,7 +270,7 @@ class ChatController(Controller):
         owner = request.user.id
 
         async def start(subscriber: Subscriber | None) -> Generation:
-            return await generations.regenerate(owner, chat_id, message_id, subscriber=subscriber)
+            return await launcher.regenerate(owner, chat_id, message_id, subscriber=subscriber)
 
         return await _reply(request, start, events, settings)
 
@@ -367,7 +367,7 @@ class ChatController(Controller):
         request: AuthRequest,
         chat_id: ChatId,
         data: MessageCreate,
-        generations: Generations,
+        launcher: Launcher,
         events: ChatEvents,
         settings: Settings,
     ) -> Response[MessageReply]:
@@ -381,7 +381,7 @@ class ChatController(Controller):
         owner, content, parent_id = request.user.id, data.content, data.parent_id
 
         async def start(subscriber: Subscriber | None) -> Generation:
-            return await generations.start(
+            return await launcher.start(
                 owner, content, chat_id=chat_id, parent_id=parent_id, subscriber=subscriber
             )
 

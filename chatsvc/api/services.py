@@ -19,7 +19,7 @@ from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
-from chatsvc.generation import Generations
+from chatsvc.generation import Generations, Launcher
 from chatsvc.providers import LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
@@ -41,6 +41,7 @@ class Services:
     trees: Trees
     budgets: ContextBudgets
     generations: Generations
+    launcher: Launcher  # starts replies: generations.launcher
     chats: Chats
     tokens: TokenIssuer
     sockets: SocketCounter

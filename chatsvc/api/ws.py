@@ -38,13 +38,13 @@ from litestar.handlers import WebsocketListener, WebsocketListenerRouteHandler, 
 from litestar.security.jwt import Token
 from litestar.types import Receive, ReceiveMessage
 
-from chatsvc.access import EXPIRED, AccessWatch, SocketCounter
+from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
 from chatsvc.api.services import Services
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
-from chatsvc.generation import Aborting, Generations
+from chatsvc.generation import Aborting, Generations, Launcher
 from chatsvc.telemetry import Telemetry
 from chatsvc.wire import (
     Abort,
@@ -89,6 +89,9 @@ class FrameBudget:
 
 
 CLOSE_TOO_MANY_SOCKETS = 1008
+#: How long a socket's writer waits for the next frame before it ends: a streaming reply
+#: keeps one writer, an idle socket none.
+WRITER_LINGER_SECONDS = 5.0
 
 
 class _ChatIdOnly(msgspec.Struct):
@@ -105,6 +108,7 @@ class SocketSession:
         self.socket = socket
         self.user: AuthUser = socket.user
         self.generations: Generations = services.generations
+        self.launcher: Launcher = services.launcher
         self.events: ChatEvents = services.events
         self.chats: Chats = services.chats
         self.settings = services.settings
@@ -113,12 +117,14 @@ class SocketSession:
         self.access: AccessWatch = services.access
         self.telemetry: Telemetry = services.telemetry
         token: Token = socket.auth
-        self._expires_at = token.exp
-        # A deque and an event rather than a memory stream: one wake-up drains every frame
-        # waiting, and posting never awaits.
+        self._expires_at = token.exp.timestamp()
+        # A deque rather than a memory stream: one wake-up drains every frame waiting, and
+        # posting never awaits. The writer runs while there is something to send (and
+        # lingers a little): an idle socket has no task of its own.
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
-        self._waiting = anyio.Event()
+        self._writing = False
+        self._wake: anyio.Event | None = None  # set by `post` while the writer lingers
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
@@ -139,6 +145,10 @@ class SocketSession:
     @property
     def staff(self) -> bool:
         return self.user.staff
+
+    @property
+    def expires_at(self) -> float:
+        return self._expires_at
 
     def revoke(self, reason: str) -> None:
         """End the socket: it closes with 4401 and ``reason``; its replies go on."""
@@ -178,7 +188,10 @@ class SocketSession:
             self._end()
             return
         self._outbox.append(data)
-        self._waiting.set()
+        if self._wake is not None:
+            self._wake.set()
+        elif not self._writing:
+            self._start_writer()
 
     def send(self, frame: msgspec.Struct) -> None:
         self.post(encode_frame(frame))
@@ -208,13 +221,13 @@ class SocketSession:
         self.access.watch(self)
         try:
             self.send(self._ready())
+            self.events.join(self.user.id, self)  # the user's chat events, after `ready`
             try:
                 async with anyio.create_task_group() as task_group:
                     self._task_group = task_group
                     if self._closed:  # revoked before it could start
                         task_group.cancel_scope.cancel()
-                    task_group.start_soon(self._write)
-                    task_group.start_soon(self._expire)
+                    self._start_writer()  # `ready` waits in the outbox
                     try:
                         yield  # the listener's read loop
                     except WebSocketDisconnect:
@@ -225,6 +238,7 @@ class SocketSession:
                 pass  # the client went away (uvicorn raises ClientDisconnected, an OSError)
             finally:
                 self._closed = True
+                self._task_group = None
                 self.events.unsubscribe_all(self)
             if self.revoked is not None:
                 with anyio.move_on_after(1, shield=True):
@@ -233,6 +247,7 @@ class SocketSession:
                 with anyio.move_on_after(1, shield=True):
                     await self.socket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
         finally:
+            self.events.leave(self.user.id, self)
             self.access.forget(self)
             self.counter.leave(self.user.id)
             self.telemetry.sockets.dec()
@@ -251,20 +266,30 @@ class SocketSession:
             ),
         )
 
-    async def _expire(self) -> None:
-        """Revoke the socket when its token expires."""
-        await anyio.sleep(max(0.0, self._expires_at.timestamp() - time.time()))
-        self.revoke(EXPIRED)
+    def _start_writer(self) -> None:
+        if self._task_group is not None and self._outbox and not self._writing:
+            self._writing = True
+            self._task_group.start_soon(self._write)
 
     async def _write(self) -> None:
+        """Send what the outbox holds; wait ``WRITER_LINGER_SECONDS`` for more, then end
+        (the next ``post`` starts a writer again)."""
         outbox = self._outbox
-        while True:
-            await self._waiting.wait()
-            self._waiting = anyio.Event()
-            while outbox:
-                data = outbox.popleft()
-                self._outbox_bytes -= len(data)
-                await self.socket.send_data(data, mode="text")
+        try:
+            while True:
+                while outbox:
+                    data = outbox.popleft()
+                    self._outbox_bytes -= len(data)
+                    await self.socket.send_data(data, mode="text")
+                self._wake = wake = anyio.Event()
+                with anyio.move_on_after(WRITER_LINGER_SECONDS):
+                    await wake.wait()
+                self._wake = None
+                if not outbox:
+                    return
+        finally:
+            self._writing = False
+            self._wake = None
 
     async def receive(self, text: str, *, binary: bool) -> None:
         """Answer one frame; its work starts elsewhere, so this returns at once.
@@ -300,7 +325,7 @@ class SocketSession:
         match frame:
             case SendMessage():
                 try:
-                    await self.generations.start(
+                    await self.launcher.start(
                         self.user.id,
                         frame.content,
                         chat_id=frame.chat_id,
@@ -312,7 +337,7 @@ class SocketSession:
                     self._error(exc, chat_id=frame.chat_id, request_id=frame.request_id)
             case Regenerate():
                 try:
-                    await self.generations.regenerate(
+                    await self.launcher.regenerate(
                         self.user.id,
                         frame.chat_id,
                         frame.message_id,

@@ -1,10 +1,12 @@
 """Generations: the assistant replies streaming from the LLM, and how each ends.
 
-Read ``registry`` (start, follow, abort, stop), then ``runner`` (how a reply ends),
-then ``conversation`` (what it says); docs/architecture.md, "The life of a reply".
+Read ``launch`` (how a reply starts), then ``runner`` (how it ends), then
+``conversation`` (what it says), and ``registry`` (the task group they run in, and
+follow, abort, stop); docs/architecture.md, "The life of a reply".
 """
 
-from chatsvc.generation.registry import Generations, NewChat
+from chatsvc.generation.launch import Launcher, NewChat
+from chatsvc.generation.registry import Generations
 from chatsvc.generation.reply import Aborting, Ending, Generation, Status
 
-__all__ = ["Aborting", "Ending", "Generation", "Generations", "NewChat", "Status"]
+__all__ = ["Aborting", "Ending", "Generation", "Generations", "Launcher", "NewChat", "Status"]

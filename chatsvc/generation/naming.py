@@ -5,8 +5,8 @@ The registry starts ``Naming.name`` in its task group once a reply is stored
 first message's first words). The chat is claimed first (``title_source``
 ``placeholder`` -> ``model``: one title per chat, across instances), then the model
 is asked, its answer cleaned, stored (unless the user renamed the chat meanwhile) and
-announced as ``chat_updated``. A failure is logged and nothing more: the chat keeps
-its placeholder and is never asked for again.
+announced as ``chat_updated`` to every socket of the chat's owner. A failure is logged
+and nothing more: the chat keeps its placeholder and is never asked for again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _RECENT = 4
 
 
 class Naming:
-    """Asks the model to name chats, and tells the chats' subscribers."""
+    """Asks the model to name chats, and tells every socket of the chat's owner."""
 
     def __init__(self, provider: LLMProvider, events: ChatEvents) -> None:
         self._provider = provider
@@ -55,7 +55,8 @@ class Naming:
             log.exception("chat %s: naming it failed", chat_id)
             return
         if chat is not None:  # else renamed by its user meanwhile, or the same title
-            self._events.publish(chat_id, event_of(ChatUpdated(chat=chat_from_record(chat))))
+            frame = ChatUpdated(chat=chat_from_record(chat))
+            self._events.publish_to_owner(generation.owner, chat_id, event_of(frame))
 
     @staticmethod
     async def _question(generation: Generation) -> str:

@@ -1,11 +1,12 @@
 """The registry of the replies running on this process (``Generations``): the task group
-they run in, and the use cases on them: start, follow, abort, stop, interrupt all.
+they run in, and the use cases on running replies: follow, abort, stop, interrupt all.
 
-The life of one reply on one process: ``Generations.start`` admits it, stores the
-user's message and an empty ``streaming`` reply in one transaction, publishes
-``message`` and ``started``, and starts ``Runner.run`` in the task group, which runs
-the ``Conversation`` in the reply's scope, then stores the reply once and announces
-its end. An abort cancels that scope (``runner.py`` says why that is enough).
+The life of one reply on one process: ``Launcher.start`` (``launch.py``) admits it,
+stores the user's message and an empty ``streaming`` reply in one transaction,
+publishes ``message`` and ``started``, and hands it to the registry, which starts
+``Runner.run`` in the task group: the runner runs the ``Conversation`` in the reply's
+scope, then stores the reply once and announces its end. An abort cancels that scope
+(``runner.py`` says why that is enough).
 """
 
 from __future__ import annotations
@@ -14,58 +15,34 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Self
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import anyio
 import anyio.abc
-from msgspec import UNSET, Struct, UnsetType
 
 from chatsvc import store
-from chatsvc.admission import admit
 from chatsvc.bus import EventBus
 from chatsvc.context import ContextBudgets
-from chatsvc.errors import (
-    InternalError,
-    InvalidInput,
-    NotFound,
-    NotRunning,
-    TooLarge,
-)
-from chatsvc.events import ChatEvents, Subscriber, event_of
+from chatsvc.errors import InternalError, NotFound, NotRunning
+from chatsvc.events import ChatEvents, Subscriber
 from chatsvc.generation import frames
 from chatsvc.generation.checkpoints import save_partial_replies
 from chatsvc.generation.conversation import Conversation
+from chatsvc.generation.launch import Launcher
 from chatsvc.generation.naming import Naming
 from chatsvc.generation.peers import Peers
 from chatsvc.generation.reply import Aborting, Generation, Running
 from chatsvc.generation.runner import Runner
 from chatsvc.instances import Lease
-from chatsvc.mappers import chat_from_record, message_from_record
+from chatsvc.mappers import message_from_record
 from chatsvc.providers import LLMProvider
-from chatsvc.records import Exchange
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
-from chatsvc.titles import placeholder
 from chatsvc.trees import Trees
-from chatsvc.wire import (
-    ChatCreated,
-    ChatUpdated,
-    Message,
-    MessageEvent,
-    Snapshot,
-    Started,
-)
+from chatsvc.wire import Message, Snapshot
 
 log = logging.getLogger("chatsvc.generation")
-
-
-class NewChat(Struct, frozen=True, kw_only=True):
-    """The settings of a chat made by its first message."""
-
-    title: str | None = None  # none: the message's first line
-    system_prompt: str = ""
-    model: str | None = None
 
 
 class Generations(anyio.AsyncContextManagerMixin):
@@ -87,12 +64,10 @@ class Generations(anyio.AsyncContextManagerMixin):
         self._lease = Lease(bus.instance, settings.instance_lease_seconds)
         self._telemetry = telemetry or Telemetry()
         self._running = Running()
-        self._offered_models = frozenset(settings.model_choices)
         self._peers = Peers(bus, events, self._lease, self._running)
         budgets = budgets or ContextBudgets(settings.context_budget_tokens, settings.llm_max_tokens)
         tools = trees if settings.tree_tools else None  # none: the model is offered no tools
         talk = Conversation(settings, provider, events, self._telemetry, budgets, tools)
-        self._conversation = talk
         self._naming = Naming(provider, events)
         self._runner = Runner(
             settings,
@@ -103,7 +78,16 @@ class Generations(anyio.AsyncContextManagerMixin):
             completed=self._name_chat if settings.auto_titles else None,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._closing = False
+        self.launcher = Launcher(
+            settings,
+            running=self._running,
+            lease=self._lease,
+            conversation=talk,
+            events=events,
+            telemetry=self._telemetry,
+            run=self._run,
+        )
+        """Starts the replies this registry runs (handlers send messages through it)."""
 
     @property
     def instance(self) -> str:
@@ -149,162 +133,11 @@ class Generations(anyio.AsyncContextManagerMixin):
                     running = len(self._running)
                     log.info("shutting down: interrupting %d running generations", running)
 
-    # --- start --------------------------------------------------------------------------
-
-    async def start(
-        self,
-        owner: int,
-        content: str,
-        *,
-        chat_id: UUID | None = None,
-        parent_id: UUID | UnsetType | None = UNSET,
-        new_chat: NewChat | None = None,
-        request_id: str | None = None,
-        subscriber: Subscriber | None = None,
-    ) -> Generation:
-        """Store the user's message, then launch the reply. The subscriber follows the chat.
-
-        ``parent_id`` (edit and resend): the message the new one follows, so it starts a
-        new branch; left out, it continues the active branch. Without ``chat_id`` a chat
-        is made (``new_chat``: its settings; by default titled with the message).
-        """
-        settings = self._settings
-        self._check_open()
-        if len(content) > settings.max_message_chars:
-            raise TooLarge(f"content: longer than {settings.max_message_chars} characters")
-        if not content.strip():
-            raise InvalidInput("content: must not be blank")
-        if chat_id is None and isinstance(parent_id, UUID):
-            raise NotFound("parent_id: no such message in this chat")
-        self._conversation.check_fits(content, self._offered_models)
-        generation = self._admit(owner, chat_id)
-        new_chat = new_chat or NewChat()
-        try:
-            stored = await store.create_exchange(
-                owner,
-                chat_id=chat_id,
-                new_chat_title=new_chat.title or placeholder(content),
-                # a chat titled by its user is never renamed by the model
-                new_chat_title_source="user" if new_chat.title else "placeholder",
-                new_chat_system_prompt=new_chat.system_prompt,
-                new_chat_model=new_chat.model,
-                user_content=content,
-                parent=parent_id,
-                assistant_id=generation.message_id,
-                default_model=settings.model_name,
-                offered_models=self._offered_models,
-                task_id=generation.task_id,
-                instance=self.instance,
-                live_after=self._lease.live_after(),
-                per_user_cap=settings.max_concurrent_generations,
-                max_chats=settings.max_chats_per_user,
-            )
-            if stored is None:  # deleted in the meantime
-                raise NotFound("chat not found")
-        except BaseException:
-            self._running.remove(generation)
-            raise
-        self._stored(generation, stored)
-        if subscriber is not None:
-            self._events.subscribe(generation.chat_id, subscriber)
-        if stored.created:
-            chat = chat_from_record(stored.chat)
-            self._publish(generation, ChatCreated(chat=chat, request_id=request_id))
-        user_message = message_from_record(stored.question)
-        self._publish(generation, MessageEvent(message=user_message, request_id=request_id))
-        if parent_id is not UNSET:  # a new branch is the active one
-            chat = chat_from_record(stored.chat)
-            self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
-        self._launch(generation, request_id)
-        return generation
-
-    async def regenerate(
-        self,
-        owner: int,
-        chat_id: UUID,
-        message_id: UUID,
-        *,
-        request_id: str | None = None,
-        subscriber: Subscriber | None = None,
-    ) -> Generation:
-        """A new reply in place of the reply ``message_id``: its sibling, answering the same
-        user message with the same history, made the active branch. The rules of any
-        reply hold (one per chat, the user's cap); the subscriber follows the chat."""
-        settings = self._settings
-        self._check_open()
-        generation = self._admit(owner, chat_id)
-        try:
-            stored = await store.create_regeneration(
-                owner,
-                chat_id=chat_id,
-                message_id=message_id,
-                assistant_id=generation.message_id,
-                default_model=settings.model_name,
-                offered_models=self._offered_models,
-                task_id=generation.task_id,
-                instance=self.instance,
-                live_after=self._lease.live_after(),
-                per_user_cap=settings.max_concurrent_generations,
-            )
-            if stored is None:
-                raise NotFound("chat not found")
-        except BaseException:
-            self._running.remove(generation)
-            raise
-        self._stored(generation, stored)
-        if subscriber is not None:
-            self._events.subscribe(chat_id, subscriber)
-        chat = chat_from_record(stored.chat)
-        self._publish(generation, ChatUpdated(chat=chat, request_id=request_id))
-        self._launch(generation, request_id)
-        return generation
-
-    def _check_open(self) -> None:
-        if self._closing:
-            raise InternalError("the server is shutting down; try again in a moment")
-
-    def _admit(self, owner: int, chat_id: UUID | None) -> Generation:
-        """A new reply, admitted and registered against the replies running here.
-
-        From the checks to the registration nothing awaits: two requests cannot both pass.
-        """
-        settings = self._settings
-        generation = Generation(
-            task_id=uuid4(),
-            chat_id=chat_id or uuid4(),  # a new chat's id is known once it is stored
-            owner=owner,
-            message_id=uuid4(),
-            model=settings.model_name,  # the chat's own, once it is read
-            system_prompt=settings.default_system_prompt,
-            started_at=anyio.current_time(),
-        )
-        running = self._running.in_chat(chat_id) if chat_id is not None else None
-        if running is not None and running.owner != owner:
-            raise NotFound("chat not found")  # another user's chat, as everywhere
-        admit(self._running.chats_of(owner), chat_id, settings.max_concurrent_generations)
-        self._running.add(generation, in_chat=chat_id is not None)
-        return generation
-
-    def _stored(self, generation: Generation, stored: Exchange) -> None:
-        """What the stored exchange tells the reply: its model, prompt, question, chat."""
-        settings = self._settings
-        generation.model = stored.reply.model or settings.model_name
-        generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
-        generation.question_id = stored.question.id
-        generation.wants_title = stored.chat.title_source == "placeholder"
-        if stored.created:
-            generation.chat_id = stored.chat.id
-            self._running.add(generation)
-
-    def _launch(self, generation: Generation, request_id: str | None) -> None:
-        """``started``, then the reply's task in the registry's task group."""
-        self._publish(generation, frames.started(generation, request_id))
+    def _run(self, generation: Generation) -> None:
+        """The reply's task (``Runner.run``) in the task group (``Launcher`` calls it)."""
         assert self._task_group is not None
         name = f"generation {generation.task_id}"
         self._task_group.start_soon(self._runner.run, generation, name=name)
-        self._telemetry.generation_started(
-            user_id=generation.owner, chat_id=generation.chat_id, task_id=generation.task_id
-        )
 
     def _name_chat(self, generation: Generation) -> None:
         """After a reply completed (its ``done`` is out): a chat still titled with its
@@ -312,11 +145,6 @@ class Generations(anyio.AsyncContextManagerMixin):
         if generation.wants_title and self._task_group is not None:
             name = f"title {generation.chat_id}"
             self._task_group.start_soon(self._naming.name, generation, name=name)
-
-    def _publish(
-        self, generation: Generation, frame: ChatCreated | ChatUpdated | MessageEvent | Started
-    ) -> None:
-        self._events.publish(generation.chat_id, event_of(frame))
 
     # --- follow ---------------------------------------------------------------------------
 
@@ -377,7 +205,7 @@ class Generations(anyio.AsyncContextManagerMixin):
         Called first when the server stops, before sockets are closed, so that
         what is stored is what the clients were sent.
         """
-        self._closing = True
+        self.launcher.close()
         running = list(self._running)
         for generation in running:
             generation.interrupt()

@@ -7,7 +7,9 @@ server side.
 
 One event loop does everything. The prompt waits on standard input (:mod:`.stdin`),
 and a background task reads the WebSocket all the time, so the server's pings are
-answered while the user thinks. ``SIGINT`` goes through ``loop.add_signal_handler``:
+answered while the user thinks. ``/retry``, ``/edit`` and ``/branch`` work on the chat's
+tree (:mod:`.branches`); ``chat_updated`` events are shown between replies
+(:mod:`.current`). ``SIGINT`` goes through ``loop.add_signal_handler``:
 during a reply, Ctrl-C sends ``abort`` for it and the client goes on (a second
 Ctrl-C stops waiting for the server); at a prompt, Ctrl-C or Ctrl-D leaves.
 POSIX only (signal handlers and readers on the loop).
@@ -19,18 +21,31 @@ import asyncio
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import aiohttp
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from chatsvc import __version__
+from chatsvc.terminal.branches import BranchCommands
 from chatsvc.terminal.commands import LEAVE, PROMPT, help_lines, is_command
 from chatsvc.terminal.connection import Connection
+from chatsvc.terminal.current import Current
 from chatsvc.terminal.reply import Reply
 from chatsvc.terminal.rest import Api, RequestFailed
 from chatsvc.terminal.screen import Output, chat_title, message_line, printable, when
 from chatsvc.terminal.stdin import LineReader
-from chatsvc.wire import Chat, ChatPage, ChatWithMessages, MessagePage, SendMessage, User
+from chatsvc.wire import (
+    Chat,
+    ChatPage,
+    ChatUpdated,
+    ChatWithMessages,
+    MessagePage,
+    SendMessage,
+    User,
+)
 
 #: Exit status when Ctrl-C interrupts something other than a prompt or a reply.
 EXIT_INTERRUPTED = 130
@@ -53,19 +68,40 @@ class ChatClient:
         self.token = token
         self.output = Output(out or sys.stdout)
         self.lines = LineReader(stdin_fd)
-        self.chat_id: uuid.UUID | None = None  # None: a new chat, created with the next message
-        self.title = ""
+        self.chat = Current()
         self._api: Api | None = None
         self._socket: Connection | None = None
         self._reply: Reply | None = None
         self._main: asyncio.Task[Any] | None = None
+        self._updates: list[Chat] = []  # `chat_updated` events not shown yet
+        self._asking = ""  # the question on screen while waiting for a line
+        self._versions = BranchCommands(self)
 
     def say(self, text: str = "") -> None:
         self.output.say(text)
 
     async def ask(self, prompt: str) -> str | None:
+        self._show_updates()
+        self._asking = prompt
         self.output.write(prompt)
         return await self.lines.readline()
+
+    def _on_update(self, event: ChatUpdated) -> None:
+        """A ``chat_updated``: shown at once at a prompt, else before the next one."""
+        self._updates.append(event.chat)
+        if self._reply is None and self.lines.waiting:
+            self._show_updates(reprompt=True)
+
+    def _show_updates(self, *, reprompt: bool = False) -> None:
+        notes = [note for chat in self._updates for note in self.chat.update(chat)]
+        self._updates.clear()
+        if notes:
+            if reprompt:  # below what the prompt line shows, and the question again
+                self.output.write("\n")
+            for note in notes:
+                self.say(note)
+            if reprompt:
+                self.output.write(self._asking)
 
     # -- life cycle
 
@@ -78,7 +114,7 @@ class ChatClient:
                 headers={"User-Agent": f"chatsvc-chat/{__version__}"}
             ) as http:
                 self._api = Api(http, self.base, self.token)
-                self._socket = Connection(self._api)
+                self._socket = Connection(self._api, self._on_update)
                 try:
                     return await self._session(chat_id)
                 finally:
@@ -92,7 +128,7 @@ class ChatClient:
             loop.remove_signal_handler(signal.SIGINT)
 
     async def _session(self, chat_id: uuid.UUID | None) -> int:
-        me = await self._require_api().call("GET", "/api/me", User)
+        me = await self.api.call("GET", "/api/me", User)
         await self._require_socket().open()
         self.say(
             f"chatsvc {__version__}: connected to {self.base} as {printable(me.username)}. "
@@ -104,7 +140,8 @@ class ChatClient:
             return 0
         return await self._converse()
 
-    def _require_api(self) -> Api:
+    @property
+    def api(self) -> Api:
         assert self._api is not None, "run() sets the API up"
         return self._api
 
@@ -137,33 +174,45 @@ class ChatClient:
                     if not await self._command(text):
                         return 0
                 else:
-                    await self._send(text.removeprefix("/"))  # `//x` sends `/x`
+                    await self.send(text.removeprefix("/"))  # `//x` sends `/x`
             except RequestFailed as exc:  # one request; a refused token (Unauthorized) ends it all
                 self.say(f"! {exc}")
 
     async def _command(self, text: str) -> bool:
         """Run one /command; ``False`` to leave."""
-        name = text.split()[0].lower()
+        name, *args = text.split()
+        name = name.lower()
         if name in LEAVE:
             return False
-        if name == "/help":
-            for line in help_lines():
-                self.say(line)
-        elif name == "/new":
-            self.chat_id = None
-            self.say("New chat: it is created with your next message.")
-        elif name == "/chats":
+        if name == "/chats":
             return await self._choose_chat(first=False)
-        elif name == "/history":
-            await self._history()
-        else:
+        handlers: dict[str, Callable[[list[str]], Any]] = {
+            "/help": self._help,
+            "/new": self._new,
+            "/history": self.history,
+            "/retry": self._versions.retry,
+            "/edit": self._versions.edit,
+            "/branches": self._versions.branches,
+            "/branch": self._versions.branch,
+        }
+        handler = handlers.get(name)
+        if handler is None:
             self.say(f"! unknown command {printable(name)}: /help lists the commands")
+        else:
+            await handler(args)
         return True
 
+    async def _help(self, _args: list[str]) -> None:
+        for line in help_lines():
+            self.say(line)
+
+    async def _new(self, _args: list[str]) -> None:
+        self.chat.start_new()
+        await self._require_socket().follow(None)
+        self.say("New chat: it is created with your next message.")
+
     async def _list_chats(self) -> list[Chat]:
-        page = await self._require_api().call(
-            "GET", "/api/chats", ChatPage, params={"limit": CHATS_SHOWN}
-        )
+        page = await self.api.call("GET", "/api/chats", ChatPage, params={"limit": CHATS_SHOWN})
         return page.items
 
     async def _choose_chat(self, *, first: bool) -> bool:
@@ -174,7 +223,7 @@ class ChatClient:
             return True
         self.say("Your chats (most recent first):")
         for number, chat in enumerate(chats, 1):
-            mark = "*" if chat.id == self.chat_id else " "
+            mark = "*" if chat.id == self.chat.id else " "
             self.say(f" {mark}{number:>3}. {chat_title(chat.title)}  ({when(chat.updated_at)})")
         question = (
             "Open a chat (number), or Enter for a new one: "
@@ -191,38 +240,40 @@ class ChatClient:
                 return False
             if not answer:
                 if first:
-                    self.chat_id = None
+                    self.chat.start_new()
                     self.say("New chat: it is created with your first message.")
                 return True
             if answer.isdigit() and 1 <= int(answer) <= len(chats):
                 chosen = chats[int(answer) - 1]
-                self.chat_id, self.title = chosen.id, chosen.title
-                self.say(f"Chat: {chat_title(self.title)}  (/history shows its messages)")
+                self.chat.open(chosen)
+                await self._require_socket().follow(chosen.id)
+                self.say(f"Chat: {chat_title(chosen.title)}  (/history shows its messages)")
                 return True
             self.say(f"! pick a number from 1 to {len(chats)}")
 
     async def _open(self, chat_id: uuid.UUID) -> None:
-        chat = await self._require_api().call(
+        chat = await self.api.call(
             "GET", f"/api/chats/{chat_id}", ChatWithMessages, params={"limit": HISTORY_SHOWN}
         )
-        self.chat_id, self.title = chat.id, chat.title
+        self.chat.open(chat)
+        await self._require_socket().follow(chat.id)
         if chat.messages_next_cursor is None:
             count = f"{len(chat.messages)} messages; /history shows them"
         else:  # the server sends a long chat's newest page only
             count = f"over {HISTORY_SHOWN} messages; /history shows the last {HISTORY_SHOWN}"
         self.say(f"Chat: {chat_title(chat.title)}  ({count})")
 
-    async def _history(self) -> None:
-        if self.chat_id is None:
+    async def history(self, _args: list[str] | None = None) -> None:
+        if self.chat.id is None:
             self.say("This chat has no messages yet.")
             return
-        page = await self._require_api().call(
+        page = await self.api.call(
             "GET",
-            f"/api/chats/{self.chat_id}/messages",
+            f"/api/chats/{self.chat.id}/messages",
             MessagePage,
             params={"limit": HISTORY_SHOWN},
         )
-        self.say(f"--- {chat_title(self.title)}")
+        self.say(f"--- {chat_title(self.chat.title)}")
         if page.next_cursor is not None:
             self.say(f"(older messages not shown: the last {HISTORY_SHOWN} follow)")
         for message in page.items:
@@ -233,24 +284,38 @@ class ChatClient:
 
     # -- one reply
 
-    async def _send(self, content: str) -> None:
+    async def send(
+        self, content: str, *, parent: uuid.UUID | UnsetType | None = UNSET
+    ) -> Reply | None:
+        """Send a message (after ``parent``: edit and resend) and show its reply."""
         socket = self._require_socket()
         if socket.limits is not None and len(content) > socket.limits.max_message_chars:
             self.say(
                 f"! too long: {len(content)} characters, "
                 f"the server takes {socket.limits.max_message_chars} at most"
             )
-            return
+            return None
+        chat_id = self.chat.id
+        return await self.follow_reply(
+            lambda request_id: SendMessage(
+                content=content, chat_id=chat_id, request_id=request_id, parent_id=parent
+            )
+        )
+
+    async def follow_reply(self, frame: Callable[[str], msgspec.Struct]) -> Reply:
+        """Send the frame made for a new request id, and show the reply it starts."""
+        socket = self._require_socket()
         events = await socket.fresh_events()
         reply = Reply(uuid.uuid4().hex, events, socket, self.output)
         self._reply = reply
         try:
-            await socket.send(
-                SendMessage(content=content, chat_id=self.chat_id, request_id=reply.request_id)
-            )
-            self.output.write("assistant: ")
+            await socket.send(frame(reply.request_id))
             await reply.show()
         finally:
             self._reply = None
-            if reply.chat is not None:
-                self.chat_id, self.title = reply.chat
+            if reply.chat is not None:  # the server follows the chat it created for us
+                self.chat.id, self.chat.title = reply.chat
+                socket.following = self.chat.id
+            if reply.message_id is not None:
+                self.chat.leaf = reply.message_id
+        return reply

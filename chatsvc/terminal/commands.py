@@ -12,6 +12,10 @@ COMMANDS = (
     ("/chats", "list your chats and switch to one"),
     ("/new", "start a new chat (created with your next message)"),
     ("/history", "show the messages of this chat"),
+    ("/retry", "a new reply in place of the last one (the old one is kept)"),
+    ("/edit", "change your last message and send it again (the old one is kept)"),
+    ("/branches", "list the versions of your last message and of its reply"),
+    ("/branch N", "switch to reply N; /branch message N: to your message N"),
     ("/help", "show these commands"),
     ("/quit", "leave (also Ctrl-D, or Ctrl-C at the prompt)"),
 )

@@ -1,13 +1,17 @@
 """The terminal client's WebSocket: opened, read all the time, written frame by frame.
 
 A background task reads every frame (so the server's pings are answered while the
-user thinks) into a queue; the reply being shown takes its events from there.
+user thinks) into a queue; the reply being shown takes its events from there. A
+``chat_updated`` goes to a callback instead: the client shows it between replies.
+The socket follows the open chat (``subscribe``), so it hears what other clients do there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +20,15 @@ import msgspec
 from chatsvc.terminal.frames import Loose, decode, encode
 from chatsvc.terminal.rest import Api, RequestFailed, Unauthorized, connection_problem
 from chatsvc.terminal.screen import printable
-from chatsvc.wire import ErrorEvent, Limits, Ready, ServerFrame
+from chatsvc.wire import (
+    ChatUpdated,
+    ErrorEvent,
+    Limits,
+    Ready,
+    ServerFrame,
+    Subscribe,
+    Unsubscribe,
+)
 
 #: Largest frame accepted from the server: a `done` event carries the whole reply.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -37,9 +49,12 @@ Queued = ServerFrame | Loose | Closed | GiveUp
 class Connection:
     """One WebSocket at a time to ``/ws``, opened again when the last one ended."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, on_update: Callable[[ChatUpdated], None]) -> None:
         self._api = api
+        self._on_update = on_update
         self.limits: Limits | None = None
+        #: The chat this socket follows, and follows again once opened anew.
+        self.following: uuid.UUID | None = None
         self.events: asyncio.Queue[Queued] = asyncio.Queue()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -78,6 +93,18 @@ class Connection:
         self._ws = ws
         self.events = asyncio.Queue()
         self._reader = asyncio.create_task(self._read(ws, self.events))
+        if self.following is not None:
+            await self.send(Subscribe(chat_id=self.following))
+
+    async def follow(self, chat_id: uuid.UUID | None) -> None:
+        """Follow this chat's events from now on (``None``: none), and no other's."""
+        if chat_id == self.following:
+            return
+        if self.following is not None:
+            await self.send(Unsubscribe(chat_id=self.following))
+        self.following = chat_id
+        if chat_id is not None:
+            await self.send(Subscribe(chat_id=chat_id))
 
     async def _read(
         self, ws: aiohttp.ClientWebSocketResponse, events: asyncio.Queue[Queued]
@@ -87,7 +114,9 @@ class Connection:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
                     event = decode(message.data)
-                    if event is not None:
+                    if isinstance(event, ChatUpdated):
+                        self._on_update(event)
+                    elif event is not None:
                         events.put_nowait(event)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     break

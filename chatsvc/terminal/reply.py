@@ -1,7 +1,9 @@
 """One reply, shown as it streams: its events printed until the one that ends it.
 
-Ctrl-C during a reply asks the server to abort it (:meth:`Reply.interrupt`); a second
-Ctrl-C stops waiting for the server.
+The reply to a message sent, or a new version of one (``regenerate``): the same events.
+``assistant:`` is printed once it has started; an error before that (``busy``, say) is
+one line of its own. Ctrl-C during a reply asks the server to abort it
+(:meth:`Reply.interrupt`); a second Ctrl-C stops waiting for the server.
 """
 
 from __future__ import annotations
@@ -19,22 +21,30 @@ from chatsvc.wire import (
     Done,
     ErrorEvent,
     Message,
+    MessageEvent,
     ReasoningEvent,
     ServerFrame,
     Started,
     TokenEvent,
 )
 
+HEADER = "assistant: "
+
 
 class Reply:
-    """The reply to the message sent with ``request_id``; ``chat`` is set when it
-    created one (a message sent with no chat)."""
+    """The reply to the frame sent with ``request_id``; ``chat`` is set when it created
+    one (a message sent with no chat), ``message_id`` once it started, ``question`` to
+    the user message stored, ``final`` to the reply stored at its end."""
 
     def __init__(
         self, request_id: str, events: asyncio.Queue[Queued], socket: Connection, out: Output
     ) -> None:
         self.request_id = request_id
         self.chat: tuple[uuid.UUID, str] | None = None
+        self.message_id: uuid.UUID | None = None
+        self.question: Message | None = None
+        self.final: Message | None = None
+        self._header = False
         self._events = events
         self._socket = socket
         self._out = out
@@ -57,11 +67,11 @@ class Reply:
         while True:
             event = await self._events.get()
             if isinstance(event, Closed):
-                self._out.say("\n[connection lost: /history shows how the reply ended]")
+                self._end("[connection lost: /history shows how the reply ended]")
                 return
             if isinstance(event, GiveUp):
-                self._out.say(
-                    "\n[no longer waiting for the server: the reply may go on; "
+                self._end(
+                    "[no longer waiting for the server: the reply may go on; "
                     "/history shows how it ended]"
                 )
                 return
@@ -78,8 +88,11 @@ class Reply:
         mine = self._task_id is not None and getattr(event, "task_id", None) == self._task_id
         if isinstance(event, ChatCreated) and event.request_id == self.request_id:
             self.chat = event.chat.id, event.chat.title
+        elif isinstance(event, MessageEvent) and event.request_id == self.request_id:
+            self.question = event.message
         elif isinstance(event, Started) and event.request_id == self.request_id:
-            self._task_id = event.task_id
+            self._task_id, self.message_id = event.task_id, event.message_id
+            self._show_header()
             if self._abort_requested:
                 self._socket.send_soon(Abort(task_id=event.task_id))
         elif isinstance(event, TokenEvent) and mine:
@@ -105,12 +118,26 @@ class Reply:
         elif isinstance(event, ErrorEvent) and (
             event.request_id == self.request_id or (mine and event.code != "not_running")
         ):
-            out.say(f"\n[error: {printable(event.message)} ({event.code})]")
+            if self._header:
+                out.say(f"\n[error: {printable(event.message)} ({event.code})]")
+            else:  # refused before it started: nothing was stored
+                out.say(f"! {printable(event.message)} ({event.code})")
             return True
         return False
 
+    def _show_header(self) -> None:
+        if not self._header:
+            self._header = True
+            self._out.write(HEADER)
+
+    def _end(self, line: str) -> None:
+        """The reply's last line, below its text."""
+        self._out.say(f"\n{line}" if self._header else line)
+
     def _finish(self, message: Message) -> None:
         """Print what the stored reply holds beyond the tokens shown (normally nothing)."""
+        self.final = message
+        self._show_header()
         shown = "".join(self._shown)
         if message.content.startswith(shown):
             self._out.write(printable(message.content[len(shown) :]))
@@ -122,6 +149,6 @@ class Reply:
             self._task_id is not None and event.task_id == self._task_id
         )
         if event.type in END_TYPES and mine:
-            self._out.say(f"\n[the reply ended ({event.type}); /history shows it]")
+            self._end(f"[the reply ended ({event.type}); /history shows it]")
             return True
         return False

@@ -40,13 +40,21 @@ def when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+def place(message: Message) -> str:
+    """``2/3``: the message is the second of three versions (siblings)."""
+    return f"{message.sibling_index + 1}/{message.sibling_count}"
+
+
 def message_line(message: Message) -> str:
-    """A message as ``/history`` shows it: who, how it ended if not plainly, and its text."""
+    """A message as ``/history`` shows it: who, how it ended if not plainly, which version
+    it is when it has several (``2/3``), and its text."""
     who = "you" if message.role == "user" else "assistant"
     if message.status == "complete":
         status = _CUT_MARKS.get(message.finish_reason or "", "")
     else:
         status = f" [{message.status}]"
+    if message.sibling_count > 1:
+        status += f" ({place(message)})"
     return f"{who}{status}: {printable(message.content)}"
 
 

@@ -10,12 +10,14 @@
 
 import { TOKEN_KEY, api, currentToken, onUnauthorized } from "./api.js";
 import { enterApp, logIn, signOut } from "./auth.js";
+import { onEditorInput, onEditorKey, onEditorSubmit, onMessageAction } from "./branches.js";
 import { newChat, onEvent, onLost, onReady, openChat, route } from "./chat.js";
 import { loadChats, search } from "./chat-list.js";
-import { autosize, isRunning, send, sendText, stop } from "./composer.js";
+import { autosize, send, sendText, stop } from "./composer.js";
 import { connectIfClosed, handle } from "./connection.js";
 import { askDelete, askRename, deleteChat, rename } from "./dialogs.js";
 import { $, clearError, showError } from "./dom.js";
+import { isRunning } from "./messages.js";
 
 /** Narrower screens show the chat list or the tree over the conversation: one at a time. */
 function togglePanel(name) {
@@ -67,8 +69,22 @@ function bind() {
     send();
   });
   $("stop-button").addEventListener("click", stop);
-  $("messages").addEventListener("click", (event) => {
-    if (event.target.closest(".continue")) sendText("Continue");
+  const messages = $("messages");
+  messages.addEventListener("click", (event) => {
+    if (event.target.closest(".continue")) return sendText("Continue");
+    const button = event.target.closest("button[data-action]");
+    if (button) onMessageAction(button); // versions, Edit, Regenerate (branches.js)
+  });
+  // The editor of a user message (branches.js).
+  messages.addEventListener("submit", (event) => {
+    event.preventDefault();
+    onEditorSubmit(event.target);
+  });
+  messages.addEventListener("input", (event) => {
+    if (event.target.matches("textarea.edit-input")) onEditorInput(event.target);
+  });
+  messages.addEventListener("keydown", (event) => {
+    if (event.target.matches("textarea.edit-input")) onEditorKey(event);
   });
   const input = $("message-input");
   input.addEventListener("input", autosize);
@@ -79,7 +95,7 @@ function bind() {
     }
   });
   document.addEventListener("keydown", (event) => {
-    if (event.defaultPrevented) return; // the tree's editor took it
+    if (event.defaultPrevented) return; // the tree's or a message's editor took it
     if (event.key === "Escape" && !document.querySelector("dialog[open]") && isRunning()) {
       event.preventDefault();
       stop();

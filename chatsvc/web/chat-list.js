@@ -49,6 +49,14 @@ export function knownChat(chatId) {
   return list.chats.find((chat) => chat.id === chatId);
 }
 
+/** A chat of the list as the server now has it (renamed by the model): shown so. */
+export function updateKnownChat(chat) {
+  const index = list.chats.findIndex((known) => known.id === chat.id);
+  if (index < 0) return;
+  list.chats[index] = { ...list.chats[index], ...chat };
+  renderChatList();
+}
+
 /** The list, the chat on screen marked; each item's button holds its chat's id. */
 export function renderChatList() {
   const items = list.chats.map((chat) => {

@@ -1,18 +1,23 @@
 // The chat on screen: which one (the address says: #/chat/<id>), its history fetched
 // once the socket follows it, its live events applied as they come (the reply
-// streaming, its end, errors), and its workspace tree beside it (tree.js).
+// streaming, its end, errors, its title or branch changed), and its workspace tree
+// beside it (tree.js).
 
 import { api } from "./api.js";
 import { sendFrame, serverCaughtUp } from "./connection.js";
-import { knownChat, refreshListSoon, renderChatList } from "./chat-list.js";
+import { knownChat, refreshListSoon, renderChatList, updateKnownChat } from "./chat-list.js";
 import { giveBack, updateControls } from "./composer.js";
 import { $, clearError, el, showError } from "./dom.js";
 import {
+  dropAfter,
   endLive,
   nearEnd,
+  renderMessage,
+  restoreFocus,
   scheduleRender,
   scrollToEnd,
   showOlderButton,
+  shownLeafId,
   startLive,
   upsertMessage,
 } from "./messages.js";
@@ -70,6 +75,7 @@ export async function loadChat(chatId) {
   } catch (error) {
     if (seq !== state.loadSeq) return;
     state.loading = false;
+    state.wantedLeaf = null;
     if (error.status === 404) {
       newChat();
       refreshListSoon(0);
@@ -80,12 +86,14 @@ export async function loadChat(chatId) {
   if (seq !== state.loadSeq || !state.chat || state.chat.id !== chatId) return;
   const { messages, messages_next_cursor: older, ...chat } = data;
   state.live = null; // a snapshot among the buffered events brings it back
+  state.wantedLeaf = null;
   showChat(chat, messages, older);
   state.loading = false;
   const buffered = state.buffered;
   state.buffered = [];
   for (const event of buffered) applyChatEvent(event);
   updateControls();
+  restoreFocus();
 }
 
 export function newChat() {
@@ -108,8 +116,7 @@ function showChat(chat, messages, older = null) {
   const stick = !again || nearEnd();
   shownChatId = chat ? chat.id : null;
   if (chat) state.chat = chat;
-  $("chat-title").textContent = chat ? chat.title : "New chat";
-  document.title = chat && chat.title ? `${chat.title} · chatsvc` : "chatsvc";
+  showTitle(chat);
   $("rename-chat").hidden = !chat;
   $("delete-chat").hidden = !chat;
   state.messages.clear();
@@ -124,6 +131,29 @@ function showChat(chat, messages, older = null) {
   renderChatList();
   updateControls();
   if (stick) scrollToEnd(true);
+}
+
+function showTitle(chat) {
+  $("chat-title").textContent = chat ? chat.title : "New chat";
+  document.title = chat && chat.title ? `${chat.title} · chatsvc` : "chatsvc";
+}
+
+/**
+ * The chat on screen as the server now has it (a `chat_updated` event, or the answer to
+ * switching branches): its title shown, and its active branch drawn again when the one
+ * shown ends elsewhere (a reply regenerated, a message edited, a version chosen, here or
+ * in another tab). A null `active_leaf_id` is the newest message: a chat that never
+ * branched, whose branch is the one shown.
+ */
+export function followChat(chat) {
+  updateKnownChat(chat);
+  if (!state.chat || state.chat.id !== chat.id) return;
+  state.chat = { ...state.chat, ...chat };
+  showTitle(state.chat);
+  const leaf = chat.active_leaf_id;
+  if (!leaf || leaf === shownLeafId() || leaf === state.wantedLeaf) return;
+  state.wantedLeaf = leaf; // one reload for it, whether the event or the answer comes first
+  loadChat(chat.id);
 }
 
 /** Nothing on screen any more (logged out). */
@@ -142,9 +172,12 @@ export function forgetChat() {
 export function onEvent(event) {
   if (event.type === "tree_update") return treePanel.onUpdate(event);
   if (event.type === "chat_created") return onChatCreated(event);
-  const chatId = event.chat_id || (event.message && event.message.chat_id);
+  const chatId = event.chat_id || event.message?.chat_id || event.chat?.id;
   if (event.type === "message" && event.request_id) state.pending.delete(event.request_id);
-  if (state.chat && chatId === state.chat.id) {
+  const onScreen = state.chat && chatId === state.chat.id;
+  // Renamed (by the model, or in another tab) and not on screen: its item in the list.
+  if (event.type === "chat_updated" && !onScreen) return updateKnownChat(event.chat);
+  if (onScreen) {
     if (state.loading) state.buffered.push(event);
     else applyChatEvent(event);
   } else if (event.type === "error") {
@@ -170,13 +203,18 @@ export function onLost() {
 function applyChatEvent(event) {
   switch (event.type) {
     case "message":
+      // A message that does not follow the last one shown starts another branch (an edit).
+      if (!state.messages.has(event.message.id)) dropAfter(event.message.parent_id ?? null);
       upsertMessage(event.message);
+      break;
+    case "chat_updated":
+      followChat(event.chat);
       break;
     case "started":
       startLive(event.task_id, event.message_id, -1, "");
       break;
     case "snapshot":
-      startLive(event.task_id, event.message_id, event.seq, event.content);
+      startLive(event.task_id, event.message_id, event.seq, event.content, event.reasoning);
       break;
     case "token":
     case "reasoning":
@@ -217,7 +255,7 @@ function onDelta(event) {
     entry.message.content = live.content;
   } else {
     live.reasoning += event.token;
-    entry.reasoning = live.reasoning;
+    entry.message.reasoning = live.reasoning;
   }
   scheduleRender(entry);
 }
@@ -236,10 +274,17 @@ function onChatError(event) {
 }
 
 function onOtherError(event) {
+  if (event.request_id) state.focusAfterLoad = null; // refused: no branch to draw and focus
   const pending = event.request_id && state.pending.get(event.request_id);
   if (pending) {
     state.pending.delete(event.request_id);
-    giveBack(pending.content); // the unsent text
+    const edited = pending.editOf && state.messages.get(pending.editOf);
+    if (edited) {
+      edited.sending = false; // its editor still holds the text: Save & send again
+      renderMessage(edited);
+    } else if (!pending.editOf) {
+      giveBack(pending.content); // the unsent text
+    }
   }
   showError(plainWords(event.code, event.message));
 }

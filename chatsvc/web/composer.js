@@ -1,27 +1,20 @@
-// The composer: sending a message (or "Continue") in the chat on screen, or in a new
-// chat; stopping the reply being written; which of Send and Stop shows.
+// The composer: sending a message (or "Continue", or an edited message) in the chat on
+// screen, or in a new chat; stopping the reply being written; which of Send and Stop
+// shows, and whether the message controls that start a reply are available.
 
 import { api } from "./api.js";
 import { isReady, sendFrame } from "./connection.js";
 import { $, clearError, showError } from "./dom.js";
-import { endLive } from "./messages.js";
+import { endLive, isRunning, showBusy } from "./messages.js";
 import { state } from "./state.js";
 import { PLAIN_WORDS, plainWords } from "./words.js";
-
-export function isRunning() {
-  if (!state.chat) return false;
-  if (state.live) return true;
-  for (const { message } of state.messages.values()) {
-    if (message.status === "streaming") return true;
-  }
-  return false;
-}
 
 export function updateControls() {
   const running = isRunning();
   $("stop-button").hidden = !running;
   $("send-button").hidden = running;
   $("send-button").disabled = !isReady();
+  showBusy();
 }
 
 /** Sends what the composer holds, and empties it once sent. */
@@ -32,8 +25,8 @@ export function send() {
   autosize();
 }
 
-/** Why `content` cannot be sent now, in plain words; null when it can. */
-function sendProblem(content) {
+/** Why `content` cannot be sent now (or a reply started), in plain words; null when it can. */
+export function sendProblem(content = "") {
   if (isRunning()) return PLAIN_WORDS.busy;
   if (state.limits && content.length > state.limits.max_message_chars) {
     return plainWords("too_large");
@@ -42,8 +35,18 @@ function sendProblem(content) {
   return null;
 }
 
-/** Sends `content` in the chat on screen (a new chat without one): true once sent. */
-export function sendText(content) {
+/** A new `request_id` for a frame. */
+export function newRequestId() {
+  state.requestCounter += 1;
+  return `web-${Date.now().toString(36)}-${state.requestCounter}`;
+}
+
+/**
+ * Sends `content` in the chat on screen (a new chat without one): true once sent.
+ * `edit` sends it as a new version of the user message `edit.messageId`: after that
+ * message's parent, `edit.parentId` (null for a first message; docs/protocol.md 3.1).
+ */
+export function sendText(content, edit = null) {
   if (!content.trim()) return false;
   const problem = sendProblem(content);
   if (problem) {
@@ -51,17 +54,21 @@ export function sendText(content) {
     return false;
   }
   clearError();
-  state.requestCounter += 1;
-  const requestId = `web-${Date.now().toString(36)}-${state.requestCounter}`;
+  const requestId = newRequestId();
   const frame = { action: "send_message", content, request_id: requestId };
   if (state.chat) frame.chat_id = state.chat.id;
+  if (edit) frame.parent_id = edit.parentId;
   const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
   if (state.limits && bytes > state.limits.max_frame_bytes) {
     showError("That message is too long to send (too many bytes once encoded).");
     return false;
   }
   if (!state.chat) state.newChatRequest = requestId;
-  state.pending.set(requestId, { content, chatId: frame.chat_id || null });
+  state.pending.set(requestId, {
+    content,
+    chatId: frame.chat_id || null,
+    editOf: edit ? edit.messageId : null,
+  });
   return sendFrame(frame);
 }
 

@@ -1,11 +1,68 @@
 // The messages of the chat on screen: each as an <article>, re-rendered as it streams
-// (at most once a frame), with its status, notes for replies cut short, "Continue" on
-// the newest of those (composer.js sends it), and a button for older messages.
+// (at most once a frame), with its status, its reasoning (collapsed), notes for replies
+// cut short, "Continue" on the newest of those (composer.js sends it), its versions and
+// actions (message-actions.js), and a button for older messages.
 
 import { api } from "./api.js";
 import { $, el, showError } from "./dom.js";
+import { markBusy, messageActions, messageEditor } from "./message-actions.js";
 import { renderText } from "./message-text.js";
 import { state } from "./state.js";
+
+/** Whether a reply is being written in the chat on screen (nothing else may start). */
+export function isRunning() {
+  if (!state.chat) return false;
+  if (state.live) return true;
+  for (const { message } of state.messages.values()) {
+    if (message.status === "streaming") return true;
+  }
+  return false;
+}
+
+/** Shows the message controls that start or switch a reply as unavailable while one runs. */
+export function showBusy() {
+  markBusy($("messages"), isRunning());
+}
+
+/** The id of the last message shown: the leaf of the branch on screen (null: none). */
+export function shownLeafId() {
+  const articles = $("messages").querySelectorAll("article.message");
+  return articles.length ? articles[articles.length - 1].dataset.id : null;
+}
+
+/**
+ * Puts the focus on the version arrows `state.focusAfterLoad` names, once their message
+ * is shown (`messageId` null: the last message, a regenerated reply).
+ */
+export function restoreFocus() {
+  const wanted = state.focusAfterLoad;
+  if (!wanted) return;
+  const articles = $("messages").querySelectorAll("article.message");
+  const node = wanted.messageId
+    ? $("messages").querySelector(`article[data-id="${wanted.messageId}"]`)
+    : articles[articles.length - 1];
+  if (!node || !node.querySelector(".versions")) return;
+  state.focusAfterLoad = null;
+  const buttons = [...node.querySelectorAll(".versions button")].filter((b) => !b.disabled);
+  const same = buttons.find((button) => button.dataset.action === wanted.action);
+  const button = same || buttons[0];
+  if (button) button.focus();
+}
+
+/**
+ * Before a new message whose parent is `parentId` (null: a new first message) is shown:
+ * the messages after its parent belong to another branch now (an edit), so they go.
+ */
+export function dropAfter(parentId) {
+  const articles = [...$("messages").querySelectorAll("article.message")];
+  let start;
+  if (parentId === null) start = state.olderCursor ? articles.length : 0;
+  else start = articles.findIndex((node) => node.dataset.id === parentId) + 1 || articles.length;
+  for (const node of articles.slice(start)) {
+    state.messages.delete(node.dataset.id);
+    node.remove();
+  }
+}
 
 const MESSAGES_PAGE = 100; // older messages fetched per click (a chat opens with its newest)
 
@@ -43,7 +100,7 @@ async function loadOlder() {
   const first = box.querySelector("article.message");
   for (const message of page.items) {
     if (state.messages.has(message.id)) continue;
-    const entry = { message, node: el("article", { class: "message" }), reasoning: "" };
+    const entry = { message, node: el("article", { class: "message" }) };
     state.messages.set(message.id, entry);
     box.insertBefore(entry.node, first);
     renderMessage(entry);
@@ -86,7 +143,7 @@ export function upsertMessage(message, note) {
   if (!entry) {
     const empty = $("messages").querySelector(".empty");
     if (empty) empty.remove();
-    entry = { message, node: el("article", { class: "message" }), reasoning: "" };
+    entry = { message, node: el("article", { class: "message" }) };
     state.messages.set(message.id, entry);
     $("messages").append(entry.node);
   }
@@ -95,7 +152,11 @@ export function upsertMessage(message, note) {
   renderMessage(entry);
 }
 
-function renderMessage(entry) {
+/**
+ * Renders `entry` again. While `entry.editing` (branches.js) a user message shows its
+ * editor, holding `entry.draft`, in place of its text.
+ */
+export function renderMessage(entry) {
   const { message, node } = entry;
   const stick = nearEnd();
   const status = message.status || "complete";
@@ -113,16 +174,26 @@ function renderMessage(entry) {
   const head = el("div", { class: "message-head" }, el("span", { class: "who", text: who }));
   if (mark) head.append(el("span", { class: "mark", "data-status": status, text: mark }));
   const parts = [head];
-  if (entry.reasoning) {
+  if (message.reasoning) {
+    // Collapsed, unless the reader opened it: a streaming reply is drawn again and again.
+    const shown = node.querySelector(":scope > details.reasoning");
     const thinking = el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
-    thinking.append(renderText(entry.reasoning));
+    thinking.open = Boolean(shown && shown.open);
+    thinking.append(renderText(message.reasoning));
     parts.push(thinking);
   }
-  parts.push(renderText(message.content || ""));
+  const busy = isRunning();
+  node.classList.toggle("editing", Boolean(entry.editing));
+  if (entry.editing) parts.push(messageEditor(message.id, entry.draft, busy, entry.sending));
+  else parts.push(renderText(message.content || ""));
   const note = entry.note || STATUS_NOTES[status] || (cut && cut.note);
   if (note) parts.push(el("p", { class: "note", text: note }));
   if (cut) parts.push(continueButton());
+  const actions = entry.editing ? null : messageActions(message, status, busy);
+  if (actions) parts.push(actions);
+  const focused = node.contains(document.activeElement) && document.activeElement.dataset.action;
   node.replaceChildren(...parts);
+  if (focused) node.querySelector(`button[data-action="${focused}"]`)?.focus(); // kept
   if (stick) scrollToEnd();
 }
 
@@ -160,16 +231,18 @@ export function scrollToEnd(force = false) {
 
 // --- the reply streaming on screen -------------------------------------------------
 
-export function startLive(taskId, messageId, seq, content) {
-  state.live = { taskId, messageId, seq, content, reasoning: "" };
+export function startLive(taskId, messageId, seq, content, reasoning = "") {
+  state.live = { taskId, messageId, seq, content, reasoning };
   const entry = state.messages.get(messageId);
   const message = entry
-    ? { ...entry.message, content, status: "streaming" }
-    : { id: messageId, role: "assistant", content, status: "streaming" };
+    ? { ...entry.message, content, reasoning, status: "streaming" }
+    : { id: messageId, role: "assistant", content, reasoning, status: "streaming" };
   upsertMessage(message);
+  showBusy();
 }
 
 export function endLive(taskId, message) {
   if (state.live && state.live.taskId === taskId) state.live = null;
   upsertMessage(message);
+  showBusy();
 }

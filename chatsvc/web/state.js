@@ -9,10 +9,12 @@ export const state = {
   loadSeq: 0,
   loading: false, // history being fetched: live events wait in `buffered`
   buffered: [],
-  messages: new Map(), // message id -> {message, node}
+  messages: new Map(), // message id -> {message, node, note?, editing?, draft?, sending?}
   olderCursor: null, // `before` of the messages older than those shown, or null
   live: null, // the reply streaming on screen: {taskId, chatId, messageId, seq, content, reasoning}
-  pending: new Map(), // request_id -> {content, chatId} of messages sent and not yet stored
+  pending: new Map(), // request_id -> {content, chatId, editOf?} of messages sent, not yet stored
   newChatRequest: null, // request_id of the message that creates the chat on screen
+  focusAfterLoad: null, // {messageId, action}: the version arrow to focus once shown
+  wantedLeaf: null, // the active leaf a reload of the chat on screen is fetching the branch of
   requestCounter: 0,
 };

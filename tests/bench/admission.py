@@ -9,7 +9,7 @@ It calls chatsvc's own store functions in this process, against a freshly
 migrated database, with the engine served as the app serves it (SQLite's
 writer and readers, or PostgreSQL's pool of 20): ``--sends`` sends (default 200)
 of ``--users`` users (default 20), each into a chat of its own, all started at
-the same instant. Each send does what ``Generations.start`` and the reply's
+the same instant. Each send does what ``Launcher.start`` and the reply's
 first step do before the upstream is called:
 
 - **exchange**: the transaction that stores the user's message and the empty
@@ -40,6 +40,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from chatsvc.admission import Admission
 from tests.support import PG_ADMIN_URL
 
 STEPS = ("exchange", "history", "tree", "total")
@@ -143,18 +144,21 @@ class Round:
         began = time.perf_counter()
         reply_id = uuid.uuid4()
         try:
-            stored_exchange = await self.store.create_exchange(
-                owner,
-                chat_id=chat_id,
-                new_chat_title="bench",
-                user_content="hello " * 20,
-                assistant_id=reply_id,
-                default_model="bench-model",
-                offered_models=("bench-model",),
+            admission = Admission(
+                owner=owner,
                 task_id=uuid.uuid4(),
+                reply_id=reply_id,
                 instance="bench",
                 live_after=self.store.now().replace(year=2000),
                 per_user_cap=cap,
+                default_model="bench-model",
+                offered_models=frozenset({"bench-model"}),
+            )
+            stored_exchange = await self.store.create_exchange(
+                admission,
+                chat_id=chat_id,
+                new_chat_title="bench",
+                user_content="hello " * 20,
                 max_chats=1_000_000,
             )
         except self.overloaded:
