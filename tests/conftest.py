@@ -17,11 +17,21 @@ from typing import Any
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Database, Server, User, register_and_login, unique_username
+from tests.support import (
+    AppServer,
+    Database,
+    Server,
+    User,
+    register_and_login,
+    start_app_server,
+    unique_username,
+)
 from tests.support.databases import (
     PG_ADMIN_URL,
+    copy_sqlite,
     create_postgres_database,
     drop_postgres_databases,
+    migrate_database,
     postgres_reachable,
     run_async,
 )
@@ -92,15 +102,24 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Database]]:
-    """Creates empty databases (an SQLite file, or a fresh PostgreSQL database)."""
+def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Database]]:
+    """Creates databases: empty (an SQLite file, or a fresh PostgreSQL database), or with
+    ``migrated=True`` a copy of one migrated once per engine and session (what a server
+    would migrate at start, ~1 s, is done; the start still checks it)."""
     created: list[str] = []
+    templates: dict[str, Database] = {}
 
-    def make(engine: str) -> Database:
+    def make(engine: str, migrated: bool = False) -> Database:
+        if migrated and engine not in templates:
+            templates[engine] = make(engine)
+            migrate_database(templates[engine])
         if engine == "sqlite":
             path = tmp_path_factory.mktemp("db") / "chatsvc.db"
+            if migrated:
+                return copy_sqlite(templates[engine], path)
             return Database(engine, f"sqlite:///{path}")
-        url = run_async(create_postgres_database())
+        template = templates[engine].url if migrated else None
+        url = run_async(create_postgres_database(template))
         created.append(url)
         return Database(engine, url)
 
@@ -120,13 +139,13 @@ def fake_llm() -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="session")
 def server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[Server]:
     """One shared server per engine for the whole session, streaming from ``fake_llm``."""
     running = start_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"server-{engine}"),
         **upstream_settings(fake_llm),
     )
@@ -137,12 +156,14 @@ def server(
 @pytest.fixture(scope="session")
 def echo_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """A server with the built-in echo provider (no upstream): it repeats each message."""
     running = start_server(
-        make_database(engine), tmp_path_factory.mktemp(f"echo-{engine}"), ECHO_TOKEN_DELAY="0.01"
+        make_database(engine, migrated=True),
+        tmp_path_factory.mktemp(f"echo-{engine}"),
+        ECHO_TOKEN_DELAY="0.01",
     )
     yield running
     running.stop()
@@ -151,14 +172,14 @@ def echo_server(
 @pytest.fixture(scope="session")
 def titled(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[Server]:
     """A server whose model names chats after their first reply (`AUTO_TITLES=true`),
     streaming from ``fake_llm``."""
     running = start_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"titles-{engine}"),
         **upstream_settings(fake_llm),
         AUTO_TITLES="true",
@@ -170,18 +191,42 @@ def titled(
 @pytest.fixture
 def spawn_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Server]]:
     """Starts extra servers with other settings, stopped after the test."""
     started: list[Server] = []
 
     def spawn(**settings: str) -> Server:
-        running = start_server(make_database(engine), tmp_path_factory.mktemp("server"), **settings)
+        running = start_server(
+            make_database(engine, migrated=True), tmp_path_factory.mktemp("server"), **settings
+        )
         started.append(running)
         return running
 
     yield spawn
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def serve_app(
+    engine: str,
+    make_database: Callable[..., Database],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., AppServer]]:
+    """``spawn_server`` in the test process: apps built by ``create_app`` with these settings
+    (by variable name, over ``start_server``'s defaults), each served by uvicorn in a thread,
+    stopped after the test. For servers that need no process of their own."""
+    started: list[AppServer] = []
+
+    def serve(**settings: str) -> AppServer:
+        cwd = tmp_path_factory.mktemp("app")
+        running = start_app_server(make_database(engine, migrated=True), cwd, **settings)
+        started.append(running)
+        return running
+
+    yield serve
     for running in started:
         running.stop()
 

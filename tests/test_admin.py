@@ -17,24 +17,21 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from tests.browser import screenshot
 from tests.support import (
     PASSWORD,
+    AppServer,
     Server,
     User,
-    clean_environment,
+    create_account,
     register_and_login,
-    run_chatsvc,
-    unique_username,
 )
 
 LOGIN = "/admin/public/login/"
 
 
 def create_user(server: Server, cwd: Path, *flags: str) -> str:
-    """``chatsvc createuser NAME FLAGS`` against the server's database; returns NAME."""
-    username = unique_username("staff" if flags else "user")
-    env = clean_environment(DATABASE_URL=server.db.url)
-    result = run_chatsvc("createuser", username, *flags, cwd=cwd, env=env, stdin=PASSWORD)
-    assert result.returncode == 0, result.stderr
-    return username
+    """``chatsvc createuser NAME FLAGS`` against the server's database, in this process
+    (``create_account``); returns NAME. ``cwd`` is unused (kept for callers)."""
+    del cwd
+    return create_account(server.db, *flags)
 
 
 @contextmanager
@@ -323,9 +320,9 @@ def test_the_session_cookie_is_http_only(server: Server, tmp_path: Path) -> None
 
 
 def test_in_production_the_session_cookie_needs_https(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    production = spawn_server(ENVIRONMENT="production", JWT_SECRET=secrets.token_urlsafe(48))
+    production = serve_app(ENVIRONMENT="production", JWT_SECRET=secrets.token_urlsafe(48))
     staff = create_user(production, tmp_path, "--staff")
     with admin_client(production) as client:
         response = admin_login(client, staff)
@@ -337,9 +334,9 @@ def test_in_production_the_session_cookie_needs_https(
 
 
 def test_admin_logins_are_rate_limited_per_address(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    limited_server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE="3")
+    limited_server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE="3")
     staff = create_user(limited_server, tmp_path, "--staff")
     with admin_client(limited_server) as client:
         statuses = [admin_login(client, staff, "wrong password").status_code for _ in range(3)]

@@ -55,7 +55,7 @@ def chat_and_reply(url: str, title: str) -> str:
 
 async def test_two_apps_serve_side_by_side_each_from_its_own_database(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -202,8 +202,8 @@ def test_query_token_is_not_accepted_on_http_routes(alice: User) -> None:
     assert response.status_code == 401
 
 
-def test_registration_can_be_switched_off(spawn_server) -> None:  # type: ignore[no-untyped-def]
-    closed = spawn_server(ALLOW_REGISTRATION="false")
+def test_registration_can_be_switched_off(serve_app) -> None:  # type: ignore[no-untyped-def]
+    closed = serve_app(ALLOW_REGISTRATION="false")
     username = unique_username()
     with closed.client() as client:
         response = client.post(

@@ -250,7 +250,7 @@ def test_the_banner_comes_once_the_server_listens_and_names_its_real_address(
 
 
 def test_createuser_from_stdin_then_log_in(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     db = make_database(engine)
     env = clean_environment(DATABASE_URL=db.url)
@@ -279,7 +279,7 @@ def test_createuser_from_stdin_then_log_in(
 
 
 def test_a_developers_exported_setting_does_not_reach_test_servers(
-    make_database: Callable[[str], Database], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_database: Callable[..., Database], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every setting is cleared from a test server's environment, not a hand-kept list."""
     monkeypatch.setenv("MAX_CHATS_PER_USER", "1")

@@ -21,13 +21,14 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     insert_message,
     register_and_login,
-    start_server,
+    start_app_server,
     upstream_settings,
 )
 
@@ -52,12 +53,12 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def chatsvc(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     upstream: FakeOpenAI,
-) -> Iterator[tuple[Server, User]]:
-    server = start_server(
-        make_database(engine),
+) -> Iterator[tuple[AppServer, User]]:
+    server = start_app_server(
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp("context"),
         **{**upstream_settings(upstream), "MODELS": "fake-model"},
     )

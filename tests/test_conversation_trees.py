@@ -18,6 +18,7 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PG_ADMIN_URL,
+    AppServer,
     Database,
     Server,
     Socket,
@@ -454,9 +455,9 @@ def test_a_tab_that_subscribes_during_a_regenerate_gets_its_snapshot(alice: User
 
 
 def test_regenerate_counts_against_the_per_user_cap(
-    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
 ) -> None:
-    server = spawn_server(**upstream_settings(fake_llm), MAX_CONCURRENT_GENERATIONS="1")
+    server = serve_app(**upstream_settings(fake_llm), MAX_CONCURRENT_GENERATIONS="1")
     user = register_and_login(server)
     with Socket(user) as socket:
         chat_id, messages = two_exchanges(socket)
@@ -557,12 +558,12 @@ def test_a_chat_starts_with_its_first_message_in_one_call(alice: User) -> None:
 @pytest.fixture(scope="module")
 def twins_cluster(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[tuple[Server, Server]]:
     """Two instances on one database and a PostgreSQL event bus."""
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     cwd: Path = tmp_path_factory.mktemp(f"trees-{engine}")
     settings = {**upstream_settings(fake_llm), "EVENT_BUS_URL": PG_ADMIN_URL}
     a = start_server(db, cwd, **settings)

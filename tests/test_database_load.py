@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import (
     TERMINAL,
+    AppServer,
     Database,
     Server,
     Socket,
@@ -235,8 +236,8 @@ def write_lock_held(db: Database) -> Iterator[Callable[[], None]]:
 
 
 @pytest.fixture
-def slow_write_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> Server:
-    return spawn_server(**upstream_settings(fake_llm), DATABASE_WRITE_TIMEOUT=str(WRITE_DEADLINE))
+def slow_write_server(serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI) -> Server:
+    return serve_app(**upstream_settings(fake_llm), DATABASE_WRITE_TIMEOUT=str(WRITE_DEADLINE))
 
 
 def test_reply_end_lands_after_the_database_was_too_slow(slow_write_server: Server) -> None:

@@ -16,7 +16,7 @@ from tests.tcp_proxy import TcpProxy
 
 @pytest.mark.postgres_only
 def test_requests_fail_clearly_while_the_database_is_down_and_recover(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     db = make_database(engine)
     target = urlsplit(db.url)

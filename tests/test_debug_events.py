@@ -19,15 +19,14 @@ import pytest
 from tests.support import (
     PASSWORD,
     TERMINAL,
+    AppServer,
     Database,
     Server,
     Socket,
     User,
-    clean_environment,
+    create_account,
     register_and_login,
-    run_chatsvc,
-    start_server,
-    unique_username,
+    start_app_server,
 )
 
 DEBUG_FIELDS = {
@@ -45,15 +44,15 @@ DEBUG_FIELDS = {
 @pytest.fixture(scope="module")
 def servers(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, Server]]:
+) -> Iterator[dict[str, AppServer]]:
     """One echo-provider server per environment."""
-    started: dict[str, Server] = {}
+    started: dict[str, AppServer] = {}
     try:
         for environment in ("test", "development", "production"):
-            started[environment] = start_server(
-                make_database(engine),
+            started[environment] = start_app_server(
+                make_database(engine, migrated=True),
                 tmp_path_factory.mktemp(f"debug-{environment}"),
                 ENVIRONMENT=environment,
                 JWT_SECRET=secrets.token_urlsafe(48),
@@ -66,11 +65,8 @@ def servers(
 
 
 def staff_user(server: Server) -> User:
-    """A staff user made with ``chatsvc createuser --staff``, logged in."""
-    username = unique_username("staff")
-    env = clean_environment(DATABASE_URL=server.db.url)
-    made = run_chatsvc("createuser", username, "--staff", cwd=server.cwd, env=env, stdin=PASSWORD)
-    assert made.returncode == 0, made.stderr
+    """A staff user made as ``chatsvc createuser --staff`` makes one, logged in."""
+    username = create_account(server.db, "--staff")
     with server.client() as client:
         login = client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
         assert login.status_code == 200, login.text
@@ -121,7 +117,7 @@ def assert_debug_before_the_end(frames: list[dict[str, Any]], task_id: str, chat
     return debug["data"]
 
 
-def test_staff_get_debug_events_of_the_chats_they_asked_for(servers: dict[str, Server]) -> None:
+def test_staff_get_debug_events_of_the_chats_they_asked_for(servers: dict[str, AppServer]) -> None:
     server = servers["test"]
     staff = staff_user(server)
     chat_id, other_chat = new_chat(staff), new_chat(staff)
@@ -149,7 +145,7 @@ def test_staff_get_debug_events_of_the_chats_they_asked_for(servers: dict[str, S
         quiet(watcher)
 
 
-def test_the_writer_gets_debug_when_it_subscribed_with_it(servers: dict[str, Server]) -> None:
+def test_the_writer_gets_debug_when_it_subscribed_with_it(servers: dict[str, AppServer]) -> None:
     staff = staff_user(servers["test"])
     chat_id = new_chat(staff)
     with Socket(staff) as socket:
@@ -170,7 +166,7 @@ def test_the_writer_gets_debug_when_it_subscribed_with_it(servers: dict[str, Ser
 
 @pytest.mark.parametrize("environment", ["test", "production"])
 def test_outside_development_only_staff_get_them(
-    servers: dict[str, Server], environment: str
+    servers: dict[str, AppServer], environment: str
 ) -> None:
     server = servers[environment]
     user, staff = register_and_login(server), staff_user(server)
@@ -190,7 +186,7 @@ def test_outside_development_only_staff_get_them(
         assert_debug_before_the_end(staff_frames, staff_frames[0]["task_id"], staff_chat)
 
 
-def test_in_development_every_user_who_asks_gets_them(servers: dict[str, Server]) -> None:
+def test_in_development_every_user_who_asks_gets_them(servers: dict[str, AppServer]) -> None:
     user = register_and_login(servers["development"])
     chat_id = new_chat(user)
     with Socket(user) as asking, Socket(user) as not_asking:
@@ -202,7 +198,7 @@ def test_in_development_every_user_who_asks_gets_them(servers: dict[str, Server]
         assert debug_events(followed) == []
 
 
-def test_an_aborted_reply_reports_its_cancel_latency(servers: dict[str, Server]) -> None:
+def test_an_aborted_reply_reports_its_cancel_latency(servers: dict[str, AppServer]) -> None:
     user = register_and_login(servers["development"])
     chat_id = new_chat(user)
     with Socket(user) as socket:
@@ -218,7 +214,7 @@ def test_an_aborted_reply_reports_its_cancel_latency(servers: dict[str, Server])
     assert data["cancel_latency_ms"] >= 0
 
 
-def test_sse_streams_never_get_them(servers: dict[str, Server]) -> None:
+def test_sse_streams_never_get_them(servers: dict[str, AppServer]) -> None:
     user = register_and_login(servers["development"])
     chat_id = new_chat(user)
     with Socket(user) as watcher:
@@ -246,7 +242,9 @@ def test_sse_streams_never_get_them(servers: dict[str, Server]) -> None:
         assert watched[-2] == debug
 
 
-def test_a_debug_subscribe_of_another_users_chat_is_not_found(servers: dict[str, Server]) -> None:
+def test_a_debug_subscribe_of_another_users_chat_is_not_found(
+    servers: dict[str, AppServer],
+) -> None:
     server = servers["development"]
     owner, other = register_and_login(server), register_and_login(server)
     chat_id = new_chat(owner)
@@ -260,7 +258,7 @@ def test_a_debug_subscribe_of_another_users_chat_is_not_found(servers: dict[str,
     assert refused["code"] == "not_found"
 
 
-def test_debug_must_be_a_boolean(servers: dict[str, Server]) -> None:
+def test_debug_must_be_a_boolean(servers: dict[str, AppServer]) -> None:
     user = register_and_login(servers["development"])
     chat_id = new_chat(user)
     with Socket(user) as socket:

@@ -11,6 +11,7 @@ from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     TERMINAL,
     UPSTREAM_KEY,
+    AppServer,
     Server,
     Socket,
     User,
@@ -121,9 +122,9 @@ def test_default_system_prompt(alice: User, fake_llm: FakeOpenAI) -> None:
     assert first["content"].startswith("You are a helpful assistant.\n\n")  # then the tree
 
 
-def test_history_is_trimmed_to_the_budget(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+def test_history_is_trimmed_to_the_budget(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
     # Without the tree tools, whose tree turn would take part of this small budget.
-    server: Server = spawn_server(
+    server: Server = serve_app(
         **upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100", TREE_TOOLS="false"
     )
     user = register_and_login(server)
@@ -279,8 +280,8 @@ def test_per_user_cap(fresh_user: User) -> None:
         assert socket.until_end(again["task_id"])[-1]["type"] == "done"
 
 
-def test_echo_provider(spawn_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(ECHO_TOKEN_DELAY="0.001")
+def test_echo_provider(serve_app) -> None:  # type: ignore[no-untyped-def]
+    server: AppServer = serve_app(ECHO_TOKEN_DELAY="0.001")
     assert "echo" in server.log()
     assert "NOT an LLM" in server.log()
     user = register_and_login(server)

@@ -110,7 +110,7 @@ def _enter_generations(db: Database, cwd: Path, event_bus_url: str) -> dict:
 
 
 def test_generations_that_cannot_reach_the_bus_undo_what_they_entered(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     db = make_database(engine)
     report = _enter_generations(db, tmp_path, _refused_url())
@@ -121,7 +121,7 @@ def test_generations_that_cannot_reach_the_bus_undo_what_they_entered(
 
 
 def test_the_body_error_of_generations_comes_out_and_stops_its_tasks(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     db = make_database(engine)
     report = _enter_generations(db, tmp_path, "")  # no bus: one instance
@@ -132,7 +132,7 @@ def test_the_body_error_of_generations_comes_out_and_stops_its_tasks(
 
 
 def test_a_server_whose_bus_refuses_stops_at_start_naming_the_bus_error(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     with pytest.raises(RuntimeError, match="exited with") as failed:
         start_server(make_database(engine), tmp_path, EVENT_BUS_URL=_refused_url())
@@ -144,13 +144,16 @@ def test_a_server_whose_bus_refuses_stops_at_start_naming_the_bus_error(
 
 def test_an_sse_stream_ends_cleanly_when_a_stop_interrupts_its_reply(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path: Path,
     fake_llm: FakeOpenAI,
 ) -> None:
     """The interrupted reply has no terminal event: the stream still ends, as a whole response."""
     server = start_server(
-        make_database(engine), tmp_path, **upstream_settings(fake_llm), SHUTDOWN_TIMEOUT="10"
+        make_database(engine, migrated=True),
+        tmp_path,
+        **upstream_settings(fake_llm),
+        SHUTDOWN_TIMEOUT="10",
     )
     outcome: dict[str, object] = {"kinds": []}
     streaming = threading.Event()

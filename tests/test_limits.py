@@ -22,8 +22,8 @@ from tests.support import (
 ORIGIN = "https://app.example"
 
 
-def test_limits(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(
+def test_limits(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+    server: Server = serve_app(
         **upstream_settings(fake_llm),
         RATE_LIMIT_PER_MINUTE="8",
         LOGIN_ATTEMPTS_PER_MINUTE="6",
@@ -91,8 +91,8 @@ def test_limits(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_too_many_sockets_get_an_error_then_1008(spawn_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(MAX_SOCKETS_PER_USER="1")
+def test_too_many_sockets_get_an_error_then_1008(serve_app) -> None:  # type: ignore[no-untyped-def]
+    server: Server = serve_app(MAX_SOCKETS_PER_USER="1")
     user = register_and_login(server)
     with Socket(user):
         from websockets.sync.client import connect

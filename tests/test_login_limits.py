@@ -13,7 +13,7 @@ import pytest
 
 from chatsvc.errors import RateLimited
 from chatsvc.login_limits import SWEEP_AT, WINDOW_SECONDS, LoginLimits
-from tests.support import PASSWORD, Server, unique_username
+from tests.support import PASSWORD, AppServer, Server, unique_username
 from tests.test_admin import LOGIN, admin_client, create_user
 
 LIMIT = "3"
@@ -37,9 +37,9 @@ def assert_limited(response: httpx.Response) -> None:
 
 
 def test_one_username_is_limited_across_addresses(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     target = create_user(server, tmp_path)
     statuses = [login(server, f"10.1.0.{n}", target).status_code for n in range(1, 4)]
     assert statuses == [401, 401, 401]
@@ -49,8 +49,8 @@ def test_one_username_is_limited_across_addresses(
     assert login(server, "10.1.0.4", unique_username()).status_code == 401
 
 
-def test_ipv6_addresses_are_limited_by_their_64(spawn_server: Callable[..., Server]) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+def test_ipv6_addresses_are_limited_by_their_64(serve_app: Callable[..., AppServer]) -> None:
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     same_64 = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"]
     statuses = [login(server, address, unique_username()).status_code for address in same_64]
     assert statuses == [401, 401, 401]
@@ -60,9 +60,9 @@ def test_ipv6_addresses_are_limited_by_their_64(spawn_server: Callable[..., Serv
 
 
 def test_the_admin_login_spends_the_same_budgets(
-    spawn_server: Callable[..., Server], tmp_path: Path
+    serve_app: Callable[..., AppServer], tmp_path: Path
 ) -> None:
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     staff = create_user(server, tmp_path, "--staff")
     with admin_client(server) as admin:
 
@@ -90,8 +90,8 @@ def test_the_admin_login_spends_the_same_budgets(
         assert admin_login("10.4.0.3", unique_username(), "x" * 8).status_code == 401
 
 
-def test_a_full_hashing_queue_answers_503_at_once(spawn_server: Callable[..., Server]) -> None:
-    server = spawn_server(PASSWORD_HASH_WORKERS="1", PASSWORD_HASH_QUEUE="1")
+def test_a_full_hashing_queue_answers_503_at_once(serve_app: Callable[..., AppServer]) -> None:
+    server = serve_app(PASSWORD_HASH_WORKERS="1", PASSWORD_HASH_QUEUE="1")
     attempts = 8
     with concurrent.futures.ThreadPoolExecutor(attempts) as pool:
         responses = list(
@@ -109,10 +109,10 @@ def test_a_full_hashing_queue_answers_503_at_once(spawn_server: Callable[..., Se
 
 
 def test_an_ipv4_address_mapped_in_ipv6_shares_the_ipv4_budget(
-    spawn_server: Callable[..., Server],
+    serve_app: Callable[..., AppServer],
 ) -> None:
     """``::ffff:10.7.0.1`` (an IPv4 client on a dual-stack socket) is ``10.7.0.1``."""
-    server = spawn_server(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
+    server = serve_app(LOGIN_ATTEMPTS_PER_MINUTE=LIMIT)
     statuses = [login(server, "::ffff:10.7.0.1", unique_username()).status_code for _ in range(3)]
     assert statuses == [401, 401, 401]
     assert_limited(login(server, "10.7.0.1", unique_username()))

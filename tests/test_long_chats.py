@@ -119,9 +119,9 @@ def test_a_generation_reads_only_the_history_its_budget_holds(
 
 
 def test_the_newest_message_goes_when_no_older_one_fits(
-    spawn_server: Any, fake_llm: FakeOpenAI
+    serve_app: Any, fake_llm: FakeOpenAI
 ) -> None:
-    server: Server = spawn_server(
+    server: Server = serve_app(
         **upstream_settings(fake_llm), CONTEXT_BUDGET_TOKENS="100", TREE_TOOLS="false"
     )
     user = register_and_login(server)

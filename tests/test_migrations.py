@@ -81,7 +81,7 @@ def _schema(db: Database) -> dict[str, dict]:
 
 
 def test_migrations_match_the_table_definitions(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     migrated, defined = make_database(engine), make_database(engine)
 
@@ -127,7 +127,7 @@ async def test_piccolo_sees_no_pending_changes() -> None:
 
 
 def test_trees_stored_before_their_size_was_kept_get_it(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     """A database migrated up to before ``chat_tree.size``, holding a tree, gets the tree's
     size (bytes of compact JSON) when migrated on: the per-user cap counts it."""
@@ -174,7 +174,7 @@ def test_trees_stored_before_their_size_was_kept_get_it(
 
 
 def test_chats_stored_before_trees_become_single_branches(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     """A database filled by the schema before message trees (issue 15) keeps every message
     when migrated on, and each chat becomes one branch in its order: every message's

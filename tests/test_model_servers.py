@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fake_openai import PROFILES, FakeOpenAI, Record, Script, directive
-from tests.support import Server, Socket, User, register_and_login, tokens_of, upstream_settings
+from tests.support import AppServer, Socket, User, register_and_login, tokens_of, upstream_settings
 
 ALL = list(PROFILES)
 #: Whether each server sends usage in the stream when asked (`stream_options.include_usage`).
@@ -224,11 +224,11 @@ def test_llama_cpp_python_ignores_tools_in_a_streamed_request(
 
 
 def test_a_server_that_refuses_stream_options(
-    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
 ) -> None:
     """A 400 naming `stream_options`: the request goes again without it, and every later one
     too (once per process, one log line); usage is null, as the server sends none unasked."""
-    server = spawn_server(**upstream_settings(fake_llm))
+    server = serve_app(**upstream_settings(fake_llm))
     user = register_and_login(server)
     first, later = marker(), marker()
     with Socket(user) as socket:

@@ -108,8 +108,8 @@ def test_models_is_in_the_openapi_schema(server: Server) -> None:
     assert "422" in schema["paths"]["/api/chats/{chat_id}"]["patch"]["responses"]
 
 
-def test_the_echo_provider_works_on_the_defaults(spawn_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = spawn_server(ECHO_TOKEN_DELAY="0")  # no key, no MODELS, no MODEL_NAME
+def test_the_echo_provider_works_on_the_defaults(serve_app) -> None:  # type: ignore[no-untyped-def]
+    server: Server = serve_app(ECHO_TOKEN_DELAY="0")  # no key, no MODELS, no MODEL_NAME
     user = register_and_login(server)
     with user.client() as client:
         listed = client.get("/api/models").json()

@@ -101,10 +101,10 @@ def test_audit_log_says_what_happened(alice: User, fake_llm: FakeOpenAI) -> None
     assert alice.token not in server.log()
 
 
-def test_production_logs_are_json_lines(spawn_server, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+def test_production_logs_are_json_lines(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
     from tests.support import upstream_settings
 
-    server: Server = spawn_server(
+    server: Server = serve_app(
         **upstream_settings(fake_llm),
         ENVIRONMENT="production",
         JWT_SECRET=secrets.token_urlsafe(48),

@@ -255,13 +255,13 @@ def test_registration_refuses_the_most_common_passwords(server: Server) -> None:
 def pair(
     request: pytest.FixtureRequest,
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Server, Server]]:
     """Two instances on one database and bus; their own re-check is too slow to matter."""
     if request.param == "redis":
         _require_redis()
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     cwd = tmp_path_factory.mktemp(f"revocation-{engine}-{request.param}")
     settings = {"EVENT_BUS_URL": BUS_URLS[request.param] or "", "WS_RECHECK_SECONDS": "300"}
     a = start_server(db, cwd, **settings)
@@ -299,10 +299,10 @@ def test_a_change_in_the_admin_of_one_instance_closes_sockets_on_the_other(
 
 
 def test_every_instance_rechecks_its_own_sockets(
-    engine: str, make_database: Callable[[str], Database], tmp_path: Path
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     """SQL written straight to the table reaches every instance by its own re-check."""
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     settings = {"EVENT_BUS_URL": BUS_URLS["redis"] or "", "WS_RECHECK_SECONDS": "1"}
     _require_redis()
     a = start_server(db, tmp_path, **settings)

@@ -57,14 +57,14 @@ class Cluster:
 def cluster(
     request: pytest.FixtureRequest,
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
 ) -> Iterator[Cluster]:
     bus = request.param
     if bus == "redis":
         _require_redis()
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     cwd = tmp_path_factory.mktemp(f"cluster-{engine}-{bus}")
     settings = {**upstream_settings(fake_llm), "INSTANCE_LEASE_SECONDS": str(LEASE_SECONDS)}
     if BUS_URLS[bus] is not None:

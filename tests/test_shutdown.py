@@ -39,12 +39,12 @@ def _stream_until_closed(socket: Socket, received: dict[str, str], started: dict
 
 def test_sigterm_interrupts_replies_and_keeps_what_clients_received(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path: Path,
     fake_llm: FakeOpenAI,
 ) -> None:
     server = start_server(
-        make_database(engine),
+        make_database(engine, migrated=True),
         tmp_path,
         **upstream_settings(fake_llm),
         MAX_CONCURRENT_GENERATIONS="100",
@@ -99,11 +99,11 @@ def test_sigterm_interrupts_replies_and_keeps_what_clients_received(
 
 def test_after_kill_9_no_reply_stays_streaming(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path: Path,
     fake_llm: FakeOpenAI,
 ) -> None:
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     settings = {**upstream_settings(fake_llm), "INSTANCE_LEASE_SECONDS": "1"}
     server = start_server(db, tmp_path, **settings)
     try:
@@ -137,14 +137,14 @@ def test_after_kill_9_no_reply_stays_streaming(
 
 def test_alone_after_kill_9_the_restarted_instance_recovers_at_once(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path: Path,
     fake_llm: FakeOpenAI,
 ) -> None:
     """Without a shared event bus an instance is the only one: when it starts again after
     a crash, the replies left `streaming` are `interrupted` before it answers, with no wait
     for the crashed lease to run out (a long one here: a slow restart cannot outlast it)."""
-    db = make_database(engine)
+    db = make_database(engine, migrated=True)
     settings = {
         **upstream_settings(fake_llm),
         "CHECKPOINT_SECONDS": "0.2",

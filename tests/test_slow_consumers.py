@@ -18,6 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
+    AppServer,
     Server,
     Socket,
     register_and_login,
@@ -53,9 +54,9 @@ def _drain(connection: ClientConnection) -> None:
 
 
 @pytest.fixture
-def tight_server(spawn_server: Callable[..., Server], fake_llm: FakeOpenAI) -> Server:
+def tight_server(serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI) -> Server:
     # The count bound under test; the byte bound (a 4 MB reply) well above it.
-    return spawn_server(
+    return serve_app(
         **upstream_settings(fake_llm), WS_OUTBOX_EVENTS=str(OUTBOX), WS_OUTBOX_BYTES="64000000"
     )
 
@@ -93,6 +94,7 @@ def test_a_slow_reader_is_dropped_and_the_fast_one_gets_everything(tight_server:
 def test_a_slow_reader_is_dropped_at_the_byte_bound(spawn_server: Callable[..., Server]) -> None:
     """Few but large events (tree updates of ~100 KB) fill no count bound: the outbox's
     bytes are bounded too (`WS_OUTBOX_BYTES`), and the server does not grow with them."""
+    # A process of its own: its resident memory is measured.
     server = spawn_server(WS_OUTBOX_BYTES="300000")
     user = register_and_login(server)
     with user.client() as client:

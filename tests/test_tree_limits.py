@@ -15,7 +15,7 @@ import jsonpatch
 import pytest
 
 from tests.fake_openai import directive
-from tests.support import Database, Socket, User, register_and_login, start_server
+from tests.support import Database, Socket, User, register_and_login, start_app_server
 from tests.test_tree_rest import add, follow, new_chat, node, patch, tree_of
 
 #: A copy of the root under itself doubles the tree: 20 of them are 2^20 nodes.
@@ -92,11 +92,11 @@ USER_BYTES = 4_000
 @pytest.fixture(scope="module")
 def small(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[User]:
-    running = start_server(
-        make_database(engine),
+    running = start_app_server(
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"tree-bytes-{engine}"),
         TREE_MAX_NODES=str(MAX_NODES),
         TREE_MAX_VALUE_CHARS="900",

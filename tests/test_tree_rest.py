@@ -15,12 +15,13 @@ import jsonpatch
 import pytest
 
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
 )
 
 EMPTY_ROOT = {"id": "root", "value": "", "children": []}
@@ -183,11 +184,11 @@ def test_an_invalid_patch_is_422_and_changes_nothing(alice: User, ops: list[dict
 @pytest.fixture(scope="module")
 def limited(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    running = start_server(
-        make_database(engine),
+) -> Iterator[AppServer]:
+    running = start_app_server(
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"tree-limits-{engine}"),
         TREE_MAX_NODES=str(MAX_NODES),
         TREE_MAX_DEPTH=str(MAX_DEPTH),

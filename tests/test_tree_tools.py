@@ -22,12 +22,13 @@ from chatsvc.providers.chunks import StreamDecoder
 from chatsvc.tree import ToolCall
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
     tokens_of,
     upstream_settings,
 )
@@ -80,13 +81,13 @@ def stored_reply(user: User, chat_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tools_server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[Server]:
+) -> Iterator[AppServer]:
     """Small limits (depth 3, 3 tool rounds), in development mode (`debug` events allowed)."""
-    running = start_server(
-        make_database(engine),
+    running = start_app_server(
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp(f"tools-{engine}"),
         **upstream_settings(fake_llm),
         TREE_MAX_DEPTH="3",
@@ -254,9 +255,9 @@ def test_the_tool_round_cap_ends_the_reply_done(carol: User, fake_llm: FakeOpenA
 
 
 def test_no_tools_are_offered_with_tree_tools_off(
-    spawn_server: Callable[..., Server], fake_llm: FakeOpenAI
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
 ) -> None:
-    server = spawn_server(**upstream_settings(fake_llm), TREE_TOOLS="false")
+    server = serve_app(**upstream_settings(fake_llm), TREE_TOOLS="false")
     user = register_and_login(server)
     mark = marker()
     with Socket(user) as socket:
@@ -421,9 +422,9 @@ def test_a_user_patch_racing_the_model_loses_nothing(alice: User, fake_llm: Fake
 # --- the echo provider --------------------------------------------------------------------
 
 
-def test_echo_provider_tree_commands(spawn_server: Callable[..., Server]) -> None:
+def test_echo_provider_tree_commands(serve_app: Callable[..., AppServer]) -> None:
     """`uv run chatsvc` with no upstream: `/tree ...` messages drive the tools."""
-    server = spawn_server(ECHO_TOKEN_DELAY="0.001")
+    server = serve_app(ECHO_TOKEN_DELAY="0.001")
     user = register_and_login(server)
     with Socket(user) as socket:
 

@@ -11,12 +11,13 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import (
+    AppServer,
     Database,
     Server,
     Socket,
     User,
     register_and_login,
-    start_server,
+    start_app_server,
     tokens_of,
     upstream_settings,
     wait_until,
@@ -29,13 +30,13 @@ def marker() -> str:
 
 def _server(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake: FakeOpenAI,
     **settings: str,
-) -> Iterator[tuple[Server, User]]:
-    server = start_server(
-        make_database(engine),
+) -> Iterator[tuple[AppServer, User]]:
+    server = start_app_server(
+        make_database(engine, migrated=True),
         tmp_path_factory.mktemp("faults"),
         **{**upstream_settings(fake), **settings},
     )
@@ -48,10 +49,10 @@ def _server(
 @pytest.fixture(scope="module")
 def impatient(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[tuple[Server, User]]:
+) -> Iterator[tuple[AppServer, User]]:
     """Retries twice, gives up on a 1 s silence or after 8 s in all."""
     yield from _server(
         engine,
@@ -68,10 +69,10 @@ def impatient(
 @pytest.fixture(scope="module")
 def fragile(
     engine: str,
-    make_database: Callable[[str], Database],
+    make_database: Callable[..., Database],
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm: FakeOpenAI,
-) -> Iterator[tuple[Server, User]]:
+) -> Iterator[tuple[AppServer, User]]:
     """No retries; the circuit opens after 2 outages and cools down for 1 s."""
     yield from _server(
         engine,
@@ -133,15 +134,13 @@ def test_an_upstream_that_never_answers_is_unavailable(
     assert _reply(user, started["chat_id"])["status"] == "failed"
 
 
-def test_a_refused_connection_is_unavailable(spawn_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_connection_is_unavailable(serve_app) -> None:  # type: ignore[no-untyped-def]
     """The SDK's aiohttp transport raises a refused connection as a connect timeout: it is
     still reported as what it is, and its cause logged once per request, not per retry."""
     from tests.support import free_port
 
     port = free_port()
-    server: Server = spawn_server(
-        OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", LLM_MAX_RETRIES="1"
-    )
+    server: Server = serve_app(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", LLM_MAX_RETRIES="1")
     user = register_and_login(server)
     with Socket(user) as socket:
         started = socket.start("anyone there?")

@@ -17,9 +17,9 @@ def chat_count(user: User) -> int:
 
 
 def test_a_user_keeps_at_most_max_chats_per_user_chats(
-    spawn_server: Any, fake_llm: FakeOpenAI
+    serve_app: Any, fake_llm: FakeOpenAI
 ) -> None:
-    server: Server = spawn_server(**upstream_settings(fake_llm), MAX_CHATS_PER_USER=str(CAP))
+    server: Server = serve_app(**upstream_settings(fake_llm), MAX_CHATS_PER_USER=str(CAP))
     user, other = register_and_login(server), register_and_login(server)
     with user.client() as client:
         ids = [client.post("/api/chats", json={"title": f"c{i}"}).json()["id"] for i in range(CAP)]
@@ -49,9 +49,9 @@ def test_a_user_keeps_at_most_max_chats_per_user_chats(
 
 
 def test_concurrent_creates_do_not_pass_the_cap_together(
-    spawn_server: Any, fake_llm: FakeOpenAI
+    serve_app: Any, fake_llm: FakeOpenAI
 ) -> None:
-    server: Server = spawn_server(**upstream_settings(fake_llm), MAX_CHATS_PER_USER=str(CAP))
+    server: Server = serve_app(**upstream_settings(fake_llm), MAX_CHATS_PER_USER=str(CAP))
     user = register_and_login(server)
 
     def create_over_rest(_: int) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -148,10 +149,14 @@ class OpenAIProvider:
             return self._circuit_state
         return "half-open" if time.time() > opened_at + self._cooldown else "open"
 
-    async def _open_guarded(self, opening: _Opening, stack: AsyncExitStack) -> _Response:
+    async def _open_guarded(
+        self, opening: Callable[[], _Opening], stack: AsyncExitStack
+    ) -> _Response:
         """Open the stream through the breaker; a half-open circuit lets one trial through.
 
-        The opened response joins ``stack``: closing the stack closes it.
+        The opened response joins ``stack``: closing the stack closes it. ``opening`` makes
+        the request only once the breaker lets it through: the SDK's request coroutine,
+        made and never awaited, would be a "never awaited" warning when it is collected.
         """
         breaker = await self._breakers.get_breaker(_CIRCUIT)
         if breaker.context.state == "half-opened" and self._trial_running:
@@ -160,7 +165,7 @@ class OpenAIProvider:
         self._trial_running = self._trial_running or trial
         try:
             async with breaker:
-                return await stack.enter_async_context(opening)
+                return await stack.enter_async_context(opening())
         except OpenedState as exc:
             raise LLMUnavailable("the model server is unavailable (circuit open)") from exc
         finally:
@@ -191,7 +196,7 @@ class OpenAIProvider:
         """
         ask_usage = self._ask_usage
         try:
-            return await self._open_guarded(self._opening(model, body, ask_usage), stack)
+            return await self._open_guarded(partial(self._opening, model, body, ask_usage), stack)
         except openai.APIStatusError as exc:
             if not (ask_usage and rejects_stream_options(exc)):
                 raise
@@ -201,7 +206,7 @@ class OpenAIProvider:
                 "the model server refuses stream_options: asking without it from now on "
                 "(usage is only stored if the server sends it anyway)"
             )
-        return await self._open_guarded(self._opening(model, body, ask_usage=False), stack)
+        return await self._open_guarded(partial(self._opening, model, body, False), stack)
 
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[AsyncIterator[Delta]]:

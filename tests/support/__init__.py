@@ -5,6 +5,7 @@
 
 from tests.support.databases import PG_ADMIN_URL, Database, run_async
 from tests.support.environment import CHATSVC_VARIABLES, clean_environment
+from tests.support.inprocess import AppServer, start_app_server
 from tests.support.servers import (
     HIGH_LIMITS,
     JWT_SECRET,
@@ -18,7 +19,14 @@ from tests.support.servers import (
     upstream_settings,
 )
 from tests.support.sockets import TERMINAL, Frame, Socket, tokens_of
-from tests.support.users import PASSWORD, User, insert_message, register_and_login, unique_username
+from tests.support.users import (
+    PASSWORD,
+    User,
+    create_account,
+    insert_message,
+    register_and_login,
+    unique_username,
+)
 from tests.support.waiting import wait_until
 
 __all__ = [
@@ -31,17 +39,20 @@ __all__ = [
     "SERVER_START_SECONDS",
     "TERMINAL",
     "UPSTREAM_KEY",
+    "AppServer",
     "Database",
     "Frame",
     "Server",
     "Socket",
     "User",
     "clean_environment",
+    "create_account",
     "free_port",
     "insert_message",
     "register_and_login",
     "run_async",
     "run_chatsvc",
+    "start_app_server",
     "start_server",
     "tokens_of",
     "unique_username",

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,17 @@ class Server:
                 self.process.wait()
 
 
+def server_environment(db: Database, settings: Mapping[str, str]) -> dict[str, str]:
+    """The variables a test server is given: the suite's defaults, then ``settings``."""
+    defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
+    # Titles by the model are one more upstream request and one more event after a chat's
+    # first reply: tests that count requests or frames would see them. Their tests turn
+    # them on (tests/test_titles.py).
+    defaults["AUTO_TITLES"] = "false"
+    # The suite makes many requests from one address; the limit tests lower these.
+    return {**defaults, **HIGH_LIMITS, **settings}
+
+
 def start_server(
     db: Database, cwd: Path, *, python_args: Sequence[str] = ("-m", "chatsvc"), **settings: str
 ) -> Server:
@@ -97,13 +108,7 @@ def start_server(
     ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server under a profiler).
     """
     port = free_port()
-    defaults = {"DATABASE_URL": db.url, "ENVIRONMENT": "test", "JWT_SECRET": JWT_SECRET}
-    # Titles by the model are one more upstream request and one more event after a chat's
-    # first reply: tests that count requests or frames would see them. Their tests turn
-    # them on (tests/test_titles.py).
-    defaults["AUTO_TITLES"] = "false"
-    # The suite makes many requests from one address; the limit tests lower these.
-    env = clean_environment(**{**defaults, **HIGH_LIMITS, **settings})
+    env = clean_environment(**server_environment(db, settings))
     log_path = cwd / f"server-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

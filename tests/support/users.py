@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -9,7 +11,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from tests.support.databases import Database
+from chatsvc.cli import create_user
+from chatsvc.settings import load_settings
+from tests.support.databases import Database, run_async
 from tests.support.servers import Server
 
 PASSWORD = "correct horse battery"
@@ -67,3 +71,17 @@ def insert_message(
         stamp,
     )
     return str(message_id)
+
+
+def create_account(db: Database, *flags: str) -> str:
+    """What ``chatsvc createuser NAME FLAGS`` does (``chatsvc.cli.create_user``), run in this
+    process against ``db``: no interpreter to start per account (tests/test_cli.py runs the
+    command itself). ``flags``: ``--staff``, ``--superuser``. Returns NAME."""
+    unknown = set(flags) - {"--staff", "--superuser"}
+    assert not unknown, unknown
+    username = unique_username("staff" if flags else "user")
+    settings = load_settings({"DATABASE_URL": db.url}, env_file=None)
+    staff, superuser = "--staff" in flags, "--superuser" in flags
+    with contextlib.redirect_stdout(io.StringIO()):  # its "created user ..." line
+        run_async(create_user(settings, username, PASSWORD, staff, superuser))
+    return username
