@@ -915,6 +915,7 @@ def _send(client: httpx.Client, case: RestCase, hostile: Hostile) -> httpx.Respo
 @pytest.mark.parametrize("case", REST_CASES)
 def test_hostile_rest_request(hostile: Hostile, case: RestCase) -> None:
     before = hostile.snapshot()
+    logged_before = len(hostile.server.log())
     with hostile.user.client() as client:
         response = _send(client, case, hostile)
     answer = f"{case.id}: {response.status_code} {response.text[:400]}"
@@ -929,6 +930,9 @@ def test_hostile_rest_request(hostile: Hostile, case: RestCase) -> None:
         assert body["code"] == case.code, answer
     assert_no_leak(response.text, case.id)
     assert hostile.snapshot() == before, f"{case.id}: stored data changed"
+    # A client's mistake is one line in the log, never a traceback (an ERROR to page on).
+    logged = hostile.server.log()[logged_before:]
+    assert "Traceback" not in logged, f"{case.id}: {logged[-2000:]}"
 
 
 def test_other_users_chat_answers_match_unknown_ones(hostile: Hostile) -> None:

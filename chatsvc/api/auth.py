@@ -10,11 +10,12 @@ from urllib.parse import parse_qs
 import msgspec
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 
 from chatsvc.accounts import Accounts
 from chatsvc.api.openapi import PROTECTED, PublicOperation, errors
+from chatsvc.api.problems import UnsupportedMediaType
 from chatsvc.api.security import AuthUser, TokenIssuer
 from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, User
 
@@ -76,9 +77,8 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     # cross-site by itself); an OAuth2 password form as a form.
     media_type = request.content_type[0]
     if media_type not in (RequestEncodingType.URL_ENCODED, RequestEncodingType.JSON):
-        raise HTTPException(
-            status_code=415,
-            detail="send the login as application/json or application/x-www-form-urlencoded",
+        raise UnsupportedMediaType(
+            "send the login as application/json or application/x-www-form-urlencoded"
         )
     body = await request.body()
     try:

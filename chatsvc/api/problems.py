@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import ClientException, ValidationException
 
 from chatsvc.wire import ErrorCode
+
+
+class UnsupportedMediaType(ClientException):
+    """415. Its own class: Litestar leaves out the traceback of a logged exception by
+    the *class's* ``status_code`` (``disable_stack_trace`` in ``app.py``), and a plain
+    ``HTTPException(status_code=415)`` has the class's 500."""
+
+    status_code = 415
 
 
 def error_body(status_code: int, detail: str, code: ErrorCode, **extra: Any) -> dict[str, Any]:

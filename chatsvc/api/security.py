@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException, WebSocketException
+from litestar.exceptions import NotAuthorizedException, WebSocketException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
@@ -23,6 +23,7 @@ from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
 from litestar.types import Method
 
 from chatsvc.accounts import Accounts, ActiveUser
+from chatsvc.api.problems import UnsupportedMediaType
 from chatsvc.wire import AccessToken
 
 WS_UNAUTHORIZED = 4401
@@ -130,9 +131,7 @@ def json_bodies_only(
         return  # no body at all: the handler answers that itself
     media_type = (content_type or "").partition(";")[0].strip().lower()
     if media_type != "application/json":
-        raise HTTPException(
-            status_code=415, detail="send the body as JSON, with Content-Type: application/json"
-        )
+        raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
 
 
 class TokenIssuer:
