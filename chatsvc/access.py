@@ -30,14 +30,12 @@ import anyio
 import anyio.abc
 
 from chatsvc import store
-from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus
+from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus, start_reader
 from chatsvc.records import UserAccess
 from chatsvc.tasks import background_tasks
 
 log = logging.getLogger("chatsvc.access")
 
-#: Longest a fresh instance waits for its bus subscription before serving anyway.
-BUS_READY_SECONDS = 5.0
 #: Users read per query; a round with more open users makes several queries.
 BATCH = 500
 
@@ -94,10 +92,12 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
             task_group.start_soon(self._rounds, name="access re-check")
             task_group.start_soon(self._expiries.run, name="token expiry")
             if self._bus.shared:
-                ready = anyio.Event()
-                task_group.start_soon(self._listen, ready, name="account changes")
-                with anyio.move_on_after(BUS_READY_SECONDS):
-                    await ready.wait()
+                await start_reader(
+                    task_group,
+                    self._listen,
+                    name="account changes",
+                    lost="account changes on other instances may reach sockets here late",
+                )
             yield self
 
     def watch(self, guarded: Guarded) -> None:

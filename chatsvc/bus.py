@@ -25,12 +25,13 @@ import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
-from typing import Self
+from typing import Any, Self
 from uuid import UUID
 
 import anyio
+import anyio.abc
 import asyncpg
 import msgspec
 from litestar.channels import ChannelsPlugin
@@ -51,6 +52,8 @@ BACKLOG = 10_000
 #: Chunked messages being put together at once; the oldest is dropped past this.
 ASSEMBLING = 256
 PING_SECONDS = 3.0
+#: How long an instance's start waits for the bus to confirm a channel is read.
+READY_SECONDS = 5.0
 
 
 class Envelope(msgspec.Struct, tag="event", tag_field="k", omit_defaults=True):
@@ -112,6 +115,24 @@ class Chunk(msgspec.Struct, tag="chunk", tag_field="k"):
 BusMessage = Envelope | UserEnvelope | AbortRequest | SnapshotRequest | AccountChanged
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(BusMessage | Probe | Chunk).decode
+
+
+async def start_reader(
+    task_group: anyio.abc.TaskGroup,
+    read: Callable[[anyio.Event], Coroutine[Any, Any, None]],
+    *,
+    name: str,
+    lost: str,
+) -> None:
+    """Start ``read`` (a reader of a channel, which sets its event once it reads) in
+    ``task_group``; return once it reads, or after ``READY_SECONDS`` with an error naming
+    what may be ``lost`` meanwhile: an instance starts anyway when the bus is down."""
+    ready = anyio.Event()
+    task_group.start_soon(read, ready, name=name)
+    with anyio.move_on_after(READY_SECONDS):
+        await ready.wait()
+    if not ready.is_set():
+        log.error("event bus: no answer in %g s; %s", READY_SECONDS, lost)
 
 
 def chat_channel(chat_id: UUID) -> str:

@@ -42,6 +42,7 @@ from chatsvc.bus import (
     UserEnvelope,
     chat_channel,
     instance_channel,
+    start_reader,
 )
 from chatsvc.tasks import background_tasks
 from chatsvc.wire import EventType, encode_frame
@@ -54,8 +55,6 @@ SNAPSHOT_WAIT_SECONDS = 2.0
 SNAPSHOT_ASKS = 3
 #: Events held for a subscriber waiting for a snapshot (a snapshot is due in a round trip).
 GATE_EVENTS = 5_000
-#: How long the start waits for the bus to confirm the users' channel is read.
-BUS_READY_SECONDS = 5.0
 
 
 class Event(NamedTuple):
@@ -115,16 +114,12 @@ class ChatEvents(anyio.AsyncContextManagerMixin):
         """The feeds and snapshot requests run in this task group until the body ends."""
         async with background_tasks() as self._task_group:
             if self._shared:
-                ready = anyio.Event()
-                self._task_group.start_soon(self._read_users, ready, name="user events")
-                with anyio.move_on_after(BUS_READY_SECONDS):
-                    await ready.wait()
-                if not ready.is_set():
-                    log.error(
-                        "event bus: no answer in %g s; chat events of other instances may "
-                        "not reach sockets that follow no chat",
-                        BUS_READY_SECONDS,
-                    )
+                await start_reader(
+                    self._task_group,
+                    self._read_users,
+                    name="user events",
+                    lost="chat events of other instances may not reach sockets that follow no chat",
+                )
             yield self
 
     def when_set(self, event: anyio.Event, then: Callable[[], object]) -> None:

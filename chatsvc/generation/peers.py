@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 
 from chatsvc import store
-from chatsvc.bus import AbortRequest, EventBus, SnapshotRequest, instance_channel
+from chatsvc.bus import AbortRequest, EventBus, SnapshotRequest, instance_channel, start_reader
 from chatsvc.events import ChatEvents, Event, Subscriber, event_of
 from chatsvc.generation import frames
 from chatsvc.generation.reply import Aborting, Running
@@ -26,8 +26,6 @@ from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import encode_frame
 
 log = logging.getLogger("chatsvc.generation")
-
-BUS_READY_SECONDS = 5.0
 
 
 class Peers:
@@ -89,15 +87,9 @@ class Peers:
 
     async def start_serving(self, task_group: anyio.abc.TaskGroup) -> None:
         """Answer other instances; wait a while for the bus, and start anyway if it is down."""
-        ready = anyio.Event()
-        task_group.start_soon(self._serve, ready, name="bus requests")
-        with anyio.move_on_after(BUS_READY_SECONDS):
-            await ready.wait()
-        if not ready.is_set():
-            log.error(
-                "event bus: no answer in %g s; requests from others may be lost",
-                BUS_READY_SECONDS,
-            )
+        await start_reader(
+            task_group, self._serve, name="bus requests", lost="requests from others may be lost"
+        )
 
     async def _serve(self, ready: anyio.Event) -> None:
         """Requests of other instances about the replies running here."""
