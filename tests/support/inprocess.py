@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
 import uvicorn
 
 from chatsvc.app import ChatsvcApp, create_app
@@ -29,7 +28,7 @@ from chatsvc.cli import _GracefulServer, banner, listening_addresses, migrate  #
 from chatsvc.logs import JsonFormatter, RedactSecrets, TextFormatter
 from chatsvc.settings import Settings, load_settings
 from tests.support.databases import Database
-from tests.support.servers import server_environment
+from tests.support.servers import Reachable, server_environment
 
 START_SECONDS = 60
 #: The loggers ``chatsvc.logs.logging_config`` sets the level of in a served process.
@@ -135,7 +134,7 @@ def capturing_logs(settings: Settings) -> Iterator[io.StringIO]:
 
 
 @dataclass
-class AppServer:
+class AppServer(Reachable):
     """A ``Server`` served in this process: the same ``url``, ``client``, ``ws_url``,
     ``log`` and ``stop``, and no process (no signals, no ``/proc``)."""
 
@@ -146,14 +145,6 @@ class AppServer:
     settings: Settings
     _log: io.StringIO
     _running: ExitStack = field(default_factory=ExitStack)
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
 
     def log(self) -> str:
         return self._log.getvalue()

@@ -52,15 +52,10 @@ def run_chatsvc(
     )
 
 
-@dataclass
-class Server:
-    """A running ``chatsvc serve`` process."""
+class Reachable:
+    """A server's ``url``, and what a test reaches it with: HTTP and ``/ws``."""
 
     url: str
-    db: Database
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    cwd: Path
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -69,6 +64,17 @@ class Server:
     @property
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"
+
+
+@dataclass
+class Server(Reachable):
+    """A running ``chatsvc serve`` process."""
+
+    url: str
+    db: Database
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    cwd: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
