@@ -110,7 +110,8 @@ def test_login_with_json_and_with_oauth2_form(alice: User) -> None:
         # 15 minutes by default, less the fraction of a second `exp` has no room for.
         assert body["expires_in"] in (899, 900)
         assert claims["exp"] - claims["iat"] in (899, 900)
-        assert body["refresh_token"] and body["refresh_expires_in"] == 30 * 86_400
+        assert body["refresh_token"]
+        assert body["refresh_expires_in"] == 30 * 86_400
         with alice.server.client(body["access_token"]) as client:
             assert client.get("/api/me").json() == {"id": alice.id, "username": alice.username}
 
