@@ -7,7 +7,7 @@
 // refuses it (a 401, or a socket closed with 4401), so an active user is never logged
 // out. A refresh token is good for one exchange only (a second one ends the session),
 // so the tabs of a browser take turns (a Web Lock) and a tab uses the pair another tab
-// got meanwhile instead of exchanging the same token again.
+// got meanwhile (read from IndexedDB) instead of exchanging the same token again.
 
 import { plainWords } from "./words.js";
 
@@ -27,14 +27,69 @@ export function currentToken() {
   return localStorage.getItem(TOKEN_KEY);
 }
 
+// The pair is kept twice. localStorage gives every tab the access token at once (and a
+// `storage` event when it changes), but a tab may read another tab's write there late.
+// So the pair a refresh starts from is read from IndexedDB, whose transactions every
+// tab sees in order, under the Web Lock that the renewing tabs take in turn.
+const DB = { name: "chatsvc", store: "session", key: "pair" };
+
+function database() {
+  return new Promise((resolve, reject) => {
+    const request = indexedDB.open(DB.name, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(DB.store);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function stored(mode, change) {
+  const db = await database();
+  return new Promise((resolve, reject) => {
+    const transaction = db.transaction(DB.store, mode);
+    const request = change(transaction.objectStore(DB.store));
+    transaction.oncomplete = () => {
+      db.close();
+      resolve(request.result);
+    };
+    transaction.onerror = transaction.onabort = () => {
+      db.close();
+      reject(transaction.error);
+    };
+  });
+}
+
+/** The pair as last stored by any tab: {access, refresh, renewAt}, or null. */
+async function keptPair() {
+  try {
+    return (await stored("readonly", (store) => store.get(DB.key))) || null;
+  } catch {
+    const access = currentToken(); // no IndexedDB here (a private window may refuse it)
+    return access && {
+      access,
+      refresh: localStorage.getItem(REFRESH_KEY),
+      renewAt: Number(localStorage.getItem(RENEW_AT_KEY) || 0),
+    };
+  }
+}
+
+function mirror(kept) {
+  localStorage.setItem(REFRESH_KEY, kept.refresh);
+  localStorage.setItem(RENEW_AT_KEY, String(kept.renewAt));
+  localStorage.setItem(TOKEN_KEY, kept.access); // last: other tabs watch this key
+  planRenewal();
+}
+
 /** Keeps a login's (or a refresh's) pair, and plans its renewal. */
-export function saveTokens(pair) {
+export async function saveTokens(pair) {
   // Renew a minute before the end, or a third of the lifetime before it when it is short.
   const lead = Math.min(60, pair.expires_in / 3);
-  localStorage.setItem(REFRESH_KEY, pair.refresh_token);
-  localStorage.setItem(RENEW_AT_KEY, String(Date.now() + (pair.expires_in - lead) * 1000));
-  localStorage.setItem(TOKEN_KEY, pair.access_token); // last: other tabs watch this key
-  planRenewal();
+  const kept = {
+    access: pair.access_token,
+    refresh: pair.refresh_token,
+    renewAt: Date.now() + (pair.expires_in - lead) * 1000,
+  };
+  await stored("readwrite", (store) => store.put(kept, DB.key)).catch(() => {});
+  mirror(kept);
 }
 
 /** Forgets the session's tokens (in every tab); the refresh token, to end it on the server. */
@@ -44,6 +99,7 @@ export function dropTokens() {
   localStorage.removeItem(REFRESH_KEY);
   localStorage.removeItem(RENEW_AT_KEY);
   localStorage.removeItem(TOKEN_KEY);
+  stored("readwrite", (store) => store.delete(DB.key)).catch(() => {});
   return refresh;
 }
 
@@ -72,28 +128,29 @@ export function renew(stale, now = true) {
 }
 
 async function exchange(stale, now) {
-  const token = currentToken();
-  if (!token) return "ended";
-  if (token !== stale) return "ok"; // another tab renewed it while this one waited
-  if (!now && Date.now() < Number(localStorage.getItem(RENEW_AT_KEY) || 0)) {
-    planRenewal();
+  const kept = currentToken() && (await keptPair());
+  if (!kept || !kept.refresh) return "ended";
+  if (kept.access !== stale) {
+    mirror(kept); // another tab renewed it while this one waited
     return "ok";
   }
-  const refresh = localStorage.getItem(REFRESH_KEY);
-  if (!refresh) return "ended";
+  if (!now && Date.now() < kept.renewAt) {
+    mirror(kept); // not due yet (another tab renewed it, and this one read its plan late)
+    return "ok";
+  }
   let response;
   try {
     response = await fetch("/api/auth/refresh", {
       method: "POST",
       headers: { Accept: "application/json", "Content-Type": "application/json" },
-      body: JSON.stringify({ refresh_token: refresh }),
+      body: JSON.stringify({ refresh_token: kept.refresh }),
     });
   } catch {
     return retryLater();
   }
   const data = await response.json().catch(() => null);
   if (response.ok && data) {
-    saveTokens(data);
+    await saveTokens(data);
     return "ok";
   }
   if (response.status === 401 || response.status === 400) {

@@ -33,7 +33,7 @@ export async function logIn(register) {
   for (const button of document.querySelectorAll("#auth-form button")) button.disabled = true;
   try {
     if (register) await api("POST", "/api/auth/register", { username, password });
-    saveTokens(await api("POST", "/api/auth/login", { username, password }));
+    await saveTokens(await api("POST", "/api/auth/login", { username, password }));
     $("auth-password").value = "";
     enterApp(username);
   } catch (error) {
