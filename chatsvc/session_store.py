@@ -79,7 +79,7 @@ async def start(
     account: int, version: int, token_hash: str, expires_at: datetime, *, family: UUID | None
 ) -> UUID:
     """Store the first token of a session (a new family, or ``family``) and drop the user's
-    expired tokens; the family."""
+    expired tokens (of ended sessions too); the family."""
     family = family or uuid4()
     async with write_transaction(current_engine()):
         await RefreshToken.delete().where(
@@ -106,6 +106,11 @@ async def exchange(old: RefreshRecord, token_hash: str, expires_at: datetime) ->
             return False
         await RefreshToken.insert(
             _row(old.account, old.family, old.version, token_hash, expires_at)
+        )
+        # The session's tokens past their expiry can no longer be presented: no need to keep
+        # them to recognise a reuse.
+        await RefreshToken.delete().where(
+            (RefreshToken.family == old.family) & (RefreshToken.expires_at < now())
         )
     return True
 
