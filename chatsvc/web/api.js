@@ -129,7 +129,10 @@ export function renew(stale, now = true) {
 
 async function exchange(stale, now) {
   const kept = currentToken() && (await keptPair());
-  if (!kept || !kept.refresh) return "ended";
+  if (!kept || !kept.refresh) {
+    if (currentToken()) unauthorized(plainWords("unauthorized")); // nothing to renew it with
+    return "ended";
+  }
   if (kept.access !== stale) {
     mirror(kept); // another tab renewed it while this one waited
     return "ok";
