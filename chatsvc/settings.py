@@ -334,7 +334,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
 
     def check_serving(self) -> None:
-        """What only a server needs: in production, a real ``JWT_SECRET``.
+        """What only a server needs: in production, a real ``JWT_SECRET`` (and access tokens
+        that last a minute at least).
 
         (``migrate`` and ``createuser`` sign no tokens, so they run without one.)
         """
@@ -352,6 +353,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "<hidden>",
                 "a random secret in production, not a placeholder "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+            )
+        if self.jwt_ttl_seconds < 60:
+            raise ConfigError(
+                "JWT_TTL_SECONDS",
+                str(self.jwt_ttl_seconds),
+                "at least 60 in production (shorter access tokens are for tests)",
             )
 
     @property

@@ -115,6 +115,15 @@ def test_production_refuses_a_placeholder_secret(tmp_path: Path, secret: str) ->
     assert secret not in result.stderr
 
 
+def test_production_refuses_access_tokens_shorter_than_a_minute(tmp_path: Path) -> None:
+    secret = "Zq8-Lr2xTp5vKw9YbN3cHj7GdF4sMa6E"  # random-looking: not a placeholder
+    env = clean_environment(ENVIRONMENT="production", JWT_SECRET=secret, JWT_TTL_SECONDS="5")
+    result = run_chatsvc("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "JWT_TTL_SECONDS" in result.stderr
+    assert "at least 60 in production" in result.stderr
+
+
 def test_settings_come_from_a_dot_env_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("# local settings\nPORT=not-a-port\n")
     result = run_chatsvc("serve", cwd=tmp_path, env=clean_environment())
