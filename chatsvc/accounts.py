@@ -204,6 +204,37 @@ class Accounts:
         if ACCESS_COLUMNS.intersection(values):
             self.on_change(user_id)
 
+    async def revoke_tokens(self, user_id: int) -> None:
+        """Raise the user's token version: every access token issued before is refused, and
+        their open sockets close (4401) everywhere."""
+        if not await store.update_user(user_id, {}, revoke_tokens=True):
+            raise NotFound(f"no user {user_id}")
+        self.on_change(user_id)
+
+    async def change_password(
+        self, user: ActiveUser, old: str, new: str, *, address: str | None = None
+    ) -> ActiveUser:
+        """Set a new password after checking the current one; every token issued before is
+        revoked. The user as they are now (their new token version)."""
+        self._charge(address, user.username, "api")
+        row = await store.get_credentials(user.username)
+        if row is None or row.id != user.id or not row.active:
+            raise Unauthorized("the user is gone or deactivated")
+        if not await self._verify(old, row.password):
+            audit(
+                "password_change_failed",
+                "password change refused: wrong current password",
+                username=user.username,
+                address=address,
+            )
+            raise Forbidden("the current password is wrong")
+        await self.change_user(user.id, {"password": new})
+        changed = await self.active_user(user.id)
+        if changed is None:
+            raise Unauthorized("the user is gone or deactivated")
+        audit("password_changed", "password changed", username=user.username, address=address)
+        return changed
+
     async def authenticate(
         self, username: str, password: str, *, address: str | None = None, via: Via = "api"
     ) -> ActiveUser:

@@ -41,6 +41,7 @@ from chatsvc.generation import Generations
 from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
 from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
+from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
@@ -225,6 +226,7 @@ def _build_services(
             events=events,
         ),
         tokens=TokenIssuer(jwt_auth),
+        sessions=Sessions(accounts, settings.refresh_token_ttl_seconds),
         sockets=SocketCounter(settings.max_sockets_per_user),
     )
     return services, jwt_auth
@@ -271,8 +273,18 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
 
     app = ChatsvcApp(
         route_handlers=[
-            Router("/api/auth", route_handlers=[auth.register, auth.login]),
+            Router(
+                "/api/auth",
+                route_handlers=[
+                    auth.register,
+                    auth.login,
+                    auth.refresh,
+                    auth.logout,
+                    auth.logout_all,
+                ],
+            ),
             auth.me,
+            auth.change_password,
             chats.ChatController,
             chats.list_user_chats,
             chats.list_models,

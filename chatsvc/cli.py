@@ -192,12 +192,14 @@ def chat_client(url: str | None, username: str | None, chat_id: uuid.UUID | None
         base = rest.normalize_url(url or _default_chat_url())
         rest.check_server(base)  # before asking anything: a server down is said at once
         token = os.environ.get("CHATSVC_TOKEN", "").strip()
-        if not token:
+        if token:
+            tokens = rest.Tokens(token)  # an access token alone: it cannot be renewed
+        else:
             username = username or read_line("Username: ")
             if username is None:
                 raise rest.ClientError("no username given")
-            token = rest.login(base, username.strip(), _ask_chat_password())
-        return client.run(base, token, chat_id)
+            tokens = rest.login(base, username.strip(), _ask_chat_password())
+        return client.run(base, tokens, chat_id)
     except rest.ClientError as exc:
         print(f"chatsvc: {exc}", file=sys.stderr)
         return 1

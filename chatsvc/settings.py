@@ -19,6 +19,8 @@ Environment = Literal["development", "test", "production"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 MIN_JWT_SECRET_LENGTH = 32
+#: The shortest access token lifetime: short ones are for tests of refreshing clients.
+MIN_ACCESS_TOKEN_SECONDS = 2
 
 #: What a model id may be (the same rule as ``ModelName`` on the wire).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/@+-]+$"
@@ -75,8 +77,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ),
     ] = None
     jwt_ttl_seconds: Annotated[
-        int, msgspec.Meta(ge=60, le=30 * 86_400, description="token lifetime in seconds")
-    ] = 3600
+        int,
+        msgspec.Meta(
+            ge=MIN_ACCESS_TOKEN_SECONDS,
+            le=30 * 86_400,
+            description="access token lifetime in seconds (clients refresh it; "
+            "under 60 only for tests)",
+        ),
+    ] = 900
+    refresh_token_ttl_seconds: Annotated[
+        int,
+        msgspec.Meta(
+            ge=60,
+            le=365 * 86_400,
+            description="refresh token lifetime in seconds: a session unused this long ends",
+        ),
+    ] = 30 * 86_400
     allow_registration: Annotated[
         bool, msgspec.Meta(description="true/false: open POST /api/auth/register")
     ] = True
@@ -318,7 +334,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
 
     def check_serving(self) -> None:
-        """What only a server needs: in production, a real ``JWT_SECRET``.
+        """What only a server needs: in production, a real ``JWT_SECRET`` (and access tokens
+        that last a minute at least).
 
         (``migrate`` and ``createuser`` sign no tokens, so they run without one.)
         """
@@ -336,6 +353,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "<hidden>",
                 "a random secret in production, not a placeholder "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+            )
+        if self.jwt_ttl_seconds < 60:
+            raise ConfigError(
+                "JWT_TTL_SECONDS",
+                str(self.jwt_ttl_seconds),
+                "at least 60 in production (shorter access tokens are for tests)",
             )
 
     @property

@@ -155,6 +155,38 @@ class TokenVersion(Table):
     )
 
 
+class RefreshToken(Table):
+    """One refresh token of a session (a *family*: the tokens that replaced each other).
+
+    Only its SHA-256 is stored. Each is exchanged once (``used_at``); presenting it again
+    revokes its whole family (docs/protocol.md section 1).
+    """
+
+    id = UUID(primary_key=True)
+    family = UUID(index=True, help_text="The session: every token that replaced another.")
+    account = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        index=True,
+        help_text="The user the session belongs to.",
+    )
+    token_hash = Varchar(
+        length=64, unique=True, help_text="SHA-256 of the token (hex); the token is never kept."
+    )
+    version = Integer(
+        default=0, help_text="The user's token version when issued: a raised one ends it."
+    )
+    created_at = Timestamptz(default=TimestamptzNow())
+    expires_at = Timestamptz(default=TimestamptzNow())
+    used_at = Timestamptz(
+        null=True, default=None, help_text="When it was exchanged for the next token (last used)."
+    )
+    revoked_at = Timestamptz(
+        null=True, default=None, help_text="When its session was ended (logout, reuse, password)."
+    )
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

@@ -115,9 +115,33 @@ class User(_Wire):
 
 
 class AccessToken(_Wire):
-    access_token: str
-    expires_in: Annotated[int, Meta(description="Lifetime in seconds.")]
+    """A session's tokens: a short-lived access token and the refresh token that renews it."""
+
+    access_token: Annotated[str, Meta(description="Send as `Authorization: Bearer <token>`.")]
+    expires_in: Annotated[int, Meta(description="Seconds the access token stays valid.")]
+    refresh_token: Annotated[
+        str,
+        Meta(
+            description="Exchange it once at `POST /api/auth/refresh` for a new pair, before "
+            "`refresh_expires_in` seconds; a second use ends the session."
+        ),
+    ]
+    refresh_expires_in: Annotated[int, Meta(description="Seconds the refresh token stays valid.")]
     token_type: Literal["bearer"] = "bearer"
+
+
+RefreshTokenText = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=NO_NUL, description="A refresh token.")
+]
+
+
+class RefreshRequest(_Wire):
+    refresh_token: RefreshTokenText
+
+
+class PasswordChange(_Wire):
+    current_password: Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+    new_password: Password
 
 
 # --- chats and messages -------------------------------------------------------

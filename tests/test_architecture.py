@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.providers.openai_compatible",
             "chatsvc.providers.echo",
             "chatsvc.login_limits",
+            "chatsvc.session_store",
         },
     ),
     (
@@ -67,6 +68,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.accounts",
             "chatsvc.access",
             "chatsvc.chats",
+            "chatsvc.sessions",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the

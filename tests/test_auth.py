@@ -105,9 +105,13 @@ def test_login_with_json_and_with_oauth2_form(alice: User) -> None:
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["token_type"] == "bearer"
-        assert body["expires_in"] == 3600
         claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"])
         assert claims["sub"] == str(alice.id)
+        # 15 minutes by default, less the fraction of a second `exp` has no room for.
+        assert body["expires_in"] in (899, 900)
+        assert claims["exp"] - claims["iat"] in (899, 900)
+        assert body["refresh_token"]
+        assert body["refresh_expires_in"] == 30 * 86_400
         with alice.server.client(body["access_token"]) as client:
             assert client.get("/api/me").json() == {"id": alice.id, "username": alice.username}
 

@@ -51,7 +51,8 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
         ("PORT", "70000", "<= 65535"),
         ("ENVIRONMENT", "staging", "development, test, production"),
         ("ALLOW_REGISTRATION", "perhaps", "true or false"),
-        ("JWT_TTL_SECONDS", "5", ">= 60"),
+        ("JWT_TTL_SECONDS", "1", ">= 2"),
+        ("REFRESH_TOKEN_TTL_SECONDS", "30", ">= 60"),
         ("DATABASE_URL", "mysql://localhost/db", "sqlite:///"),
         ("OPENAI_BASE_URL", "localhost:11434", "http"),
         ("JWT_SECRET", "too-short", "at least 32 characters"),
@@ -112,6 +113,15 @@ def test_production_refuses_a_placeholder_secret(tmp_path: Path, secret: str) ->
     assert "JWT_SECRET" in result.stderr
     assert "placeholder" in result.stderr
     assert secret not in result.stderr
+
+
+def test_production_refuses_access_tokens_shorter_than_a_minute(tmp_path: Path) -> None:
+    secret = "Zq8-Lr2xTp5vKw9YbN3cHj7GdF4sMa6E"  # random-looking: not a placeholder
+    env = clean_environment(ENVIRONMENT="production", JWT_SECRET=secret, JWT_TTL_SECONDS="5")
+    result = run_chatsvc("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "JWT_TTL_SECONDS" in result.stderr
+    assert "at least 60 in production" in result.stderr
 
 
 def test_settings_come_from_a_dot_env_file(tmp_path: Path) -> None:

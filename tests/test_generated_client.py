@@ -32,7 +32,7 @@ PACKAGE = "chatsvc_client"
 GENERATOR_CONFIG = "post_hooks: []\n"
 
 #: The operations anyone may call; every other one needs the bearer token.
-PUBLIC = {"register", "login", "getHealth", "getReadiness"}
+PUBLIC = {"register", "login", "refreshToken", "logout", "getHealth", "getReadiness"}
 
 #: Error answers whose body is not ``ErrorBody`` (readiness answers its own report).
 OTHER_ERROR_BODIES = {("getReadiness", "503"): "Readiness"}
@@ -120,8 +120,9 @@ def test_generated_client_drives_the_chat_api(server: Server, client_package: Mo
         return importlib.import_module(f"{PACKAGE}.{name}")
 
     models = module("models")
-    register, login, get_current_user = (
-        module(f"api.auth.{name}") for name in ("register", "login", "get_current_user")
+    register, login, refresh_token, get_current_user = (
+        module(f"api.auth.{name}")
+        for name in ("register", "login", "refresh_token", "get_current_user")
     )
     create_chat, list_chats, get_chat, update_chat, delete_chat = (
         module(f"api.chats.{name}")
@@ -150,6 +151,13 @@ def test_generated_client_drives_the_chat_api(server: Server, client_package: Mo
         assert isinstance(token, models.AccessToken)
         assert token.token_type == "bearer"
         assert token.expires_in > 0
+        # The session renews itself through the client too (docs/protocol.md section 1.1).
+        renewed = refresh_token.sync(
+            client=public, body=models.RefreshRequest(refresh_token=token.refresh_token)
+        )
+        assert isinstance(renewed, models.AccessToken)
+        assert renewed.refresh_token != token.refresh_token
+        token = renewed
 
         anonymous = get_chat.sync_detailed(client=public, chat_id=uuid.uuid4())
         assert anonymous.status_code == 401

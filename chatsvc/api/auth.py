@@ -1,4 +1,4 @@
-"""``/api/auth/*`` (mounted under that prefix by ``create_app``) and ``/api/me``."""
+"""``/api/auth/*`` (mounted under that prefix by ``create_app``), ``/api/me`` and its password."""
 
 from __future__ import annotations
 
@@ -12,12 +12,22 @@ from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.security.jwt import Token
 
 from chatsvc.accounts import Accounts
 from chatsvc.api.openapi import PROTECTED, PublicOperation, errors
 from chatsvc.api.problems import UnsupportedMediaType
-from chatsvc.api.security import AuthUser, TokenIssuer
-from chatsvc.wire import NO_NUL, AccessToken, LoginRequest, RegisterRequest, User
+from chatsvc.api.security import AuthUser, TokenIssuer, session_of
+from chatsvc.sessions import Sessions
+from chatsvc.wire import (
+    NO_NUL,
+    AccessToken,
+    LoginRequest,
+    PasswordChange,
+    RefreshRequest,
+    RegisterRequest,
+    User,
+)
 
 
 @post(
@@ -108,7 +118,8 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
     operation_id="login",
     summary="Log in",
     status_code=200,
-    response_description="A bearer token for `Authorization: Bearer <token>`.",
+    response_description="An access token for `Authorization: Bearer <token>` and a refresh "
+    "token that renews it (`POST /api/auth/refresh`).",
     operation_class=_LoginOperation,
     responses=errors(
         400, 401, 415, 429, 503, meaning={401: "Wrong username or password (`unauthorized`)."}
@@ -117,14 +128,110 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
 async def login(
     request: Request[Any, Any, Any],
     accounts: Accounts,
+    sessions: Sessions,
     tokens: TokenIssuer,
 ) -> AccessToken:
-    """Exchange a username and password for a bearer token. Wrong credentials are `401`."""
+    """Exchange a username and password for an access token and a refresh token (a new
+    session). Wrong credentials are `401`."""
     credentials = await _read_login(request)
     user = await accounts.authenticate(
         credentials.username, credentials.password, address=client_address(request)
     )
-    return tokens.issue(user)
+    return tokens.issue(await sessions.start(user))
+
+
+@post(
+    "/refresh",
+    exclude_from_auth=True,
+    tags=["auth"],
+    operation_id="refreshToken",
+    summary="Renew a session's tokens",
+    status_code=200,
+    response_description="A new access token and a new refresh token (the one sent is used up).",
+    operation_class=PublicOperation,
+    responses=errors(
+        400,
+        401,
+        415,
+        429,
+        503,
+        meaning={
+            401: "The refresh token is unknown, expired, ended, or was used before, which "
+            "ends its session (`unauthorized`): log in again."
+        },
+    ),
+)
+async def refresh(
+    request: Request[Any, Any, Any], data: RefreshRequest, sessions: Sessions, tokens: TokenIssuer
+) -> AccessToken:
+    """Exchange a refresh token, once, for a new pair. Presenting it again ends the session."""
+    session = await sessions.refresh(data.refresh_token, address=client_address(request))
+    return tokens.issue(session)
+
+
+@post(
+    "/logout",
+    exclude_from_auth=True,
+    tags=["auth"],
+    operation_id="logout",
+    summary="End this session",
+    status_code=204,
+    response_description="The session of this refresh token has ended (or had already).",
+    operation_class=PublicOperation,
+    responses=errors(400, 415, 429, 503),
+)
+async def logout(data: RefreshRequest, sessions: Sessions) -> None:
+    """Revoke the session of this refresh token; its access tokens expire on their own."""
+    await sessions.end(data.refresh_token)
+
+
+@post(
+    "/logout-all",
+    tags=["auth"],
+    operation_id="logoutEverywhere",
+    summary="End every session of the user",
+    status_code=204,
+    response_description="Every session ended, every token refused, open sockets closed.",
+    responses=errors(*PROTECTED),
+)
+async def logout_all(request: Request[AuthUser, Any, Any], sessions: Sessions) -> None:
+    """Revoke every refresh token and every access token of the user (this one too); their
+    open WebSockets close with 4401."""
+    await sessions.end_all(request.user, address=client_address(request))
+
+
+@post(
+    "/api/me/password",
+    tags=["auth"],
+    operation_id="changePassword",
+    summary="Change the password",
+    status_code=200,
+    response_description="A new token pair for this session; every other session has ended.",
+    responses=errors(
+        400,
+        403,
+        415,
+        *PROTECTED,
+        meaning={403: "The current password is wrong (`forbidden`)."},
+    ),
+)
+async def change_password(
+    request: Request[AuthUser, Token, Any],
+    data: PasswordChange,
+    sessions: Sessions,
+    tokens: TokenIssuer,
+) -> AccessToken:
+    """Set a new password (checked as at registration) given the current one. Every other
+    session ends (its tokens refused, its sockets closed); this one goes on with the pair
+    returned (its sockets reconnect with the new access token)."""
+    session = await sessions.change_password(
+        request.user,
+        session_of(request.auth),
+        data.current_password,
+        data.new_password,
+        address=client_address(request),
+    )
+    return tokens.issue(session)
 
 
 @get(

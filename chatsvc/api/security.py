@@ -10,9 +10,11 @@ bearer header it never does (issue 12).
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
+from uuid import UUID
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, WebSocketException
@@ -24,6 +26,7 @@ from litestar.types import Method
 
 from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.api.problems import UnsupportedMediaType
+from chatsvc.sessions import Session
 from chatsvc.wire import AccessToken
 
 WS_UNAUTHORIZED = 4401
@@ -35,6 +38,8 @@ LOGIN_PATH = "/api/auth/login"
 
 #: The claim carrying the user's token version when the token was issued.
 VERSION_CLAIM = "ver"
+#: The claim naming the session (refresh token family) the token belongs to.
+SESSION_CLAIM = "sid"
 
 
 #: The authenticated user of a request or socket (``request.user``).
@@ -134,18 +139,38 @@ def json_bodies_only(
         raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
 
 
+def session_of(token: Token) -> UUID | None:
+    """The session (refresh token family) an access token was issued for, if it names one."""
+    claim = token.extras.get(SESSION_CLAIM)
+    if not isinstance(claim, str):
+        return None
+    try:
+        return UUID(claim)
+    except ValueError:
+        return None
+
+
 class TokenIssuer:
-    """Signs access tokens for the login route."""
+    """Signs the access token of a session, next to its refresh token."""
 
     def __init__(self, auth: OAuth2PasswordBearerAuth[AuthUser]) -> None:
         self._auth = auth
         self.lifetime = int(auth.default_token_expiration.total_seconds())
 
-    def issue(self, user: ActiveUser) -> AccessToken:
+    def issue(self, session: Session) -> AccessToken:
+        user = session.user
+        extras = {VERSION_CLAIM: user.token_version, SESSION_CLAIM: str(session.family)}
+        # Litestar drops the fraction of a second from `exp`: say what is left of it.
+        expires = time.time() + self.lifetime
         token = self._auth.create_token(  # pyright: ignore[reportUnknownMemberType]
-            identifier=str(user.id), token_extras={VERSION_CLAIM: user.token_version}
+            identifier=str(user.id), token_extras=extras
         )
-        return AccessToken(access_token=token, expires_in=self.lifetime)
+        return AccessToken(
+            access_token=token,
+            expires_in=max(1, int(int(expires) - time.time())),
+            refresh_token=session.refresh_token,
+            refresh_expires_in=session.refresh_expires_in,
+        )
 
 
 def create_jwt_auth(

@@ -21,6 +21,7 @@ from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations, Launcher
 from chatsvc.providers import LLMProvider
+from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
@@ -44,6 +45,7 @@ class Services:
     launcher: Launcher  # starts replies: generations.launcher
     chats: Chats
     tokens: TokenIssuer
+    sessions: Sessions
     sockets: SocketCounter
 
     def dependencies(self) -> dict[str, Provide]:

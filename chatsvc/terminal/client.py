@@ -34,7 +34,7 @@ from chatsvc.terminal.commands import LEAVE, PROMPT, help_lines, is_command
 from chatsvc.terminal.connection import Connection
 from chatsvc.terminal.current import Current
 from chatsvc.terminal.reply import Reply
-from chatsvc.terminal.rest import Api, RequestFailed
+from chatsvc.terminal.rest import Api, RequestFailed, Tokens
 from chatsvc.terminal.screen import Output, chat_title, message_line, printable, when
 from chatsvc.terminal.stdin import LineReader
 from chatsvc.wire import (
@@ -53,19 +53,19 @@ CHATS_SHOWN = 20
 HISTORY_SHOWN = 50
 
 
-def run(url: str, token: str, chat_id: uuid.UUID | None = None) -> int:
+def run(url: str, tokens: Tokens, chat_id: uuid.UUID | None = None) -> int:
     """Run the interactive client until the user leaves; returns the exit status."""
-    return asyncio.run(ChatClient(url, token).run(chat_id))
+    return asyncio.run(ChatClient(url, tokens).run(chat_id))
 
 
 class ChatClient:
     """The interactive session: the prompt, its commands, and one reply at a time."""
 
     def __init__(
-        self, url: str, token: str, *, stdin_fd: int = 0, out: TextIO | None = None
+        self, url: str, tokens: Tokens, *, stdin_fd: int = 0, out: TextIO | None = None
     ) -> None:
         self.base = url
-        self.token = token
+        self.tokens = tokens
         self.output = Output(out or sys.stdout)
         self.lines = LineReader(stdin_fd)
         self.chat = Current()
@@ -113,11 +113,13 @@ class ChatClient:
             async with aiohttp.ClientSession(
                 headers={"User-Agent": f"chatsvc-chat/{__version__}"}
             ) as http:
-                self._api = Api(http, self.base, self.token)
+                self._api = Api(http, self.base, self.tokens)
                 self._socket = Connection(self._api, self._on_update)
+                renewals = asyncio.create_task(self._api.keep_fresh())
                 try:
                     return await self._session(chat_id)
                 finally:
+                    renewals.cancel()
                     await self._socket.close()
         except asyncio.CancelledError:
             if self._main is not None and self._main.uncancel() == 0:

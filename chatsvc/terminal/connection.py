@@ -18,7 +18,13 @@ import aiohttp
 import msgspec
 
 from chatsvc.terminal.frames import Loose, decode, encode
-from chatsvc.terminal.rest import Api, RequestFailed, Unauthorized, connection_problem
+from chatsvc.terminal.rest import (
+    Api,
+    ClientError,
+    RequestFailed,
+    Unauthorized,
+    connection_problem,
+)
 from chatsvc.terminal.screen import printable
 from chatsvc.wire import (
     ChatUpdated,
@@ -33,6 +39,8 @@ from chatsvc.wire import (
 #: Largest frame accepted from the server: a `done` event carries the whole reply.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 CONNECT_SECONDS = 15
+#: The close code of a socket whose access token expired or was revoked.
+CLOSE_UNAUTHORIZED = 4401
 
 
 class Closed:
@@ -44,6 +52,10 @@ class GiveUp:
 
 
 Queued = ServerFrame | Loose | Closed | GiveUp
+
+
+class _Refused(Exception):
+    """The server refused the socket's access token."""
 
 
 class Connection:
@@ -59,10 +71,27 @@ class Connection:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._token: str | None = None  # the access token the socket was opened with
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open the socket (up to its ``ready`` frame) and start reading it."""
+        """Open the socket (up to its ``ready`` frame) and start reading it; a refused
+        access token is renewed once."""
+        try:
+            await self._open()
+        except _Refused:
+            await self._api.renew(self._token)
+            try:
+                await self._open()
+            except _Refused:
+                raise Unauthorized(
+                    "the server refused the token on /ws (expired or invalid): "
+                    "run `chatsvc chat` again to log in"
+                ) from None
+
+    async def _open(self) -> None:
         base = self._api.base
+        self._token = self._api.token
         try:
             async with asyncio.timeout(CONNECT_SECONDS):
                 ws = await self._api.http.ws_connect(
@@ -74,14 +103,13 @@ class Connection:
                 first = await ws.receive()
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
-                raise Unauthorized(
-                    "the server refused the token on /ws (expired or invalid): "
-                    "run `chatsvc chat` again to log in"
-                ) from None
+                raise _Refused() from None
             raise RequestFailed(f"the server refused the WebSocket (HTTP {exc.status})") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_problem(base, exc) from None
         ready = decode(first.data) if first.type is aiohttp.WSMsgType.TEXT else None
+        if first.type is aiohttp.WSMsgType.CLOSE and first.data == CLOSE_UNAUTHORIZED:
+            raise _Refused()  # refused after the handshake: an expired or revoked token
         if not isinstance(ready, Ready):
             await ws.close()
             if isinstance(ready, ErrorEvent):  # e.g. too many sockets open for this user
@@ -109,7 +137,9 @@ class Connection:
     async def _read(
         self, ws: aiohttp.ClientWebSocketResponse, events: asyncio.Queue[Queued]
     ) -> None:
-        """Reads every frame (so pings are answered) until the socket ends."""
+        """Reads every frame (so pings are answered) until the socket ends; after a close
+        for its token (4401), opens a new one with a renewed token."""
+        token = self._token
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
@@ -122,12 +152,24 @@ class Connection:
                     break
         finally:
             events.put_nowait(Closed())
+        if ws.close_code == CLOSE_UNAUTHORIZED:
+            with contextlib.suppress(ClientError):  # else the next request says why
+                await self._api.renew(token)
+                async with self._opening:
+                    if self._ws is ws:
+                        self._ws = None
+                        await self.open()
 
     async def fresh_events(self) -> asyncio.Queue[Queued]:
-        """The queue of an open socket, rid of what other tabs did in the meantime."""
-        if self._ws is None or self._ws.closed:
-            await self.close()
-            await self.open()
+        """The queue of an open socket, rid of what other tabs did in the meantime.
+
+        A socket opened with an access token renewed since is opened anew first: the old
+        token ends soon, and with it the socket (4401), which would cut a reply short.
+        """
+        async with self._opening:
+            if self._ws is None or self._ws.closed or self._token != self._api.token:
+                await self.close()
+                await self.open()
         events = self.events
         while not events.empty():
             if isinstance(events.get_nowait(), Closed):  # but not a socket that just ended

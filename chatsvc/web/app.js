@@ -8,8 +8,8 @@
 // only through textContent and text nodes, never as HTML (and the page's
 // Content-Security-Policy allows no inline script).
 
-import { TOKEN_KEY, api, currentToken, onUnauthorized } from "./api.js";
-import { enterApp, logIn, signOut } from "./auth.js";
+import { TOKEN_KEY, api, currentToken, onUnauthorized, planRenewal } from "./api.js";
+import { enterApp, logIn, logOut, signOut, signedIn } from "./auth.js";
 import { onEditorInput, onEditorKey, onEditorSubmit, onMessageAction } from "./branches.js";
 import { newChat, onEvent, onLost, onReady, openChat, route } from "./chat.js";
 import { loadChats, search } from "./chat-list.js";
@@ -30,14 +30,14 @@ function togglePanel(name) {
 }
 
 function bind() {
-  onUnauthorized(signOut); // a token the server no longer takes
+  onUnauthorized(signOut); // a session the server has ended
   handle({ event: onEvent, ready: onReady, lost: onLost }); // the socket's events
   $("auth-form").addEventListener("submit", (event) => {
     event.preventDefault();
     logIn(false);
   });
   $("register-button").addEventListener("click", () => logIn(true));
-  $("logout-button").addEventListener("click", () => signOut());
+  $("logout-button").addEventListener("click", logOut);
   $("new-chat").addEventListener("click", newChat);
   $("more-chats").addEventListener("click", () => loadChats(true));
   let searchTimer = null;
@@ -106,20 +106,21 @@ function bind() {
   });
   window.addEventListener("online", connectIfClosed);
   window.addEventListener("storage", (event) => {
-    if (event.key === TOKEN_KEY && !event.newValue && currentToken()) {
-      signOut("You logged out in another tab.");
-    }
+    if (event.key !== TOKEN_KEY) return;
+    if (event.newValue) planRenewal(); // another tab renewed the pair (or logged in)
+    else if (signedIn()) signOut("You logged out in another tab.");
   });
 }
 
 async function main() {
   bind();
   if (!currentToken()) return signOut();
+  planRenewal();
   try {
     const me = await api("GET", "/api/me");
     enterApp(me.username);
   } catch (error) {
-    if (error.status === 401) return; // signed out already, with the reason shown
+    if (error.status === 401 && !currentToken()) return; // signed out, with the reason shown
     enterApp("");
     showError(error.plain);
   }

@@ -1,6 +1,6 @@
 // Logging in (or registering) on the login form, entering the app, and logging out.
 
-import { api, dropToken, saveToken } from "./api.js";
+import { api, dropTokens, saveTokens } from "./api.js";
 import { forgetChat, route } from "./chat.js";
 import { loadChats } from "./chat-list.js";
 import { connect, disconnect } from "./connection.js";
@@ -33,8 +33,7 @@ export async function logIn(register) {
   for (const button of document.querySelectorAll("#auth-form button")) button.disabled = true;
   try {
     if (register) await api("POST", "/api/auth/register", { username, password });
-    const token = await api("POST", "/api/auth/login", { username, password });
-    saveToken(token.access_token);
+    await saveTokens(await api("POST", "/api/auth/login", { username, password }));
     $("auth-password").value = "";
     enterApp(username);
   } catch (error) {
@@ -44,14 +43,30 @@ export async function logIn(register) {
   }
 }
 
+/** The Log out button: this session ends on the server too (other tabs follow). */
+export function logOut() {
+  const refresh = dropTokens();
+  signOut();
+  if (refresh) {
+    // Nothing to wait for: the tokens are gone here whatever the server answers.
+    api("POST", "/api/auth/logout", { refresh_token: refresh }).catch(() => {});
+  }
+}
+
+/** Back to the login form (logged out here or in another tab, or the session ended). */
 export function signOut(reason = "") {
-  dropToken();
+  dropTokens();
   disconnect();
   forgetChat();
   $("app-view").hidden = true;
   $("auth-view").hidden = false;
   authError(reason);
   $("auth-username").focus();
+}
+
+/** Whether the app (not the login form) is shown. */
+export function signedIn() {
+  return !$("app-view").hidden;
 }
 
 export function enterApp(username) {

@@ -1,15 +1,26 @@
 // The one WebSocket (/ws?token=...): connecting, reconnecting with backoff, sending
 // frames, and knowing when the server has handled those sent so far. Events go to the
-// handlers that app.js gives `handle()`.
+// handlers that app.js gives `handle()`. A socket lasts as long as its access token: the
+// server closes it with 4401 when the token expires or is revoked, and it reconnects at
+// once with a renewed one (api.js) unless the session has ended.
 
-import { api, currentToken } from "./api.js";
+import { api, currentToken, renew } from "./api.js";
 import { $, showError } from "./dom.js";
 import { state } from "./state.js";
 import { plainWords } from "./words.js";
 
 const MAX_BACKOFF_SECONDS = 30;
 
-const socket = { ws: null, ready: false, attempt: 0, timer: null, reconnected: false, pings: [] };
+const socket = {
+  ws: null,
+  token: null, // the access token the socket was opened with
+  ready: false,
+  attempt: 0,
+  timer: null,
+  reconnected: false,
+  pings: [],
+};
+const CLOSE_UNAUTHORIZED = 4401;
 
 const handlers = {
   /** A chat or tree event (anything but `ready` and `pong`). */
@@ -44,6 +55,7 @@ export function connect() {
   const url = `${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`;
   const ws = new WebSocket(url);
   socket.ws = ws;
+  socket.token = token;
   socket.ready = false;
   setConnection("connecting", "Connecting…");
   ws.addEventListener("message", (event) => {
@@ -75,6 +87,15 @@ async function onSocketClosed(event) {
   settlePings();
   handlers.lost();
   if (!currentToken()) return;
+  if (event.code === CLOSE_UNAUTHORIZED) {
+    // The token expired or was revoked: with a renewed one, back at once.
+    const renewal = await renew(socket.token);
+    if (renewal === "ended" || socket.ws) return;
+    if (renewal === "ok") {
+      socket.attempt = 0;
+      return connect();
+    }
+  }
   if (!wasReady) {
     // A refused handshake looks like any failure: ask whether the token still holds
     // (a 401 signs out). A server that cannot be reached just means trying again.
