@@ -27,7 +27,9 @@ class InvalidInput(ChatsvcError):
 
 
 class ModelNotOffered(ChatsvcError):
-    """A well-formed model id that is not in ``MODELS`` (issue 12: no free text upstream)."""
+    """A well-formed model id that is not in ``MODELS`` (issue 12: no free text upstream),
+    or a well-formed setting this server does not allow (``max_tokens`` over
+    ``LLM_MAX_TOKENS_LIMIT``, issue 16)."""
 
     code = "invalid_message"
     status_code = 422
