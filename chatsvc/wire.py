@@ -221,9 +221,18 @@ class Chat(_Wire):
     title: str
     system_prompt: str
     model: str | None
-    temperature: Temperature | None
-    top_p: TopP | None
-    max_tokens: MaxTokens | None
+    # Without the bounds of `ChatCreate`: what is stored is shown as it is (issue 16).
+    temperature: Annotated[
+        float | None, Meta(description="The chat's temperature; null: the server's.")
+    ]
+    top_p: Annotated[float | None, Meta(description="The chat's top_p; null: the server's.")]
+    max_tokens: Annotated[
+        int | None,
+        Meta(
+            description="The chat's reply length cap in tokens (sent at most "
+            "`LLM_MAX_TOKENS_LIMIT`); null: the server's."
+        ),
+    ]
     created_at: datetime
     updated_at: datetime
     active_leaf_id: Annotated[
