@@ -10,6 +10,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import OTHER_MODEL, Server, User, register_and_login
 from tests.test_web_client import ASSISTANT, chat_id_of, log_in, send
@@ -56,13 +57,13 @@ def test_the_settings_panel_changes_what_the_next_reply_is_asked_with(
     expect(panel.get_by_label("System prompt")).to_be_focused()
     page.keyboard.type("Answer in one line.")
     page.keyboard.press("Tab")
-    page.keyboard.type("0.35")
+    page.keyboard.type("0.33")  # any value from 0 to 2, not only steps of 0.05
     page.keyboard.press("Tab")
     page.keyboard.type("64")
     page.keyboard.press("Enter")
     expect(panel).to_be_hidden()
     saved = stored_chat(user, chat["id"])
-    assert (saved["model"], saved["temperature"], saved["max_tokens"]) == (OTHER_MODEL, 0.35, 64)
+    assert (saved["model"], saved["temperature"], saved["max_tokens"]) == (OTHER_MODEL, 0.33, 64)
     assert saved["system_prompt"] == "Answer in one line."
     assert saved["top_p"] is None
 
@@ -72,7 +73,7 @@ def test_the_settings_panel_changes_what_the_next_reply_is_asked_with(
     assert chat_id_of(page) == chat["id"]
     [request] = [r for r in fake_llm.records if r.stream and mark in r.last_user_message]
     assert request.model == OTHER_MODEL
-    assert request.body["temperature"] == 0.35
+    assert request.body["temperature"] == 0.33
     assert request.body["max_tokens"] == 64
     assert "top_p" not in request.body
     assert request.messages[0]["content"].startswith("Answer in one line.")
@@ -80,10 +81,11 @@ def test_the_settings_panel_changes_what_the_next_reply_is_asked_with(
     # A length over the server's limit: the server's words in the panel, which stays open
     # and changes nothing; emptied, the fields return to the server's defaults.
     page.get_by_role("button", name="Settings", exact=True).click()
-    expect(panel.get_by_label("Temperature")).to_have_value("0.35")
+    expect(panel.get_by_label("Temperature")).to_have_value("0.33")
     panel.get_by_label("Length (max tokens)").fill("40000")
     panel.get_by_role("button", name="Save", exact=True).click()
     expect(panel.get_by_role("alert")).to_contain_text("LLM_MAX_TOKENS_LIMIT")
+    screenshot(page, "web-client-settings")
     expect(panel).to_be_visible()
     assert stored_chat(user, chat["id"])["max_tokens"] == 64
     panel.get_by_label("Length (max tokens)").fill("")
