@@ -12,7 +12,7 @@ import msgspec
 from msgspec import UNSET
 
 from chatsvc import store
-from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
+from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound, SettingRefused
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.mappers import chat_from_record, message_from_record
 from chatsvc.records import Sampling
@@ -98,7 +98,7 @@ class Chats:
     def check_max_tokens(self, max_tokens: int | None) -> None:
         """A reply's length, and so its cost, is the operator's to bound (issue 16)."""
         if max_tokens is not None and max_tokens > self._max_tokens_limit:
-            raise ModelNotOffered(
+            raise SettingRefused(
                 f"max_tokens: {max_tokens} is more than this server allows "
                 f"({self._max_tokens_limit}, LLM_MAX_TOKENS_LIMIT); ask for fewer, or null "
                 "for the default"
