@@ -223,6 +223,7 @@ def _build_services(
             generations,
             models=settings.model_choices,
             max_chats=settings.max_chats_per_user,
+            max_tokens_limit=settings.llm_max_tokens_limit,
             events=events,
         ),
         tokens=TokenIssuer(jwt_auth),

@@ -12,9 +12,10 @@ import msgspec
 from msgspec import UNSET
 
 from chatsvc import store
-from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound
+from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound, SettingRefused
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.mappers import chat_from_record, message_from_record
+from chatsvc.records import Sampling
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import (
     DEFAULT_TITLE,
@@ -47,6 +48,11 @@ def decode_cursor(cursor: str, field: str) -> _Keyset:
         raise InvalidInput(f"{field}: not a cursor returned by this API") from exc
 
 
+def sampling_of(data: ChatCreate) -> Sampling:
+    """The sampling settings a new chat was given."""
+    return Sampling(temperature=data.temperature, top_p=data.top_p, max_tokens=data.max_tokens)
+
+
 class ReplyStopper(Protocol):
     """What deleting a chat needs of the generation registry (``Generations`` has it)."""
 
@@ -64,15 +70,18 @@ class Chats:
         *,
         models: tuple[str, ...],
         max_chats: int,
+        max_tokens_limit: int,
         events: ChatEvents | None = None,
     ) -> None:
         """``replies``: stops a chat's reply before the chat is deleted;
         ``models``: what a chat may choose (``Settings.model_choices``), the default first;
-        ``max_chats``: how many chats a user may keep; ``events``: where a change of the
-        chat (its settings, its active branch) is told (``chat_updated``)."""
+        ``max_chats``: how many chats a user may keep; ``max_tokens_limit``: the most
+        ``max_tokens`` a chat may set (``LLM_MAX_TOKENS_LIMIT``); ``events``: where a
+        change of the chat (its settings, its active branch) is told (``chat_updated``)."""
         self._replies = replies
         self._models = models
         self._max_chats = max_chats
+        self._max_tokens_limit = max_tokens_limit
         self._events = events
 
     def models(self) -> ModelList:
@@ -86,14 +95,32 @@ class Chats:
                 "or null for the default"
             )
 
+    def check_max_tokens(self, max_tokens: int | None) -> None:
+        """A reply's length, and so its cost, is the operator's to bound (issue 16)."""
+        if max_tokens is not None and max_tokens > self._max_tokens_limit:
+            raise SettingRefused(
+                f"max_tokens: {max_tokens} is more than this server allows "
+                f"({self._max_tokens_limit}, LLM_MAX_TOKENS_LIMIT); ask for fewer, or null "
+                "for the default"
+            )
+
+    def check_settings(self, data: ChatCreate | ChatUpdate) -> None:
+        """What a chat may set beyond the wire's bounds: an offered model, a length the
+        server allows. Checked before anything is stored."""
+        if data.model is not UNSET:
+            self.check_model(data.model)
+        if data.max_tokens is not UNSET:
+            self.check_max_tokens(data.max_tokens)
+
     async def create(self, owner: int, data: ChatCreate) -> Chat:
         """A chat left with the default title is the model's to name after its first reply."""
-        self.check_model(data.model)
+        self.check_settings(data)
         chat = await store.create_chat(
             owner,
             title=data.title,
             system_prompt=data.system_prompt,
             model=data.model,
+            sampling=sampling_of(data),
             max_chats=self._max_chats,
             title_source="placeholder" if data.title == DEFAULT_TITLE else "user",
         )
@@ -164,8 +191,7 @@ class Chats:
         return MessagePage(items=[message_from_record(m) for m in page], next_cursor=next_cursor)
 
     async def update(self, owner: int, chat_id: UUID, data: ChatUpdate) -> Chat:
-        if data.model is not UNSET:
-            self.check_model(data.model)
+        self.check_settings(data)
         values = {
             field: value
             for field in data.__struct_fields__

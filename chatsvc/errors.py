@@ -26,11 +26,16 @@ class InvalidInput(ChatsvcError):
     status_code = 400
 
 
-class ModelNotOffered(ChatsvcError):
-    """A well-formed model id that is not in ``MODELS`` (issue 12: no free text upstream)."""
+class SettingRefused(ChatsvcError):
+    """A well-formed chat setting this server does not allow: a model not offered, a
+    ``max_tokens`` over ``LLM_MAX_TOKENS_LIMIT`` (issue 16)."""
 
     code = "invalid_message"
     status_code = 422
+
+
+class ModelNotOffered(SettingRefused):
+    """A well-formed model id that is not in ``MODELS`` (issue 12: no free text upstream)."""
 
 
 class TooLarge(ChatsvcError):

@@ -28,6 +28,14 @@ class UserAccess(Struct, frozen=True, kw_only=True):
     token_version: int
 
 
+class Sampling(Struct, frozen=True, kw_only=True):
+    """A chat's own sampling settings (issue 16); ``None``: the server's for that one."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+
+
 class ChatRecord(Struct, frozen=True, kw_only=True):
     """``active_leaf``: the end of the branch shown and continued (``None``: the newest
     message); ``message_count``: every message of the chat, every branch."""
@@ -38,6 +46,10 @@ class ChatRecord(Struct, frozen=True, kw_only=True):
     model: str | None
     created_at: datetime
     updated_at: datetime
+    #: The chat's own generation settings; ``None``: the server's (issue 16).
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
     #: Who named the chat (``tables.TitleSource``): ``user``, ``placeholder`` or ``model``.
     title_source: str = "user"
     active_leaf: UUID | None = None

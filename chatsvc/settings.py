@@ -27,6 +27,8 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/@+-]+$"
 MODEL_NAME_MAX = 200
 
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+#: The most tokens any reply may be asked for (the same bound as ``MaxTokens`` on the wire).
+MAX_TOKENS_BOUND = 1_000_000
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -182,11 +184,45 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _Seconds, msgspec.Meta(description="longest a generation may run, in seconds")
     ] = 600.0
     llm_temperature: (
-        Annotated[float, msgspec.Meta(ge=0, le=2, description="sampling temperature")] | None
+        Annotated[
+            float,
+            msgspec.Meta(
+                ge=0, le=2, description="sampling temperature of chats that set none (0-2)"
+            ),
+        ]
+        | None
+    ) = None
+    llm_top_p: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                gt=0,
+                le=1,
+                description="nucleus sampling (top_p) of chats that set none (over 0, at most 1)",
+            ),
+        ]
+        | None
     ) = None
     llm_max_tokens: (
-        Annotated[int, msgspec.Meta(ge=1, le=1_000_000, description="reply length cap")] | None
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=MAX_TOKENS_BOUND,
+                description="reply length cap of chats that set none; at most LLM_MAX_TOKENS_LIMIT",
+            ),
+        ]
+        | None
     ) = None
+    llm_max_tokens_limit: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=MAX_TOKENS_BOUND,
+            description="highest max_tokens a chat may set (a higher one is refused, 422); "
+            "a chat's stored value above it is sent as this",
+        ),
+    ] = 32_768
     default_system_prompt: Annotated[
         str, msgspec.Meta(max_length=32_000, description="system prompt of chats without one")
     ] = "You are a helpful assistant."
@@ -304,6 +340,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "EVENT_BUS_URL", self.event_bus_url, "a redis://... or postgresql://... URL"
             )
         self._check_models()
+        if self.llm_max_tokens is not None and self.llm_max_tokens > self.llm_max_tokens_limit:
+            raise ConfigError(
+                "LLM_MAX_TOKENS",
+                str(self.llm_max_tokens),
+                f"at most LLM_MAX_TOKENS_LIMIT ({self.llm_max_tokens_limit}), the most a chat "
+                "may ask for; raise the limit or lower the default",
+            )
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
             raise ConfigError(
                 "JWT_SECRET",

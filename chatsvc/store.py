@@ -39,6 +39,7 @@ from chatsvc.records import (
     InterruptedReply,
     MessageRecord,
     RunningReply,
+    Sampling,
     TreeRecord,
     Turn,
     UserAccess,
@@ -149,11 +150,17 @@ async def update_user(user_id: int, values: dict[str, Any], *, revoke_tokens: bo
 
 # --- chats ----------------------------------------------------------------------
 
+#: A chat that sets none of its sampling settings: the server's hold.
+NO_SAMPLING = Sampling()
+
 _CHAT_COLUMNS = (
     Chat.id,
     Chat.title,
     Chat.system_prompt,
     Chat.model,
+    Chat.temperature,
+    Chat.top_p,
+    Chat.max_tokens,
     Chat.created_at,
     Chat.updated_at,
     Chat.title_source,
@@ -187,6 +194,7 @@ async def create_chat(
     model: str | None,
     max_chats: int,
     title_source: str = "user",
+    sampling: Sampling = NO_SAMPLING,
 ) -> ChatRecord:
     """Insert a chat and its empty tree; :class:`LimitReached` when the owner has
     ``max_chats`` already. ``title_source``: see ``tables.TitleSource``."""
@@ -202,6 +210,7 @@ async def create_chat(
             title_source=title_source,
             system_prompt=system_prompt,
             model=model,
+            sampling=sampling,
             stamp=stamp,
         )
     return (await _chats([row]))[0]
@@ -215,6 +224,7 @@ async def _insert_chat(
     title_source: str,
     system_prompt: str,
     model: str | None,
+    sampling: Sampling,
     stamp: datetime,
 ) -> _Row:
     """A chat and its empty tree, in the caller's write transaction; :class:`LimitReached`
@@ -227,6 +237,9 @@ async def _insert_chat(
             title_source=title_source,
             system_prompt=system_prompt,
             model=model,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
             created_at=stamp,
             updated_at=stamp,
         )
@@ -525,6 +538,7 @@ async def create_exchange(
     parent: UUID | UnsetType | None = UNSET,
     new_chat_system_prompt: str = "",
     new_chat_model: str | None = None,
+    new_chat_sampling: Sampling = NO_SAMPLING,
     new_chat_title_source: str = "placeholder",
 ) -> Exchange | None:
     """Store the user's message and an empty ``streaming`` reply, in one transaction.
@@ -553,6 +567,7 @@ async def create_exchange(
                 title_source=new_chat_title_source,
                 system_prompt=new_chat_system_prompt,
                 model=new_chat_model,
+                sampling=new_chat_sampling,
                 stamp=stamp,
             )
             created, follows = True, None

@@ -8,6 +8,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import (
     JSONB,
     UUID,
+    DoublePrecision,
     ForeignKey,
     Integer,
     OnDelete,
@@ -80,6 +81,16 @@ class Chat(Table):
     system_prompt = Text(default="", help_text="Sent first to the model on every generation.")
     model = Varchar(
         length=200, null=True, default=None, help_text="Model for this chat; empty: the default."
+    )
+    # Double precision, not real: a temperature of 0.3 must go upstream as 0.3 (issue 16).
+    temperature = DoublePrecision(
+        null=True, default=None, help_text="Sampling temperature (0-2); empty: the server's."
+    )
+    top_p = DoublePrecision(
+        null=True, default=None, help_text="Nucleus sampling (0-1); empty: the server's."
+    )
+    max_tokens = Integer(
+        null=True, default=None, help_text="Reply length cap in tokens; empty: the server's."
     )
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow(), help_text="Last change or message.")

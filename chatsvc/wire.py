@@ -87,6 +87,34 @@ ModelName = Annotated[
         description="One of `GET /api/models` (else `422`); null uses the server's default.",
     ),
 ]
+Temperature = Annotated[
+    float,
+    Meta(
+        ge=0,
+        le=2,
+        description="Sampling temperature, 0-2; null: the server's `LLM_TEMPERATURE` (unset "
+        "there: the model's own).",
+    ),
+]
+TopP = Annotated[
+    float,
+    Meta(
+        gt=0,
+        le=1,
+        description="Nucleus sampling: over 0, at most 1; null: the server's `LLM_TOP_P` "
+        "(unset there: the model's own).",
+    ),
+]
+MaxTokens = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=1_000_000,
+        description="The reply's length cap in tokens, at least 1 and at most the server's "
+        "`LLM_MAX_TOKENS_LIMIT` (else `422`); null: the server's `LLM_MAX_TOKENS` (unset "
+        "there: none is sent).",
+    ),
+]
 Cursor = Annotated[
     str, Meta(max_length=200, description="Opaque: the `next_cursor` of the previous page.")
 ]
@@ -210,10 +238,25 @@ class Message(_Wire, omit_defaults=True):
 
 
 class Chat(_Wire):
+    """`model`, `temperature`, `top_p` and `max_tokens` are the chat's own generation
+    settings; null: the server's default for each (docs/protocol.md section 3)."""
+
     id: UUID
     title: str
     system_prompt: str
     model: str | None
+    # Without the bounds of `ChatCreate`: what is stored is shown as it is (issue 16).
+    temperature: Annotated[
+        float | None, Meta(description="The chat's temperature; null: the server's.")
+    ]
+    top_p: Annotated[float | None, Meta(description="The chat's top_p; null: the server's.")]
+    max_tokens: Annotated[
+        int | None,
+        Meta(
+            description="The chat's reply length cap in tokens (sent at most "
+            "`LLM_MAX_TOKENS_LIMIT`); null: the server's."
+        ),
+    ]
     created_at: datetime
     updated_at: datetime
     active_leaf_id: Annotated[
@@ -247,15 +290,22 @@ class ChatCreate(_Wire):
     title: Title = DEFAULT_TITLE
     system_prompt: SystemPrompt = ""
     model: ModelName | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: MaxTokens | None = None
     content: Content | None = None
 
 
 class ChatUpdate(_Wire):
-    """Only the fields given change; `model: null` returns to the server default."""
+    """Only the fields given change; `null` returns `model`, `temperature`, `top_p` or
+    `max_tokens` to the server's default."""
 
     title: Title | UnsetType = UNSET
     system_prompt: SystemPrompt | UnsetType = UNSET
     model: ModelName | UnsetType | None = UNSET
+    temperature: Temperature | UnsetType | None = UNSET
+    top_p: TopP | UnsetType | None = UNSET
+    max_tokens: MaxTokens | UnsetType | None = UNSET
 
 
 class ModelInfo(_Wire):

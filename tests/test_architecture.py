@@ -115,6 +115,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.cli",
             "chatsvc.terminal",
             "chatsvc.terminal.branches",
+            "chatsvc.terminal.chat_settings",
             "chatsvc.terminal.client",
             "chatsvc.terminal.commands",
             "chatsvc.terminal.connection",

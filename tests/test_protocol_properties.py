@@ -105,6 +105,9 @@ chats = st.builds(
     title=texts,
     system_prompt=texts,
     model=optional_texts,
+    temperature=st.none() | st.floats(min_value=0, max_value=2),
+    top_p=st.none() | st.floats(min_value=0, max_value=1, exclude_min=True),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=1_000_000),
     created_at=utc_datetimes,
     updated_at=utc_datetimes,
 )

@@ -148,6 +148,7 @@ MODULES = [
     "app.js",
     "auth.js",
     "dialogs.js",
+    "chat-settings.js",
     "branches.js",
     "chat.js",
     "composer.js",

@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from chatsvc.api.openapi import PROTECTED, errors
 from chatsvc.api.problems import invalid_patch
 from chatsvc.api.security import AuthUser
-from chatsvc.chats import Chats
+from chatsvc.chats import Chats, sampling_of
 from chatsvc.errors import InternalError, NotFound, NotRunning
 from chatsvc.events import ChatEvents, Event, Subscriber
 from chatsvc.generation import Generation, Generations, Launcher, NewChat
@@ -43,7 +43,10 @@ from chatsvc.wire import (
     TreePatch,
 )
 
-_MODEL_NOT_OFFERED = "`model` is not one of `GET /api/models` (`invalid_message`)."
+_MODEL_NOT_OFFERED = (
+    "`model` is not one of `GET /api/models`, or `max_tokens` is over the server's "
+    "`LLM_MAX_TOKENS_LIMIT` (`invalid_message`); nothing was stored."
+)
 
 #: Events an SSE client may fall behind by before its stream is ended (the reply goes on);
 #: their bytes are bounded by `WS_OUTBOX_BYTES`.
@@ -129,11 +132,12 @@ class ChatController(Controller):
         if content is None:
             chat = await chats.create(owner, data)
             return Response(chat, status_code=201, media_type=MediaType.JSON)
-        chats.check_model(data.model)
+        chats.check_settings(data)
         new_chat = NewChat(
             title=None if data.title == DEFAULT_TITLE else data.title,
             system_prompt=data.system_prompt,
             model=data.model,
+            sampling=sampling_of(data),
         )
 
         async def start(subscriber: Subscriber | None) -> Generation:
@@ -284,7 +288,9 @@ class ChatController(Controller):
     async def update_chat(
         self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
     ) -> Chat:
-        """Change the title, system prompt or model; fields left out stay as they are."""
+        """Change the title, system prompt, model or sampling settings (`temperature`,
+        `top_p`, `max_tokens`); fields left out stay as they are, `null` returns one to the
+        server's default. An invalid value changes nothing."""
         return await chats.update(request.user.id, chat_id, data)
 
     @get(

@@ -128,8 +128,9 @@ class Conversation:
         return CompletionRequest(
             model=generation.model,
             messages=turns,
-            temperature=self._settings.llm_temperature,
-            max_tokens=self._settings.llm_max_tokens,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            max_tokens=generation.max_tokens,
             tools=TOOLS if self._trees is not None else None,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 import anyio
@@ -25,7 +26,7 @@ from chatsvc.generation.conversation import Conversation
 from chatsvc.generation.reply import Generation, Running
 from chatsvc.instances import Lease
 from chatsvc.mappers import chat_from_record, message_from_record
-from chatsvc.records import Exchange
+from chatsvc.records import Exchange, Sampling
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.titles import placeholder
@@ -38,6 +39,7 @@ class NewChat(Struct, frozen=True, kw_only=True):
     title: str | None = None  # none: the message's first line
     system_prompt: str = ""
     model: str | None = None
+    sampling: Sampling = Sampling()
 
 
 class Launcher:
@@ -104,6 +106,7 @@ class Launcher:
                 new_chat_title_source="user" if new_chat.title else "placeholder",
                 new_chat_system_prompt=new_chat.system_prompt,
                 new_chat_model=new_chat.model,
+                new_chat_sampling=new_chat.sampling,
                 user_content=content,
                 parent=parent_id,
                 max_chats=settings.max_chats_per_user,
@@ -201,6 +204,15 @@ class Launcher:
         settings = self._settings
         generation.model = stored.reply.model or settings.model_name
         generation.system_prompt = stored.chat.system_prompt or settings.default_system_prompt
+        # The chat's own sampling settings as stored now (a regenerate takes them too), each
+        # unset one the server's; a length stored before the limit was lowered is capped.
+        chat = stored.chat
+        generation.temperature = _first(chat.temperature, settings.llm_temperature)
+        generation.top_p = _first(chat.top_p, settings.llm_top_p)
+        max_tokens = _first(chat.max_tokens, settings.llm_max_tokens)
+        if max_tokens is not None:
+            max_tokens = min(max_tokens, settings.llm_max_tokens_limit)
+        generation.max_tokens = max_tokens
         generation.question_id = stored.question.id
         generation.wants_title = stored.chat.title_source == "placeholder"
         if stored.created:
@@ -223,3 +235,11 @@ class Launcher:
     def _announce(self, generation: Generation, frame: ChatCreated | ChatUpdated) -> None:
         """To the chat's subscribers and every socket of its owner (docs/protocol.md 4.2)."""
         self._events.publish_to_owner(generation.owner, generation.chat_id, event_of(frame))
+
+
+_T = TypeVar("_T")
+
+
+def _first(own: _T | None, default: _T | None) -> _T | None:
+    """The chat's own setting, else the server's."""
+    return own if own is not None else default

@@ -29,6 +29,10 @@ class Generation:
     message_id: UUID
     model: str
     system_prompt: str
+    #: The sampling settings sent upstream: the chat's, else the server's (``None``: not sent).
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
     #: The user message the reply answers: the history sent upstream ends there.
     question_id: UUID | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)

@@ -215,6 +215,8 @@ class OpenAIProvider:
             body["tools"] = request.tools
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
         # The messages and tools go in `extra_body`, which the SDK sends as given: through

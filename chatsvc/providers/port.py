@@ -36,7 +36,9 @@ class ChatTurn(msgspec.Struct, frozen=True, kw_only=True):
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     messages: list[ChatTurn]
+    #: Sampling settings; ``None``: not sent, the server's own default holds.
     temperature: float | None = None
+    top_p: float | None = None
     max_tokens: int | None = None
     #: Function tools offered to the model (OpenAI's ``tools`` shape); none: no tools.
     tools: list[dict[str, Any]] | None = None

@@ -30,6 +30,7 @@ from msgspec import UNSET, UnsetType
 
 from chatsvc import __version__
 from chatsvc.terminal.branches import BranchCommands
+from chatsvc.terminal.chat_settings import set_command
 from chatsvc.terminal.commands import LEAVE, PROMPT, help_lines, is_command
 from chatsvc.terminal.connection import Connection
 from chatsvc.terminal.current import Current
@@ -188,6 +189,9 @@ class ChatClient:
             return False
         if name == "/chats":
             return await self._choose_chat(first=False)
+        if name == "/set":  # the rest of the line as typed: a system prompt keeps its spaces
+            await set_command(self, text.strip()[len(name) :])
+            return True
         handlers: dict[str, Callable[[list[str]], Any]] = {
             "/help": self._help,
             "/new": self._new,

@@ -16,6 +16,8 @@ COMMANDS = (
     ("/edit", "change your last message and send it again (the old one is kept)"),
     ("/branches", "list the versions of your last message and of its reply"),
     ("/branch N", "switch to reply N; /branch message N: to your message N"),
+    ("/set", "show this chat's model, temperature, top_p, max_tokens and system prompt"),
+    ("/set NAME VALUE", "change one of them (/set temperature 0.3); VALUE default: the server's"),
     ("/help", "show these commands"),
     ("/quit", "leave (also Ctrl-D, or Ctrl-C at the prompt)"),
 )

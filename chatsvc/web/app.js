@@ -12,6 +12,7 @@ import { TOKEN_KEY, api, currentToken, onUnauthorized, planRenewal } from "./api
 import { enterApp, logIn, logOut, signOut, signedIn } from "./auth.js";
 import { onEditorInput, onEditorKey, onEditorSubmit, onMessageAction } from "./branches.js";
 import { newChat, onEvent, onLost, onReady, openChat, route } from "./chat.js";
+import { openSettings, saveSettings } from "./chat-settings.js";
 import { loadChats, search } from "./chat-list.js";
 import { autosize, send, sendText, stop } from "./composer.js";
 import { connectIfClosed, handle } from "./connection.js";
@@ -52,6 +53,11 @@ function bind() {
   });
   $("toggle-list").addEventListener("click", () => togglePanel("list"));
   $("toggle-tree").addEventListener("click", () => togglePanel("tree"));
+  $("chat-settings").addEventListener("click", openSettings);
+  $("settings-form").addEventListener("submit", (event) => {
+    event.preventDefault(); // the panel stays open until the server took the change
+    saveSettings();
+  });
   $("rename-chat").addEventListener("click", askRename);
   $("rename-dialog").addEventListener("close", () => {
     if ($("rename-dialog").returnValue === "save") rename();

@@ -117,6 +117,7 @@ function showChat(chat, messages, older = null) {
   shownChatId = chat ? chat.id : null;
   if (chat) state.chat = chat;
   showTitle(chat);
+  $("chat-settings").hidden = !chat;
   $("rename-chat").hidden = !chat;
   $("delete-chat").hidden = !chat;
   state.messages.clear();
