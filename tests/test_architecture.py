@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.titles",
             "chatsvc.tasks",
             "chatsvc.admission",
+            "chatsvc.quota_rules",
         },
     ),
     (
@@ -57,6 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.providers.openai_compatible",
             "chatsvc.providers.echo",
             "chatsvc.login_limits",
+            "chatsvc.quota_store",
         },
     ),
     (
@@ -67,6 +69,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.accounts",
             "chatsvc.access",
             "chatsvc.chats",
+            "chatsvc.quotas",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the

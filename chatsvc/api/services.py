@@ -21,6 +21,7 @@ from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations, Launcher
 from chatsvc.providers import LLMProvider
+from chatsvc.quotas import Quotas
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
@@ -45,6 +46,7 @@ class Services:
     chats: Chats
     tokens: TokenIssuer
     sockets: SocketCounter
+    quotas: Quotas  # token budgets at the app's clock (GET /api/me; the launcher's admissions)
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service under its name, and all of them as ``services``."""
