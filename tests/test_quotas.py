@@ -5,7 +5,9 @@ resets at UTC midnight, on a clock the test moves (no sleeping to midnight)."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
@@ -22,6 +25,7 @@ from tests.support import (
     Socket,
     User,
     create_account,
+    insert_message,
     register_and_login,
     upstream_settings,
 )
@@ -37,6 +41,14 @@ class TestClock:
 
     def __call__(self) -> datetime:
         return self.at or datetime.now(UTC)
+
+
+def log_in(page: Page, url: str, user: User) -> None:
+    page.goto(url)
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
 
 
 def mark() -> str:
@@ -281,3 +293,56 @@ def test_api_me_without_budgets_counts_the_day_against_none(server: Server) -> N
     assert tokens["used"] == 0
     assert tokens["budget"] is None
     assert tokens["resets_at"].endswith("T00:00:00Z")
+
+
+def spend(server: AppServer, user: User, tokens: int) -> None:
+    """A reply of ``tokens`` stored today in a chat of the user's, behind the server's back."""
+    with user.client() as client:
+        chat_id = client.post("/api/chats", json={"title": "spent"}).json()["id"]
+    message_id = insert_message(server.db, chat_id, "earlier", role="assistant")
+    server.db.query(
+        "UPDATE message SET prompt_tokens = ?, completion_tokens = 0 WHERE id = ?",
+        tokens,
+        uuid.UUID(message_id),
+    )
+
+
+def test_the_web_client_shows_the_days_usage_past_80_percent_and_the_refusal(
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI, page: Page
+) -> None:
+    server, _ = quota_server(serve_app, fake_llm, DAILY_TOKEN_BUDGET="1000")
+    user = register_and_login(server)
+    spend(server, user, 790)
+    log_in(page, server.url, user)
+    usage = page.locator("#usage")
+    expect(usage).to_be_hidden()  # 79 %
+
+    spend(server, user, 160)  # 950: 95 %
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(usage).to_be_visible()
+    expect(usage).to_contain_text("Today: 950 of 1,000 tokens used (95 %).")
+
+    # A reply under the budget starts and crosses it; the line then says it is used up.
+    box = page.get_by_role("textbox", name="Message", exact=True)
+    box.fill(f"{mark()} {directive(tokens=5)}")
+    box.press("Enter")
+    expect(page.locator("#messages .message[data-role='assistant']").last).to_have_attribute(
+        "data-status", "complete"
+    )
+    used = daily(user)["used"]
+    assert used > 1000
+    expect(usage).to_contain_text(f"Today's token budget is used up ({used:,} of 1,000 tokens).")
+
+    # The next one is refused in plain words, and its text given back.
+    refused = f"{mark()} one more"
+    box.fill(refused)
+    box.press("Enter")
+    expect(page.locator("#error-text")).to_have_text(
+        re.compile(
+            rf"^You have used up today's token budget \({used:,} of 1,000 tokens\)\. "
+            r"Replies start again at .+\.$"
+        )
+    )
+    expect(box).to_have_value(refused)
+    assert fake_llm.records_for(refused.split()[0]) == []

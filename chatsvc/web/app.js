@@ -117,10 +117,10 @@ async function main() {
   if (!currentToken()) return signOut();
   try {
     const me = await api("GET", "/api/me");
-    enterApp(me.username);
+    enterApp(me.username, me.daily_tokens);
   } catch (error) {
     if (error.status === 401) return; // signed out already, with the reason shown
-    enterApp("");
+    enterApp("", null);
     showError(error.plain);
   }
 }

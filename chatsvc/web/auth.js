@@ -5,6 +5,7 @@ import { forgetChat, route } from "./chat.js";
 import { loadChats } from "./chat-list.js";
 import { connect, disconnect } from "./connection.js";
 import { $ } from "./dom.js";
+import { hideUsage, refreshUsage, showUsage } from "./usage.js";
 
 function authError(text) {
   $("auth-error").textContent = text;
@@ -48,14 +49,18 @@ export function signOut(reason = "") {
   dropToken();
   disconnect();
   forgetChat();
+  hideUsage();
   $("app-view").hidden = true;
   $("auth-view").hidden = false;
   authError(reason);
   $("auth-username").focus();
 }
 
-export function enterApp(username) {
+/** Shows the app; `daily`: today's tokens when /api/me was read already (else read here). */
+export function enterApp(username, daily = undefined) {
   $("whoami").textContent = username;
+  if (daily === undefined) refreshUsage(true);
+  else showUsage(daily);
   $("auth-view").hidden = true;
   $("app-view").hidden = false;
   connect();
