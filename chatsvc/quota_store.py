@@ -15,7 +15,8 @@ from chatsvc.tables import Message
 # Constant SQL, as the admission's other statements. The day's sum walks the owner's chats
 # changed since the day started (`chat (owner, updated_at)`: a reply stored today moved
 # its chat's `updated_at` to today), then their messages of the day (`message (chat,
-# created_at)`); the chat's sum reads one chat's messages by the same index.
+# created_at)`); the chat's sum reads one chat's messages by the same index, only if the
+# chat is the owner's.
 _SPENT = """
 SELECT
   (SELECT COUNT(*) FROM user_quota WHERE account = {}) AS overridden,
@@ -25,14 +26,16 @@ SELECT
      WHERE c.owner = {} AND c.updated_at >= {} AND m.created_at >= {}
        AND m.role = 'assistant') AS today,
   (SELECT COALESCE(SUM(COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0)
-     FROM message m WHERE m.chat = {} AND m.role = 'assistant') AS in_chat
+     FROM message m JOIN chat c ON c.id = m.chat
+     WHERE m.chat = {} AND c.owner = {} AND m.role = 'assistant') AS in_chat
 """
 
 
 async def spent(owner: int, since: datetime, chat_id: UUID | None = None) -> Spent:
-    """The owner's tokens in replies started since ``since``, the chat's (0 without one),
-    and the owner's override of the daily budget."""
-    raw = Message.raw(_SPENT, owner, owner, owner, since, since, chat_id)
+    """The owner's tokens in replies started since ``since``, the chat's (0 without one, or
+    for another user's: its refusal is ``not_found``, as everywhere), and the owner's
+    override of the daily budget."""
+    raw = Message.raw(_SPENT, owner, owner, owner, since, since, chat_id, owner)
     # Piccolo types raw rows as unknown; this one is read field by field into `Spent`.
     row = cast("list[dict[str, Any]]", await raw)[0]
     return Spent(

@@ -234,6 +234,11 @@ def test_the_chat_budget_refuses_that_chat_only_and_never_resets(
     assert answer.json()["quota"]["scope"] == "chat"
     assert "Retry-After" not in answer.headers
     assert fake_llm.records_for(refused) == []
+    # Another user's chat is not found, spent or not: its budget is none of their business.
+    with register_and_login(server).client() as client:
+        foreign = client.post(f"/api/chats/{chat_id}/messages", json={"content": refused})
+    assert foreign.status_code == 404
+    assert foreign.json()["code"] == "not_found"
     # No daily budget: /api/me counts the day's tokens against none.
     assert daily(user)["budget"] is None
 
