@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import screenshot
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import (
     PASSWORD,
@@ -351,3 +352,4 @@ def test_the_web_client_shows_the_days_usage_past_80_percent_and_the_refusal(
     )
     expect(box).to_have_value(refused)
     assert fake_llm.records_for(refused.split()[0]) == []
+    screenshot(page, "web-client-quota")

@@ -25,12 +25,15 @@ export function tokens(count) {
   return count.toLocaleString("en-US");
 }
 
-/** When a budget resets (RFC 3339), as the browser's local time, with the day if not today. */
+/** When a budget resets (RFC 3339), in the browser's local time, with the day if not today. */
 export function resetTime(when) {
   const at = new Date(when);
   const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const today = new Date().toDateString() === at.toDateString();
-  return today ? time : `${time} on ${at.toLocaleDateString([], { weekday: "long" })}`;
+  const day = new Date();
+  if (day.toDateString() === at.toDateString()) return time;
+  day.setDate(day.getDate() + 1);
+  if (day.toDateString() === at.toDateString()) return `${time} tomorrow`;
+  return `${time} on ${at.toLocaleDateString([], { weekday: "long" })}`;
 }
 
 /** A `quota_exceeded` refusal in plain words, from its `quota` (docs/protocol.md 2.1). */
