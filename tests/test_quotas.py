@@ -240,8 +240,17 @@ def test_the_chat_budget_refuses_that_chat_only_and_never_resets(
         foreign = client.post(f"/api/chats/{chat_id}/messages", json={"content": refused})
     assert foreign.status_code == 404
     assert foreign.json()["code"] == "not_found"
-    # No daily budget: /api/me counts the day's tokens against none.
+    # No daily budget: /api/me counts the day's tokens against none...
     assert daily(user)["budget"] is None
+    # ...until the user is given one of their own (the admin's row, written here directly),
+    # which today's replies are over (back to today: the clock was moved a day ahead above).
+    clock.at = None
+    server.db.query(
+        "INSERT INTO user_quota (account, daily_token_budget) VALUES (?, ?)", user.id, 1
+    )
+    assert daily(user)["budget"] == 1
+    with Socket(user) as socket:
+        assert refusal(socket, action="send_message", content=refused)["quota"]["scope"] == "day"
 
 
 @contextmanager
