@@ -16,6 +16,7 @@ from uuid import UUID
 from msgspec import Struct
 
 from chatsvc.errors import Busy, RateLimited
+from chatsvc.quota_rules import QuotaRule
 
 
 class Admission(Struct, frozen=True, kw_only=True):
@@ -30,6 +31,8 @@ class Admission(Struct, frozen=True, kw_only=True):
     per_user_cap: int
     default_model: str  # the reply's model when the chat's is not offered
     offered_models: frozenset[str]
+    #: The token budgets it starts under (``quota_rules``); None: none are checked.
+    quota: QuotaRule | None = None
 
 
 def admit(running_chats: Collection[UUID], chat_id: UUID | None, cap: int) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import asyncpg
+import msgspec
 from litestar import Litestar, Request, Response, Router
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, ValidationException, WebSocketException
@@ -41,6 +42,8 @@ from chatsvc.generation import Generations
 from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
 from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
+from chatsvc.quota_rules import Clock, system_clock
+from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings, load_settings
 from chatsvc.telemetry import Telemetry
@@ -62,10 +65,12 @@ DATABASE_DOWN = (
 
 def _chatsvc_error(_: Request[Any, Any, Any], exc: ChatsvcError) -> Response[Any]:
     headers: dict[str, str] = {}
-    if exc.retry_after is not None:  # `overloaded`, and the per-user cap (`rate_limited`)
+    # `overloaded`, the per-user cap (`rate_limited`), the daily budget (`quota_exceeded`)
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    extra = {"quota": msgspec.to_builtins(exc.quota)} if exc.quota is not None else {}
     return Response(
-        error_body(exc.status_code, exc.message, exc.code),
+        error_body(exc.status_code, exc.message, exc.code, **extra),
         status_code=exc.status_code,
         headers=headers,
     )
@@ -184,7 +189,7 @@ class ChatsvcApp(Litestar):
 
 
 def _build_services(
-    settings: Settings,
+    settings: Settings, clock: Clock
 ) -> tuple[Services, OAuth2PasswordBearerAuth[AuthUser]]:
     """Every service of one app, from its settings; and the token auth, which reads users."""
     bus = EventBus.from_url(settings.event_bus_url)
@@ -203,8 +208,9 @@ def _build_services(
     provider = create_provider(settings)
     trees = Trees(settings, events)
     budgets = ContextBudgets(settings.context_budget_tokens, settings.llm_max_tokens)
+    quotas = Quotas(settings, clock)
     generations = Generations(
-        settings, provider, events, bus, telemetry, trees=trees, budgets=budgets
+        settings, provider, events, bus, telemetry, trees=trees, budgets=budgets, quotas=quotas
     )
     services = Services(
         settings=settings,
@@ -229,15 +235,19 @@ def _build_services(
         tokens=TokenIssuer(jwt_auth),
         sessions=Sessions(accounts, settings.refresh_token_ttl_seconds),
         sockets=SocketCounter(settings.max_sockets_per_user),
+        quotas=quotas,
     )
     return services, jwt_auth
 
 
-def create_app(settings: Settings | None = None) -> ChatsvcApp:
-    """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan."""
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> ChatsvcApp:
+    """Build the ASGI app. Importing chatsvc opens nothing; this does, in the lifespan.
+
+    ``clock`` tells the time of the token budgets (their UTC day); tests pass their own.
+    """
     settings = settings or load_settings()
     settings.check_serving()
-    services, jwt_auth = _build_services(settings)
+    services, jwt_auth = _build_services(settings, clock)
     api_limit = rate_limits(settings)
     # A WebSocket is no request to time: the middleware would only wrap every frame sent
     # (a cost per token); `chatsvc_websockets_open` and the reply metrics count sockets.

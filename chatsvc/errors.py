@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from chatsvc.wire import ErrorCode
+from chatsvc.wire import ErrorCode, TokenBudget
 
 
 class ChatsvcError(Exception):
@@ -15,6 +15,8 @@ class ChatsvcError(Exception):
     status_code: ClassVar[int] = 500
     #: Seconds after which the same request may succeed (``Retry-After``); None: not said.
     retry_after: float | None = None
+    #: With ``quota_exceeded``: the budget that is spent, for the error body and frame.
+    quota: TokenBudget | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -99,6 +101,19 @@ class RateLimited(ChatsvcError):
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(ChatsvcError):
+    """A reply refused before it started: the user's daily token budget, or the chat's, is
+    spent (``DAILY_TOKEN_BUDGET``, ``CHAT_TOKEN_BUDGET``, a per-user override)."""
+
+    code = "quota_exceeded"
+    status_code = 429
+
+    def __init__(self, message: str, *, quota: TokenBudget, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.quota = quota
         self.retry_after = retry_after
 
 

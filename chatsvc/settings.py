@@ -223,6 +223,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "a chat's stored value above it is sent as this",
         ),
     ] = 32_768
+    daily_token_budget: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=10**12,
+                description="tokens (prompt + completion) a user may spend per UTC day; "
+                "beyond, replies are refused (quota_exceeded) until midnight UTC; "
+                "unset: no limit (a superuser may set one per user in the admin)",
+            ),
+        ]
+        | None
+    ) = None
+    chat_token_budget: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=10**12,
+                description="tokens (prompt + completion) the replies of one chat may spend; "
+                "beyond, its replies are refused (quota_exceeded); unset: no limit",
+            ),
+        ]
+        | None
+    ) = None
     default_system_prompt: Annotated[
         str, msgspec.Meta(max_length=32_000, description="system prompt of chats without one")
     ] = "You are a helpful assistant."

@@ -33,6 +33,7 @@ from piccolo.engine.postgres import PostgresEngine
 from chatsvc.admission import Admission, admit
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
 from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
+from chatsvc.quota_store import spent
 from chatsvc.records import (
     ChatRecord,
     Exchange,
@@ -678,7 +679,9 @@ def _streaming_reply(admission: Admission, chat: _Row, parent: UUID, stamp: date
 @contextlib.asynccontextmanager
 async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerator[None]:
     """A write transaction that admits one more reply of the owner's (``admission.admit``)
-    against the replies streaming on every live instance, the user's row locked."""
+    against the replies streaming on every live instance, the user's row locked, and
+    within the owner's and the chat's token budgets (``admission.quota``: the one place
+    they are checked, before any upstream call)."""
     owner, live_after, per_user_cap = admission.owner, admission.live_after, admission.per_user_cap
     engine = current_engine()
     # On PostgreSQL a user's sends queue here rather than on their row's lock (KeyedTurns).
@@ -692,6 +695,8 @@ async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerato
             await BaseUser.raw(_LOCK_USER, owner)
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
         admit([row["chat"] for row in running], chat_id, per_user_cap)
+        if (quota := admission.quota) is not None:
+            quota.check(await spent(owner, quota.day[0], chat_id))
         yield
 
 

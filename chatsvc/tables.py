@@ -198,6 +198,25 @@ class RefreshToken(Table):
     )
 
 
+class UserQuota(Table):
+    """Per user, set by a superuser in the admin: a daily token budget in place of
+    ``DAILY_TOKEN_BUDGET`` (docs/operations.md, "Token budgets")."""
+
+    account = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        unique=True,
+        help_text="The user this budget is for (one row per user).",
+    )
+    daily_token_budget = Integer(
+        null=True,
+        default=None,
+        help_text="Tokens a day (UTC) for this user, in place of DAILY_TOKEN_BUDGET; "
+        "empty: no daily limit. Delete the row to fall back to the setting.",
+    )
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

@@ -52,6 +52,7 @@ ErrorCode = Literal[
     "internal",
     "unavailable",
     "overloaded",
+    "quota_exceeded",
 ]
 
 #: Text without NUL characters (PostgreSQL cannot store them; SQLite would, so refuse both).
@@ -137,9 +138,35 @@ class LoginRequest(_Wire):
     password: Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
+class TokenBudget(_Wire):
+    """Tokens used against a budget: the user's today (`day`) or one chat's (`chat`)."""
+
+    scope: Literal["day", "chat"]
+    used: Annotated[
+        int,
+        Meta(
+            description="Prompt and completion tokens of the replies counted "
+            "(for `day`: those started today, UTC)."
+        ),
+    ]
+    budget: Annotated[int | None, Meta(description="The budget; null: no limit.")]
+    resets_at: Annotated[
+        datetime | None,
+        Meta(
+            description="When `used` starts again from 0: the next UTC midnight for `day`; "
+            "null for `chat` (never)."
+        ),
+    ]
+
+
 class User(_Wire):
     id: int
     username: str
+    #: Only in `GET /api/me`.
+    daily_tokens: Annotated[
+        TokenBudget | None,
+        Meta(description="Only in `GET /api/me`: today's tokens against the daily budget."),
+    ] = None
 
 
 class AccessToken(_Wire):
@@ -557,6 +584,8 @@ class ErrorEvent(_Event, tag="error"):
     #: With `overloaded`, and `rate_limited` for the per-user cap on replies: seconds to
     #: wait before sending the same frame again.
     retry_after: float | None = None
+    #: With `quota_exceeded`: the budget that is spent (docs/protocol.md section 2.1).
+    quota: TokenBudget | None = None
 
 
 class Pong(_Event, tag="pong"):

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chatsvc.quota_rules import Clock
 from tests.fake_openai import FakeOpenAI
 from tests.support import (
     AppServer,
@@ -216,13 +217,14 @@ def serve_app(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., AppServer]]:
     """``spawn_server`` in the test process: apps built by ``create_app`` with these settings
-    (by variable name, over ``start_server``'s defaults), each served by uvicorn in a thread,
-    stopped after the test. For servers that need no process of their own."""
+    (by variable name, over ``start_server``'s defaults) and ``clock`` if given, each served
+    by uvicorn in a thread, stopped after the test. For servers that need no process of
+    their own."""
     started: list[AppServer] = []
 
-    def serve(**settings: str) -> AppServer:
+    def serve(clock: Clock | None = None, **settings: str) -> AppServer:
         cwd = tmp_path_factory.mktemp("app")
-        running = start_app_server(make_database(engine, migrated=True), cwd, **settings)
+        running = start_app_server(make_database(engine, migrated=True), cwd, clock, **settings)
         started.append(running)
         return running
 

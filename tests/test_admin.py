@@ -304,6 +304,7 @@ def test_no_admin_response_carries_a_password_hash(
         "instance",
         "message",
         "piccolo_user",
+        "user_quota",
     ]
 
 

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.titles",
             "chatsvc.tasks",
             "chatsvc.admission",
+            "chatsvc.quota_rules",
         },
     ),
     (
@@ -58,6 +59,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.providers.echo",
             "chatsvc.login_limits",
             "chatsvc.session_store",
+            "chatsvc.quota_store",
         },
     ),
     (
@@ -69,6 +71,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.access",
             "chatsvc.chats",
             "chatsvc.sessions",
+            "chatsvc.quotas",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the

@@ -158,6 +158,7 @@ MODULES = [
     "messages.js",
     "message-actions.js",
     "message-text.js",
+    "usage.js",
     "connection.js",
     "api.js",
     "words.js",

@@ -9,7 +9,8 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   :class:`~chatsvc.accounts.Accounts` (in worker threads), not by Piccolo's
   ``BaseUser.login``, which hashes on the event loop and would stall every
   stream for the length of a hash.
-- Only superusers change users; staff read them (chats link to their owners).
+- Only superusers change users and their daily token budgets (``UserQuota``); staff
+  read them (chats link to their owners).
 - Chats, messages and instances are read-only: changing them here would bypass
   the generation engine (running replies, events, leases).
 - The password hash is never sent: Piccolo leaves ``Secret`` columns out of
@@ -52,7 +53,7 @@ from chatsvc.accounts import Accounts
 from chatsvc.audit import audit
 from chatsvc.errors import ChatsvcError, Overloaded, RateLimited, Unauthorized
 from chatsvc.settings import Settings
-from chatsvc.tables import Account, Chat, Instance, Message
+from chatsvc.tables import Account, Chat, Instance, Message, UserQuota
 from chatsvc.wire import LoginRequest, RegisterRequest
 
 
@@ -253,6 +254,13 @@ def _table_configs() -> list[TableConfig]:
             exclude_visible_filters=[AdminUser.password],
             validators=Validators(every=[superuser_validators, _no_secret_columns]),
             hooks=[Hook(hook_type=HookType.pre_patch, callable=_user_patched)],
+        ),
+        TableConfig(
+            # Per-user daily token budgets (issue 16): superusers set them, staff read them.
+            UserQuota,
+            menu_group="Users",
+            visible_columns=[UserQuota.account, UserQuota.daily_token_budget],
+            validators=Validators(every=[superuser_validators, _no_secret_columns]),
         ),
         TableConfig(
             Instance,

@@ -18,6 +18,7 @@ from chatsvc.accounts import Accounts
 from chatsvc.api.openapi import PROTECTED, PublicOperation, errors
 from chatsvc.api.problems import UnsupportedMediaType
 from chatsvc.api.security import AuthUser, TokenIssuer, session_of
+from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.wire import (
     NO_NUL,
@@ -239,9 +240,11 @@ async def change_password(
     tags=["auth"],
     operation_id="getCurrentUser",
     summary="Get the current user",
-    response_description="The token's user.",
+    response_description="The token's user, with today's tokens against the daily budget.",
     responses=errors(*PROTECTED),
 )
-async def me(request: Request[AuthUser, Any, Any]) -> User:
-    """The user the token belongs to."""
-    return User(id=request.user.id, username=request.user.username)
+async def me(request: Request[AuthUser, Any, Any], quotas: Quotas) -> User:
+    """The user the token belongs to, and `daily_tokens`: the tokens of the replies they
+    started today (UTC) against their daily budget (null: no limit), and when it resets."""
+    user = request.user
+    return User(id=user.id, username=user.username, daily_tokens=await quotas.today(user.id))

@@ -490,7 +490,11 @@ async def _reply(
 
 async def _streaming(start: Start, events: ChatEvents, settings: Settings) -> _EventStream:
     stream = _EventStream(events, max_bytes=settings.ws_outbox_bytes)
-    stream.ends_with(await start(stream))
+    try:
+        stream.ends_with(await start(stream))
+    except BaseException:
+        stream.discard()  # refused (busy, quota_exceeded...): no response will read it
+        raise
     return stream
 
 
@@ -543,6 +547,12 @@ class _EventStream:
             pass
         if event.ends_task and event.task_id == self._task_id:
             self._send.close()
+
+    def discard(self) -> None:
+        """Close both ends: the reply did not start, so ``messages`` is never read."""
+        self._events.unsubscribe_all(self)
+        self._send.close()
+        self._receive.close()
 
     async def messages(self) -> AsyncIterator[ServerSentEventMessage]:
         """The reply's events, up to the end ``deliver`` or ``ends_with`` closes the stream at."""

@@ -21,7 +21,7 @@ import msgspec
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec.operation import Operation
 
-from chatsvc.wire import ErrorCode
+from chatsvc.wire import ErrorCode, TokenBudget
 
 #: The form of every operation id: lowerCamelCase, starting with a verb.
 OPERATION_ID = r"^[a-z]+(?:[A-Z][a-z]+)*$"
@@ -34,6 +34,8 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     detail: str
     code: ErrorCode
     extra: list[dict[str, Any]] | dict[str, Any] | None = None
+    #: With `quota_exceeded` only: the budget that is spent, how much is used, when it resets.
+    quota: TokenBudget | None = None
 
 
 _MEANING = {
@@ -45,7 +47,9 @@ _MEANING = {
     413: "Content over `MAX_MESSAGE_CHARS` (`too_large`).",
     415: "A body that is not `application/json` (`invalid_message`).",
     422: "The patch does not apply or breaks a limit; nothing changed (`invalid_patch`).",
-    429: "Rate limited (`rate_limited`); see `Retry-After`.",
+    429: "Rate limited (`rate_limited`; see `Retry-After`), or, for a route that starts a "
+    "reply, a token budget is spent (`quota_exceeded`: `quota` says which, how much is used "
+    "and when it resets; the daily one also sets `Retry-After`).",
     502: "The model server failed mid-stream (`llm_error`).",
     503: "The database or the model server is unavailable (`unavailable`, `llm_unavailable`), "
     "or the server is too busy right now (`overloaded`: nothing was done; send the same "

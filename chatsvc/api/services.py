@@ -21,6 +21,7 @@ from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations, Launcher
 from chatsvc.providers import LLMProvider
+from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
@@ -47,6 +48,7 @@ class Services:
     tokens: TokenIssuer
     sessions: Sessions
     sockets: SocketCounter
+    quotas: Quotas  # token budgets at the app's clock (GET /api/me; the launcher's admissions)
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service under its name, and all of them as ``services``."""

@@ -400,6 +400,7 @@ class SocketSession:
                 task_id=task_id,
                 request_id=request_id,
                 retry_after=exc.retry_after,
+                quota=exc.quota,
             )
         )
 

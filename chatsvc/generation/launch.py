@@ -26,6 +26,7 @@ from chatsvc.generation.conversation import Conversation
 from chatsvc.generation.reply import Generation, Running
 from chatsvc.instances import Lease
 from chatsvc.mappers import chat_from_record, message_from_record
+from chatsvc.quotas import Quotas
 from chatsvc.records import Exchange, Sampling
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
@@ -55,8 +56,10 @@ class Launcher:
         events: ChatEvents,
         telemetry: Telemetry,
         run: Callable[[Generation], None],
+        quotas: Quotas | None = None,
     ) -> None:
         self._settings = settings
+        self._quotas = quotas or Quotas(settings)
         self._running = running
         self._lease = lease
         self._conversation = conversation
@@ -184,7 +187,8 @@ class Launcher:
             raise
 
     def _admission(self, generation: Generation) -> Admission:
-        """What the store's admitted transaction is told about the reply."""
+        """What the store's admitted transaction is told about the reply, the token budgets
+        at this moment included (refused there, before any upstream call)."""
         return Admission(
             owner=generation.owner,
             task_id=generation.task_id,
@@ -194,6 +198,7 @@ class Launcher:
             per_user_cap=self._settings.max_concurrent_generations,
             default_model=self._settings.model_name,
             offered_models=self._offered_models,
+            quota=self._quotas.rule(),
         )
 
     def _stored(self, generation: Generation, stored: Exchange | None) -> Exchange:

@@ -36,6 +36,7 @@ from chatsvc.generation.runner import Runner
 from chatsvc.instances import Lease
 from chatsvc.mappers import message_from_record
 from chatsvc.providers import LLMProvider
+from chatsvc.quotas import Quotas
 from chatsvc.settings import Settings
 from chatsvc.tasks import background_tasks
 from chatsvc.telemetry import AbortedBy, Telemetry
@@ -57,6 +58,7 @@ class Generations(anyio.AsyncContextManagerMixin):
         telemetry: Telemetry | None = None,
         trees: Trees | None = None,
         budgets: ContextBudgets | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._settings = settings
         self._events = events
@@ -86,6 +88,7 @@ class Generations(anyio.AsyncContextManagerMixin):
             events=events,
             telemetry=self._telemetry,
             run=self._run,
+            quotas=quotas,
         )
         """Starts the replies this registry runs (handlers send messages through it)."""
 

@@ -176,15 +176,16 @@ export function onUnauthorized(handler) {
 
 /** An error answer (or no answer: status 0, code `network`) in plain words as `plain`. */
 export class ApiError extends Error {
-  constructor(status, code, detail) {
+  constructor(status, code, detail, quota = null) {
     super(detail || code);
     this.status = status;
     this.code = code;
     this.detail = detail;
+    this.quota = quota; // with `quota_exceeded`: the budget that is spent
   }
 
   get plain() {
-    return plainWords(this.code, this.detail);
+    return plainWords(this.code, this.detail, this.quota);
   }
 }
 
@@ -217,7 +218,7 @@ export async function api(method, path, body) {
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const code = (data && data.code) || (response.status === 401 ? "unauthorized" : "internal");
-    const error = new ApiError(response.status, code, data && data.detail);
+    const error = new ApiError(response.status, code, data && data.detail, data && data.quota);
     // Refused even with a fresh token: the user is gone or deactivated.
     if (response.status === 401 && renewal === "ok" && currentToken()) unauthorized(error.plain);
     throw error;

@@ -124,10 +124,10 @@ async function main() {
   planRenewal();
   try {
     const me = await api("GET", "/api/me");
-    enterApp(me.username);
+    enterApp(me.username, me.daily_tokens);
   } catch (error) {
     if (error.status === 401 && !currentToken()) return; // signed out, with the reason shown
-    enterApp("");
+    enterApp("", null);
     showError(error.plain);
   }
 }

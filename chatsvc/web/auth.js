@@ -5,6 +5,7 @@ import { forgetChat, route } from "./chat.js";
 import { loadChats } from "./chat-list.js";
 import { connect, disconnect } from "./connection.js";
 import { $ } from "./dom.js";
+import { hideUsage, refreshUsage, showUsage } from "./usage.js";
 
 function authError(text) {
   $("auth-error").textContent = text;
@@ -58,6 +59,7 @@ export function signOut(reason = "") {
   dropTokens();
   disconnect();
   forgetChat();
+  hideUsage();
   $("app-view").hidden = true;
   $("auth-view").hidden = false;
   authError(reason);
@@ -69,8 +71,11 @@ export function signedIn() {
   return !$("app-view").hidden;
 }
 
-export function enterApp(username) {
+/** Shows the app; `daily`: today's tokens when /api/me was read already (else read here). */
+export function enterApp(username, daily = undefined) {
   $("whoami").textContent = username;
+  if (daily === undefined) refreshUsage(true);
+  else showUsage(daily);
   $("auth-view").hidden = true;
   $("app-view").hidden = false;
   connect();

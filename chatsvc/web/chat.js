@@ -23,6 +23,7 @@ import {
 } from "./messages.js";
 import { state } from "./state.js";
 import { TreePanel } from "./tree.js";
+import { onQuota, refreshUsage } from "./usage.js";
 import { plainWords } from "./words.js";
 
 /** The chat's workspace tree beside the conversation. */
@@ -184,7 +185,10 @@ export function onEvent(event) {
   } else if (event.type === "error") {
     onOtherError(event);
   }
-  if (event.type === "done" || event.type === "aborted") refreshListSoon();
+  if (event.type === "done" || event.type === "aborted") {
+    refreshListSoon();
+    refreshUsage(); // the reply's tokens count against today's budget
+  }
 }
 
 /** The socket is ready (`again` after a reconnect). */
@@ -287,7 +291,8 @@ function onOtherError(event) {
       giveBack(pending.content); // the unsent text
     }
   }
-  showError(plainWords(event.code, event.message));
+  showError(plainWords(event.code, event.message, event.quota));
+  if (event.code === "quota_exceeded") onQuota(event.quota);
 }
 
 function onChatCreated(event) {

@@ -17,11 +17,45 @@ export const PLAIN_WORDS = {
   timeout: "The language model took too long to answer. The text so far was kept.",
   unavailable: "The server's database is unavailable. Try again shortly.",
   internal: "Something went wrong on the server.",
+  quota_exceeded: "Your token budget is used up.",
 };
 
-/** A sentence for an error `code`; the server's own (human-readable) detail where it helps. */
-export function plainWords(code, detail) {
+/** A count of tokens, grouped by thousands. */
+export function tokens(count) {
+  return count.toLocaleString("en-US");
+}
+
+/** When a budget resets (RFC 3339), in the browser's local time, with the day if not today. */
+export function resetTime(when) {
+  const at = new Date(when);
+  const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const day = new Date();
+  if (day.toDateString() === at.toDateString()) return time;
+  day.setDate(day.getDate() + 1);
+  if (day.toDateString() === at.toDateString()) return `${time} tomorrow`;
+  return `${time} on ${at.toLocaleDateString([], { weekday: "long" })}`;
+}
+
+/** A `quota_exceeded` refusal in plain words, from its `quota` (docs/protocol.md 2.1). */
+export function quotaWords(quota) {
+  if (!quota) return PLAIN_WORDS.quota_exceeded;
+  const counts = `${tokens(quota.used)} of ${tokens(quota.budget)} tokens`;
+  if (quota.scope === "chat") {
+    return `This chat has used up its token budget (${counts}). Start a new chat to go on.`;
+  }
+  return (
+    `You have used up today's token budget (${counts}). ` +
+    `Replies start again at ${resetTime(quota.resets_at)}.`
+  );
+}
+
+/**
+ * A sentence for an error `code`; the server's own (human-readable) detail where it helps,
+ * and the budget that is spent for `quota_exceeded`.
+ */
+export function plainWords(code, detail, quota = null) {
   if (code === "invalid_message") return `The server did not accept that: ${detail}`;
+  if (code === "quota_exceeded") return quotaWords(quota);
   if (code === "too_large" && state.limits) {
     return `That message is too long: at most ${state.limits.max_message_chars} characters.`;
   }

@@ -41,6 +41,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chatsvc.admission import Admission
+from chatsvc.quota_rules import QuotaRule, system_clock
 from tests.support import PG_ADMIN_URL
 
 STEPS = ("exchange", "history", "tree", "total")
@@ -108,7 +109,7 @@ async def measure(options: argparse.Namespace) -> None:
             for i in range(options.sends)
         ]
         for round_ in range(options.rounds):
-            admissions = Round(store, Overloaded)
+            admissions = Round(store, Overloaded, options.no_quota)
             began = time.perf_counter()
             async with anyio.create_task_group() as group:
                 for owner, chat_id in chats:
@@ -133,8 +134,9 @@ async def measure(options: argparse.Namespace) -> None:
 class Round:
     """One round of simultaneous sends, and what each step took."""
 
-    def __init__(self, store: Any, overloaded: type[Exception]) -> None:
+    def __init__(self, store: Any, overloaded: type[Exception], no_quota: bool = False) -> None:
         self.store = store
+        self.no_quota = no_quota
         self.overloaded = overloaded
         self.times: dict[str, list[float]] = {step: [] for step in STEPS}
         self.refused = 0
@@ -153,6 +155,10 @@ class Round:
                 per_user_cap=cap,
                 default_model="bench-model",
                 offered_models=frozenset({"bench-model"}),
+                # As the launcher admits: the token budgets are read whether set or not.
+                quota=None
+                if self.no_quota
+                else QuotaRule(daily=None, chat=None, now=system_clock()),
             )
             stored_exchange = await self.store.create_exchange(
                 admission,
@@ -196,6 +202,9 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=200, help="sends started at once")
     parser.add_argument("--users", type=int, default=20, help="users the sends share")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-quota", action="store_true", help="admit without reading the token budgets"
+    )
     options = parser.parse_args()
     postgres_name = None
     if options.db == "postgres":

@@ -26,6 +26,7 @@ import uvicorn
 from chatsvc.app import ChatsvcApp, create_app
 from chatsvc.cli import _GracefulServer, banner, listening_addresses, migrate  # pyright: ignore[reportPrivateUsage]
 from chatsvc.logs import JsonFormatter, RedactSecrets, TextFormatter
+from chatsvc.quota_rules import Clock
 from chatsvc.settings import Settings, load_settings
 from tests.support.databases import Database
 from tests.support.servers import Reachable, server_environment
@@ -153,11 +154,14 @@ class AppServer(Reachable):
         self._running.close()
 
 
-def start_app_server(db: Database, cwd: Path, **settings: str) -> AppServer:
+def start_app_server(
+    db: Database, cwd: Path, clock: Clock | None = None, **settings: str
+) -> AppServer:
     """``start_server`` in this process: the same settings, by their variable names, over
-    the same defaults (``tests.support.servers.server_environment``)."""
+    the same defaults (``tests.support.servers.server_environment``); ``clock``: the time
+    the app's token budgets see (``create_app(clock=...)``)."""
     chosen = load_settings(server_environment(db, settings), env_file=None)
-    app = create_app(chosen)
+    app = create_app(chosen) if clock is None else create_app(chosen, clock=clock)
     with ExitStack() as running:
         text = running.enter_context(capturing_logs(chosen))
         url = running.enter_context(serving(app, settings=chosen, database=db, log=text))
