@@ -6,14 +6,14 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from chatsvc.tables import Chat, ChatTree, Instance, Message, TokenVersion
+from chatsvc.tables import ApiKey, Chat, ChatTree, Instance, Message, TokenVersion
 
 MIGRATIONS_FOLDER = Path(__file__).resolve().parent.parent / "migrations"
 
 APP_CONFIG = AppConfig(
     app_name="chatsvc",
     migrations_folder_path=str(MIGRATIONS_FOLDER),
-    table_classes=[Chat, Message, ChatTree, Instance, TokenVersion],
+    table_classes=[Chat, Message, ChatTree, Instance, TokenVersion, ApiKey],
     migration_dependencies=["piccolo.apps.user.piccolo_app"],
     commands=[],
 )

@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.providers.openai_compatible",
             "chatsvc.providers.echo",
             "chatsvc.login_limits",
+            "chatsvc.key_store",
         },
     ),
     (
@@ -67,6 +68,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.accounts",
             "chatsvc.access",
             "chatsvc.chats",
+            "chatsvc.keys",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -97,6 +99,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.services",
             "chatsvc.api.docs",
             "chatsvc.api.headers",
+            "chatsvc.api.keys",
             "chatsvc.api.openapi",
             "chatsvc.api.ops",
             "chatsvc.api.problems",

@@ -20,6 +20,7 @@ from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations, Launcher
+from chatsvc.keys import ApiKeys
 from chatsvc.providers import LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
@@ -45,6 +46,7 @@ class Services:
     chats: Chats
     tokens: TokenIssuer
     sockets: SocketCounter
+    keys: ApiKeys
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service under its name, and all of them as ``services``."""
