@@ -1,13 +1,8 @@
 """The ``api_key`` table (issue 16, point 2): API keys for services, stored as hashes."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.base import OnDelete
-from piccolo.columns.base import OnUpdate
-from piccolo.columns.column_types import ForeignKey
-from piccolo.columns.column_types import Serial
-from piccolo.columns.column_types import Timestamptz
-from piccolo.columns.column_types import UUID
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.base import OnDelete, OnUpdate
+from piccolo.columns.column_types import UUID, ForeignKey, Serial, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
@@ -33,13 +28,9 @@ DESCRIPTION = "api_key: API keys for services"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="chatsvc", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="chatsvc", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="ApiKey", tablename="api_key", schema=None, columns=None
-    )
+    manager.add_table(class_name="ApiKey", tablename="api_key", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="ApiKey",

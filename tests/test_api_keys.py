@@ -5,6 +5,7 @@ key's open sockets close at once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -57,7 +58,8 @@ def test_a_key_is_shown_once_and_listed_by_its_prefix(server: Server) -> None:
     assert key.startswith("csk_")
     assert len(key) == KEY_LENGTH
     assert made["prefix"] == key[:12]
-    assert (made["name"], made["last_used_at"], made["expires_at"]) == ("nightly export", None, None)
+    assert made["name"] == "nightly export"
+    assert (made["last_used_at"], made["expires_at"]) == (None, None)
 
     [item] = listed(user)
     assert item == {k: v for k, v in made.items() if k != "key"}  # never the key again
@@ -93,15 +95,14 @@ def test_a_key_opens_the_websocket_by_header_or_query(server: Server) -> None:
         still_open(socket)
     headers = {"Authorization": f"Bearer {key}"}
     with connect(server.ws_url, additional_headers=headers) as ws:
-        assert '"type":"ready"' in str(ws.recv(timeout=10)).replace(" ", "")
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
 
 
 @pytest.mark.parametrize("bearer", ["csk_" + "A" * 43, "csk_", "csk_" + "x" * 5000])
 def test_an_unknown_key_is_refused(server: Server, bearer: str) -> None:
     assert me_status(server, bearer) == 401
-    with pytest.raises(InvalidStatus) as refused:  # noqa: PT012
-        with connect(f"{server.ws_url}?token={bearer}") as ws:
-            ws.recv(timeout=10)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{server.ws_url}?token={bearer}").close()
     assert refused.value.response.status_code in (401, 403)
 
 
