@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.support import AppServer, Server, Socket, User, register_and_login
-from tests.test_revocation import closed, still_open
+from tests.test_revocation import closed, pair, still_open  # noqa: F401 (pair: a fixture)
 
 KEY_LENGTH = len("csk_") + 43  # secrets.token_urlsafe(32)
 
@@ -270,3 +270,17 @@ def test_keys_are_audited_and_never_logged(server: Server) -> None:
     assert any("event=api_key_created" in line for line in lines), lines
     assert any("event=api_key_revoked" in line and "by=owner" in line for line in lines), lines
     assert made["key"] not in server.log()
+
+
+def test_revoking_a_key_on_one_instance_closes_its_socket_on_another(
+    pair: tuple[Server, Server],  # noqa: F811 (the fixture imported above)
+) -> None:
+    a, b = pair  # their own re-check rounds are 300 s apart: only the bus can be in time
+    user = register_and_login(a)
+    made = make_key(user)
+    on_b = User(user.id, user.username, user.password, made["key"], b)
+    with Socket(on_b) as socket:
+        still_open(socket)
+        assert revoke(user, made["id"]).status_code == 204
+        assert closed(socket, timeout=5) == (4401, "API key revoked")
+    assert me_status(b, made["key"]) == 401
