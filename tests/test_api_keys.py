@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +17,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.support import AppServer, Server, Socket, User, register_and_login
+from chatsvc.logs import redact
+from tests.fake_openai import Script, directive
+from tests.support import AppServer, Server, Socket, User, register_and_login, run_chatsvc
 from tests.test_revocation import closed, pair, still_open  # noqa: F401 (pair: a fixture)
+from tests.test_terminal_client import client_environment
 
 KEY_LENGTH = len("csk_") + 43  # secrets.token_urlsafe(32)
 
@@ -284,3 +288,22 @@ def test_revoking_a_key_on_one_instance_closes_its_socket_on_another(
         assert revoke(user, made["id"]).status_code == 204
         assert closed(socket, timeout=5) == (4401, "API key revoked")
     assert me_status(b, made["key"]) == 401
+
+
+def test_the_terminal_client_runs_on_a_key(server: Server, tmp_path: Path) -> None:
+    user = register_and_login(server)
+    key = make_key(user, name="terminal")["key"]
+    env = client_environment(CHATSVC_TOKEN=key)
+    script = f"hi {directive(tokens=3)}\n"
+    piped = run_chatsvc("chat", "--url", server.url, cwd=tmp_path, env=env, stdin=script)
+    assert piped.returncode == 0, piped.stderr
+    assert "assistant: " + Script(tokens=3).expected_text() in piped.stdout
+    assert key not in piped.stdout + piped.stderr
+
+
+def test_a_whole_key_is_redacted_from_log_lines_and_its_prefix_kept() -> None:
+    key = "csk_" + "Ab3_-x" * 7 + "Q"
+    line = redact(f"GET /api/me authorization={key} prefix={key[:12]}")
+    assert key not in line
+    assert "[redacted]" in line
+    assert line.endswith(f"prefix={key[:12]}")
