@@ -18,6 +18,7 @@ is conditional, so instances and bursts do not multiply it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from chatsvc.audit import audit
 from chatsvc.errors import InvalidInput, NotFound
 from chatsvc.records import ApiKeyRecord, KeyHolder
 from chatsvc.wire import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey
+
+log = logging.getLogger("chatsvc.keys")
 
 #: What every key starts with: tells a key from a login token at a glance (and in code).
 KEY_PREFIX = "csk_"
@@ -123,7 +126,15 @@ class ApiKeys:
             return None
         since = now - USE_NOTED_EVERY
         if found.last_used_at is None or found.last_used_at < since:
-            await key_store.mark_used(found.key_id, now, unless_since=since)
+            try:
+                await key_store.mark_used(found.key_id, now, unless_since=since)
+            except Exception as exc:  # a note for people: the request goes on without it
+                log.warning(
+                    "could not note the use of API key %s: %s: %s",
+                    found.key_id,
+                    type(exc).__name__,
+                    exc,
+                )
         return found
 
 
