@@ -105,7 +105,9 @@ def login_token_only(
 ) -> None:
     """Guard: API keys cannot manage API keys (a leaked key must not mint more)."""
     del handler
-    if isinstance(connection.auth, KeyAuth):
+    # The scope, not `connection.auth`, which raises for an OPTIONS request (not authenticated).
+    auth: object = connection.scope.get("auth")  # pyright: ignore[reportUnknownMemberType]
+    if isinstance(auth, KeyAuth):
         raise Forbidden("API keys are managed with a login token, not with an API key")
 
 
