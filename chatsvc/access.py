@@ -94,7 +94,7 @@ def verdict(guarded: Guarded, user: UserAccess | None, key: KeyState | None = No
 
 
 def key_verdict(key: KeyState | None) -> str | None:
-    """Why a socket opened with this API key must close (``None``: the key is gone)."""
+    """Why a socket opened with this API key must close; ``key`` ``None``: the row is gone."""
     if key is None or key.revoked_at is not None:
         return KEY_REVOKED
     if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
