@@ -307,3 +307,27 @@ def test_a_whole_key_is_redacted_from_log_lines_and_its_prefix_kept() -> None:
     assert key not in line
     assert "[redacted]" in line
     assert line.endswith(f"prefix={key[:12]}")
+
+
+def test_the_openapi_schema_documents_keys(server: Server) -> None:
+    with server.client() as client:
+        schema = client.get("/schema/openapi.json").json()
+    [scheme] = schema["components"]["securitySchemes"].values()
+    assert "csk_" in scheme["description"]
+    operations = {
+        operation["operationId"]: operation
+        for path, item in schema["paths"].items()
+        if path.startswith("/api/keys")
+        for operation in item.values()
+    }
+    assert set(operations) == {"createApiKey", "listApiKeys", "revokeApiKey"}
+    for operation in operations.values():
+        assert operation["tags"] == ["keys"]
+        assert {"401", "403"} <= set(operation["responses"])
+    assert "409" in operations["createApiKey"]["responses"]
+    assert "404" in operations["revokeApiKey"]["responses"]
+    created = schema["components"]["schemas"]["NewApiKey"]["properties"]
+    listed = schema["components"]["schemas"]["ApiKey"]["properties"]
+    assert "key" in created
+    assert "key" not in listed
+    assert "hash" not in listed
