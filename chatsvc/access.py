@@ -11,6 +11,11 @@ an operator writing the table directly in the Piccolo admin. So:
   change is announced on the bus, and every instance re-checks that user's
   sockets at once instead of at its next round.
 
+A socket opened with an API key (issue 16) is held to its key instead of the
+token version: the same query round also reads those keys, and a key revoked,
+deleted or past its expiry closes its sockets; revoking one announces its
+user's change on the bus like an account change.
+
 Token expiry: one timer for every socket of the instance (a heap by expiry time),
 rather than a sleeping task per socket: an idle socket costs memory, not a task
 (docs/performance.md, idle sockets).
@@ -21,17 +26,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Protocol, Self
+from uuid import UUID
 
 import anyio
 import anyio.abc
 
-from chatsvc import store
+from chatsvc import key_store, store
 from chatsvc.bus import ACCOUNTS_CHANNEL, AccountChanged, EventBus, start_reader
-from chatsvc.records import UserAccess
+from chatsvc.records import KeyState, UserAccess
 from chatsvc.tasks import background_tasks
 
 log = logging.getLogger("chatsvc.access")
@@ -44,6 +52,8 @@ DEACTIVATED = "user deactivated"
 REVOKED = "token revoked"
 DEMOTED = "staff rights withdrawn"
 EXPIRED = "token expired"
+KEY_REVOKED = "API key revoked"
+KEY_EXPIRED = "API key expired"
 
 
 class Guarded(Protocol):
@@ -60,17 +70,35 @@ class Guarded(Protocol):
         """When its token expires (Unix time)."""
         ...
 
+    @property
+    def key_id(self) -> UUID | None:
+        """The API key it was opened with; ``None``: a login token."""
+        ...
+
     def revoke(self, reason: str) -> None: ...
 
 
-def verdict(guarded: Guarded, user: UserAccess | None) -> str | None:
-    """Why ``guarded`` must close given its user's row now, or ``None``."""
+def verdict(guarded: Guarded, user: UserAccess | None, key: KeyState | None = None) -> str | None:
+    """Why ``guarded`` must close given its user's row (and its key's) now, or ``None``."""
     if user is None or not user.active:
         return DEACTIVATED
-    if user.token_version != guarded.token_version:
+    if guarded.key_id is not None:
+        reason = key_verdict(key)
+        if reason is not None:
+            return reason
+    elif user.token_version != guarded.token_version:
         return REVOKED
     if guarded.staff and not user.admin:
         return DEMOTED
+    return None
+
+
+def key_verdict(key: KeyState | None) -> str | None:
+    """Why a socket opened with this API key must close; ``key`` ``None``: the row is gone."""
+    if key is None or key.revoked_at is not None:
+        return KEY_REVOKED
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        return KEY_EXPIRED
     return None
 
 
@@ -128,12 +156,24 @@ class AccessWatch(anyio.AsyncContextManagerMixin):
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
             users = {user.id: user for user in await store.access_of(batch)}
+            keys = await self._keys_of(batch)
             for user_id in batch:
                 for guarded in list(self._open.get(user_id, ())):
-                    reason = verdict(guarded, users.get(user_id))
+                    key = None if guarded.key_id is None else keys.get(guarded.key_id)
+                    reason = verdict(guarded, users.get(user_id), key)
                     if reason is not None:
                         log.info("socket of user %d closed: %s", user_id, reason)
                         guarded.revoke(reason)
+
+    async def _keys_of(self, user_ids: list[int]) -> dict[UUID, KeyState]:
+        """The API keys of these users' open sockets, in one query (none: no query)."""
+        key_ids = {
+            guarded.key_id
+            for user_id in user_ids
+            for guarded in self._open.get(user_id, ())
+            if guarded.key_id is not None
+        }
+        return {key.id: key for key in await key_store.key_states(sorted(key_ids))}
 
     async def _check_logged(self, user_ids: list[int]) -> None:
         try:
@@ -167,6 +207,8 @@ class _Expiries:
         self._sooner = anyio.Event()
 
     def add(self, guarded: Guarded) -> None:
+        if math.isinf(guarded.expires_at):
+            return  # an API key without expiry
         key = next(self._next_key)
         self._watched[key] = guarded
         self._keys[guarded] = key
@@ -194,7 +236,7 @@ class _Expiries:
                 guarded = self._watched.pop(key, None)
                 if guarded is not None:
                     del self._keys[guarded]
-                    guarded.revoke(EXPIRED)
+                    guarded.revoke(EXPIRED if guarded.key_id is None else KEY_EXPIRED)
 
 
 class SocketCounter:

@@ -9,6 +9,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts, ActiveUser
-from chatsvc.api import admin, auth, chats, docs, ops, web, ws
+from chatsvc.api import admin, auth, chats, docs, keys, ops, web, ws
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import AuthUser, TokenIssuer, create_jwt_auth, json_bodies_only
@@ -39,6 +40,7 @@ from chatsvc.database import connection_pool, engine_from_settings, use_engine
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
+from chatsvc.keys import ApiKeys
 from chatsvc.login_limits import LoginLimits, address_group
 from chatsvc.logs import logging_config
 from chatsvc.providers import PROBE_SECONDS, LLMProvider, create_provider
@@ -201,8 +203,9 @@ def _build_services(
         login_limits=LoginLimits(settings.login_attempts_per_minute),
         on_change=access.changed,
     )
+    api_keys = ApiKeys(clock=lambda: datetime.now(UTC), on_change=access.changed)
     jwt_secret = settings.jwt_secret or secrets.token_urlsafe(48)
-    jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds, accounts)
+    jwt_auth = create_jwt_auth(jwt_secret, settings.jwt_ttl_seconds, accounts, keys=api_keys)
     events = ChatEvents(bus)
     telemetry = Telemetry()
     provider = create_provider(settings)
@@ -236,6 +239,7 @@ def _build_services(
         sessions=Sessions(accounts, settings.refresh_token_ttl_seconds),
         sockets=SocketCounter(settings.max_sockets_per_user),
         quotas=quotas,
+        keys=api_keys,
     )
     return services, jwt_auth
 
@@ -299,6 +303,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             chats.ChatController,
             chats.list_user_chats,
             chats.list_models,
+            keys.ApiKeyController,
             ops.health,
             ops.ready,
             ops.metrics,
@@ -306,7 +311,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             docs.redoc,
             docs.assets(),
             ws.ChatSocket,
-            admin.admin_mount(settings, services.accounts),
+            admin.admin_mount(settings, services.accounts, services.keys),
             web.index,
             web.static_files(),
         ],

@@ -2,8 +2,8 @@
 
 uvicorn writes request paths with their query strings (``GET /ws?token=...``),
 so a filter on the handler rewrites ``token=`` (and friends, in any
-percent-encoded spelling) and anything shaped like a JWT before any line is
-written, whoever logged it.
+percent-encoded spelling) and anything shaped like a JWT or an API key before
+any line is written, whoever logged it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ _QUERY = re.compile(r"\?(?P<query>[^\s\"'#]+)")
 _SECRET_PAIR = re.compile(rf"(?:^|[&;?])\s*{_SECRET_NAMES}\s*=", re.IGNORECASE)
 #: A JWT (header.payload.signature, base64url; the header always starts ``{"``).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: A whole API key (``csk_`` and 43 characters); a key's shown prefix (8 after ``csk_``) stays.
+_API_KEY = re.compile(r"csk_[A-Za-z0-9_-]{16,}")
 REDACTED = "[redacted]"
 
 
@@ -57,7 +59,7 @@ def redact(text: str) -> str:
     """
     text = _QUERY.sub(_redact_query, text)
     text = _SECRET_PARAMS.sub(rf"\g<key>{REDACTED}", text)
-    return _JWT.sub(REDACTED, text)
+    return _API_KEY.sub(REDACTED, _JWT.sub(REDACTED, text))
 
 
 class RedactSecrets(logging.Filter):

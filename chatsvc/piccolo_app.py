@@ -7,6 +7,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 from chatsvc.tables import (
+    ApiKey,
     Chat,
     ChatTree,
     Instance,
@@ -21,7 +22,16 @@ MIGRATIONS_FOLDER = Path(__file__).resolve().parent.parent / "migrations"
 APP_CONFIG = AppConfig(
     app_name="chatsvc",
     migrations_folder_path=str(MIGRATIONS_FOLDER),
-    table_classes=[Chat, Message, ChatTree, Instance, TokenVersion, RefreshToken, UserQuota],
+    table_classes=[
+        Chat,
+        Message,
+        ChatTree,
+        Instance,
+        TokenVersion,
+        RefreshToken,
+        UserQuota,
+        ApiKey,
+    ],
     migration_dependencies=["piccolo.apps.user.piccolo_app"],
     commands=[],
 )

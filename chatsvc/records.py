@@ -118,3 +118,37 @@ class TreeRecord(Struct, frozen=True, kw_only=True):
 
     version: int
     root: dict[str, Any]
+
+
+class ApiKeyRecord(Struct, frozen=True, kw_only=True):
+    """An API key as its owner sees it (never its hash)."""
+
+    id: UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyHolder(Struct, frozen=True, kw_only=True):
+    """The key a bearer presented, with the state of its owner (``UserAccess`` without the hash)."""
+
+    key_id: UUID
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    id: int
+    username: str
+    active: bool
+    admin: bool
+    token_version: int
+
+
+class KeyState(Struct, frozen=True, kw_only=True):
+    """What decides whether a socket opened with a key may stay open."""
+
+    id: UUID
+    expires_at: datetime | None
+    revoked_at: datetime | None

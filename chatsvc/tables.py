@@ -217,6 +217,41 @@ class UserQuota(Table):
     )
 
 
+class ApiKey(Table):
+    """A user's API key for services (issue 16): only its hash is stored, never the key."""
+
+    id = UUID(primary_key=True)
+    owner = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        index=True,
+        help_text="The user the key acts as.",
+    )
+    name = Varchar(length=100, help_text="What the key is for, as its owner named it.")
+    prefix = Varchar(length=16, help_text="The key's first characters, to recognise it by.")
+    hash = Varchar(
+        length=64,
+        unique=True,
+        secret=True,  # never sent by the admin
+        help_text="SHA-256 of the key (hex).",
+    )
+    created_at = Timestamptz(default=TimestamptzNow())
+    last_used_at = Timestamptz(
+        null=True, default=None, help_text="Last use, to the minute; empty: never used."
+    )
+    expires_at = Timestamptz(null=True, default=None, help_text="Empty: never expires.")
+    revoked_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="Set to revoke the key: refused from then on, its open sockets closed.",
+    )
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        return Readable(template="%s (%s)", columns=[cls.name, cls.prefix])
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

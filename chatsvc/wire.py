@@ -199,6 +199,66 @@ class PasswordChange(_Wire):
     new_password: Password
 
 
+# --- API keys (docs/protocol.md section 1.2) ------------------------------------
+
+#: A key's longest lifetime from its creation: ten years.
+MAX_KEY_SECONDS = 10 * 366 * 86_400
+
+
+class ApiKeyCreate(_Wire):
+    """A new API key: what it is for, and when it expires (`expires_at` or `expires_in`,
+    not both; neither: never)."""
+
+    name: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$",
+            description="What the key is for: 1-100 characters, no control characters.",
+        ),
+    ]
+    expires_at: (
+        Annotated[
+            datetime,
+            Meta(tz=True, description="When the key stops working: in the future, with a zone."),
+        ]
+        | None
+    ) = None
+    expires_in: (
+        Annotated[
+            int,
+            Meta(ge=1, le=MAX_KEY_SECONDS, description="Seconds from now until the key expires."),
+        ]
+        | None
+    ) = None
+
+
+class ApiKey(_Wire):
+    """An API key as lists show it: never the key itself, only its first characters."""
+
+    id: UUID
+    name: str
+    prefix: Annotated[str, Meta(description="The key's first 12 characters (`csk_...`).")]
+    created_at: datetime
+    last_used_at: Annotated[
+        datetime | None, Meta(description="Last use, to the minute; null: never used.")
+    ]
+    expires_at: Annotated[datetime | None, Meta(description="Null: never expires.")]
+
+
+class NewApiKey(ApiKey):
+    """A key just made: `key` is shown this once and never again."""
+
+    key: Annotated[
+        str, Meta(description="Send it as `Authorization: Bearer <key>`; keep it secret.")
+    ]
+
+
+class ApiKeyList(_Wire):
+    items: list[ApiKey]
+
+
 # --- chats and messages -------------------------------------------------------
 
 

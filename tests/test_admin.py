@@ -300,6 +300,7 @@ def test_no_admin_response_carries_a_password_hash(
     # The sessions table (login tokens) is not in the admin at all.
     assert superuser.get("/admin/api/tables/sessions/").status_code == 404
     assert superuser.get("/admin/api/tables/").json() == [
+        "api_key",
         "chat",
         "instance",
         "message",

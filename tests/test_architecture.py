@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.login_limits",
             "chatsvc.session_store",
             "chatsvc.quota_store",
+            "chatsvc.key_store",
         },
     ),
     (
@@ -72,6 +73,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.chats",
             "chatsvc.sessions",
             "chatsvc.quotas",
+            "chatsvc.keys",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -102,6 +104,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.services",
             "chatsvc.api.docs",
             "chatsvc.api.headers",
+            "chatsvc.api.keys",
             "chatsvc.api.openapi",
             "chatsvc.api.ops",
             "chatsvc.api.problems",

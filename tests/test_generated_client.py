@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from chatsvc.api.openapi import OPERATION_ID
-from tests.support import PASSWORD, Server, unique_username
+from tests.support import PASSWORD, Server, register_and_login, unique_username
 
 PACKAGE = "chatsvc_client"
 
@@ -267,3 +267,56 @@ def test_schema_is_fit_for_client_generation(server: Server) -> None:
 
     assert set(seen) >= PUBLIC, sorted(seen)
     assert not problems, "\n".join(problems)
+
+
+def test_generated_client_authenticates_with_an_api_key(
+    server: Server, client_package: ModuleType
+) -> None:
+    """A service's whole life: a user makes a key with their login token, a service uses it
+    as its bearer token, and once revoked the key is refused (issue 16)."""
+
+    def module(name: str) -> Any:
+        return importlib.import_module(f"{PACKAGE}.{name}")
+
+    models = module("models")
+    get_current_user = module("api.auth.get_current_user")
+    create_chat, list_chats = (module(f"api.chats.{n}") for n in ("create_chat", "list_chats"))
+    create_api_key, list_api_keys, revoke_api_key = (
+        module(f"api.keys.{n}") for n in ("create_api_key", "list_api_keys", "revoke_api_key")
+    )
+    user = register_and_login(server)
+
+    with client_package.AuthenticatedClient(
+        base_url=server.url, token=user.token, raise_on_unexpected_status=True
+    ) as owner:
+        made = create_api_key.sync(client=owner, body=models.ApiKeyCreate(name="reporting"))
+        assert isinstance(made, models.NewApiKey)
+        assert made.key.startswith("csk_")
+        assert made.prefix == made.key[:12]
+
+        with client_package.AuthenticatedClient(
+            base_url=server.url, token=made.key, raise_on_unexpected_status=True
+        ) as service:
+            me = get_current_user.sync(client=service)
+            assert (me.id, me.username) == (user.id, user.username)
+            chat = create_chat.sync(client=service, body=models.ChatCreate(title="By a service"))
+            assert isinstance(chat, models.Chat)
+            assert [c.id for c in list_chats.sync(client=service).items] == [chat.id]
+            minted = create_api_key.sync_detailed(
+                client=service, body=models.ApiKeyCreate(name="minted by a key")
+            )
+            assert minted.status_code == 403
+            assert isinstance(minted.parsed, models.ErrorBody)
+            assert minted.parsed.code == "forbidden"
+
+            [listed] = list_api_keys.sync(client=owner).items
+            assert isinstance(listed, models.ApiKey)
+            assert (listed.id, listed.name, listed.prefix) == (made.id, "reporting", made.prefix)
+            assert listed.last_used_at is not None
+            assert not hasattr(listed, "key")
+
+            assert revoke_api_key.sync_detailed(client=owner, key_id=made.id).status_code == 204
+            refused = get_current_user.sync_detailed(client=service)
+            assert refused.status_code == 401
+            assert isinstance(refused.parsed, models.ErrorBody)
+            assert refused.parsed.code == "unauthorized"

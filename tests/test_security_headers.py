@@ -34,6 +34,7 @@ print(json.dumps(routes))
 _PARAMETERS = {
     "chat_id": str(uuid.uuid4()),
     "message_id": str(uuid.uuid4()),
+    "key_id": str(uuid.uuid4()),
     "user_id": "2147483000",
     "path": "nothing-here",
 }

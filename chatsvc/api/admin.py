@@ -25,6 +25,10 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   hashing queue; Piccolo's own per-address limiter is switched off.
 - Admin logins, failed ones and every change (create, update, delete) leave an
   audit line (:mod:`chatsvc.audit`): who, what, from where; values never.
+- API keys (issue 16): staff see every key (owner, name, prefix, dates), never
+  its hash (a ``secret`` column); superusers revoke one (set ``revoked_at``, or
+  delete it), through :class:`~chatsvc.keys.ApiKeys`, so its open sockets close
+  on every instance at once. Keys are made by their users only.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
+from uuid import UUID
 
 import msgspec
 from litestar import asgi
@@ -51,15 +56,17 @@ from starlette.requests import Request
 
 from chatsvc.accounts import Accounts
 from chatsvc.audit import audit
-from chatsvc.errors import ChatsvcError, Overloaded, RateLimited, Unauthorized
+from chatsvc.errors import ChatsvcError, NotFound, Overloaded, RateLimited, Unauthorized
+from chatsvc.keys import ApiKeys
 from chatsvc.settings import Settings
-from chatsvc.tables import Account, Chat, Instance, Message, UserQuota
+from chatsvc.tables import Account, ApiKey, Chat, Instance, Message, UserQuota
 from chatsvc.wire import LoginRequest, RegisterRequest
 
 
 @dataclass(frozen=True, slots=True)
 class _Caller:
     accounts: Accounts
+    keys: ApiKeys
     address: str
 
 
@@ -69,8 +76,11 @@ _caller: ContextVar[_Caller] = ContextVar("chatsvc_admin_caller")
 # `_meta` is Piccolo's documented way to read a table's and a column's metadata.
 _SECRET_COLUMNS = frozenset(
     column._meta.name  # pyright: ignore[reportPrivateUsage]
-    for column in BaseUser._meta.secret_columns  # pyright: ignore[reportPrivateUsage]
+    for table in (BaseUser, ApiKey)
+    for column in table._meta.secret_columns  # pyright: ignore[reportPrivateUsage]
 )
+#: What a superuser may change of an API key; the rest is the key's own.
+_KEY_EDITABLE = frozenset({"name", "expires_at", "revoked_at"})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 #: The largest body whose field names an audit line lists (a row is far smaller).
@@ -184,6 +194,44 @@ async def _user_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, 
     return {AdminUser.id: user_id}
 
 
+def _key_changes(values: dict[Column, Any]) -> dict[str, Any]:
+    changes = {
+        column._meta.name: value  # pyright: ignore[reportPrivateUsage]
+        for column, value in values.items()
+    }
+    return {name: value for name, value in changes.items() if name in _KEY_EDITABLE}
+
+
+async def _key_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, Any]:
+    """A key's row edited in the admin: name, expiry and revocation only, made here through
+    ApiKeys (a revocation or a new expiry re-checks the owner's sockets everywhere)."""
+    try:
+        key_id = UUID(str(row_id))
+        await _caller.get().keys.change(key_id, _key_changes(values), by="admin")
+    except ChatsvcError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from exc
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail="not a key id") from exc
+    return {ApiKey.id: key_id}
+
+
+async def _key_deleted(row_id: Any) -> None:
+    """A key deleted in the admin is revoked first, so its sockets close everywhere."""
+    try:
+        await _caller.get().keys.revoke(UUID(str(row_id)), owner=None, by="admin")
+    except NotFound:
+        pass  # revoked already (or gone): deleting it changes nothing for its sockets
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail="not a key id") from exc
+
+
+def _keys_not_made_here(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    if request.method.upper() in ("POST", "PUT"):
+        raise HTTPException(
+            status_code=405, detail="API keys are made by their users (POST /api/keys)"
+        )
+
+
 def _no_secret_columns(piccolo_crud: PiccoloCRUD, request: Request) -> None:
     """Refuse to select or sort by a secret column (Piccolo would answer ``null`` or 500)."""
     for key, value in request.query_params.multi_items():
@@ -263,6 +311,37 @@ def _table_configs() -> list[TableConfig]:
             validators=Validators(every=[superuser_validators, _no_secret_columns]),
         ),
         TableConfig(
+            ApiKey,
+            menu_group="Users",
+            visible_columns=[
+                ApiKey.id,
+                ApiKey.owner,
+                ApiKey.name,
+                ApiKey.prefix,
+                ApiKey.created_at,
+                ApiKey.last_used_at,
+                ApiKey.expires_at,
+                ApiKey.revoked_at,
+            ],
+            visible_filters=[
+                ApiKey.owner,
+                ApiKey.name,
+                ApiKey.prefix,
+                ApiKey.created_at,
+                ApiKey.last_used_at,
+                ApiKey.expires_at,
+                ApiKey.revoked_at,
+            ],
+            order_by=[OrderBy(ApiKey.created_at, ascending=False)],
+            validators=Validators(
+                every=[superuser_validators, _no_secret_columns, _keys_not_made_here]
+            ),
+            hooks=[
+                Hook(hook_type=HookType.pre_patch, callable=_key_patched),
+                Hook(hook_type=HookType.pre_delete, callable=_key_deleted),
+            ],
+        ),
+        TableConfig(
             Instance,
             menu_group="Operations",
             order_by=[OrderBy(Instance.heartbeat_at, ascending=False)],
@@ -334,7 +413,7 @@ async def _audited(
             write(None)
 
 
-def admin_mount(settings: Settings, accounts: Accounts) -> ASGIRouteHandler:
+def admin_mount(settings: Settings, accounts: Accounts, keys: ApiKeys) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
@@ -353,7 +432,7 @@ def admin_mount(settings: Settings, accounts: Accounts) -> ASGIRouteHandler:
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         client = scope["client"]
         address = client[0] if client else "unknown"
-        token = _caller.set(_Caller(accounts, address))
+        token = _caller.set(_Caller(accounts, keys, address))
         try:
             # A change is audited here; logins (under /public/) by AdminUser.login.
             if (

@@ -17,7 +17,7 @@ from litestar.security.jwt import Token
 from chatsvc.accounts import Accounts
 from chatsvc.api.openapi import PROTECTED, PublicOperation, errors
 from chatsvc.api.problems import UnsupportedMediaType
-from chatsvc.api.security import AuthUser, TokenIssuer, session_of
+from chatsvc.api.security import AuthUser, TokenIssuer, login_token_only, session_of
 from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.wire import (
@@ -188,6 +188,7 @@ async def logout(data: RefreshRequest, sessions: Sessions) -> None:
 
 @post(
     "/logout-all",
+    guards=[login_token_only],
     tags=["auth"],
     operation_id="logoutEverywhere",
     summary="End every session of the user",
@@ -203,6 +204,7 @@ async def logout_all(request: Request[AuthUser, Any, Any], sessions: Sessions) -
 
 @post(
     "/api/me/password",
+    guards=[login_token_only],
     tags=["auth"],
     operation_id="changePassword",
     summary="Change the password",

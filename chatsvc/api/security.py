@@ -5,17 +5,24 @@ as a query parameter (docs/protocol.md section 1); the log filter in
 :mod:`chatsvc.logs` keeps it out of every log line. There is no cookie auth:
 a browser would send a cookie on a cross-site request by itself (CSRF), and a
 bearer header it never does (issue 12).
+
+A bearer that starts with ``csk_`` is an API key (:mod:`chatsvc.keys`; issue 16),
+looked up by its hash instead of decoded as a JWT: one branch of
+:meth:`TokenAuthMiddleware.authenticate_request`. Such a request's ``auth`` is a
+:class:`KeyAuth`; the key routes refuse it (:func:`login_token_only`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 from urllib.parse import unquote
 from uuid import UUID
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, WebSocketException
 from litestar.handlers.base import BaseRouteHandler
@@ -26,6 +33,8 @@ from litestar.types import Method
 
 from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.api.problems import UnsupportedMediaType
+from chatsvc.errors import Forbidden
+from chatsvc.keys import ApiKeys, is_key
 from chatsvc.sessions import Session
 from chatsvc.wire import AccessToken
 
@@ -63,6 +72,50 @@ async def retrieve_user(token: Token, accounts: Accounts) -> AuthUser | None:
     return user
 
 
+class KeyAuth(msgspec.Struct, frozen=True, kw_only=True):
+    """``request.auth`` of a request or socket authenticated with an API key."""
+
+    key_id: UUID
+    expires_at: datetime | None
+
+
+def credential_end(auth: Token | KeyAuth) -> tuple[float, UUID | None]:
+    """When a socket's credential expires (Unix time; a key without expiry: never), and
+    the API key it is, if one."""
+    if isinstance(auth, KeyAuth):
+        ends = auth.expires_at.timestamp() if auth.expires_at is not None else math.inf
+        return ends, auth.key_id
+    return auth.exp.timestamp(), None
+
+
+async def key_authentication(keys: ApiKeys | None, key: str) -> AuthenticationResult:
+    """The user and :class:`KeyAuth` of a valid API key; ``NotAuthorizedException`` else."""
+    holder = None if keys is None else await keys.holder(key)
+    if holder is None:
+        raise NotAuthorizedException("invalid, expired or revoked API key")
+    user = AuthUser(
+        id=holder.id,
+        username=holder.username,
+        staff=holder.admin,
+        token_version=holder.token_version,
+    )
+    return AuthenticationResult(
+        user=user, auth=KeyAuth(key_id=holder.key_id, expires_at=holder.expires_at)
+    )
+
+
+def login_token_only(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: the route needs a login token. A leaked key must not mint more keys, nor
+    end the user's sessions or change the password (docs/protocol.md section 1.2)."""
+    del handler
+    # The scope, not `connection.auth`, which raises for an OPTIONS request (not authenticated).
+    auth: object = connection.scope.get("auth")  # pyright: ignore[reportUnknownMemberType]
+    if isinstance(auth, KeyAuth):
+        raise Forbidden("this needs a login token, not an API key")
+
+
 def bearer_token(header: str) -> str | None:
     """The token of ``Bearer <token>`` (the scheme in any case); ``None`` for any other scheme."""
     scheme, _, token = header.strip().partition(" ")
@@ -89,7 +142,10 @@ class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
     It derives from the cookie middleware only because ``OAuth2PasswordBearerAuth``
     (our OpenAPI password flow) demands that type; it replaces the method that reads
     the cookie and never reads one (issue 12: a cookie made requests CSRF-able).
+    ``api_keys`` is set on the subclass :func:`create_jwt_auth` makes for its app.
     """
+
+    api_keys: ClassVar[ApiKeys | None] = None
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -105,6 +161,8 @@ class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
         try:
             if token is None:
                 raise NotAuthorizedException("missing or malformed bearer token")
+            if is_key(token):
+                return await key_authentication(self.api_keys, token)
             return await self.authenticate_token(encoded_token=token, connection=connection)
         except NotAuthorizedException as exc:
             if is_websocket:
@@ -174,20 +232,25 @@ class TokenIssuer:
 
 
 def create_jwt_auth(
-    secret: str, ttl_seconds: int, accounts: Accounts
+    secret: str, ttl_seconds: int, accounts: Accounts, *, keys: ApiKeys | None = None
 ) -> OAuth2PasswordBearerAuth[AuthUser]:
     async def retrieve(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
         return await retrieve_user(token, accounts)
+
+    class AppTokenAuthMiddleware(TokenAuthMiddleware):
+        api_keys = keys
 
     return OAuth2PasswordBearerAuth[AuthUser](
         token_secret=secret,
         token_url=LOGIN_PATH,
         retrieve_user_handler=retrieve,
         default_token_expiration=timedelta(seconds=ttl_seconds),
-        authentication_middleware_class=TokenAuthMiddleware,
+        authentication_middleware_class=AppTokenAuthMiddleware,
         # Documentation pages stay public; our own public routes opt out with
         # `exclude_from_auth=True`. Patterns are searched unanchored: anchor them.
         exclude=[r"^/schema(/|$)", r"^/metrics$", r"^/admin(/|$)"],
-        description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`.",
+        description="Log in at /api/auth/login, then send `Authorization: Bearer <token>`. "
+        "Services send an API key the same way, `Authorization: Bearer csk_...` "
+        "(made with `POST /api/keys`; docs/protocol.md section 1.2).",
         oauth_scopes={},  # OpenAPI requires the password flow's `scopes`, even empty
     )

@@ -20,6 +20,7 @@ from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations, Launcher
+from chatsvc.keys import ApiKeys
 from chatsvc.providers import LLMProvider
 from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
@@ -49,6 +50,7 @@ class Services:
     sessions: Sessions
     sockets: SocketCounter
     quotas: Quotas  # token budgets at the app's clock (GET /api/me; the launcher's admissions)
+    keys: ApiKeys
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service under its name, and all of them as ``services``."""

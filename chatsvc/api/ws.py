@@ -15,8 +15,9 @@ only for the chats it subscribed to with ``"debug": true``, and only when the
 server runs in development or the user is staff (docs/protocol.md section 5).
 
 A socket lasts no longer than its right to exist: it closes with 4401 when its
-token expires, and when :class:`~chatsvc.access.AccessWatch` finds its user
-deactivated, no longer staff, or its token revoked (docs/protocol.md).
+token (or API key) expires or its key is revoked, and when
+:class:`~chatsvc.access.AccessWatch` finds its user deactivated, no longer staff,
+or its token revoked (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from litestar.security.jwt import Token
 from litestar.types import Receive, ReceiveMessage
 
 from chatsvc.access import AccessWatch, SocketCounter
-from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser
+from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser, KeyAuth, credential_end
 from chatsvc.api.services import Services
 from chatsvc.chats import Chats
 from chatsvc.errors import ChatsvcError
@@ -116,8 +117,7 @@ class SocketSession:
         self.counter: SocketCounter = services.sockets
         self.access: AccessWatch = services.access
         self.telemetry: Telemetry = services.telemetry
-        token: Token = socket.auth
-        self._expires_at = token.exp.timestamp()
+        self._expires_at, self._key_id = credential_end(socket.auth)
         # A deque rather than a memory stream: one wake-up drains every frame waiting, and
         # posting never awaits. The writer runs while there is something to send (and
         # lingers a little): an idle socket has no task of its own.
@@ -149,6 +149,10 @@ class SocketSession:
     @property
     def expires_at(self) -> float:
         return self._expires_at
+
+    @property
+    def key_id(self) -> uuid.UUID | None:
+        return self._key_id
 
     def revoke(self, reason: str) -> None:
         """End the socket: it closes with 4401 and ``reason``; its replies go on."""
@@ -413,7 +417,7 @@ def _request_id(text: str) -> str | None:
         return None
 
 
-class FrameSocket(WebSocket[AuthUser, Token, Any]):
+class FrameSocket(WebSocket[AuthUser, Token | KeyAuth, Any]):
     """The socket of ``/ws``: Litestar's, and it notes whether the frame just read was binary.
 
     The listener receives in text mode, where Litestar hands a binary frame over as
