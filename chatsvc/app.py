@@ -26,7 +26,7 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts, ActiveUser
-from chatsvc.api import admin, auth, chats, docs, ops, web, ws
+from chatsvc.api import admin, auth, chats, docs, ops, usage, web, ws
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import AuthUser, TokenIssuer, create_jwt_auth, json_bodies_only
@@ -276,6 +276,7 @@ def create_app(settings: Settings | None = None) -> ChatsvcApp:
             chats.ChatController,
             chats.list_user_chats,
             chats.list_models,
+            usage.get_usage,
             ops.health,
             ops.ready,
             ops.metrics,

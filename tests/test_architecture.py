@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.providers.openai_compatible",
             "chatsvc.providers.echo",
             "chatsvc.login_limits",
+            "chatsvc.usage_store",
         },
     ),
     (
@@ -67,6 +68,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.accounts",
             "chatsvc.access",
             "chatsvc.chats",
+            "chatsvc.usage",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -101,6 +103,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.ops",
             "chatsvc.api.problems",
             "chatsvc.api.security",
+            "chatsvc.api.usage",
             "chatsvc.api.web",
             "chatsvc.api.ws",
         },
