@@ -6,7 +6,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from chatsvc import usage
 from chatsvc.api.openapi import PROTECTED, errors
@@ -39,8 +39,8 @@ async def get_usage(
     request: Request[AuthUser, Any, Any],
     first: Annotated[
         date | None,
-        Parameter(
-            query="from",
+        QueryParameter(
+            name="from",
             description=f"{_DAY}: the first day counted; default: {usage.DEFAULT_DAYS - 1} "
             "days before `to`.",
         ),
