@@ -8,8 +8,6 @@ generation behaviours that matter run against each, over the real WebSocket
 
 from __future__ import annotations
 
-import json
-import math
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -56,25 +54,9 @@ def text_of(frames: list[dict[str, Any]], task_id: str) -> str:
 def expected_usage(profile: str, record: Record, content: str) -> dict[str, Any]:
     """The usage chatsvc should store: the one the fake sent, or else its estimate, marked."""
     if not SENDS_USAGE[profile]:
-        return estimated_usage(record, content)
+        return record.estimated_usage(content)
     prompt = sum(len(str(m.get("content", ""))) for m in record.messages)
     return {"prompt_tokens": prompt, "completion_tokens": record.tokens_sent, "estimated": False}
-
-
-def estimated_usage(record: Record, content: str) -> dict[str, Any]:
-    """chatsvc's estimate of one round (issue 16): 4 characters a token, rounded up, of the
-    request sent (messages, tools) and of the text streamed."""
-    sent = sum(len(str(m.get("content") or "")) for m in record.messages)
-    sent += (
-        len(json.dumps(record.body["tools"], separators=(",", ":")))
-        if "tools" in record.body
-        else 0
-    )
-    return {
-        "prompt_tokens": math.ceil(sent / 4),
-        "completion_tokens": math.ceil(len(content) / 4),
-        "estimated": True,
-    }
 
 
 def test_every_profile_is_covered() -> None:
@@ -259,7 +241,7 @@ def test_a_server_that_refuses_stream_options(
     assert done["type"] == "done", done
     assert done["message"]["content"] == "t0 t1 t2 "
     refused, retried = fake_llm.records_for(first)
-    assert done["usage"] == estimated_usage(retried, "t0 t1 t2 ")  # the refused one cost nothing
+    assert done["usage"] == retried.estimated_usage("t0 t1 t2 ")  # the refused one cost nothing
     assert refused.body["stream_options"] == {"include_usage": True}
     assert "stream_options" not in retried.body
     assert retried.messages == refused.messages

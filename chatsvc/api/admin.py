@@ -195,6 +195,13 @@ def _no_secret_columns(piccolo_crud: PiccoloCRUD, request: Request) -> None:
                 raise HTTPException(status_code=400, detail="secret columns cannot be queried")
 
 
+def _superusers_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    """Every request, reads too (Piccolo's ``superuser_validators`` lets staff read)."""
+    user: Any = request.user.user
+    if not getattr(user, "superuser", False):
+        raise HTTPException(status_code=403, detail="only superusers read usage")
+
+
 def _read_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
     if request.method.upper() not in _READS:
         raise HTTPException(status_code=405, detail="this table is read-only in the admin")
@@ -202,7 +209,7 @@ def _read_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
 
 def _table_configs() -> list[TableConfig]:
     read_only = Validators(every=[_no_secret_columns, _read_only])
-    superusers_read_only = Validators(every=[superuser_validators, _read_only])
+    superusers_read_only = Validators(every=[_superusers_only, _read_only])
     return [
         TableConfig(
             Chat,

@@ -117,7 +117,7 @@ def _prompt_chars(request: CompletionRequest) -> int:
         len(turn.content) + sum(len(call.name) + len(call.arguments) for call in turn.tool_calls)
         for turn in request.messages
     )
-    return chars + (len(msgspec.json.encode(request.tools)) if request.tools else 0)
+    return chars + (len(msgspec.json.encode(request.tools).decode()) if request.tools else 0)
 
 
 def _sum(before: Usage | None, round_: Usage) -> Usage:
