@@ -10,8 +10,10 @@ left alone (the reply's end, or the recovery of an interrupted one, fills them).
 
 Two read-only views for the admin's usage tables, the replies that ended, by user
 (``user_usage``: every user, all time) and by user and UTC day of the reply's start
-(``user_daily_usage``). Backwards, the views go and the estimated figures are emptied
-again (what the model server sent stays): before, null meant "the server sent none".
+(``user_daily_usage``). Backwards, the views go and the figures of the replies marked
+estimated are emptied again, as before this migration null meant "the server sent none"
+(a reply the server sent one figure of, rare, loses that one too; the fully reported
+ones keep theirs).
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
