@@ -125,7 +125,7 @@ class AccessToken(_Wire):
 
 
 class Usage(_Wire):
-    """Tokens of one reply, summed over its upstream rounds (docs/protocol.md section 3)."""
+    """Tokens of one reply, summed over its upstream rounds (docs/protocol.md section 3.2)."""
 
     prompt_tokens: int | None
     completion_tokens: int | None
@@ -260,7 +260,7 @@ class ModelList(_Wire):
     models: list[ModelInfo]
 
 
-# --- usage (docs/protocol.md section 3.3) ------------------------------------------------
+# --- usage (docs/protocol.md section 3.2) ------------------------------------------------
 
 UsageGrouping = Literal["day", "chat", "model"]
 
