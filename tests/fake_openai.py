@@ -204,7 +204,6 @@ class Record:
             if m["role"] == "tool"
         ]
 
-
     def estimated_usage(self, streamed: str) -> dict[str, Any]:
         """What chatsvc estimates this request cost when the server sends no usage (issue
         16): 4 characters a token, rounded up, of what was sent (messages, their tool calls,
