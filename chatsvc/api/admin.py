@@ -209,7 +209,7 @@ def _read_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
 
 def _table_configs() -> list[TableConfig]:
     read_only = Validators(every=[_no_secret_columns, _read_only])
-    superusers_read_only = Validators(every=[_superusers_only, _read_only])
+    superusers_read_only = Validators(every=[_superusers_only, _no_secret_columns, _read_only])
     return [
         TableConfig(
             Chat,
