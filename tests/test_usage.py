@@ -481,3 +481,31 @@ def test_superusers_read_each_users_usage_in_the_admin(
         )
         for view in ("user_usage", "user_daily_usage"):
             assert client.get(f"/admin/api/tables/{view}/").status_code == 403
+
+
+def test_the_model_label_stays_bounded() -> None:
+    """Whatever models replies name, `chatsvc_tokens_total` gets at most MAX_MODEL_LABELS
+    model values, then `other` (a label's values are series Prometheus keeps forever)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from chatsvc.telemetry import MAX_MODEL_LABELS, Telemetry
+
+    telemetry = Telemetry()
+    for number in range(MAX_MODEL_LABELS + 8):
+        telemetry.generation_started(user_id=1, chat_id="c", task_id="t")
+        telemetry.generation_ended(
+            status="complete", user_id=1, chat_id="c", task_id="t", duration=0.1, events=1,
+            prompt_tokens=3, completion_tokens=2, finish_reason="stop", error_code=None,
+            aborted_by=None, abort_latency=None, model=f"model-{number}", usage_estimated=False,
+        )  # fmt: skip
+    samples = [
+        sample
+        for family in text_string_to_metric_families(telemetry.render().decode())
+        for sample in family.samples
+        if sample.name == "chatsvc_tokens_total"
+    ]
+    models = {sample.labels["model"] for sample in samples}
+    assert len(models) == MAX_MODEL_LABELS + 1
+    assert "other" in models
+    other = [s.value for s in samples if s.labels["model"] == "other"]
+    assert sorted(other) == [8 * 2, 8 * 3]  # completion, prompt of the last eight replies
