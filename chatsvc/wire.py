@@ -277,7 +277,9 @@ class UsageTotals(_Wire):
     ]
     estimated_share: Annotated[
         float,
-        Meta(ge=0, le=1, description="`estimated_replies / replies` (0 when no replies)."),
+        Meta(
+            ge=0, le=1, description="`estimated_replies / replies`, to 4 decimals (0: no replies)."
+        ),
     ]
 
 
