@@ -25,6 +25,11 @@ ANY_MODEL = "*"
 MIN_REPLY_TOKENS = 256
 
 
+def estimate_tokens(chars: int) -> int:
+    """Tokens of ``chars`` characters, at ``CHARS_PER_TOKEN`` (rounded up: any text is one)."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
 @dataclass(frozen=True)
 class Window:
     """A model's context as the server stated it, and the history budget it leaves."""

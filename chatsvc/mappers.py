@@ -42,7 +42,9 @@ def message_from_record(message: MessageRecord) -> Message:
         is_ai=message.role == "assistant",
         model=message.model,
         usage=Usage(
-            prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens
+            prompt_tokens=message.prompt_tokens,
+            completion_tokens=message.completion_tokens,
+            estimated=bool(message.usage_estimated),
         )
         if has_usage
         else None,

@@ -69,6 +69,8 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     model: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    #: The figures are chatsvc's estimate (``None``: a user message, or a reply from before).
+    usage_estimated: bool | None
     finish_reason: str | None
     created_at: datetime
     completed_at: datetime | None

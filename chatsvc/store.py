@@ -31,6 +31,7 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc.admission import Admission, admit
+from chatsvc.context import CHARS_PER_TOKEN
 from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
 from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
 from chatsvc.quota_store import spent
@@ -335,6 +336,7 @@ _MESSAGE_COLUMNS = (
     Message.model,
     Message.prompt_tokens,
     Message.completion_tokens,
+    Message.usage_estimated,
     Message.finish_reason,
     Message.created_at,
     Message.completed_at,
@@ -759,6 +761,7 @@ async def finish_reply(
     error_code: ErrorCode | None,
     tool_calls: list[dict[str, Any]] | None = None,
     reasoning: str = "",
+    usage_estimated: bool = False,
 ) -> MessageRecord | None:
     """The one final write of a reply: its text, reasoning, status, usage and tool calls
     (``name``, ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before
@@ -773,6 +776,7 @@ async def finish_reply(
                     Message.status: status,
                     Message.prompt_tokens: prompt_tokens,
                     Message.completion_tokens: completion_tokens,
+                    Message.usage_estimated: usage_estimated,
                     Message.finish_reason: finish_reason,
                     Message.error_code: error_code,
                     Message.completed_at: stamp,
@@ -955,5 +959,21 @@ async def interrupt_orphaned_replies(
             .where((Message.status == "streaming") & (Message.instance.is_null() | others_gone))
             .returning(Message.id, Message.chat, Message.task_id)
         )
+        if rows:
+            await _estimate_usage([row["id"] for row in rows])
         await Instance.delete().where(gone_leases)
     return [InterruptedReply(**row) for row in rows]
+
+
+#: The completion of replies whose process stopped before storing their end, estimated from
+#: the text saved (``CHARS_PER_TOKEN``); their prompt was not kept, so it stays unknown.
+_ESTIMATE_USAGE = (
+    "UPDATE message SET usage_estimated = {}, completion_tokens = "  # noqa: S608 (constants only)
+    f"(LENGTH(content) + LENGTH(reasoning) + {CHARS_PER_TOKEN - 1}) / {CHARS_PER_TOKEN} "
+    "WHERE completion_tokens IS NULL AND id IN ({})"
+)
+
+
+async def _estimate_usage(message_ids: list[UUID]) -> None:
+    marks = ", ".join("{}" for _ in message_ids)
+    await Message.raw(_ESTIMATE_USAGE.replace("IN ({})", f"IN ({marks})"), True, *message_ids)

@@ -8,6 +8,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import (
     JSONB,
     UUID,
+    Boolean,
     DoublePrecision,
     ForeignKey,
     Integer,
@@ -128,6 +129,12 @@ class Message(Table):
     model = Varchar(length=200, null=True, default=None, help_text="Model that wrote the reply.")
     prompt_tokens = Integer(null=True, default=None)
     completion_tokens = Integer(null=True, default=None)
+    usage_estimated = Boolean(
+        null=True,
+        default=None,
+        help_text="The token figures are chatsvc's estimate, not the model server's count; "
+        "empty: a user message, or a reply stored before usage was tracked.",
+    )
     finish_reason = Varchar(length=64, null=True, default=None)
     error_code = Varchar(length=64, null=True, default=None, help_text="Why a reply failed.")
     created_at = Timestamptz(default=TimestamptzNow())
@@ -259,6 +266,34 @@ class Instance(Table):
     host = Varchar(length=200, default="", help_text="Host name and process id, for operators.")
     started_at = Timestamptz(default=TimestamptzNow())
     heartbeat_at = Timestamptz(default=TimestamptzNow(), help_text="Renewed every few seconds.")
+
+
+class UserUsage(Table, tablename="user_usage"):
+    """A read-only view (created by a migration, not a table of the app): each user's
+    replies that ended, all time, for the admin's usage table (issue 16)."""
+
+    id = Integer(primary_key=True)
+    account = ForeignKey(references=BaseUser, help_text="The user.")
+    replies = Integer(help_text="Replies that ended (complete, aborted, failed, interrupted).")
+    prompt_tokens = Integer()
+    completion_tokens = Integer()
+    total_tokens = Integer()
+    estimated_replies = Integer(help_text="Replies whose figures are chatsvc's estimates.")
+    last_reply_at = Timestamptz(null=True, default=None)
+
+
+class UserDailyUsage(Table, tablename="user_daily_usage"):
+    """A read-only view: each user's replies that ended, by UTC day of their start."""
+
+    id = Varchar(length=80, primary_key=True, help_text="The user's id and the day.")
+    account = ForeignKey(references=BaseUser, help_text="The user.")
+    day = Varchar(length=10, help_text="The UTC day (YYYY-MM-DD); filter 2026-12 for a month.")
+    replies = Integer(help_text="Replies that ended (complete, aborted, failed, interrupted).")
+    prompt_tokens = Integer()
+    completion_tokens = Integer()
+    total_tokens = Integer()
+    estimated_replies = Integer(help_text="Replies whose figures are chatsvc's estimates.")
+    last_reply_at = Timestamptz(null=True, default=None)
 
 
 #: Multi-column indexes, created by a migration (Piccolo columns declare single-column ones only):

@@ -21,6 +21,8 @@ AbortedBy = Literal["socket", "rest", "delete"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _CIRCUIT = {"closed": 0, "half-open": 1, "open": 2}
+#: Distinct values of the ``model`` label of ``chatsvc_tokens`` (then ``other``).
+MAX_MODEL_LABELS = 32
 
 
 class Telemetry:
@@ -41,6 +43,15 @@ class Telemetry:
             "Tokens the upstream reported generating (its usage figures).",
             registry=r,
         )
+        self.tokens = Counter(
+            "chatsvc_tokens",
+            "Tokens of ended replies as stored: by model, final status, kind (prompt or "
+            "completion) and whether they are estimates.",
+            ["model", "status", "kind", "estimated"],
+            registry=r,
+        )
+        #: The model label's values so far: at most MAX_MODEL_LABELS, then `other`.
+        self._models: set[str] = set()
         self.first_token = Histogram(
             "chatsvc_time_to_first_token_seconds",
             "From the request to the first token relayed.",
@@ -65,6 +76,14 @@ class Telemetry:
         self.slow_consumers = Counter(
             "chatsvc_slow_consumers", "Sockets closed because they read too slowly.", registry=r
         )
+
+    def _model_label(self, model: str) -> str:
+        """The model as a label value: the models chats may choose are few (``MODELS``),
+        but a label must stay bounded whatever is stored, so past the first ones: ``other``."""
+        if model in self._models or len(self._models) < MAX_MODEL_LABELS:
+            self._models.add(model)
+            return model
+        return "other"
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -101,12 +120,21 @@ class Telemetry:
         error_code: ErrorCode | None,
         aborted_by: AbortedBy | None,
         abort_latency: float | None,
+        model: str,
+        usage_estimated: bool,
     ) -> None:
         self.active.dec()
         self.finished.labels(status=status).inc()
         self.events.inc(events)
-        if completion_tokens:
+        if completion_tokens and not usage_estimated:
             self.completion_tokens.inc(completion_tokens)
+        labels = {
+            "model": self._model_label(model),
+            "status": status,
+            "estimated": "true" if usage_estimated else "false",
+        }
+        for kind, count in (("prompt", prompt_tokens), ("completion", completion_tokens)):
+            self.tokens.labels(kind=kind, **labels).inc(count or 0)
         if error_code is not None:
             self.upstream_errors.labels(code=error_code).inc()
         if abort_latency is not None:
@@ -120,6 +148,7 @@ class Telemetry:
             "events": events,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
+            "usage_estimated": usage_estimated,
             "finish_reason": finish_reason,
         }
         if error_code is not None:

@@ -6,6 +6,7 @@ Timestamps encode as RFC 3339 UTC (``...Z``), ids as UUID strings.
 
 from __future__ import annotations
 
+from datetime import date as datetime_date
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -263,8 +264,18 @@ class ApiKeyList(_Wire):
 
 
 class Usage(_Wire):
+    """Tokens of one reply, summed over its upstream rounds (docs/protocol.md section 3.2)."""
+
     prompt_tokens: int | None
     completion_tokens: int | None
+    estimated: Annotated[
+        bool,
+        Meta(
+            description="True when a figure is chatsvc's estimate (about 4 characters a "
+            "token), not the model server's count: it sent none (an aborted reply, a server "
+            "without usage in its stream)."
+        ),
+    ] = False
 
 
 class ToolCallRecord(_Wire):
@@ -408,6 +419,64 @@ class ModelList(_Wire):
         str, Meta(description="The model of chats whose `model` is null (`MODEL_NAME`).")
     ]
     models: list[ModelInfo]
+
+
+# --- usage (docs/protocol.md section 3.2) ------------------------------------------------
+
+UsageGrouping = Literal["day", "chat", "model"]
+
+
+class UsageTotals(_Wire):
+    """Tokens of the replies counted (every assistant message that has ended)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: Annotated[int, Meta(description="`prompt_tokens + completion_tokens`.")]
+    replies: int
+    estimated_replies: Annotated[
+        int, Meta(description="Replies whose figures are estimates (`usage.estimated`).")
+    ]
+    estimated_share: Annotated[
+        float,
+        Meta(
+            ge=0, le=1, description="`estimated_replies / replies`, to 4 decimals (0: no replies)."
+        ),
+    ]
+
+
+class UsageGroup(UsageTotals):
+    """One group of `group_by`: a UTC day, a chat or a model."""
+
+    key: Annotated[
+        str,
+        Meta(
+            description="The UTC day (`YYYY-MM-DD`), the chat's id, or the model's name "
+            "(empty: not recorded)."
+        ),
+    ]
+    title: Annotated[
+        str | None, Meta(description="The chat's title (`group_by=chat`); else null.")
+    ] = None
+
+
+class UsageReport(_Wire):
+    """A user's usage over UTC days `from` to `to` (both included), in groups."""
+
+    user_id: int
+    from_: datetime_date = msgspec.field(name="from")
+    to: datetime_date
+    group_by: UsageGrouping
+    totals: UsageTotals
+    groups: Annotated[
+        list[UsageGroup],
+        Meta(
+            description="Days oldest first (days without replies left out); chats and models "
+            "by `total_tokens`, largest first; at most `limit`."
+        ),
+    ]
+    truncated: Annotated[
+        bool, Meta(description="More groups than `limit`: `totals` still counts them all.")
+    ] = False
 
 
 class ChatPage(_Wire):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import threading
 import time
@@ -202,6 +203,26 @@ class Record:
             for m in self.since_user
             if m["role"] == "tool"
         ]
+
+    def estimated_usage(self, streamed: str) -> dict[str, Any]:
+        """What chatsvc estimates this request cost when the server sends no usage (issue
+        16): 4 characters a token, rounded up, of what was sent (messages, their tool calls,
+        the tools offered) and of ``streamed`` (the text, or the tool calls, it answered)."""
+        sent = sum(
+            len(m.get("content") or "")
+            + sum(
+                len(c["function"]["name"]) + len(c["function"]["arguments"])
+                for c in m.get("tool_calls") or ()
+            )
+            for m in self.messages
+        )
+        if "tools" in self.body:
+            sent += len(json.dumps(self.body["tools"], separators=(",", ":"), ensure_ascii=False))
+        return {
+            "prompt_tokens": math.ceil(sent / 4),
+            "completion_tokens": math.ceil(len(streamed) / 4),
+            "estimated": True,
+        }
 
 
 class FakeOpenAI:

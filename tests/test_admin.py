@@ -297,6 +297,11 @@ def test_no_admin_response_carries_a_password_hash(
         assert "pbkdf2_sha256$" not in refused.text
     nested = superuser.get("/admin/api/tables/chat/", params={"__visible_fields": "owner.password"})
     assert nested.status_code == 400
+    for view in ("user_usage", "user_daily_usage"):  # issue 16: they join users too
+        nested = superuser.get(
+            f"/admin/api/tables/{view}/", params={"__visible_fields": "account.password"}
+        )
+        assert nested.status_code == 400, nested.text
     # The sessions table (login tokens) is not in the admin at all.
     assert superuser.get("/admin/api/tables/sessions/").status_code == 404
     assert superuser.get("/admin/api/tables/").json() == [
@@ -306,6 +311,8 @@ def test_no_admin_response_carries_a_password_hash(
         "message",
         "piccolo_user",
         "user_quota",
+        "user_daily_usage",
+        "user_usage",
     ]
 
 

@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.session_store",
             "chatsvc.quota_store",
             "chatsvc.key_store",
+            "chatsvc.usage_store",
         },
     ),
     (
@@ -74,6 +75,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.sessions",
             "chatsvc.quotas",
             "chatsvc.keys",
+            "chatsvc.usage",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -109,6 +111,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.ops",
             "chatsvc.api.problems",
             "chatsvc.api.security",
+            "chatsvc.api.usage",
             "chatsvc.api.web",
             "chatsvc.api.ws",
         },

@@ -64,6 +64,7 @@ def test_happy_path(alice: User, fake_llm: FakeOpenAI) -> None:
     assert done["usage"] == {
         "prompt_tokens": done["usage"]["prompt_tokens"],
         "completion_tokens": 12,
+        "estimated": False,  # the upstream's own figures (issue 16)
     }
     assert done["usage"]["prompt_tokens"] > 0
     assert record.body["stream"] is True

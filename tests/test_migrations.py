@@ -263,3 +263,125 @@ def test_chats_stored_before_trees_become_single_branches(
         ] == expected, chat
         leaf = db.query("SELECT active_leaf FROM chat WHERE id = ?", chat)[0]["active_leaf"]
         assert leaf is None
+
+
+def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
+) -> None:
+    """Issue 16: a reply with the server's figures is marked not estimated; one without
+    gets its completion estimated from its text and reasoning (4 characters a token,
+    rounded up), its prompt left unknown, and is marked estimated; user messages and
+    replies still streaming are left alone. Backwards, the estimates are emptied again."""
+    import subprocess
+    import sys
+
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_usage = "2026-12-06T11:24:36:000000"
+    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
+
+    def backwards() -> None:
+        back = subprocess.run(
+            [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_usage, "-y"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert back.returncode == 0, back.stdout + back.stderr
+
+    backwards()
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    chat, now = uuid.uuid4(), datetime.now(UTC)
+    db.query(
+        "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, 't', ?, ?)",
+        chat,
+        owner,
+        now,
+        now,
+    )
+    rows = {  # role, status, content, reasoning, prompt, completion
+        "reported": ("assistant", "complete", "hello", "", 10, 20),
+        "aborted": ("assistant", "aborted", "x" * 10, "y" * 3, None, None),
+        "half": ("assistant", "failed", "abcd", "", 12, None),
+        "question": ("user", "complete", "hi there", "", None, None),
+        "running": ("assistant", "streaming", "so far", "", None, None),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    for name, (role, status, content, reasoning, prompt, completion) in rows.items():
+        db.query(
+            "INSERT INTO message (id, chat, role, content, reasoning, status, prompt_tokens, "
+            "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ids[name],
+            chat,
+            role,
+            content,
+            reasoning,
+            status,
+            prompt,
+            completion,
+            now,
+        )
+
+    def usage() -> dict[str, tuple]:
+        found = {}
+        for name, message_id in ids.items():
+            (row,) = db.query(
+                "SELECT prompt_tokens, completion_tokens, usage_estimated FROM message "
+                "WHERE id = ?",
+                message_id,
+            )
+            estimated = row.get("usage_estimated")
+            found[name] = (
+                row["prompt_tokens"],
+                row["completion_tokens"],
+                None if estimated is None else bool(estimated),
+            )
+        return found
+
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+    assert usage() == {
+        "reported": (10, 20, False),
+        "aborted": (None, 4, True),  # 13 characters
+        "half": (12, 1, True),  # the server's prompt kept, the completion estimated
+        "question": (None, None, None),
+        "running": (None, None, None),
+    }
+    (per_user,) = db.query(
+        "SELECT prompt_tokens, completion_tokens, total_tokens, replies, estimated_replies "
+        "FROM user_usage WHERE account = ?",
+        owner,
+    )
+    assert per_user == {
+        "prompt_tokens": 22,
+        "completion_tokens": 25,
+        "total_tokens": 47,
+        "replies": 3,
+        "estimated_replies": 2,
+    }
+    (daily,) = db.query("SELECT id, day, replies FROM user_daily_usage WHERE account = ?", owner)
+    day = now.date().isoformat()
+    assert daily == {"id": f"{owner}/{day}", "day": day, "replies": 3}
+
+    backwards()
+    (row,) = db.query(
+        "SELECT prompt_tokens, completion_tokens FROM message WHERE id = ?", ids["reported"]
+    )
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (10, 20)
+    (row,) = db.query(
+        "SELECT prompt_tokens, completion_tokens FROM message WHERE id = ?", ids["aborted"]
+    )
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (None, None)
+    again = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert usage()["aborted"] == (None, 4, True)

@@ -51,12 +51,12 @@ def text_of(frames: list[dict[str, Any]], task_id: str) -> str:
     return "".join(t["token"] for t in tokens_of(frames, task_id))
 
 
-def expected_usage(profile: str, record: Record) -> dict[str, int] | None:
-    """The usage chatsvc should store: the one the fake sent, or none."""
+def expected_usage(profile: str, record: Record, content: str) -> dict[str, Any]:
+    """The usage chatsvc should store: the one the fake sent, or else its estimate, marked."""
     if not SENDS_USAGE[profile]:
-        return None
+        return record.estimated_usage(content)
     prompt = sum(len(str(m.get("content", ""))) for m in record.messages)
-    return {"prompt_tokens": prompt, "completion_tokens": record.tokens_sent}
+    return {"prompt_tokens": prompt, "completion_tokens": record.tokens_sent, "estimated": False}
 
 
 def test_every_profile_is_covered() -> None:
@@ -75,12 +75,12 @@ def test_text_is_streamed_and_stored(alice: User, fake_llm: FakeOpenAI, profile:
     assert done["finish_reason"] == "stop"
     record = fake_llm.find(mark)
     assert record.body["stream_options"] == {"include_usage": True}
-    assert done["usage"] == expected_usage(profile, record)
+    assert done["usage"] == expected_usage(profile, record, done["message"]["content"])
     stored = history(alice, started["chat_id"])[-1]
     assert stored == done["message"]
     assert (stored["status"], stored["content"]) == ("complete", Script(tokens=6).expected_text())
     assert stored["finish_reason"] == "stop"
-    assert stored["usage"] == expected_usage(profile, record)
+    assert stored["usage"] == done["usage"]
 
 
 @pytest.mark.parametrize("profile", ALL)
@@ -96,7 +96,7 @@ def test_the_waiting_rest_route(alice: User, fake_llm: FakeOpenAI, profile: str)
     message = response.json()["message"]
     assert (message["status"], message["finish_reason"]) == ("complete", "length")
     assert message["content"] == Script(tokens=4).expected_text()
-    assert message["usage"] == expected_usage(profile, fake_llm.find(mark))
+    assert message["usage"] == expected_usage(profile, fake_llm.find(mark), message["content"])
 
 
 @pytest.mark.parametrize("profile", ["vllm", "ollama"])
@@ -227,7 +227,8 @@ def test_a_server_that_refuses_stream_options(
     serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
 ) -> None:
     """A 400 naming `stream_options`: the request goes again without it, and every later one
-    too (once per process, one log line); usage is null, as the server sends none unasked."""
+    too (once per process, one log line); the server sends no usage unasked, so chatsvc
+    stores its estimate, marked (issue 16)."""
     server = serve_app(**upstream_settings(fake_llm))
     user = register_and_login(server)
     first, later = marker(), marker()
@@ -239,8 +240,8 @@ def test_a_server_that_refuses_stream_options(
     done = frames[-1]
     assert done["type"] == "done", done
     assert done["message"]["content"] == "t0 t1 t2 "
-    assert done["usage"] is None
     refused, retried = fake_llm.records_for(first)
+    assert done["usage"] == retried.estimated_usage("t0 t1 t2 ")  # the refused one cost nothing
     assert refused.body["stream_options"] == {"include_usage": True}
     assert "stream_options" not in retried.body
     assert retried.messages == refused.messages

@@ -13,6 +13,8 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   read them (chats link to their owners).
 - Chats, messages and instances are read-only: changing them here would bypass
   the generation engine (running replies, events, leases).
+- Usage (issue 16): two read-only views, tokens by user and by user and UTC day,
+  for superusers only (staff are refused their rows).
 - The password hash is never sent: Piccolo leaves ``Secret`` columns out of
   its responses, and requests naming it (to select or sort) are refused.
 - Users added, password changes (a user's row, or the admin's own "change
@@ -59,7 +61,16 @@ from chatsvc.audit import audit
 from chatsvc.errors import ChatsvcError, NotFound, Overloaded, RateLimited, Unauthorized
 from chatsvc.keys import ApiKeys
 from chatsvc.settings import Settings
-from chatsvc.tables import Account, ApiKey, Chat, Instance, Message, UserQuota
+from chatsvc.tables import (
+    Account,
+    ApiKey,
+    Chat,
+    Instance,
+    Message,
+    UserDailyUsage,
+    UserQuota,
+    UserUsage,
+)
 from chatsvc.wire import LoginRequest, RegisterRequest
 
 
@@ -242,6 +253,13 @@ def _no_secret_columns(piccolo_crud: PiccoloCRUD, request: Request) -> None:
                 raise HTTPException(status_code=400, detail="secret columns cannot be queried")
 
 
+def _superusers_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    """Every request, reads too (Piccolo's ``superuser_validators`` lets staff read)."""
+    user: Any = request.user.user
+    if not getattr(user, "superuser", False):
+        raise HTTPException(status_code=403, detail="only superusers read usage")
+
+
 def _read_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
     if request.method.upper() not in _READS:
         raise HTTPException(status_code=405, detail="this table is read-only in the admin")
@@ -249,6 +267,7 @@ def _read_only(piccolo_crud: PiccoloCRUD, request: Request) -> None:
 
 def _table_configs() -> list[TableConfig]:
     read_only = Validators(every=[_no_secret_columns, _read_only])
+    superusers_read_only = Validators(every=[_superusers_only, _no_secret_columns, _read_only])
     return [
         TableConfig(
             Chat,
@@ -269,7 +288,9 @@ def _table_configs() -> list[TableConfig]:
                 Message.status,
                 Message.content,
                 Message.model,
+                Message.prompt_tokens,
                 Message.completion_tokens,
+                Message.usage_estimated,
                 Message.error_code,
             ],
             visible_filters=[
@@ -302,6 +323,39 @@ def _table_configs() -> list[TableConfig]:
             exclude_visible_filters=[AdminUser.password],
             validators=Validators(every=[superuser_validators, _no_secret_columns]),
             hooks=[Hook(hook_type=HookType.pre_patch, callable=_user_patched)],
+        ),
+        # Views of the replies' usage (issue 16): what each user spent, for superusers only.
+        TableConfig(
+            UserUsage,
+            menu_group="Usage",
+            visible_columns=[
+                UserUsage.account,
+                UserUsage.total_tokens,
+                UserUsage.prompt_tokens,
+                UserUsage.completion_tokens,
+                UserUsage.replies,
+                UserUsage.estimated_replies,
+                UserUsage.last_reply_at,
+            ],
+            visible_filters=[UserUsage.account, UserUsage.total_tokens, UserUsage.last_reply_at],
+            order_by=[OrderBy(UserUsage.total_tokens, ascending=False)],
+            validators=superusers_read_only,
+        ),
+        TableConfig(
+            UserDailyUsage,
+            menu_group="Usage",
+            visible_columns=[
+                UserDailyUsage.day,
+                UserDailyUsage.account,
+                UserDailyUsage.total_tokens,
+                UserDailyUsage.prompt_tokens,
+                UserDailyUsage.completion_tokens,
+                UserDailyUsage.replies,
+                UserDailyUsage.estimated_replies,
+            ],
+            visible_filters=[UserDailyUsage.account, UserDailyUsage.day],
+            order_by=[OrderBy(UserDailyUsage.day, ascending=False)],
+            validators=superusers_read_only,
         ),
         TableConfig(
             # Per-user daily token budgets (issue 16): superusers set them, staff read them.

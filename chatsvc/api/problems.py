@@ -22,9 +22,9 @@ def error_body(status_code: int, detail: str, code: ErrorCode, **extra: Any) -> 
     return {"status_code": status_code, "detail": detail, "code": code, **extra}
 
 
-def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Litestar's 400 shape, with a ``detail`` that names each bad field."""
-    problems = _problems(exc)
+    problems = [_as_sent(request, problem) for problem in _problems(exc)]
     return Response(
         error_body(400, _detail(exc, problems), "invalid_message", extra=problems),
         status_code=400,
@@ -41,6 +41,16 @@ def invalid_patch(request: Request[Any, Any, Any], exc: ValidationException) -> 
         error_body(422, _detail(exc, problems), "invalid_patch", extra=problems),
         status_code=422,
     )
+
+
+def _as_sent(request: Request[Any, Any, Any], problem: dict[str, Any]) -> dict[str, Any]:
+    """A parameter named as the client sends it (``?from=``), not as the handler takes it."""
+    if problem.get("source") not in ("query", "header", "cookie"):
+        return problem
+    parameters = request.route_handler.parsed_fn_signature.parameters
+    field = parameters.get(str(problem.get("key")))
+    name = getattr(field.kwarg_definition, "name", None) if field is not None else None
+    return {**problem, "key": name} if isinstance(name, str) and name else problem
 
 
 def _problems(exc: ValidationException) -> list[dict[str, Any]]:

@@ -31,13 +31,13 @@ from chatsvc.context import CHARS_PER_TOKEN, ContextBudgets
 from chatsvc.errors import ChatsvcError, ContextOverflow, EmptyReply, InternalError
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.generation import frames
-from chatsvc.generation.reply import Generation
+from chatsvc.generation.reply import Generation, Round
 from chatsvc.providers import ChatTurn, CompletionRequest, Delta, LLMProvider
 from chatsvc.settings import Settings
 from chatsvc.telemetry import Telemetry
 from chatsvc.tree import TOOLS, ToolCall
 from chatsvc.trees import Trees
-from chatsvc.wire import ReasoningEvent, TokenEvent, Usage
+from chatsvc.wire import ReasoningEvent, TokenEvent
 
 log = logging.getLogger("chatsvc.generation")
 
@@ -183,33 +183,45 @@ class Conversation:
         if generation.upstream_started_at is None:
             generation.upstream_started_at = anyio.current_time()
         calls: tuple[ToolCall, ...] = ()
-        async with self._provider.stream(request) as deltas:
-            async for delta in deltas:
-                self._take(generation, delta)
-                calls += delta.tool_calls
-                # A burst read from the socket must not starve the loop: let `abort` in.
-                # (asyncio's own zero sleep: a tenth of the CPU of anyio's checkpoint, and
-                # the same cancellation point for the scope; uvicorn always runs asyncio.)
-                await asyncio.sleep(0)
+        said = Round()
+        try:
+            async with self._provider.stream(request) as deltas:
+                said.accepted = True
+                async for delta in deltas:
+                    self._take(generation, delta, said)
+                    calls += delta.tool_calls
+                    # A burst read from the socket must not starve the loop: let `abort` in.
+                    # (asyncio's own zero sleep: a tenth of the CPU of anyio's checkpoint, and
+                    # the same cancellation point for the scope; uvicorn always runs asyncio.)
+                    await asyncio.sleep(0)
+        except (ContextOverflow, EmptyReply):
+            said.accepted = False  # refused as too long: asked again shorter, nothing billed
+            raise
+        finally:
+            # Every round the server accepted is billed, however it ended (an abort too):
+            # the reply's usage is their sum, each figure the server's or else an estimate.
+            if said.accepted:
+                generation.count(said, request)
         return calls
 
-    def _take(self, generation: Generation, delta: Delta) -> None:
+    def _take(self, generation: Generation, delta: Delta, said: Round) -> None:
         """One delta into the reply: its events, its text, its usage and finish reason."""
         if delta.reasoning:
             generation.thoughts.append(delta.reasoning)
+            said.chars += len(delta.reasoning)
             self._publish_next(generation, ReasoningEvent, delta.reasoning)
         if delta.text:
             if generation.first_token_at is None:
                 generation.first_token_at = anyio.current_time()
                 self._telemetry.first_token_after(generation.first_token_at - generation.started_at)
             generation.parts.append(delta.text)
+            said.chars += len(delta.text)
             self._publish_next(generation, TokenEvent, delta.text)
-        if delta.usage is not None:  # every round is billed: the reply's usage is their sum
-            before = generation.usage or Usage(prompt_tokens=None, completion_tokens=None)
-            generation.usage = Usage(
-                prompt_tokens=_plus(before.prompt_tokens, delta.usage.prompt_tokens),
-                completion_tokens=_plus(before.completion_tokens, delta.usage.completion_tokens),
-            )
+        said.chars += sum(len(call.name) + len(call.arguments) for call in delta.tool_calls)
+        if delta.usage is not None:
+            # The round's figures: a server that repeats them (vLLM's continuous usage
+            # stats) sends running totals, so the last ones count.
+            said.reported = delta.usage
         if delta.finish_reason is not None:
             generation.finish_reason = delta.finish_reason
 
@@ -248,10 +260,6 @@ class Conversation:
             answers.append(ChatTurn(role="tool", tool_call_id=call.id, content=_json_text(result)))
             await anyio.lowlevel.checkpoint()
         return answers
-
-
-def _plus(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else a + b
 
 
 def _json_text(value: Any) -> str:

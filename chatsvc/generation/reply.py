@@ -1,5 +1,6 @@
-"""A reply being generated (``Generation``), how it ended (``Ending``), the replies running
-on this process (``Running``), and the handle of an abort on its way (``Aborting``)."""
+"""A reply being generated (``Generation``), its upstream rounds as billed (``Round``), how it
+ended (``Ending``), the replies running on this process (``Running``), and the handle of an
+abort on its way (``Aborting``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any, Literal
 from uuid import UUID
 
 import anyio
+import msgspec
 
+from chatsvc.context import estimate_tokens
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents, Event
+from chatsvc.providers import CompletionRequest
 from chatsvc.telemetry import AbortedBy
 from chatsvc.wire import Message, Usage
 
@@ -42,8 +46,8 @@ class Generation:
     #: The reasoning streamed so far (stored with the reply, issue 15).
     thoughts: list[str] = field(default_factory=list[str])
     seq: int = -1
-    #: What the upstream said of the reply: usage summed over its rounds, the last
-    #: round's finish reason.
+    #: What the upstream said of the reply: usage summed over the rounds it accepted (each
+    #: figure it did not send estimated, ``Round``), the last round's finish reason.
     usage: Usage | None = None
     finish_reason: str | None = None
     finished: anyio.Event = field(default_factory=anyio.Event)
@@ -72,6 +76,10 @@ class Generation:
     def reasoning(self) -> str:
         return "".join(self.thoughts)
 
+    def count(self, round_: Round, request: CompletionRequest) -> None:
+        """Add a round the server accepted to the reply's usage (every one is billed)."""
+        self.usage = _sum(self.usage, round_.usage(request))
+
     def abort(self, by: AbortedBy) -> None:
         """Cancel the reply's scope; the first abort is the one counted."""
         if not self.abort_requested:
@@ -84,6 +92,47 @@ class Generation:
         """Cancel the reply's scope because the server stops."""
         self.interrupt_requested = True
         self.scope.cancel()
+
+
+@dataclass
+class Round:
+    """One upstream round as it went: whether the server accepted it (answered with a
+    stream), the characters it streamed (text, reasoning, tool calls), its usage."""
+
+    accepted: bool = False
+    chars: int = 0
+    reported: Usage | None = None
+
+    def usage(self, request: CompletionRequest) -> Usage:
+        """The server's figures; each one it did not send, estimated and marked so: the
+        prompt from the request sent, the completion from what was streamed."""
+        reported = self.reported or Usage(prompt_tokens=None, completion_tokens=None)
+        prompt, completion = reported.prompt_tokens, reported.completion_tokens
+        return Usage(
+            prompt_tokens=estimate_tokens(_prompt_chars(request)) if prompt is None else prompt,
+            completion_tokens=estimate_tokens(self.chars) if completion is None else completion,
+            estimated=prompt is None or completion is None,
+        )
+
+
+def _prompt_chars(request: CompletionRequest) -> int:
+    """Characters of what a request sends the model: every turn, its tool calls, the tools."""
+    chars = sum(
+        len(turn.content) + sum(len(call.name) + len(call.arguments) for call in turn.tool_calls)
+        for turn in request.messages
+    )
+    return chars + (len(msgspec.json.encode(request.tools).decode()) if request.tools else 0)
+
+
+def _sum(before: Usage | None, round_: Usage) -> Usage:
+    """Rounds add up; one estimated figure makes the sum an estimate."""
+    if before is None:
+        return round_
+    return Usage(
+        prompt_tokens=(before.prompt_tokens or 0) + (round_.prompt_tokens or 0),
+        completion_tokens=(before.completion_tokens or 0) + (round_.completion_tokens or 0),
+        estimated=before.estimated or round_.estimated,
+    )
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,8 @@ class Runner:
 
         ``run`` calls it however the conversation ended, cancelled or not."""
         status = ending.status
+        # A reply no model server accepted (unreachable, refused, circuit open) cost nothing.
+        generation.usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         try:
             reply = await self._store_end(generation, ending)
         except anyio.get_cancelled_exc_class():  # stopped while waiting to try again
@@ -146,7 +148,7 @@ class Runner:
         tried again (backing off, each try shielded) until it lands or ``END_RETRY_SECONDS``
         pass: the reply stays registered meanwhile, and is announced once, when stored.
         A stop cancels the waiting between tries; the next start recovers the reply."""
-        usage = generation.usage or Usage(prompt_tokens=None, completion_tokens=None)
+        usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         give_up_at = anyio.current_time() + END_RETRY_SECONDS
         pause = END_RETRY_FIRST_PAUSE
         attempt = 0
@@ -160,6 +162,7 @@ class Runner:
                     content=generation.content,
                     prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens,
+                    usage_estimated=usage.estimated,
                     finish_reason=generation.finish_reason,
                     error_code=ending.error.code if ending.error else None,
                     tool_calls=generation.tool_calls,
@@ -187,7 +190,7 @@ class Runner:
     def _tell_telemetry(self, generation: Generation, status: Status) -> None:
         """The audit line and the metrics of the reply's end."""
         now = anyio.current_time()
-        usage = generation.usage or Usage(prompt_tokens=None, completion_tokens=None)
+        usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         asked_at = generation.abort_requested_at
         self._telemetry.generation_ended(
             status=status,
@@ -198,6 +201,8 @@ class Runner:
             events=generation.seq + 1,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            usage_estimated=usage.estimated,
+            model=generation.model,
             finish_reason=generation.finish_reason,
             error_code=generation.error.code if generation.error else None,
             aborted_by=generation.aborted_by if status == "aborted" else None,
