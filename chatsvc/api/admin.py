@@ -367,25 +367,8 @@ def _table_configs() -> list[TableConfig]:
         TableConfig(
             ApiKey,
             menu_group="Users",
-            visible_columns=[
-                ApiKey.id,
-                ApiKey.owner,
-                ApiKey.name,
-                ApiKey.prefix,
-                ApiKey.created_at,
-                ApiKey.last_used_at,
-                ApiKey.expires_at,
-                ApiKey.revoked_at,
-            ],
-            visible_filters=[
-                ApiKey.owner,
-                ApiKey.name,
-                ApiKey.prefix,
-                ApiKey.created_at,
-                ApiKey.last_used_at,
-                ApiKey.expires_at,
-                ApiKey.revoked_at,
-            ],
+            visible_columns=[ApiKey.id, *_KEY_FILTERS],
+            visible_filters=list(_KEY_FILTERS),
             order_by=[OrderBy(ApiKey.created_at, ascending=False)],
             validators=Validators(
                 every=[superuser_validators, _no_secret_columns, _keys_not_made_here]
@@ -402,6 +385,18 @@ def _table_configs() -> list[TableConfig]:
             validators=read_only,
         ),
     ]
+
+
+#: What the admin filters API keys by, and shows of them besides the id (never the hash).
+_KEY_FILTERS = (
+    ApiKey.owner,
+    ApiKey.name,
+    ApiKey.prefix,
+    ApiKey.created_at,
+    ApiKey.last_used_at,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+)
 
 
 def _field_names(body: bytes) -> str | None:
