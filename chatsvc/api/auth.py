@@ -9,9 +9,11 @@ from urllib.parse import parse_qs
 
 import msgspec
 from litestar import Request, get, post
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.params import JSONBody
 from litestar.security.jwt import Token
 
 from chatsvc.accounts import Accounts
@@ -45,7 +47,9 @@ from chatsvc.wire import (
     ),
 )
 async def register(
-    request: Request[Any, Any, Any], data: RegisterRequest, accounts: Accounts
+    request: Request[Any, Any, Any],
+    data: JSONBody[RegisterRequest],
+    accounts: NamedDependency[Accounts],
 ) -> User:
     """Create an account (when `ALLOW_REGISTRATION` is on). A taken username is `409`."""
     return await accounts.register(data.username, data.password, address=client_address(request))
@@ -128,9 +132,9 @@ async def _read_login(request: Request[Any, Any, Any]) -> LoginRequest:
 )
 async def login(
     request: Request[Any, Any, Any],
-    accounts: Accounts,
-    sessions: Sessions,
-    tokens: TokenIssuer,
+    accounts: NamedDependency[Accounts],
+    sessions: NamedDependency[Sessions],
+    tokens: NamedDependency[TokenIssuer],
 ) -> AccessToken:
     """Exchange a username and password for an access token and a refresh token (a new
     session). Wrong credentials are `401`."""
@@ -163,7 +167,10 @@ async def login(
     ),
 )
 async def refresh(
-    request: Request[Any, Any, Any], data: RefreshRequest, sessions: Sessions, tokens: TokenIssuer
+    request: Request[Any, Any, Any],
+    data: JSONBody[RefreshRequest],
+    sessions: NamedDependency[Sessions],
+    tokens: NamedDependency[TokenIssuer],
 ) -> AccessToken:
     """Exchange a refresh token, once, for a new pair. Presenting it again ends the session."""
     session = await sessions.refresh(data.refresh_token, address=client_address(request))
@@ -181,7 +188,7 @@ async def refresh(
     operation_class=PublicOperation,
     responses=errors(400, 415, 429, 503),
 )
-async def logout(data: RefreshRequest, sessions: Sessions) -> None:
+async def logout(data: JSONBody[RefreshRequest], sessions: NamedDependency[Sessions]) -> None:
     """Revoke the session of this refresh token; its access tokens expire on their own."""
     await sessions.end(data.refresh_token)
 
@@ -196,7 +203,9 @@ async def logout(data: RefreshRequest, sessions: Sessions) -> None:
     response_description="Every session ended, every token refused, open sockets closed.",
     responses=errors(*PROTECTED),
 )
-async def logout_all(request: Request[AuthUser, Any, Any], sessions: Sessions) -> None:
+async def logout_all(
+    request: Request[AuthUser, Any, Any], sessions: NamedDependency[Sessions]
+) -> None:
     """Revoke every refresh token and every access token of the user (this one too); their
     open WebSockets close with 4401."""
     await sessions.end_all(request.user, address=client_address(request))
@@ -220,9 +229,9 @@ async def logout_all(request: Request[AuthUser, Any, Any], sessions: Sessions) -
 )
 async def change_password(
     request: Request[AuthUser, Token, Any],
-    data: PasswordChange,
-    sessions: Sessions,
-    tokens: TokenIssuer,
+    data: JSONBody[PasswordChange],
+    sessions: NamedDependency[Sessions],
+    tokens: NamedDependency[TokenIssuer],
 ) -> AccessToken:
     """Set a new password (checked as at registration) given the current one. Every other
     session ends (its tokens refused, its sockets closed); this one goes on with the pair
@@ -245,7 +254,7 @@ async def change_password(
     response_description="The token's user, with today's tokens against the daily budget.",
     responses=errors(*PROTECTED),
 )
-async def me(request: Request[AuthUser, Any, Any], quotas: Quotas) -> User:
+async def me(request: Request[AuthUser, Any, Any], quotas: NamedDependency[Quotas]) -> User:
     """The user the token belongs to, and `daily_tokens`: the tokens of the replies they
     started today (UTC) against their daily budget (null: no limit), and when it resets."""
     user = request.user

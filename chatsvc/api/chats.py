@@ -8,10 +8,11 @@ from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatsvc.api.openapi import PROTECTED, errors
@@ -55,15 +56,15 @@ SSE_BUFFER = 4096
 TREE_PATCH_MAX_BYTES = 512_000
 
 AuthRequest = Request[AuthUser, Any, Any]
-ChatId = Annotated[UUID, Parameter(description="The chat's UUID.")]
-MessageId = Annotated[UUID, Parameter(description="The message's UUID.")]
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Items per page, 1-200.")]
+ChatId = Annotated[UUID, PathParameter(description="The chat's UUID.")]
+MessageId = Annotated[UUID, PathParameter(description="The message's UUID.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Items per page, 1-200.")]
 CursorParam = Annotated[
-    str | None, Parameter(max_length=200, description="`next_cursor` of the previous page.")
+    str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
 ]
 Query = Annotated[
     str | None,
-    Parameter(
+    QueryParameter(
         min_length=1,
         max_length=200,
         pattern=NO_NUL,
@@ -118,11 +119,11 @@ class ChatController(Controller):
     async def create_chat(
         self,
         request: AuthRequest,
-        data: ChatCreate,
-        chats: Chats,
-        launcher: Launcher,
-        events: ChatEvents,
-        settings: Settings,
+        data: JSONBody[ChatCreate],
+        chats: NamedDependency[Chats],
+        launcher: NamedDependency[Launcher],
+        events: NamedDependency[ChatEvents],
+        settings: NamedDependency[Settings],
     ) -> Response[Chat]:
         """Create a chat. With `content`, start it with that message: the answer is then the
         chat and the reply, as sending a message answers (waiting, or Server-Sent Events
@@ -164,7 +165,7 @@ class ChatController(Controller):
     async def list_chats(
         self,
         request: AuthRequest,
-        chats: Chats,
+        chats: NamedDependency[Chats],
         limit: Limit = 50,
         cursor: CursorParam = None,
         q: Query = None,
@@ -181,7 +182,11 @@ class ChatController(Controller):
         responses=errors(*PROTECTED, 400, 404),
     )
     async def get_chat(
-        self, request: AuthRequest, chat_id: ChatId, chats: Chats, limit: Limit = 100
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        chats: NamedDependency[Chats],
+        limit: Limit = 100,
     ) -> ChatWithMessages:
         """A chat with the newest `limit` messages of its active branch, oldest first;
         `messages_next_cursor`, passed as `before` to `GET /api/chats/{chat_id}/messages`,
@@ -199,7 +204,7 @@ class ChatController(Controller):
         self,
         request: AuthRequest,
         chat_id: ChatId,
-        chats: Chats,
+        chats: NamedDependency[Chats],
         limit: Limit = 100,
         before: CursorParam = None,
         whole_tree: Annotated[
@@ -226,7 +231,11 @@ class ChatController(Controller):
         responses=errors(*PROTECTED, 400, 404, 415),
     )
     async def set_active(
-        self, request: AuthRequest, chat_id: ChatId, data: ActiveBranch, chats: Chats
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        data: JSONBody[ActiveBranch],
+        chats: NamedDependency[Chats],
     ) -> Chat:
         """Make the newest branch under `message_id` the one shown and continued; the chat's
         subscribers get `chat_updated`."""
@@ -264,9 +273,9 @@ class ChatController(Controller):
         request: AuthRequest,
         chat_id: ChatId,
         message_id: MessageId,
-        launcher: Launcher,
-        events: ChatEvents,
-        settings: Settings,
+        launcher: NamedDependency[Launcher],
+        events: NamedDependency[ChatEvents],
+        settings: NamedDependency[Settings],
     ) -> Response[MessageReply]:
         """A new reply in place of the assistant message `message_id` (whatever its status):
         its sibling, answering the same user message with the same history, and the
@@ -286,7 +295,11 @@ class ChatController(Controller):
         responses=errors(*PROTECTED, 400, 404, 415, 422, meaning={422: _MODEL_NOT_OFFERED}),
     )
     async def update_chat(
-        self, request: AuthRequest, chat_id: ChatId, data: ChatUpdate, chats: Chats
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        data: JSONBody[ChatUpdate],
+        chats: NamedDependency[Chats],
     ) -> Chat:
         """Change the title, system prompt, model or sampling settings (`temperature`,
         `top_p`, `max_tokens`); fields left out stay as they are, `null` returns one to the
@@ -300,7 +313,9 @@ class ChatController(Controller):
         response_description="The tree and its version.",
         responses=errors(*PROTECTED, 400, 404),
     )
-    async def get_tree(self, request: AuthRequest, chat_id: ChatId, trees: Trees) -> Tree:
+    async def get_tree(
+        self, request: AuthRequest, chat_id: ChatId, trees: NamedDependency[Trees]
+    ) -> Tree:
         """The chat's workspace tree (docs/protocol.md section 5): the root node and its version."""
         return await trees.get(request.user.id, chat_id)
 
@@ -330,7 +345,11 @@ class ChatController(Controller):
         exception_handlers={ValidationException: invalid_patch},
     )
     async def patch_tree(
-        self, request: AuthRequest, chat_id: ChatId, data: TreePatch, trees: Trees
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        data: JSONBody[TreePatch],
+        trees: NamedDependency[Trees],
     ) -> Tree:
         """Apply an RFC 6902 JSON Patch (paths start with `/root`) against `version`: all of
         it or nothing. Every subscriber of the chat gets the change as `tree_update`."""
@@ -372,10 +391,10 @@ class ChatController(Controller):
         self,
         request: AuthRequest,
         chat_id: ChatId,
-        data: MessageCreate,
-        launcher: Launcher,
-        events: ChatEvents,
-        settings: Settings,
+        data: JSONBody[MessageCreate],
+        launcher: NamedDependency[Launcher],
+        events: NamedDependency[ChatEvents],
+        settings: NamedDependency[Settings],
     ) -> Response[MessageReply]:
         """Send a message and generate the reply.
 
@@ -408,7 +427,11 @@ class ChatController(Controller):
         ),
     )
     async def abort(
-        self, request: AuthRequest, chat_id: ChatId, chats: Chats, generations: Generations
+        self,
+        request: AuthRequest,
+        chat_id: ChatId,
+        chats: NamedDependency[Chats],
+        generations: NamedDependency[Generations],
     ) -> AbortResult:
         """Stop the reply being generated in the chat (started by any of your sockets or
         requests); answers with the stored partial reply, or `409 not_running`."""
@@ -427,7 +450,9 @@ class ChatController(Controller):
         response_description="Deleted.",
         responses=errors(*PROTECTED, 400, 404),
     )
-    async def delete_chat(self, request: AuthRequest, chat_id: ChatId, chats: Chats) -> None:
+    async def delete_chat(
+        self, request: AuthRequest, chat_id: ChatId, chats: NamedDependency[Chats]
+    ) -> None:
         """Delete a chat and its messages."""
         await chats.delete(request.user.id, chat_id)
 
@@ -442,8 +467,8 @@ class ChatController(Controller):
 )
 async def list_user_chats(
     request: AuthRequest,
-    user_id: Annotated[int, Parameter(ge=1, le=2**31 - 1, description="The user's id.")],
-    chats: Chats,
+    user_id: Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="The user's id.")],
+    chats: NamedDependency[Chats],
     limit: Limit = 50,
     cursor: CursorParam = None,
     q: Query = None,
@@ -462,7 +487,7 @@ async def list_user_chats(
     response_description="The models offered, and the default of chats whose `model` is null.",
     responses=errors(*PROTECTED),
 )
-async def list_models(chats: Chats) -> ModelList:
+async def list_models(chats: NamedDependency[Chats]) -> ModelList:
     """The values `model` of a chat may take (the server's `MODELS`); any other is `422`."""
     return chats.models()
 

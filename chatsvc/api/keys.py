@@ -10,14 +10,15 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 
 from chatsvc.api.openapi import PROTECTED, errors
 from chatsvc.api.security import AuthUser, login_token_only
 from chatsvc.keys import ApiKeys
 from chatsvc.wire import ApiKeyCreate, ApiKeyList, NewApiKey
 
-KeyId = Annotated[UUID, Parameter(description="The key's id (not the key).")]
+KeyId = Annotated[UUID, PathParameter(description="The key's id (not the key).")]
 AuthRequest = Request[AuthUser, Any, Any]
 _KEYS_NEED_LOGIN = {403: "Sent with an API key: keys are managed with a login token (`forbidden`)."}
 
@@ -44,7 +45,7 @@ class ApiKeyController(Controller):
         ),
     )
     async def create_key(
-        self, request: AuthRequest, data: ApiKeyCreate, keys: ApiKeys
+        self, request: AuthRequest, data: JSONBody[ApiKeyCreate], keys: NamedDependency[ApiKeys]
     ) -> NewApiKey:
         """Make a key that acts as you (`Authorization: Bearer csk_...`) on every route and
         on `/ws`. The answer holds the key itself, which is never shown again."""
@@ -56,7 +57,7 @@ class ApiKeyController(Controller):
         response_description="Your keys not revoked, newest first (never the keys themselves).",
         responses=errors(*PROTECTED, 403, meaning=_KEYS_NEED_LOGIN),
     )
-    async def list_keys(self, request: AuthRequest, keys: ApiKeys) -> ApiKeyList:
+    async def list_keys(self, request: AuthRequest, keys: NamedDependency[ApiKeys]) -> ApiKeyList:
         """Name, prefix, creation, last use and expiry of each key."""
         return await keys.list(request.user.id)
 
@@ -68,7 +69,9 @@ class ApiKeyController(Controller):
         response_description="Revoked: refused from now on, its open sockets closed (4401).",
         responses=errors(*PROTECTED, 400, 403, 404, meaning=_KEYS_NEED_LOGIN),
     )
-    async def revoke_key(self, request: AuthRequest, key_id: KeyId, keys: ApiKeys) -> None:
+    async def revoke_key(
+        self, request: AuthRequest, key_id: KeyId, keys: NamedDependency[ApiKeys]
+    ) -> None:
         """Revoke one of your keys at once, on every instance. Another user's key, or one
         revoked already, is `404`."""
         await keys.revoke(key_id, owner=request.user.id, by="owner")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from typing import Literal
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -49,7 +50,7 @@ async def health() -> Health:
         )
     },
 )
-async def ready(services: Services) -> Response[Readiness]:
+async def ready(services: NamedDependency[Services]) -> Response[Readiness]:
     """Readiness: a real round trip to the database and to the event bus (`503` while
     either is unreachable), and the state of the upstream circuit breaker."""
     database = await _check("database", ping(services.engine))
@@ -71,7 +72,7 @@ async def _check(name: str, round_trip: Awaitable[None]) -> Literal["ok", "unava
 
 
 @get("/metrics", exclude_from_auth=True, include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
-async def metrics(services: Services) -> bytes:
+async def metrics(services: NamedDependency[Services]) -> bytes:
     """Prometheus text: Litestar's HTTP metrics, then chatsvc's own."""
     services.telemetry.set_circuit(services.provider.circuit_state)
     return generate_latest(REGISTRY) + services.telemetry.render()

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 
 from chatsvc import usage
 from chatsvc.api.openapi import PROTECTED, errors
@@ -47,19 +47,19 @@ async def get_usage(
     ] = None,
     to: Annotated[
         date | None,
-        Parameter(description=f"{_DAY}: the last day counted (included); default: today."),
+        QueryParameter(description=f"{_DAY}: the last day counted (included); default: today."),
     ] = None,
     group_by: Annotated[
         UsageGrouping,
-        Parameter(description="`day` (UTC, oldest first), `chat` or `model` (largest first)."),
+        QueryParameter(description="`day` (UTC, oldest first), `chat` or `model` (largest first)."),
     ] = "day",
     user_id: Annotated[
         int | None,
-        Parameter(ge=1, le=MAX_USER_ID, description="Another user's id (superusers only)."),
+        QueryParameter(ge=1, le=MAX_USER_ID, description="Another user's id (superusers only)."),
     ] = None,
     limit: Annotated[
         int,
-        Parameter(ge=1, le=usage.MAX_GROUPS, description="Groups listed at most."),
+        QueryParameter(ge=1, le=usage.MAX_GROUPS, description="Groups listed at most."),
     ] = usage.DEFAULT_GROUPS,
 ) -> UsageReport:
     """Tokens of your replies that ended (`prompt`, `completion`, `total`), how many

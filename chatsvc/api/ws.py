@@ -34,6 +34,7 @@ import anyio
 import anyio.abc
 import msgspec
 from litestar import WebSocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketListener, WebsocketListenerRouteHandler, websocket_listener
 from litestar.security.jwt import Token
@@ -465,7 +466,9 @@ class ChatSocket(WebsocketListener):
         return handler
 
     @asynccontextmanager
-    async def connection(self, socket: FrameSocket, services: Services) -> AsyncGenerator[None]:
+    async def connection(
+        self, socket: FrameSocket, services: NamedDependency[Services]
+    ) -> AsyncGenerator[None]:
         session = SocketSession(socket, services)
         socket.chat_session = session
         async with session.open():
