@@ -8,7 +8,9 @@ import time
 import jwt
 import pytest
 
+from chatsvc.settings import load_settings
 from tests.support import JWT_SECRET, PASSWORD, Server, User, unique_username
+from tests.support.servers import TEST_ACCESS_SECONDS
 
 PROTECTED_ROUTES = [
     ("GET", "/api/me"),
@@ -107,9 +109,10 @@ def test_login_with_json_and_with_oauth2_form(alice: User) -> None:
         assert body["token_type"] == "bearer"
         claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"])
         assert claims["sub"] == str(alice.id)
-        # 15 minutes by default, less the fraction of a second `exp` has no room for.
-        assert body["expires_in"] in (899, 900)
-        assert claims["exp"] - claims["iat"] in (899, 900)
+        # JWT_TTL_SECONDS, less the fraction of a second `exp` has no room for.
+        lifetime = (TEST_ACCESS_SECONDS - 1, TEST_ACCESS_SECONDS)
+        assert body["expires_in"] in lifetime
+        assert claims["exp"] - claims["iat"] in lifetime
         assert body["refresh_token"]
         assert body["refresh_expires_in"] == 30 * 86_400
         with alice.server.client(body["access_token"]) as client:
@@ -287,3 +290,10 @@ def test_a_login_takes_json_only_as_json(alice: User) -> None:
     assert as_text.status_code == 415, as_text.text
     assert as_form.status_code == 400, as_form.text  # read as a form: no fields
     assert as_json.status_code == 200, as_json.text
+
+
+def test_access_tokens_last_15_minutes_by_default() -> None:
+    """The default the test servers raise (tests/support/servers.py) for their long run."""
+    settings = load_settings({"JWT_SECRET": JWT_SECRET}, env_file=None)
+    assert settings.jwt_ttl_seconds == 15 * 60
+    assert settings.refresh_token_ttl_seconds == 30 * 86_400

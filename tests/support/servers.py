@@ -27,6 +27,8 @@ HIGH_LIMITS = {
 #: The model test servers offer besides their MODEL_NAME, ``fake-model``.
 OTHER_MODEL = "fake-model-large"
 SERVER_START_SECONDS = 60
+#: The access token lifetime of test servers (a day; the default is 15 minutes).
+TEST_ACCESS_SECONDS = 86_400
 
 
 def free_port() -> int:
@@ -102,6 +104,10 @@ def server_environment(db: Database, settings: Mapping[str, str]) -> dict[str, s
     # first reply: tests that count requests or frames would see them. Their tests turn
     # them on (tests/test_titles.py).
     defaults["AUTO_TITLES"] = "false"
+    # The session's users (`alice`, `bob`) log in once and keep that access token for the
+    # whole run, which lasts longer than the default 15 minutes; the tests of expiry and
+    # renewal set their own lifetime (tests/test_sessions.py, test_web_sessions.py).
+    defaults["JWT_TTL_SECONDS"] = str(TEST_ACCESS_SECONDS)
     # The suite makes many requests from one address; the limit tests lower these.
     return {**defaults, **HIGH_LIMITS, **settings}
 
