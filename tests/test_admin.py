@@ -310,8 +310,8 @@ def test_no_admin_response_carries_a_password_hash(
         "instance",
         "message",
         "piccolo_user",
-        "user_quota",
         "user_daily_usage",
+        "user_quota",
         "user_usage",
     ]
 
