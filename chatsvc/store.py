@@ -698,7 +698,9 @@ async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerato
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
         admit([row["chat"] for row in running], chat_id, per_user_cap)
         if (quota := admission.quota) is not None:
-            quota.check(await spent(owner, quota.day[0], chat_id))
+            # The chat's sum reads every reply of the chat: only when there is a chat budget.
+            counted = chat_id if quota.chat is not None else None
+            quota.check(await spent(owner, quota.day[0], counted))
         yield
 
 
