@@ -79,13 +79,15 @@ def assert_protected(response: httpx.Response) -> None:
     assert "frame-ancestors 'none'" in policies[0], (where, policies)
 
 
-def test_every_route_answers_with_the_security_headers(server: Server, alice: User) -> None:
+def test_every_route_answers_with_the_security_headers(server: Server, fresh_user: User) -> None:
+    """With a user of its own: the walk sends every method of every route, and
+    `POST /api/auth/logout-all` among them revokes that user's tokens."""
     routes = app_routes(server)
     kinds = {str(r["kind"]) for r in routes}
     assert kinds == {"http", "websocket", "asgi"}, kinds
     statuses: set[int] = set()
     checked = 0
-    for token in (None, alice.token):
+    for token in (None, fresh_user.token):
         with server.client(token) as client:
             for route in routes:
                 # A WebSocket route and the admin's mount answer plain HTTP requests too.
