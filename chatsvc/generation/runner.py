@@ -116,9 +116,9 @@ class Runner:
         ``run`` calls it however the conversation ended, cancelled or not."""
         status = ending.status
         # A reply no model server accepted (unreachable, refused, circuit open) cost nothing.
-        generation.usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
+        usage = generation.usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         try:
-            reply = await self._store_end(generation, ending)
+            reply = await self._store_end(generation, ending, usage)
         except anyio.get_cancelled_exc_class():  # stopped while waiting to try again
             generation.finished.set()
             raise
@@ -139,16 +139,17 @@ class Runner:
             frame = frames.interrupted(generation.task_id, generation.chat_id)
             self._events.publish_remote(generation.chat_id, event_of(frame))
         generation.finished.set()
-        self._tell_telemetry(generation, status)
+        self._tell_telemetry(generation, status, usage)
         if status == "complete" and generation.reply is not None and self._completed:
             self._completed(generation)
 
-    async def _store_end(self, generation: Generation, ending: Ending) -> MessageRecord | None:
+    async def _store_end(
+        self, generation: Generation, ending: Ending, usage: Usage
+    ) -> MessageRecord | None:
         """The reply's one final write. When the database cannot take it in time, it is
         tried again (backing off, each try shielded) until it lands or ``END_RETRY_SECONDS``
         pass: the reply stays registered meanwhile, and is announced once, when stored.
         A stop cancels the waiting between tries; the next start recovers the reply."""
-        usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         give_up_at = anyio.current_time() + END_RETRY_SECONDS
         pause = END_RETRY_FIRST_PAUSE
         attempt = 0
@@ -187,10 +188,9 @@ class Runner:
             await anyio.sleep(pause)
             pause = min(pause * 2, END_RETRY_MAX_PAUSE)
 
-    def _tell_telemetry(self, generation: Generation, status: Status) -> None:
+    def _tell_telemetry(self, generation: Generation, status: Status, usage: Usage) -> None:
         """The audit line and the metrics of the reply's end."""
         now = anyio.current_time()
-        usage = generation.usage or Usage(prompt_tokens=0, completion_tokens=0)
         asked_at = generation.abort_requested_at
         self._telemetry.generation_ended(
             status=status,
