@@ -180,14 +180,16 @@ def test_hostile_markdown_and_html_run_nothing_and_load_nothing(
     expect(reply.locator(":scope > .body")).to_contain_text("<script>window.__pwned=1</script>")
     for tag in ("script", "img", "svg", "iframe", "object", "form", "style", "link", "meta"):
         expect(messages.locator(f".body {tag}")).to_have_count(0)
-    assert messages.evaluate(
+    handlers = messages.evaluate(
         """(box) => [...box.querySelectorAll(".body *")].flatMap((node) =>
              [...node.attributes].map((a) => a.name).filter((name) => name.startsWith("on")))"""
-    ) == []
+    )
+    assert handlers == []
     hrefs = messages.evaluate(
         """(box) => [...box.querySelectorAll(".body a[href]")].map((a) => a.href)"""
     )
-    assert hrefs and all(re.match(r"(https?:|mailto:)", href) for href in hrefs), hrefs
+    assert hrefs
+    assert all(re.match(r"(https?:|mailto:)", href) for href in hrefs), hrefs
     assert "http://198.51.100.7/pixel.gif" in hrefs  # the remote image, as a link
     for name in ("a js link", "an entity link", "a spaced link", "a data link"):
         link = reply.locator(".body a", has_text=name)
@@ -237,7 +239,8 @@ def test_streaming_keeps_finished_blocks_and_shows_an_open_fence_as_code(
           highlighted: Boolean(pre && pre.querySelector("code span.hljs-keyword")),
         };
     }"""
-    result = page.evaluate(render, ["Intro line.\n\nsecond", "Intro line.\n\n```python\nimport os\nfor"])
+    texts = ["Intro line.\n\nsecond", "Intro line.\n\n```python\nimport os\nfor"]
+    result = page.evaluate(render, texts)
     assert result == {
         "same": True,
         "count": 2,
