@@ -85,9 +85,11 @@ FEATURES = "\n".join(
 
 
 def watch(page: Page) -> dict[str, list[Any]]:
-    """Records on `page` every request, dialog and CSP violation, and any payload's flag."""
-    seen: dict[str, list[Any]] = {"requests": [], "dialogs": []}
+    """Records on `page` every request, dialog, script error and CSP violation."""
+    seen: dict[str, list[Any]] = {"requests": [], "dialogs": [], "errors": []}
     page.on("request", lambda request: seen["requests"].append(request))
+    page.on("pageerror", lambda error: seen["errors"].append(str(error)))
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda dialog: (seen["dialogs"].append(dialog.message), dialog.dismiss()))
     page.add_init_script(
         """
@@ -161,6 +163,7 @@ def test_markdown_renders_with_highlighted_code_and_safe_links(
     # The user's own message is rendered the same way.
     expect(page.locator(USER).last.locator(":scope > .body h2")).to_have_text("A heading")
     assert page.evaluate("window.__violations") == []
+    assert seen["errors"] == []
     assert foreign(seen["requests"], echo_server) == []
 
 
@@ -201,6 +204,7 @@ def test_hostile_markdown_and_html_run_nothing_and_load_nothing(
     assert page.evaluate("window.__pwned") is None
     assert seen["dialogs"] == []
     assert page.evaluate("window.__violations") == []
+    assert seen["errors"] == []  # no script error, no blocked inline script (CSP report)
     assert foreign(seen["requests"], echo_server) == []
     assert len(page.context.pages) == 1  # no tab opened
 

@@ -65,7 +65,7 @@ const ALLOWED_TAGS = [
   "a", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
   "hr", "i", "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th",
   "thead", "tr", "ul",
-]; // prettier-ignore
+];
 const ALLOWED_ATTR = ["href", "title", "class", "start", "align", "data-language"];
 
 /** A sanitiser of its own, so the hooks below touch no other user of DOMPurify. */
@@ -98,7 +98,14 @@ const sources = new WeakMap();
  */
 export function renderText(text, previous = null) {
   const body = previous || el("div", { class: "body" });
-  const tokens = markdown.lexer(text);
+  let tokens;
+  try {
+    tokens = markdown.lexer(text);
+  } catch {
+    // Not expected of marked; should it happen, the text is still shown, as text.
+    body.replaceChildren(el("p", { text }));
+    return body;
+  }
   const blocks = tokens.filter((token) => token.type !== "space" && token.type !== "def");
   const old = [...body.children];
   blocks.forEach((token, index) => {

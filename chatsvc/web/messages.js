@@ -179,7 +179,7 @@ export function renderMessage(entry) {
     const shown = node.querySelector(":scope > details.reasoning");
     const thinking = el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
     thinking.open = Boolean(shown && shown.open);
-    thinking.append(renderText(message.reasoning));
+    thinking.append(renderText(message.reasoning, shown && shown.querySelector(":scope > .body")));
     parts.push(thinking);
   }
   const busy = isRunning();
