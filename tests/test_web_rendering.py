@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, Request, expect
 
+from tests.browser import screenshot
 from tests.support import Server, register_and_login
 from tests.test_web_client import ASSISTANT, USER, log_in, send
 
@@ -162,6 +163,16 @@ def test_markdown_renders_with_highlighted_code_and_safe_links(
     assert code.text_content() == 'def greet(name):\n    return f"hello {name}"'
     # The user's own message is rendered the same way.
     expect(page.locator(USER).last.locator(":scope > .body h2")).to_have_text("A heading")
+    screenshot(page, "web-rendering")
+    # Colours come from markdown.css's variables, with a dark set.
+    keyword = code.locator("span.hljs-keyword").first
+    colour = "(node) => getComputedStyle(node).color"
+    page.emulate_media(color_scheme="light")
+    light = keyword.evaluate(colour)
+    page.emulate_media(color_scheme="dark")
+    dark = keyword.evaluate(colour)
+    assert light == "rgb(179, 38, 30)"  # --hl-keyword
+    assert dark == "rgb(255, 123, 114)"
     assert page.evaluate("window.__violations") == []
     assert seen["errors"] == []
     assert foreign(seen["requests"], echo_server) == []
