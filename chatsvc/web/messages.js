@@ -179,22 +179,35 @@ export function renderMessage(entry) {
     const shown = node.querySelector(":scope > details.reasoning");
     const thinking = el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
     thinking.open = Boolean(shown && shown.open);
-    thinking.append(renderText(message.reasoning));
+    thinking.append(renderText(message.reasoning, shown && shown.querySelector(":scope > .body")));
     parts.push(thinking);
   }
   const busy = isRunning();
   node.classList.toggle("editing", Boolean(entry.editing));
   if (entry.editing) parts.push(messageEditor(message.id, entry.draft, busy, entry.sending));
-  else parts.push(renderText(message.content || ""));
+  else parts.push(renderText(message.content || "", node.querySelector(":scope > .body")));
   const note = entry.note || STATUS_NOTES[status] || (cut && cut.note);
   if (note) parts.push(el("p", { class: "note", text: note }));
   if (cut) parts.push(continueButton());
   const actions = entry.editing ? null : messageActions(message, status, busy);
   if (actions) parts.push(actions);
   const focused = node.contains(document.activeElement) && document.activeElement.dataset.action;
-  node.replaceChildren(...parts);
+  placeChildren(node, parts);
   if (focused) node.querySelector(`button[data-action="${focused}"]`)?.focus(); // kept
   if (stick) scrollToEnd();
+}
+
+/**
+ * `node.replaceChildren(...parts)`, but a part already in its place stays put: the text
+ * of a streaming reply (redrawn in place by renderText) keeps its selection and scroll.
+ */
+function placeChildren(node, parts) {
+  const keep = new Set(parts);
+  for (const child of [...node.childNodes]) if (!keep.has(child)) child.remove();
+  parts.forEach((part, index) => {
+    const current = node.childNodes[index];
+    if (current !== part) node.insertBefore(part, current || null);
+  });
 }
 
 /** "Continue" (composer.js sends it); shown (app.css) on the newest message only. */
@@ -205,7 +218,10 @@ function continueButton() {
 const dirty = new Set();
 let renderTimer = null;
 
-/** Coalesces the re-rendering of streaming replies: at most one pass per ~16 ms. */
+/**
+ * Coalesces the re-rendering of streaming replies: at most one pass per ~16 ms (a timer,
+ * not an animation frame: a tab in the background keeps its replies up to date).
+ */
 export function scheduleRender(entry) {
   dirty.add(entry);
   if (renderTimer === null) {
