@@ -81,14 +81,16 @@ JOIN chat c ON c.id = h.chat_id LEFT JOIN message m ON m.id = h.message_id
 ORDER BY h.score DESC, h.hit_id
 """
 #: SQLite's snippets, for the page's hits only: FTS5's auxiliary functions need the MATCH.
+#: ``CROSS JOIN`` keeps SQLite's join order: the page's rows first, each looked up in the
+#: index by rowid, not every row the words match.
 _SQLITE_MESSAGE_SNIPPETS = (
     "SELECT m.id AS id, snippet(message_search, 0, {{}}, {{}}, '…', 32) AS snippet "
-    "FROM message_search JOIN message m ON m.rowid = message_search.rowid "
+    "FROM message m CROSS JOIN message_search ON message_search.rowid = m.rowid "
     "WHERE message_search MATCH {{}} AND m.id IN ({ids})"
 )
 _SQLITE_TITLE_SNIPPETS = (
     "SELECT c.id AS id, highlight(chat_search, 0, {{}}, {{}}) AS snippet "
-    "FROM chat_search JOIN chat c ON c.rowid = chat_search.rowid "
+    "FROM chat c CROSS JOIN chat_search ON chat_search.rowid = c.rowid "
     "WHERE chat_search MATCH {{}} AND c.id IN ({ids})"
 )
 #: ``ts_headline`` options: a long message shows up to two fragments around the matches, a
