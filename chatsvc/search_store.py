@@ -42,24 +42,27 @@ class HitRow(Struct, frozen=True, kw_only=True):
 #: Keyset filter on (score descending, id ascending): the hits strictly after a page's last.
 _AFTER = "WHERE score < {} OR (score = {} AND hit_id > {})"
 
-_POSTGRES = """
-WITH q AS (SELECT websearch_to_tsquery('simple', {{}}) AS q),
-hits AS (
+#: The tsquery is written out at each use, not read from a CTE: PostgreSQL then estimates
+#: how many rows its words match (the GIN index's statistics) and picks the plan, the
+#: user's chats' messages for a word in most of them, the GIN index for a rarer one.
+_TSQUERY = "websearch_to_tsquery('simple', {{}})"
+_POSTGRES = f"""
+WITH hits AS (
     SELECT c.id AS chat_id, NULL::uuid AS message_id, c.id AS hit_id,
-           ts_rank(c.search, q.q, 1)::float8 AS score
-    FROM chat c, q WHERE c.owner = {{}} AND c.search @@ q.q
+           ts_rank(c.search, {_TSQUERY}, 1)::float8 AS score
+    FROM chat c WHERE c.owner = {{{{}}}} AND c.search @@ {_TSQUERY}
     UNION ALL
-    SELECT m.chat, m.id, m.id, ts_rank(m.search, q.q, 1)::float8
-    FROM message m JOIN chat c ON c.id = m.chat, q
-    WHERE c.owner = {{}} AND m.search @@ q.q
+    SELECT m.chat, m.id, m.id, ts_rank(m.search, {_TSQUERY}, 1)::float8
+    FROM message m JOIN chat c ON c.id = m.chat
+    WHERE c.owner = {{{{}}}} AND m.search @@ {_TSQUERY}
 ),
-page AS (SELECT * FROM hits {after} ORDER BY score DESC, hit_id LIMIT {{}})
+page AS (SELECT * FROM hits {{after}} ORDER BY score DESC, hit_id LIMIT {{{{}}}})
 SELECT p.chat_id, p.message_id, p.hit_id, p.score, c.title AS chat_title, m.role,
        COALESCE(m.created_at, c.created_at) AS created_at,
-       CASE WHEN m.id IS NULL OR length(m.content) <= {short}
-            THEN ts_headline('simple', COALESCE(m.content, c.title), q.q, {{}})
-            ELSE ts_headline('simple', m.content, q.q, {{}}) END AS snippet
-FROM page p JOIN chat c ON c.id = p.chat_id LEFT JOIN message m ON m.id = p.message_id, q
+       CASE WHEN m.id IS NULL OR length(m.content) <= {{short}}
+            THEN ts_headline('simple', COALESCE(m.content, c.title), {_TSQUERY}, {{{{}}}})
+            ELSE ts_headline('simple', m.content, {_TSQUERY}, {{{{}}}}) END AS snippet
+FROM page p JOIN chat c ON c.id = p.chat_id LEFT JOIN message m ON m.id = p.message_id
 ORDER BY p.score DESC, p.hit_id
 """
 
@@ -117,14 +120,20 @@ async def search(
     keyset: tuple[Any, ...] = (after[0], after[0], after[1]) if after else ()
     if current_engine().engine_type == "postgres":
         sql = _POSTGRES.format(after=_AFTER if after else "", short=SHORT)
+        q = websearch
         rows = await Message.raw(
             sql,
-            websearch,
+            q,
             owner,
+            q,
+            q,
             owner,
+            q,
             *keyset,
             limit,
+            q,
             _TITLE_HEADLINE.format(start, stop),
+            q,
             _HEADLINE.format(start, stop),
         )
         return [_hit(row, row["snippet"]) for row in rows]
