@@ -45,23 +45,24 @@ _AFTER = "WHERE score < {} OR (score = {} AND hit_id > {})"
 #: The tsquery is written out at each use, not read from a CTE: PostgreSQL then estimates
 #: how many rows its words match (the GIN index's statistics) and picks the plan, the
 #: user's chats' messages for a word in most of them, the GIN index for a rarer one.
-_TSQUERY = "websearch_to_tsquery('simple', {{}})"
-_POSTGRES = f"""
+_POSTGRES = """
 WITH hits AS (
     SELECT c.id AS chat_id, NULL::uuid AS message_id, c.id AS hit_id,
-           ts_rank(c.search, {_TSQUERY}, 1)::float8 AS score
-    FROM chat c WHERE c.owner = {{{{}}}} AND c.search @@ {_TSQUERY}
+           ts_rank(c.search, websearch_to_tsquery('simple', {{}}), 1)::float8 AS score
+    FROM chat c WHERE c.owner = {{}} AND c.search @@ websearch_to_tsquery('simple', {{}})
     UNION ALL
-    SELECT m.chat, m.id, m.id, ts_rank(m.search, {_TSQUERY}, 1)::float8
+    SELECT m.chat, m.id, m.id, ts_rank(m.search, websearch_to_tsquery('simple', {{}}), 1)::float8
     FROM message m JOIN chat c ON c.id = m.chat
-    WHERE c.owner = {{{{}}}} AND m.search @@ {_TSQUERY}
+    WHERE c.owner = {{}} AND m.search @@ websearch_to_tsquery('simple', {{}})
 ),
-page AS (SELECT * FROM hits {{after}} ORDER BY score DESC, hit_id LIMIT {{{{}}}})
+page AS (SELECT * FROM hits {after} ORDER BY score DESC, hit_id LIMIT {{}})
 SELECT p.chat_id, p.message_id, p.hit_id, p.score, c.title AS chat_title, m.role,
        COALESCE(m.created_at, c.created_at) AS created_at,
-       CASE WHEN m.id IS NULL OR length(m.content) <= {{short}}
-            THEN ts_headline('simple', COALESCE(m.content, c.title), {_TSQUERY}, {{{{}}}})
-            ELSE ts_headline('simple', m.content, {_TSQUERY}, {{{{}}}}) END AS snippet
+       CASE WHEN m.id IS NULL OR length(m.content) <= {short}
+            THEN ts_headline('simple', COALESCE(m.content, c.title),
+                             websearch_to_tsquery('simple', {{}}), {{}})
+            ELSE ts_headline('simple', m.content, websearch_to_tsquery('simple', {{}}), {{}})
+       END AS snippet
 FROM page p JOIN chat c ON c.id = p.chat_id LEFT JOIN message m ON m.id = p.message_id
 ORDER BY p.score DESC, p.hit_id
 """

@@ -16,7 +16,7 @@ from chatsvc.wire import SearchPage
 @get(
     "/api/search",
     tags=["search"],
-    operation_id="search",
+    operation_id="searchChats",
     summary="Search chat titles and messages",
     response_description="Hits best first, with a plain-text snippet and the matched ranges.",
     responses=errors(
