@@ -25,7 +25,8 @@ VERSION = "1.38.0"
 DESCRIPTION = "full-text search indexes over chat titles and message text"
 
 # 'simple': no stemming and no stop words, for text in any language, and the same words
-# as SQLite's unicode61 tokenizer finds (docs/operations.md, "Search indexes").
+# as SQLite's unicode61 tokenizer finds: both fold case and keep accents (PostgreSQL has
+# no accent folding without the unaccent extension), see docs/operations.md "Search indexes".
 POSTGRES = (
     "ALTER TABLE chat ADD COLUMN search tsvector "
     "GENERATED ALWAYS AS (to_tsvector('simple', title)) STORED",
@@ -43,7 +44,7 @@ POSTGRES_BACKWARDS = (
 
 _FTS = (
     "CREATE VIRTUAL TABLE {table}_search USING fts5({column}, content='{table}', "
-    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')"
+    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')"
 )
 _INDEX = "INSERT INTO {table}_search(rowid, {column}) SELECT {row}.rowid, {row}.{column} "
 _UNINDEX = (

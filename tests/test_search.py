@@ -98,6 +98,16 @@ def test_phrase_negation_and_or(server: Server, alice: User) -> None:
     assert set(message_ids(hits(alice, f"{c} OR {b}"))) == {ab, ba, only_c}
 
 
+def test_case_folds_accents_stay(server: Server, alice: User) -> None:
+    key = word()
+    chat = new_chat(alice)
+    accented = insert_message(server.db, chat, f"{key} CAFÉ Straße")
+    plain = insert_message(server.db, chat, f"{key} cafe strasse")
+    assert message_ids(hits(alice, f"{key} café")) == [accented]
+    assert message_ids(hits(alice, f"{key} Cafe")) == [plain]
+    assert marked(hits(alice, f"{key} café")[0]) == [key, "CAFÉ"]
+
+
 def test_never_another_users_text(server: Server, alice: User, bob: User) -> None:
     key = word()
     chat = new_chat(alice, f"title {key}")
