@@ -492,6 +492,32 @@ class MessagePage(_Wire):
     next_cursor: str | None = msgspec.field(default=None)
 
 
+# --- full-text search (issue 17, docs/protocol.md "Search") ---------------------------------
+
+
+class SearchHit(_Wire):
+    """A chat title or a message that matched `q`; `ranges` are `[start, end)` offsets in
+    Unicode code points of `snippet`, the words that matched."""
+
+    chat_id: UUID
+    chat_title: str
+    message_id: Annotated[
+        UUID | None, Meta(description="The message that matched; null: the chat's title did.")
+    ]
+    role: MessageRole | None
+    created_at: datetime
+    snippet: Annotated[str, Meta(description="Plain text around the match (never HTML).")]
+    ranges: list[tuple[int, int]]
+    score: Annotated[float, Meta(description="Higher: a better match (the engine's own scale).")]
+
+
+class SearchPage(_Wire):
+    """Hits best first (ties by id); `next_cursor`, passed as `cursor`, fetches the next ones."""
+
+    items: list[SearchHit]
+    next_cursor: str | None = msgspec.field(default=None)
+
+
 # --- operations -----------------------------------------------------------------
 
 

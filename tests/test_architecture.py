@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.quota_store",
             "chatsvc.key_store",
             "chatsvc.usage_store",
+            "chatsvc.search_store",
         },
     ),
     (
@@ -76,6 +77,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.quotas",
             "chatsvc.keys",
             "chatsvc.usage",
+            "chatsvc.search",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -112,6 +114,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.problems",
             "chatsvc.api.security",
             "chatsvc.api.usage",
+            "chatsvc.api.search",
             "chatsvc.api.web",
             "chatsvc.api.ws",
         },

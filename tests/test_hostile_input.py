@@ -946,6 +946,7 @@ def test_other_users_chat_answers_match_unknown_ones(hostile: Hostile) -> None:
 
 NUL_LOOKUPS = [
     pytest.param("GET", "/api/chats?q=zz%00{mark}", None, (), id="search"),
+    pytest.param("GET", "/api/search?q=zz%00{mark}", None, (), id="full-text-search"),
     pytest.param(
         "POST",
         "/api/auth/login",

@@ -15,14 +15,26 @@ from tests.support import Database, clean_environment, run_chatsvc
 
 TABLES = ("chat", "message", "token_version", "refresh_token", "user_quota", "api_key")
 
-CREATE_FROM_DEFINITIONS = """
+#: The full-text search objects (issue 17) are no Piccolo columns: the tables made from their
+#: definitions get them from the search migration's own ``create``, so both schemas compared
+#: hold them and the check still finds any other difference.
+SEARCH_MIGRATION = (
+    Path(__file__).resolve().parent.parent / "migrations/chatsvc_2026_12_06t20_30_00_000000.py"
+)
+
+CREATE_FROM_DEFINITIONS = f"""
 import asyncio
+import importlib.util
 from piccolo.apps.user.tables import BaseUser
 from piccolo.table import create_db_tables
 from chatsvc.tables import ApiKey, Chat, Message, RefreshToken, TokenVersion, UserQuota
-asyncio.run(
-    create_db_tables(BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey)
-)
+spec = importlib.util.spec_from_file_location("search_migration", {str(SEARCH_MIGRATION)!r})
+search = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(search)
+async def main():
+    await create_db_tables(BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey)
+    await search.create()
+asyncio.run(main())
 """
 
 
@@ -79,6 +91,15 @@ def _schema(db: Database) -> dict[str, dict]:
                 )
             }
         schema[table] = {"columns": columns, "indexes": indexes, "foreign": foreign}
+    if db.engine == "sqlite":  # the FTS5 tables and their triggers (issue 17)
+        schema["search"] = {
+            (r["type"], r["name"], r["sql"])
+            for r in db.query(
+                "SELECT type, name, sql FROM sqlite_master "
+                "WHERE name IN ('chat_search', 'message_search') "
+                "OR (type = 'trigger' AND name LIKE '%search%')"
+            )
+        }
     return schema
 
 
@@ -118,6 +139,13 @@ def test_migrations_match_the_table_definitions(
         assert got["indexes"] == {**want["indexes"], **composite}, table
         if table in ("chat", "message"):
             assert composite, f"{table} has no index for its list query"
+    if engine == "sqlite":
+        assert from_migrations["search"] == from_definitions["search"]
+        assert len(from_migrations["search"]) == 8  # 2 FTS5 tables, 3 triggers each
+    else:
+        for table in ("chat", "message"):
+            assert from_migrations[table]["columns"]["search"][0] == "tsvector"
+            assert from_migrations[table]["indexes"][f"{table}_search"] == ("search",)
 
 
 async def test_piccolo_sees_no_pending_changes() -> None:
@@ -385,3 +413,72 @@ def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
     again = run_chatsvc("migrate", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert usage()["aborted"] == (None, 4, True)
+
+
+def test_rows_stored_before_search_are_indexed(
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
+) -> None:
+    """Issue 17: the search migration indexes the titles and messages already stored
+    (empty ones are skipped), and backwards it leaves them untouched."""
+    import subprocess
+    import sys
+
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_search = "2026-12-06T17:41:08:000000"
+    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
+    back = subprocess.run(
+        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_search, "-y"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    chat, now = uuid.uuid4(), datetime.now(UTC)
+    db.query(
+        "INSERT INTO chat (id, owner, title, created_at, updated_at) "
+        "VALUES (?, ?, 'old zebra notes', ?, ?)",
+        chat,
+        owner,
+        now,
+        now,
+    )
+    for content in ("a zebra crossing", "", "nothing here"):
+        db.query(
+            "INSERT INTO message (id, chat, role, content, status, created_at) "
+            "VALUES (?, ?, 'user', ?, 'complete', ?)",
+            uuid.uuid4(),
+            chat,
+            content,
+            now,
+        )
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+
+    if engine == "sqlite":
+        found = db.query(
+            "SELECT m.content FROM message_search JOIN message m ON m.rowid = message_search.rowid "
+            "WHERE message_search MATCH 'zebra'"
+        )
+        titles = db.query("SELECT rowid FROM chat_search WHERE chat_search MATCH 'zebra'")
+        db.query("INSERT INTO message_search(message_search) VALUES ('integrity-check')")
+    else:
+        found = db.query(
+            "SELECT content FROM message WHERE search @@ websearch_to_tsquery('simple', 'zebra')"
+        )
+        titles = db.query(
+            "SELECT id FROM chat WHERE search @@ websearch_to_tsquery('simple', 'zebra')"
+        )
+    assert [row["content"] for row in found] == ["a zebra crossing"]
+    assert len(titles) == 1

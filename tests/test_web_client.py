@@ -592,12 +592,12 @@ def test_chat_list_search_rename_and_delete(server: Server, page: Page) -> None:
     expect(chats).to_have_count(3)
 
     search = page.get_by_label("Search chats")
-    search.fill("zebra")  # found in a message, not a title
+    search.fill("zebra")  # found in a message, not a title (tests/test_web_client_search.py)
     expect(chats).to_have_count(1)
-    expect(chats).to_have_text("Gamma")
+    expect(chats.locator(".hit-title")).to_have_text("Gamma")
     search.fill("nothing like this")
     expect(chats).to_have_count(0)
-    expect(page.locator("#list-note")).to_contain_text("No chat matches")
+    expect(page.locator("#list-note")).to_contain_text("Nothing matches")
     search.fill("")
     expect(chats).to_have_count(3)
 

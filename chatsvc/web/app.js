@@ -49,7 +49,7 @@ function bind() {
   // The list and the messages are rendered again and again: their buttons are handled here.
   $("chat-list").addEventListener("click", (event) => {
     const item = event.target.closest("button") && event.target.closest("li[data-id]");
-    if (item) openChat(item.dataset.id);
+    if (item) openChat(item.dataset.id, item.dataset.message);
   });
   $("toggle-list").addEventListener("click", () => togglePanel("list"));
   $("toggle-tree").addEventListener("click", () => togglePanel("tree"));

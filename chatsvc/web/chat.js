@@ -41,10 +41,15 @@ export function route() {
   else if (!chatId) showChat(null, []);
 }
 
-export function openChat(chatId) {
+/** Opens the chat; with `messageId` (a search hit), shows that message (`jumpToHit`). */
+export function openChat(chatId, messageId = undefined) {
   $("app-view").classList.remove("list-open");
   $("toggle-list").setAttribute("aria-expanded", "false");
-  if (state.chat && state.chat.id === chatId) return;
+  state.hit = messageId ? { messageId, switched: false } : null;
+  if (state.chat && state.chat.id === chatId) {
+    if (!state.loading) jumpToHit();
+    return;
+  }
   if (state.chat) sendFrame({ action: "unsubscribe", chat_id: state.chat.id });
   clearError();
   const known = knownChat(chatId);
@@ -95,6 +100,40 @@ export async function loadChat(chatId) {
   for (const event of buffered) applyChatEvent(event);
   updateControls();
   restoreFocus();
+  jumpToHit();
+}
+
+/**
+ * The search hit wanted (`state.hit`) scrolled to and highlighted. A message not on the
+ * branch shown gets its branch made the active one first (`PUT .../active`, as choosing
+ * a version does): the chat is then drawn again on it, and this runs once more.
+ */
+async function jumpToHit() {
+  const hit = state.hit;
+  if (!hit || !state.chat) return;
+  const entry = state.messages.get(hit.messageId);
+  if (entry) {
+    state.hit = null;
+    for (const old of $("messages").querySelectorAll(".search-hit")) {
+      old.classList.remove("search-hit");
+    }
+    entry.node.classList.add("search-hit");
+    entry.node.scrollIntoView({ block: "center" });
+    return;
+  }
+  if (hit.switched) {
+    state.hit = null; // on the branch, but older than the messages shown
+    return;
+  }
+  hit.switched = true;
+  try {
+    const chatId = state.chat.id;
+    followChat(await api("PUT", `/api/chats/${chatId}/active`, { message_id: hit.messageId }));
+    if (!state.loading) state.hit = null;
+  } catch (error) {
+    state.hit = null;
+    showError(error.plain);
+  }
 }
 
 export function newChat() {

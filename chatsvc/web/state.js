@@ -15,6 +15,7 @@ export const state = {
   pending: new Map(), // request_id -> {content, chatId, editOf?} of messages sent, not yet stored
   newChatRequest: null, // request_id of the message that creates the chat on screen
   focusAfterLoad: null, // {messageId, action}: the version arrow to focus once shown
+  hit: null, // {messageId, switched}: the search hit to scroll to once its branch is shown
   wantedLeaf: null, // the active leaf a reload of the chat on screen is fetching the branch of
   requestCounter: 0,
 };
