@@ -47,18 +47,7 @@ class ServerPostgresEngine(PostgresEngine):
 
     def __init__(self, url: str, *, write_seconds: float) -> None:
         lock_timeout = str(max(1, round(write_seconds * 1000)))  # milliseconds
-        # Search (issue 17, docs/operations.md "Search indexes"): how many rows a query's words
-        # match decides its plan (the user's messages, or the GIN index), so every execution
-        # is planned with its values (a generic plan, which asyncpg's prepared statements get
-        # from the sixth run, took 5-10 times longer), and random_page_cost is that of SSDs
-        # and cached data (PostgreSQL's 4 is for disks; with it a common word scanned every
-        # message of every user).
-        settings = {
-            "lock_timeout": lock_timeout,
-            "random_page_cost": "1.1",
-            "plan_cache_mode": "force_custom_plan",
-        }
-        super().__init__(config={"dsn": url, "server_settings": settings})
+        super().__init__(config={"dsn": url, "server_settings": {"lock_timeout": lock_timeout}})
         self.write_seconds = write_seconds
 
 

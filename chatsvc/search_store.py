@@ -19,9 +19,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import anyio
+import asyncpg
 from msgspec import Struct
 
 from chatsvc.database import current_engine
+from chatsvc.errors import Overloaded
 from chatsvc.tables import Message
 from chatsvc.wire import MessageRole
 
@@ -84,6 +87,18 @@ FROM (SELECT * FROM hits {after} ORDER BY score DESC, hit_id LIMIT {{}}) h
 JOIN chat c ON c.id = h.chat_id LEFT JOIN message m ON m.id = h.message_id
 ORDER BY h.score DESC, h.hit_id
 """
+#: For this transaction only (docs/performance.md, "Search"): plan each run with its words
+#: (how common they are decides the plan; a generic plan, which asyncpg's prepared
+#: statements get from the sixth run, took 5-10 times longer), and price random reads as
+#: SSDs and cached data cost (with PostgreSQL's 4 a common word scanned every user's rows).
+#: A search ends on the server after ``SEARCH_SECONDS`` (its transaction is shielded from
+#: cancellation: a cancelled Piccolo transaction leaks its pool connection).
+SEARCH_SECONDS = 5.0
+_PLANNER = (
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "set_config('random_page_cost', '1.1', true), "
+    f"set_config('statement_timeout', '{round(SEARCH_SECONDS * 1000)}', true)"
+)
 #: SQLite's snippets, for the page's hits only: FTS5's auxiliary functions need the MATCH.
 #: ``CROSS JOIN`` keeps SQLite's join order: the page's rows first, each looked up in the
 #: index by rowid, not every row the words match.
@@ -119,24 +134,31 @@ async def search(
     """At most ``limit`` hits of ``owner``'s, best first (ties by id), after the keyset."""
     start, stop = markers
     keyset: tuple[Any, ...] = (after[0], after[0], after[1]) if after else ()
-    if current_engine().engine_type == "postgres":
+    engine = current_engine()
+    if engine.engine_type == "postgres":
         sql = _POSTGRES.format(after=_AFTER if after else "", short=SHORT)
         q = websearch
-        rows = await Message.raw(
-            sql,
-            q,
-            owner,
-            q,
-            q,
-            owner,
-            q,
-            *keyset,
-            limit,
-            q,
-            _TITLE_HEADLINE.format(start, stop),
-            q,
-            _HEADLINE.format(start, stop),
-        )
+        try:
+            with anyio.fail_after(2 * SEARCH_SECONDS, shield=True):
+                async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
+                    await Message.raw(_PLANNER)
+                    rows = await Message.raw(
+                        sql,
+                        q,
+                        owner,
+                        q,
+                        q,
+                        owner,
+                        q,
+                        *keyset,
+                        limit,
+                        q,
+                        _TITLE_HEADLINE.format(start, stop),
+                        q,
+                        _HEADLINE.format(start, stop),
+                    )
+        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+            raise Overloaded("the search took too long; try fewer or rarer words") from exc
         return [_hit(row, row["snippet"]) for row in rows]
     sql = _SQLITE.format(after=_AFTER if after else "")
     keyset = (after[0], after[0], str(after[1])) if after else ()
