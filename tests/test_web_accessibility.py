@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.accessibility import audit
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import Server, register_and_login
-from tests.test_web_client import ASSISTANT, composer, log_in, send
+from tests.test_web_client import ASSISTANT, composer, log_in, send, wait_for_partial_reply
 
 CODE_MESSAGE = (
     "How do I print 0 to 2?\n\nA `for` loop:\n\n```python\nfor i in range(3):\n"
@@ -302,7 +302,7 @@ def test_a_reply_is_announced_once_and_followed_only_from_the_bottom(
 
     # Stopped, a reply says so.
     send(page, f"again {directive(tokens=400, rate=20)}")
-    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "streaming")
+    wait_for_partial_reply(page, "t1 ")
     page.keyboard.press("Escape")
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "aborted")
     expect(announcer).to_contain_text("Assistant reply stopped: t0")

@@ -265,7 +265,7 @@ function announce(entry) {
   let text = (shown ? shown.textContent : message.content || "").trim();
   if (text.length > ANNOUNCED_CHARS) text = `${text.slice(0, ANNOUNCED_CHARS)}…`;
   const how = status === "complete" ? "replied" : `reply ${STATUS_MARKS[status] || status}`;
-  $("announcer").textContent = `Assistant ${how}: ${text}`;
+  $("announcer").textContent = text ? `Assistant ${how}: ${text}` : `Assistant ${how}.`;
 }
 
 const ANNOUNCED_CHARS = 4000; // a longer reply is read from the page itself
