@@ -293,7 +293,8 @@ def test_a_reply_is_announced_once_and_followed_only_from_the_bottom(
     expect(reply).to_have_attribute("aria-busy", "false")
     expect(announcer).to_contain_text("Assistant replied: t0")
     said = announcer.text_content() or ""  # a long reply: its start (the page has the rest)
-    assert said.endswith("…") and 4000 < len(said) < 4100, said[-80:]
+    assert said.endswith("…"), said[-80:]
+    assert 4000 < len(said) < 4100, len(said)
     assert at_bottom(page)
 
     send(page, f"short {directive(tokens=3)}")
