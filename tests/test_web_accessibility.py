@@ -297,9 +297,14 @@ def test_a_reply_is_announced_once_and_followed_only_from_the_bottom(
     assert 4000 < len(said) < 4100, len(said)
     assert at_bottom(page)
 
+    # Scrolled up, sending a message follows the conversation again.
+    messages.hover()
+    page.mouse.wheel(0, -600)
+    expect(page.get_by_role("button", name="Jump to latest")).to_be_visible()
     send(page, f"short {directive(tokens=3)}")
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "complete")
     expect(announcer).to_have_text("Assistant replied: t0 t1 t2")
+    assert at_bottom(page)
 
     # Stopped, a reply says so.
     send(page, f"again {directive(tokens=400, rate=20)}")
