@@ -18,17 +18,8 @@ import { autosize, send, sendText, stop } from "./composer.js";
 import { connectIfClosed, handle } from "./connection.js";
 import { askDelete, askRename, deleteChat, rename } from "./dialogs.js";
 import { $, clearError, showError } from "./dom.js";
-import { isRunning } from "./messages.js";
-
-/** Narrower screens show the chat list or the tree over the conversation: one at a time. */
-function togglePanel(name) {
-  const app = $("app-view");
-  const open = app.classList.toggle(`${name}-open`);
-  $(`toggle-${name}`).setAttribute("aria-expanded", String(open));
-  const other = name === "list" ? "tree" : "list";
-  app.classList.remove(`${other}-open`);
-  $(`toggle-${other}`).setAttribute("aria-expanded", "false");
-}
+import { followLatest, isRunning, jumpToLatest } from "./messages.js";
+import { bindShortcuts, onShortcut } from "./shortcuts.js";
 
 function bind() {
   onUnauthorized(signOut); // a session the server has ended
@@ -51,8 +42,7 @@ function bind() {
     const item = event.target.closest("button") && event.target.closest("li[data-id]");
     if (item) openChat(item.dataset.id, item.dataset.message);
   });
-  $("toggle-list").addEventListener("click", () => togglePanel("list"));
-  $("toggle-tree").addEventListener("click", () => togglePanel("tree"));
+  bindShortcuts(); // and the chat list's and the tree's toggles
   $("chat-settings").addEventListener("click", openSettings);
   $("settings-form").addEventListener("submit", (event) => {
     event.preventDefault(); // the panel stays open until the server took the change
@@ -76,6 +66,8 @@ function bind() {
   });
   $("stop-button").addEventListener("click", stop);
   const messages = $("messages");
+  messages.addEventListener("scroll", followLatest, { passive: true });
+  $("jump-latest").addEventListener("click", jumpToLatest);
   messages.addEventListener("click", (event) => {
     if (event.target.closest(".continue")) return sendText("Continue");
     const button = event.target.closest("button[data-action]");
@@ -102,6 +94,7 @@ function bind() {
   });
   document.addEventListener("keydown", (event) => {
     if (event.defaultPrevented) return; // the tree's or a message's editor took it
+    if (onShortcut(event)) return;
     if (event.key === "Escape" && !document.querySelector("dialog[open]") && isRunning()) {
       event.preventDefault();
       stop();

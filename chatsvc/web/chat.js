@@ -142,6 +142,8 @@ export function newChat() {
   state.live = null;
   state.newChatRequest = null;
   state.loading = false;
+  $("app-view").classList.remove("list-open"); // a narrow screen shows the conversation
+  $("toggle-list").setAttribute("aria-expanded", "false");
   if (location.hash) history.pushState(null, "", location.pathname);
   showChat(null, []);
   treePanel.show(null);

@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { isReady, sendFrame } from "./connection.js";
 import { $, clearError, showError } from "./dom.js";
-import { endLive, isRunning, showBusy } from "./messages.js";
+import { endLive, isRunning, scrollToEnd, showBusy } from "./messages.js";
 import { state } from "./state.js";
 import { PLAIN_WORDS, plainWords } from "./words.js";
 
@@ -69,7 +69,9 @@ export function sendText(content, edit = null) {
     chatId: frame.chat_id || null,
     editOf: edit ? edit.messageId : null,
   });
-  return sendFrame(frame);
+  const sent = sendFrame(frame);
+  if (sent) scrollToEnd(true); // whoever sends follows the conversation again
+  return sent;
 }
 
 export async function stop() {

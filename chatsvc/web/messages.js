@@ -158,7 +158,6 @@ export function upsertMessage(message, note) {
  */
 export function renderMessage(entry) {
   const { message, node } = entry;
-  const stick = nearEnd();
   const status = message.status || "complete";
   node.dataset.id = message.id;
   node.dataset.role = message.role;
@@ -194,7 +193,7 @@ export function renderMessage(entry) {
   const focused = node.contains(document.activeElement) && document.activeElement.dataset.action;
   placeChildren(node, parts);
   if (focused) node.querySelector(`button[data-action="${focused}"]`)?.focus(); // kept
-  if (stick) scrollToEnd();
+  if (following) scrollToEnd(true);
 }
 
 /**
@@ -240,10 +239,52 @@ export function nearEnd() {
   return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
 }
 
+// Whether the messages follow the newest text: while the reader is at the bottom. Only
+// the reader's scrolling changes it (text arriving never does), so a reader who scrolled
+// up to read stays where they are while a reply streams; back at the bottom, it follows.
+let following = true;
+let autoTop = 0; // where the page last scrolled them itself (its scroll events come later)
+
+/** On a scroll of the messages: following again at the bottom, not once scrolled up. */
+export function followLatest() {
+  const box = $("messages");
+  if (nearEnd()) following = true;
+  else if (box.scrollTop < autoTop - 2) following = false;
+  $("jump-latest").hidden = following;
+}
+
 export function scrollToEnd(force = false) {
   const box = $("messages");
-  if (force || nearEnd()) box.scrollTop = box.scrollHeight;
+  if (force || nearEnd()) {
+    box.scrollTop = box.scrollHeight;
+    autoTop = box.scrollTop;
+    following = true;
+    $("jump-latest").hidden = true;
+  }
 }
+
+/** "Jump to latest": to the bottom, following again, the focus back in the composer. */
+export function jumpToLatest() {
+  scrollToEnd(true);
+  $("message-input").focus();
+}
+
+/**
+ * Tells screen readers a reply that ended, once (the messages are no live region: a
+ * streaming reply would be read token by token). Its text as shown, without markup.
+ */
+function announce(entry) {
+  const { message, node } = entry;
+  if (message.role !== "assistant") return;
+  const status = message.status || "complete";
+  const shown = node.querySelector(":scope > .body");
+  let text = (shown ? shown.textContent : message.content || "").trim();
+  if (text.length > ANNOUNCED_CHARS) text = `${text.slice(0, ANNOUNCED_CHARS)}…`;
+  const how = status === "complete" ? "replied" : `reply ${STATUS_MARKS[status] || status}`;
+  $("announcer").textContent = text ? `Assistant ${how}: ${text}` : `Assistant ${how}.`;
+}
+
+const ANNOUNCED_CHARS = 4000; // a longer reply is read from the page itself
 
 // --- the reply streaming on screen -------------------------------------------------
 
@@ -261,4 +302,6 @@ export function endLive(taskId, message) {
   if (state.live && state.live.taskId === taskId) state.live = null;
   upsertMessage(message);
   showBusy();
+  const entry = state.messages.get(message.id);
+  if (entry) announce(entry);
 }
