@@ -13,7 +13,15 @@ from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
 from tests.support import Database, clean_environment, run_chatsvc
 
-TABLES = ("chat", "message", "token_version", "refresh_token", "user_quota", "api_key", "chat_share")
+TABLES = (
+    "chat",
+    "message",
+    "token_version",
+    "refresh_token",
+    "user_quota",
+    "api_key",
+    "chat_share",
+)
 
 CREATE_FROM_DEFINITIONS = """
 import asyncio

@@ -1,4 +1,5 @@
-"""The web chat client: ``GET /`` and its static files under ``/static``.
+"""The web chat client: ``GET /``, its static files under ``/static``, and the read-only
+page of a share link, ``GET /share/{token}``.
 
 Plain HTML, CSS and JavaScript from ``chatsvc/web/`` in the package: no build
 step, nothing from another host, so it works offline and in a container. The
@@ -62,6 +63,33 @@ async def index(request: Request[Any, Any, Any]) -> Response[bytes]:
             "Content-Security-Policy": content_security_policy(request.headers.get("host")),
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
+        },
+    )
+
+
+@cache
+def _share_html() -> bytes:
+    return (WEB_DIR / "share.html").read_bytes()
+
+
+@get(
+    "/share/{token:str}",
+    include_in_schema=False,
+    exclude_from_auth=True,
+    media_type=MediaType.HTML,
+)
+async def share_page(request: Request[Any, Any, Any], token: str) -> Response[bytes]:
+    """The read-only page of a share link (issue 17); its script reads the token from the
+    address and fetches ``/api/shared/{token}``. Never cached, indexed or sent as referrer."""
+    del token  # the page is the same for every link
+    return Response(
+        _share_html(),
+        media_type=MediaType.HTML,
+        headers={
+            "Content-Security-Policy": content_security_policy(request.headers.get("host")),
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "X-Robots-Tag": "noindex, nofollow",
         },
     )
 
