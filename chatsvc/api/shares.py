@@ -116,6 +116,7 @@ async def revoke_share(
     operation_class=PublicOperation,
     exclude_from_auth=True,
     responses=errors(
+        400,
         404,
         429,
         503,

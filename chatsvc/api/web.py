@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.enums import MediaType
+from litestar.params import PathParameter
 
 # Litestar types one of its parameters as `PathLike` without an argument.
 from litestar.static_files import (
@@ -78,7 +79,9 @@ def _share_html() -> bytes:
     exclude_from_auth=True,
     media_type=MediaType.HTML,
 )
-async def share_page(request: Request[Any, Any, Any], token: str) -> Response[bytes]:
+async def share_page(
+    request: Request[Any, Any, Any], token: Annotated[str, PathParameter()]
+) -> Response[bytes]:
     """The read-only page of a share link (issue 17); its script reads the token from the
     address and fetches ``/api/shared/{token}``. Never cached, indexed or sent as referrer."""
     del token  # the page is the same for every link
