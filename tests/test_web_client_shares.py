@@ -46,6 +46,7 @@ def test_a_shared_chat_opens_without_login_and_a_revoked_one_is_gone(
         shared = stranger.new_page()
         shared.on("pageerror", lambda error: problems.append(str(error)))
         shared.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))
+        shared.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         shared.goto(url)
         expect(shared.locator("body")).to_have_attribute("data-state", "shown")
         expect(shared.locator("#shared-note")).to_contain_text(
