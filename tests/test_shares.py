@@ -290,3 +290,14 @@ def test_tokens_stay_out_of_the_logs(server: Server, fresh_user: User) -> None:
     assert redact(f'"GET /share/{token} HTTP/1.1" 200') == '"GET /share/[redacted] HTTP/1.1" 200'
     assert redact(f"GET /api/shared/{token}") == "GET /api/shared/[redacted]"
     assert redact(f"prefix={token[:12]}") == f"prefix={token[:12]}"  # the shown prefix stays
+
+
+def test_a_chat_keeps_at_most_fifty_links(server: Server, fresh_user: User) -> None:
+    chat_id = new_chat(fresh_user)
+    made = [share(fresh_user, chat_id) for _ in range(50)]
+    assert {answer.status_code for answer in made} == {201}
+    refused = share(fresh_user, chat_id)
+    assert (refused.status_code, refused.json()["code"]) == (409, "limit_reached")
+    assert revoke(fresh_user, made[0].json()["id"]).status_code == 204
+    assert share(fresh_user, chat_id).status_code == 201  # a revoked one makes room
+    assert share(fresh_user, new_chat(fresh_user)).status_code == 201  # per chat, not per user
