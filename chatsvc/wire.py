@@ -260,7 +260,7 @@ class ApiKeyList(_Wire):
     items: list[ApiKey]
 
 
-# --- share links (docs/protocol.md section 1.4) ------------------------------
+# --- share links (docs/protocol.md section 3.3) ------------------------------
 
 
 class Share(_Wire):
