@@ -72,3 +72,12 @@ def test_a_shared_chat_opens_without_login_and_a_revoked_one_is_gone(
         expect(shared.locator("#shared-messages .message")).to_have_count(0)
     finally:
         stranger.close()
+
+
+def test_a_mistyped_link_says_not_found(server: Server, page: Page) -> None:
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(f"{server.url}/share/shr_%E0%A4%A")  # not even a valid escape
+    expect(page.locator("body")).to_have_attribute("data-state", "not-found")
+    expect(page.locator("#shared-note")).to_contain_text("not found")
+    assert problems == []

@@ -8,7 +8,12 @@ import { renderText } from "./message-text.js";
 const ROLES = { user: "You", assistant: "Assistant" };
 
 function token() {
-  return decodeURIComponent(location.pathname.slice("/share/".length));
+  const raw = location.pathname.slice("/share/".length);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw; // a malformed escape: no token of ours, and the server says so
+  }
 }
 
 function sharedOn(iso) {
