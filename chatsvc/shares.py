@@ -36,7 +36,7 @@ TOKEN_PREFIX = "shr_"
 SHOWN = len(TOKEN_PREFIX) + 8
 #: The length of every token we make: a path segment of any other length is none of ours.
 TOKEN_LENGTH = len(TOKEN_PREFIX) + 43
-#: Unrevoked links one chat may have (docs/protocol.md section 3.3).
+#: Unrevoked links one chat may have (docs/protocol.md section 3.4).
 MAX_SHARES_PER_CHAT = 50
 #: The most messages a snapshot copies (the active branch, oldest first).
 MAX_SHARED_MESSAGES = 2_000

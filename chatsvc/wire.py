@@ -260,7 +260,7 @@ class ApiKeyList(_Wire):
     items: list[ApiKey]
 
 
-# --- share links (docs/protocol.md section 3.3) ------------------------------
+# --- share links (docs/protocol.md section 3.4) ------------------------------
 
 
 class Share(_Wire):

@@ -1,4 +1,4 @@
-"""Share links (issue 17, point 3; docs/protocol.md section 3.3): a read-only snapshot of a
+"""Share links (issue 17, point 3; docs/protocol.md section 3.4): a read-only snapshot of a
 chat's active branch, readable without login at an unguessable link; its owner lists and
 revokes links; a revoked link, or one of a deleted chat, answers the same 404 as a token
 never made."""

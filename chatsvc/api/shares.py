@@ -1,5 +1,5 @@
 """Share links: ``/api/chats/{id}/share``, ``/api/shares`` and the public ``/api/shared``
-(docs/protocol.md section 3.3).
+(docs/protocol.md section 3.4).
 
 The owner makes, lists and revokes links with a token (a login token or an API
 key, as for every chat route); ``GET /api/shared/{token}`` needs none. Its answer,
