@@ -28,7 +28,7 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts, ActiveUser
-from chatsvc.api import admin, auth, chats, docs, keys, ops, search, usage, web, ws
+from chatsvc.api import admin, auth, chats, docs, keys, ops, search, shares, usage, web, ws
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import AuthUser, TokenIssuer, create_jwt_auth, json_bodies_only
@@ -48,6 +48,7 @@ from chatsvc.quota_rules import Clock, system_clock
 from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings, load_settings
+from chatsvc.shares import Shares
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
 from chatsvc.wire import ErrorCode
@@ -240,6 +241,7 @@ def _build_services(
         sockets=SocketCounter(settings.max_sockets_per_user),
         quotas=quotas,
         keys=api_keys,
+        shares=Shares(clock=lambda: datetime.now(UTC)),
     )
     return services, jwt_auth
 
@@ -304,6 +306,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             chats.list_user_chats,
             chats.list_models,
             keys.ApiKeyController,
+            shares.create_share,
+            shares.list_chat_shares,
+            shares.list_shares,
+            shares.revoke_share,
+            shares.get_shared,
             usage.get_usage,
             search.search_chats,
             ops.health,
@@ -313,8 +320,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             docs.redoc,
             docs.assets(),
             ws.ChatSocket,
-            admin.admin_mount(settings, services.accounts, services.keys),
+            admin.admin_mount(settings, services.accounts, services.keys, services.shares),
             web.index,
+            web.share_page,
             web.static_files(),
         ],
         dependencies=services.dependencies(),

@@ -2,7 +2,8 @@
 
 uvicorn writes request paths with their query strings (``GET /ws?token=...``),
 so a filter on the handler rewrites ``token=`` (and friends, in any
-percent-encoded spelling) and anything shaped like a JWT or an API key before
+percent-encoded spelling) and anything shaped like a JWT, an API key or a share
+link token (``GET /share/shr_...``) before
 any line is written, whoever logged it.
 """
 
@@ -26,6 +27,8 @@ _SECRET_PAIR = re.compile(rf"(?:^|[&;?])\s*{_SECRET_NAMES}\s*=", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 #: A whole API key (``csk_`` and 43 characters); a key's shown prefix (8 after ``csk_``) stays.
 _API_KEY = re.compile(r"csk_[A-Za-z0-9_-]{16,}")
+#: A whole share link token (``shr_`` and 43 characters; issue 17), in a path or anywhere.
+_SHARE_TOKEN = re.compile(r"shr_[A-Za-z0-9_-]{16,}")
 REDACTED = "[redacted]"
 
 
@@ -59,6 +62,7 @@ def redact(text: str) -> str:
     """
     text = _QUERY.sub(_redact_query, text)
     text = _SECRET_PARAMS.sub(rf"\g<key>{REDACTED}", text)
+    text = _SHARE_TOKEN.sub(REDACTED, text)
     return _API_KEY.sub(REDACTED, _JWT.sub(REDACTED, text))
 
 

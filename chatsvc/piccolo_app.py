@@ -9,6 +9,7 @@ from piccolo.conf.apps import AppConfig
 from chatsvc.tables import (
     ApiKey,
     Chat,
+    ChatShare,
     ChatTree,
     Instance,
     Message,
@@ -31,6 +32,7 @@ APP_CONFIG = AppConfig(
         RefreshToken,
         UserQuota,
         ApiKey,
+        ChatShare,
     ],
     migration_dependencies=["piccolo.apps.user.piccolo_app"],
     commands=[],

@@ -154,3 +154,21 @@ class KeyState(Struct, frozen=True, kw_only=True):
     id: UUID
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+class ShareRecord(Struct, frozen=True, kw_only=True):
+    """A share link as its owner sees it (never its hash nor its snapshot)."""
+
+    id: UUID
+    chat: UUID
+    prefix: str
+    title: str
+    created_at: datetime
+
+
+class SharedSnapshot(Struct, frozen=True, kw_only=True):
+    """What a valid link shows: the title and messages (JSON text) copied when shared."""
+
+    title: str
+    messages: str
+    created_at: datetime

@@ -259,6 +259,49 @@ class ApiKey(Table):
         return Readable(template="%s (%s)", columns=[cls.name, cls.prefix])
 
 
+class ChatShare(Table):
+    """A read-only link to a snapshot of a chat's conversation (issue 17): only the token's
+    hash is stored; the messages are a copy, so later edits never change what it shows."""
+
+    id = UUID(primary_key=True)
+    chat = ForeignKey(
+        references=Chat,
+        on_delete=OnDelete.cascade,  # deleting the chat deletes its links: they answer 404
+        null=False,
+        index=True,
+        help_text="The chat the snapshot was taken of.",
+    )
+    owner = ForeignKey(
+        references=BaseUser,
+        on_delete=OnDelete.cascade,
+        null=False,
+        index=True,
+        help_text="The user who shared it (the chat's owner).",
+    )
+    prefix = Varchar(length=16, help_text="The token's first characters, to recognise it by.")
+    hash = Varchar(
+        length=64,
+        unique=True,
+        secret=True,  # never sent by the admin
+        help_text="SHA-256 of the token (hex).",
+    )
+    title = Varchar(length=200, default="", help_text="The chat's title when shared.")
+    messages = Text(
+        default="[]",
+        help_text="The snapshot: the active branch's finished messages when shared (JSON).",
+    )
+    created_at = Timestamptz(default=TimestamptzNow())
+    revoked_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="Set to revoke the link: it answers 404 from then on.",
+    )
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        return Readable(template="%s (%s)", columns=[cls.title, cls.prefix])
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

@@ -260,6 +260,47 @@ class ApiKeyList(_Wire):
     items: list[ApiKey]
 
 
+# --- share links (docs/protocol.md section 3.4) ------------------------------
+
+
+class Share(_Wire):
+    """A share link as its owner's lists show it: never the token, only its first characters."""
+
+    id: UUID
+    chat_id: UUID
+    prefix: Annotated[str, Meta(description="The token's first 12 characters (`shr_...`).")]
+    title: Annotated[str, Meta(description="The chat's title when it was shared.")]
+    created_at: datetime
+
+
+class NewShare(Share):
+    """A link just made: `token` and `url` are shown this once and never again."""
+
+    token: Annotated[str, Meta(description="The link's secret; anyone who has it can read.")]
+    url: Annotated[str, Meta(description="The read-only page, on this server: `/share/<token>`.")]
+
+
+class ShareList(_Wire):
+    items: list[Share]
+
+
+class SharedMessage(_Wire):
+    """One message of a snapshot: a copy, as it was when the chat was shared."""
+
+    role: MessageRole
+    content: str
+    model: str | None
+    created_at: datetime
+
+
+class SharedChat(_Wire):
+    """A shared snapshot, as anyone with the link reads it (no login)."""
+
+    title: str
+    shared_at: datetime
+    messages: list[SharedMessage]
+
+
 # --- chats and messages -------------------------------------------------------
 
 

@@ -307,6 +307,7 @@ def test_no_admin_response_carries_a_password_hash(
     assert superuser.get("/admin/api/tables/").json() == [
         "api_key",
         "chat",
+        "chat_share",
         "instance",
         "message",
         "piccolo_user",

@@ -32,7 +32,15 @@ PACKAGE = "chatsvc_client"
 GENERATOR_CONFIG = "post_hooks: []\n"
 
 #: The operations anyone may call; every other one needs the bearer token.
-PUBLIC = {"register", "login", "refreshToken", "logout", "getHealth", "getReadiness"}
+PUBLIC = {
+    "register",
+    "login",
+    "refreshToken",
+    "logout",
+    "getHealth",
+    "getReadiness",
+    "getShared",
+}
 
 #: Error answers whose body is not ``ErrorBody`` (readiness answers its own report).
 OTHER_ERROR_BODIES = {("getReadiness", "503"): "Readiness"}

@@ -13,7 +13,15 @@ from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
 from tests.support import Database, clean_environment, run_chatsvc
 
-TABLES = ("chat", "message", "token_version", "refresh_token", "user_quota", "api_key")
+TABLES = (
+    "chat",
+    "message",
+    "token_version",
+    "refresh_token",
+    "user_quota",
+    "api_key",
+    "chat_share",
+)
 
 #: The full-text search objects (issue 17) are no Piccolo columns: the tables made from their
 #: definitions get them from the search migration's own ``create``, so both schemas compared
@@ -27,12 +35,16 @@ import asyncio
 import importlib.util
 from piccolo.apps.user.tables import BaseUser
 from piccolo.table import create_db_tables
-from chatsvc.tables import ApiKey, Chat, Message, RefreshToken, TokenVersion, UserQuota
+from chatsvc.tables import (
+    ApiKey, Chat, ChatShare, Message, RefreshToken, TokenVersion, UserQuota,
+)
 spec = importlib.util.spec_from_file_location("search_migration", {str(SEARCH_MIGRATION)!r})
 search = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(search)
 async def main():
-    await create_db_tables(BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey)
+    await create_db_tables(
+        BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey, ChatShare
+    )
     await search.create()
 asyncio.run(main())
 """

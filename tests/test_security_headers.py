@@ -35,6 +35,8 @@ _PARAMETERS = {
     "chat_id": str(uuid.uuid4()),
     "message_id": str(uuid.uuid4()),
     "key_id": str(uuid.uuid4()),
+    "share_id": str(uuid.uuid4()),
+    "token": "shr_" + "A" * 43,
     "user_id": "2147483000",
     "path": "nothing-here",
 }

@@ -1,5 +1,5 @@
 """The web client fits people (issue 17 point 6), in headless Chromium: an axe-core audit
-of the login, chat, settings and help pages in the light and dark themes, wide and at
+of the login, chat, settings, help and share pages in the light and dark themes, wide and at
 375 px; keyboard use alone (shortcuts, the help panel, Escape, the focus given back); a
 reply announced once when it ends rather than token by token; the messages following
 new text only while the reader is at the bottom. Runs on SQLite and PostgreSQL."""
@@ -90,6 +90,23 @@ def test_the_pages_pass_the_accessibility_audit(
     audit(page, f"the help panel ({where})")
     no_sideways_scrolling(page)
     page.keyboard.press("Escape")
+
+    page.get_by_role("button", name="Share", exact=True).click()
+    share = page.get_by_role("dialog", name="Share chat")
+    share.get_by_role("button", name="Create link").click()
+    link = share.get_by_label("Link (shown once: copy it now)")
+    expect(link).not_to_have_value("")
+    audit(page, f"the share dialog ({where})")
+    no_sideways_scrolling(page)
+    shared_url = link.input_value()
+    page.keyboard.press("Escape")
+    shared = open_page(browser, scheme, width)
+    pages.append(shared)
+    shared.goto(shared_url)
+    expect(shared.locator("body")).to_have_attribute("data-state", "shown")
+    expect(shared.locator("pre code")).to_have_count(2)  # the question and its echo
+    audit(shared, f"the share page ({where})")
+    no_sideways_scrolling(shared)
 
     if width < 400:  # the chat list over the conversation, and the composer still usable
         page.get_by_role("button", name="Chats", exact=True).click()

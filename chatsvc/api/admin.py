@@ -31,11 +31,16 @@ app. It has its own session auth (a cookie, CSRF-protected login at
   its hash (a ``secret`` column); superusers revoke one (set ``revoked_at``, or
   delete it), through :class:`~chatsvc.keys.ApiKeys`, so its open sockets close
   on every instance at once. Keys are made by their users only.
+- Share links (issue 17): staff see every link (chat, owner, prefix, title, dates),
+  never its token's hash; superusers revoke one (set ``revoked_at``) through
+  :class:`~chatsvc.shares.Shares`, or delete it. Links are made by their users only,
+  and their snapshot is never edited here.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -61,10 +66,12 @@ from chatsvc.audit import audit
 from chatsvc.errors import ChatsvcError, NotFound, Overloaded, RateLimited, Unauthorized
 from chatsvc.keys import ApiKeys
 from chatsvc.settings import Settings
+from chatsvc.shares import Shares
 from chatsvc.tables import (
     Account,
     ApiKey,
     Chat,
+    ChatShare,
     Instance,
     Message,
     UserDailyUsage,
@@ -78,6 +85,7 @@ from chatsvc.wire import LoginRequest, RegisterRequest
 class _Caller:
     accounts: Accounts
     keys: ApiKeys
+    shares: Shares
     address: str
 
 
@@ -87,7 +95,7 @@ _caller: ContextVar[_Caller] = ContextVar("chatsvc_admin_caller")
 # `_meta` is Piccolo's documented way to read a table's and a column's metadata.
 _SECRET_COLUMNS = frozenset(
     column._meta.name  # pyright: ignore[reportPrivateUsage]
-    for table in (BaseUser, ApiKey)
+    for table in (BaseUser, ApiKey, ChatShare)
     for column in table._meta.secret_columns  # pyright: ignore[reportPrivateUsage]
 )
 #: What a superuser may change of an API key; the rest is the key's own.
@@ -205,11 +213,15 @@ async def _user_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, 
     return {AdminUser.id: user_id}
 
 
-def _key_changes(values: dict[Column, Any]) -> dict[str, Any]:
-    changes = {
+def _key_changes_of(values: dict[Column, Any]) -> dict[str, Any]:
+    return {
         column._meta.name: value  # pyright: ignore[reportPrivateUsage]
         for column, value in values.items()
     }
+
+
+def _key_changes(values: dict[Column, Any]) -> dict[str, Any]:
+    changes = _key_changes_of(values)
     return {name: value for name, value in changes.items() if name in _KEY_EDITABLE}
 
 
@@ -234,6 +246,28 @@ async def _key_deleted(row_id: Any) -> None:
         pass  # revoked already (or gone): deleting it changes nothing for its sockets
     except ValueError as exc:
         raise HTTPException(status_code=400, detail="not a key id") from exc
+
+
+async def _share_patched(row_id: Any, values: dict[Column, Any]) -> dict[Column, Any]:
+    """A link's row edited in the admin: a revocation only, made through Shares (audited).
+    Every other field (the snapshot, title, token) stays as its owner made it, and a
+    revoked link stays revoked."""
+    try:
+        share_id = UUID(str(row_id))
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail="not a share link id") from exc
+    if _key_changes_of(values).get("revoked_at") is not None:
+        with suppress(NotFound):  # revoked already: it stays so
+            await _caller.get().shares.revoke(share_id, owner=None, by="admin")
+    return {ChatShare.id: share_id}
+
+
+def _shares_not_made_here(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    if request.method.upper() in ("POST", "PUT"):
+        raise HTTPException(
+            status_code=405,
+            detail="share links are made by their users (POST /api/chats/{id}/share)",
+        )
 
 
 def _keys_not_made_here(piccolo_crud: PiccoloCRUD, request: Request) -> None:
@@ -379,6 +413,17 @@ def _table_configs() -> list[TableConfig]:
             ],
         ),
         TableConfig(
+            ChatShare,
+            menu_group="Chats",
+            visible_columns=[ChatShare.id, *_SHARE_FILTERS],
+            visible_filters=list(_SHARE_FILTERS),
+            order_by=[OrderBy(ChatShare.created_at, ascending=False)],
+            validators=Validators(
+                every=[superuser_validators, _no_secret_columns, _shares_not_made_here]
+            ),
+            hooks=[Hook(hook_type=HookType.pre_patch, callable=_share_patched)],
+        ),
+        TableConfig(
             Instance,
             menu_group="Operations",
             order_by=[OrderBy(Instance.heartbeat_at, ascending=False)],
@@ -396,6 +441,17 @@ _KEY_FILTERS = (
     ApiKey.last_used_at,
     ApiKey.expires_at,
     ApiKey.revoked_at,
+)
+
+
+#: What the admin filters share links by, and shows of them besides the id (never the hash).
+_SHARE_FILTERS = (
+    ChatShare.chat,
+    ChatShare.owner,
+    ChatShare.prefix,
+    ChatShare.title,
+    ChatShare.created_at,
+    ChatShare.revoked_at,
 )
 
 
@@ -462,7 +518,9 @@ async def _audited(
             write(None)
 
 
-def admin_mount(settings: Settings, accounts: Accounts, keys: ApiKeys) -> ASGIRouteHandler:
+def admin_mount(
+    settings: Settings, accounts: Accounts, keys: ApiKeys, shares: Shares
+) -> ASGIRouteHandler:
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
@@ -481,7 +539,7 @@ def admin_mount(settings: Settings, accounts: Accounts, keys: ApiKeys) -> ASGIRo
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         client = scope["client"]
         address = client[0] if client else "unknown"
-        token = _caller.set(_Caller(accounts, keys, address))
+        token = _caller.set(_Caller(accounts, keys, shares, address))
         try:
             # A change is audited here; logins (under /public/) by AdminUser.login.
             if (

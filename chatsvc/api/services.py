@@ -25,6 +25,7 @@ from chatsvc.providers import LLMProvider
 from chatsvc.quotas import Quotas
 from chatsvc.sessions import Sessions
 from chatsvc.settings import Settings
+from chatsvc.shares import Shares
 from chatsvc.telemetry import Telemetry
 from chatsvc.trees import Trees
 
@@ -51,6 +52,7 @@ class Services:
     sockets: SocketCounter
     quotas: Quotas  # token budgets at the app's clock (GET /api/me; the launcher's admissions)
     keys: ApiKeys
+    shares: Shares  # share links (issue 17)
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service under its name, and all of them as ``services``."""

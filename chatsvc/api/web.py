@@ -1,4 +1,5 @@
-"""The web chat client: ``GET /`` and its static files under ``/static``.
+"""The web chat client: ``GET /``, its static files under ``/static``, and the read-only
+page of a share link, ``GET /share/{token}``.
 
 Plain HTML, CSS and JavaScript from ``chatsvc/web/`` in the package: no build
 step, nothing from another host, so it works offline and in a container. The
@@ -13,11 +14,12 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.enums import MediaType
+from litestar.params import PathParameter
 
 # Litestar types one of its parameters as `PathLike` without an argument.
 from litestar.static_files import (
@@ -62,6 +64,35 @@ async def index(request: Request[Any, Any, Any]) -> Response[bytes]:
             "Content-Security-Policy": content_security_policy(request.headers.get("host")),
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
+        },
+    )
+
+
+@cache
+def _share_html() -> bytes:
+    return (WEB_DIR / "share.html").read_bytes()
+
+
+@get(
+    "/share/{token:str}",
+    include_in_schema=False,
+    exclude_from_auth=True,
+    media_type=MediaType.HTML,
+)
+async def share_page(
+    request: Request[Any, Any, Any], token: Annotated[str, PathParameter()]
+) -> Response[bytes]:
+    """The read-only page of a share link (issue 17); its script reads the token from the
+    address and fetches ``/api/shared/{token}``. Never cached, indexed or sent as referrer."""
+    del token  # the page is the same for every link
+    return Response(
+        _share_html(),
+        media_type=MediaType.HTML,
+        headers={
+            "Content-Security-Policy": content_security_policy(request.headers.get("host")),
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "X-Robots-Tag": "noindex, nofollow",
         },
     )
 

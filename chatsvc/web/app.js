@@ -13,6 +13,7 @@ import { enterApp, logIn, logOut, signOut, signedIn } from "./auth.js";
 import { onEditorInput, onEditorKey, onEditorSubmit, onMessageAction } from "./branches.js";
 import { newChat, onEvent, onLost, onReady, openChat, route } from "./chat.js";
 import { openSettings, saveSettings } from "./chat-settings.js";
+import { copyLink, createShare, openShares, revokeShare } from "./share-links.js";
 import { loadChats, search } from "./chat-list.js";
 import { autosize, send, sendText, stop } from "./composer.js";
 import { connectIfClosed, handle } from "./connection.js";
@@ -47,6 +48,13 @@ function bind() {
   $("settings-form").addEventListener("submit", (event) => {
     event.preventDefault(); // the panel stays open until the server took the change
     saveSettings();
+  });
+  $("share-chat").addEventListener("click", openShares);
+  $("share-create").addEventListener("click", createShare);
+  $("share-copy").addEventListener("click", copyLink);
+  $("share-list").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-share]");
+    if (button) revokeShare(button.dataset.share);
   });
   $("rename-chat").addEventListener("click", askRename);
   $("rename-dialog").addEventListener("close", () => {

@@ -161,6 +161,7 @@ function showChat(chat, messages, older = null) {
   showTitle(chat);
   $("chat-settings").hidden = !chat;
   $("rename-chat").hidden = !chat;
+  $("share-chat").hidden = !chat;
   $("delete-chat").hidden = !chat;
   state.messages.clear();
   $("messages").replaceChildren();
