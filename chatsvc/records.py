@@ -14,7 +14,7 @@ from uuid import UUID
 
 from msgspec import Struct
 
-from chatsvc.wire import MessageRole, MessageStatus, ToolCallRecord
+from chatsvc.wire import FeedbackRating, MessageRole, MessageStatus, ToolCallRecord
 
 
 class UserAccess(Struct, frozen=True, kw_only=True):
@@ -56,6 +56,15 @@ class ChatRecord(Struct, frozen=True, kw_only=True):
     message_count: int = 0
 
 
+class FeedbackRecord(Struct, frozen=True, kw_only=True):
+    """The owner's rating of an assistant message (issue 17)."""
+
+    rating: FeedbackRating
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class MessageRecord(Struct, frozen=True, kw_only=True):
     """``siblings``: the ids of the messages with the same parent, this one among them,
     oldest first (filled by the store where a message is shown)."""
@@ -77,6 +86,8 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     tool_calls: list[ToolCallRecord] | None
     reasoning: str = ""
     siblings: tuple[UUID, ...] = ()
+    #: Filled where a message is shown (``feedback_store.with_feedback``).
+    feedback: FeedbackRecord | None = None
 
 
 class Exchange(Struct, frozen=True, kw_only=True):

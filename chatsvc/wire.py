@@ -54,6 +54,8 @@ ErrorCode = Literal[
     "unavailable",
     "overloaded",
     "quota_exceeded",
+    "not_a_reply",
+    "invalid_import",
 ]
 
 #: Text without NUL characters (PostgreSQL cannot store them; SQLite would, so refuse both).
@@ -292,6 +294,35 @@ class ToolCallRecord(_Wire):
     ]
 
 
+FeedbackRating = Literal["up", "down"]
+#: The longest feedback comment (``tables.MAX_FEEDBACK_COMMENT``).
+MAX_FEEDBACK_COMMENT = 2_000
+FeedbackComment = Annotated[
+    str,
+    Meta(
+        max_length=MAX_FEEDBACK_COMMENT,
+        pattern=NO_NUL,
+        description=f"Up to {MAX_FEEDBACK_COMMENT} characters; may be empty.",
+    ),
+]
+
+
+class FeedbackUpdate(_Wire):
+    """A thumbs up or down on an assistant message, with an optional comment (issue 17)."""
+
+    rating: FeedbackRating
+    comment: FeedbackComment = ""
+
+
+class Feedback(_Wire):
+    """The owner's rating of an assistant message; one per message, replaced by a new one."""
+
+    rating: FeedbackRating
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class Message(_Wire, omit_defaults=True):
     """`tool_calls` is left out when the message made none, `reasoning` when the model
     streamed none; `parent_id` for a first message; `sibling_index`, `sibling_count` and
@@ -332,6 +363,10 @@ class Message(_Wire, omit_defaults=True):
     sibling_ids: Annotated[
         list[UUID] | None,
         Meta(description="The ids of the messages sharing its parent, itself included, in order."),
+    ] = None
+    feedback: Annotated[
+        Feedback | None,
+        Meta(description="The owner's thumbs up or down on an assistant message; left out: none."),
     ] = None
 
 

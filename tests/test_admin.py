@@ -309,6 +309,7 @@ def test_no_admin_response_carries_a_password_hash(
         "chat",
         "instance",
         "message",
+        "message_feedback",
         "piccolo_user",
         "user_daily_usage",
         "user_quota",

@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.quota_store",
             "chatsvc.key_store",
             "chatsvc.usage_store",
+            "chatsvc.feedback_store",
         },
     ),
     (
@@ -76,6 +77,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.quotas",
             "chatsvc.keys",
             "chatsvc.usage",
+            "chatsvc.feedback",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -105,6 +107,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.chats",
             "chatsvc.api.services",
             "chatsvc.api.docs",
+            "chatsvc.api.feedback",
             "chatsvc.api.headers",
             "chatsvc.api.keys",
             "chatsvc.api.openapi",

@@ -13,15 +13,27 @@ from chatsvc.piccolo_app import APP_CONFIG
 from chatsvc.tables import COMPOSITE_INDEXES
 from tests.support import Database, clean_environment, run_chatsvc
 
-TABLES = ("chat", "message", "token_version", "refresh_token", "user_quota", "api_key")
+TABLES = (
+    "chat",
+    "message",
+    "token_version",
+    "refresh_token",
+    "user_quota",
+    "api_key",
+    "message_feedback",
+)
 
 CREATE_FROM_DEFINITIONS = """
 import asyncio
 from piccolo.apps.user.tables import BaseUser
 from piccolo.table import create_db_tables
-from chatsvc.tables import ApiKey, Chat, Message, RefreshToken, TokenVersion, UserQuota
+from chatsvc.tables import (
+    ApiKey, Chat, Message, MessageFeedback, RefreshToken, TokenVersion, UserQuota,
+)
 asyncio.run(
-    create_db_tables(BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey)
+    create_db_tables(
+        BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey, MessageFeedback
+    )
 )
 """
 
