@@ -527,6 +527,80 @@ class MessagePage(_Wire):
     next_cursor: str | None = msgspec.field(default=None)
 
 
+# --- export and import (issue 17, point 2) -----------------------------------------
+
+EXPORT_FORMAT = "chatsvc.export"
+EXPORT_VERSION = 1
+ExportTitle = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+ExportText = Annotated[str, Meta(pattern=NO_NUL)]
+
+
+class ExportedMessage(_Wire):
+    """One message of an exported chat: `id` is its id in this file, `parent_id` the
+    message it follows (null: a first message); importing gives every message a new id."""
+
+    id: UUID
+    parent_id: UUID | None
+    role: MessageRole
+    content: ExportText
+    status: MessageStatus
+    created_at: datetime
+    completed_at: datetime | None = None
+    reasoning: ExportText = ""
+    model: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    tool_calls: list[ToolCallRecord] | None = None
+    feedback: Feedback | None = None
+
+
+class ExportedChat(_Wire):
+    """A chat with every message of every branch, oldest first; `active_leaf_id` is the
+    end of the branch shown and continued (null: the newest message)."""
+
+    id: UUID
+    title: ExportTitle
+    created_at: datetime
+    updated_at: datetime
+    messages: list[ExportedMessage]
+    system_prompt: Annotated[str, Meta(max_length=32_000, pattern=NO_NUL)] = ""
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    active_leaf_id: UUID | None = None
+
+
+class ChatExport(_Wire):
+    """`GET /api/chats/{chat_id}/export`, and each line of `GET /api/me/export`; what
+    `POST /api/import` takes back (docs/protocol.md section 3.4)."""
+
+    format: Literal["chatsvc.export"]
+    version: Literal[1]
+    exported_at: datetime
+    chat: ExportedChat
+
+
+ExportFormat = Literal["json", "markdown"]
+
+
+class ImportSkipped(_Wire):
+    """A chat, or a part of one, left out of an import, and why."""
+
+    index: Annotated[int, Meta(description="The chat's place in the file, from 0.")]
+    title: str
+    reason: str
+
+
+class ImportReport(_Wire):
+    """What `POST /api/import` stored: the new chats' ids, in the file's order, and what
+    it left out (whole chats, or messages of an imported one: hidden, system, tool or
+    non-text nodes of a ChatGPT export)."""
+
+    imported: list[UUID]
+    skipped: list[ImportSkipped]
+
+
 # --- operations -----------------------------------------------------------------
 
 

@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.key_store",
             "chatsvc.usage_store",
             "chatsvc.feedback_store",
+            "chatsvc.transfer_store",
         },
     ),
     (
@@ -78,6 +79,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.keys",
             "chatsvc.usage",
             "chatsvc.feedback",
+            "chatsvc.exports",
+            "chatsvc.imports",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -108,6 +111,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.services",
             "chatsvc.api.docs",
             "chatsvc.api.feedback",
+            "chatsvc.api.transfer",
             "chatsvc.api.headers",
             "chatsvc.api.keys",
             "chatsvc.api.openapi",
