@@ -4,7 +4,6 @@ the owner's assistant messages, filterable by rating in the admin. Both engines.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support import Server, User, register_and_login
-from tests.test_admin import admin_session, create_user  # noqa: F401 (a fixture)
+from tests.test_admin import admin_client, admin_login, create_user
 
 
 def exchange(user: User, content: str = "rate my answer") -> tuple[str, str, str]:
@@ -144,16 +143,19 @@ def test_deleting_the_chat_deletes_its_feedback(fresh_user: User) -> None:
     assert stored(fresh_user.server, reply) == []
 
 
-def test_staff_filter_feedback_by_rating_in_the_admin(
-    server: Server, tmp_path: Path, admin_session: Callable[[str], httpx.Client]
-) -> None:
+def test_staff_filter_feedback_by_rating_in_the_admin(server: Server, tmp_path: Path) -> None:
     user = register_and_login(server)
     liked_chat, _, liked = exchange(user, "one")
     disliked_chat, _, disliked = exchange(user, "two")
     assert rate(user, liked_chat, liked, rating="up", comment="good").status_code == 200
     assert rate(user, disliked_chat, disliked, rating="down", comment="bad").status_code == 200
-    staff = admin_session(create_user(server, tmp_path, "--staff"))
+    with admin_client(server) as staff:
+        login = admin_login(staff, create_user(server, tmp_path, "--staff"))
+        assert login.status_code == 200, login.text
+        filter_by_rating(staff, liked, disliked)
 
+
+def filter_by_rating(staff: httpx.Client, liked: str, disliked: str) -> None:
     table = "/admin/api/tables/message_feedback/"
     for rating, expected in (("up", liked), ("down", disliked)):
         rows = staff.get(table, params={"rating": rating, "message": expected})

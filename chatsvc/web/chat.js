@@ -121,6 +121,7 @@ function showChat(chat, messages, older = null) {
   $("chat-settings").hidden = !chat;
   $("rename-chat").hidden = !chat;
   $("delete-chat").hidden = !chat;
+  $("export-chat").hidden = !chat;
   state.messages.clear();
   $("messages").replaceChildren();
   for (const message of messages || []) upsertMessage(message);
