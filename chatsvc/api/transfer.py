@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
@@ -16,10 +19,22 @@ from chatsvc.api.openapi import PROTECTED, errors
 from chatsvc.api.problems import UnsupportedMediaType
 from chatsvc.errors import TooLarge
 from chatsvc.settings import Settings
-from chatsvc.wire import ExportFormat, ImportReport
+from chatsvc.wire import ChatExport, ExportFormat, ImportReport
 
-_MEDIA = {"json": "application/json", "markdown": "text/markdown; charset=utf-8"}
+_MEDIA = {"json": "application/json", "markdown": "text/markdown"}  # Litestar adds the charset
 _EXTENSION = {"json": "json", "markdown": "md"}
+
+
+@dataclass
+class _ChatFileOperation(Operation):
+    """The chat's export is JSON or, with `format=markdown`, Markdown: both documented."""
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse) and answer.content is not None:
+            answer.content["text/markdown"] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING)
+            )
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -30,9 +45,17 @@ def _attachment(name: str) -> dict[str, str]:
     "/api/chats/{chat_id:str}/export",
     tags=["export"],
     operation_id="exportChat",
+    operation_class=_ChatFileOperation,
     summary="Export a chat",
-    response_description="The chat as a file: `chatsvc.export` JSON (`ChatExport`), or Markdown.",
-    responses=errors(*PROTECTED, 400, 404),
+    responses={
+        200: ResponseSpec(
+            data_container=ChatExport,
+            description="The chat as a file: `chatsvc.export` JSON (`ChatExport`), or with "
+            "`format=markdown` the active conversation as `text/markdown`.",
+            generate_examples=False,
+        ),
+        **errors(*PROTECTED, 400, 404),
+    },
 )
 async def export_chat(
     request: AuthRequest,
@@ -59,8 +82,10 @@ async def export_chat(
     "/api/me/export",
     tags=["export"],
     operation_id="exportAllChats",
+    media_type="application/x-ndjson",
     summary="Export every chat",
-    response_description="JSON lines: one `ChatExport` per chat, oldest chat first.",
+    response_description="JSON lines (`application/x-ndjson`): one `ChatExport` per chat, "
+    "oldest chat first.",
     responses=errors(*PROTECTED),
 )
 async def export_all(request: AuthRequest) -> Stream:
