@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,35 @@ def test_limits_refuse_a_file_whole_or_skip_a_chat(spawn_server: Any) -> None:
     over = import_file(user, line * 2, "application/x-ndjson")
     assert (over.status_code, over.json()["code"]) == (409, "limit_reached")
     assert chat_count(user) == 2
+
+
+def test_an_import_keeps_the_rules_of_the_tree(fresh_user: User) -> None:
+    """A reply still streaming comes in interrupted, a child older than its parent comes
+    after it, a reply with no question before it is left out (named), and its question
+    starts the chat; the active leaf is a leaf."""
+    ids = [f"00000000-0000-4000-8000-00000000001{n}" for n in range(4)]
+    messages = [
+        {"id": ids[0], "parent_id": None, "role": "assistant", "content": "orphan",
+         "status": "complete", "created_at": "2026-12-06T09:00:00Z"},
+        {"id": ids[1], "parent_id": ids[0], "role": "user", "content": "question",
+         "status": "complete", "created_at": "2026-12-06T09:00:05Z"},
+        {"id": ids[2], "parent_id": ids[1], "role": "assistant", "content": "half a",
+         "status": "streaming", "created_at": "2026-12-06T09:00:01Z"},
+    ]  # fmt: skip
+    document = ours(messages=messages, active_leaf_id=ids[1])
+    report = ok(import_file(fresh_user, json.dumps(document).encode()))
+    assert [s["reason"] for s in report["skipped"]] == [
+        "1 message left out: an assistant message that follows nothing"
+    ]
+    chat = export(fresh_user, report["imported"][0]).json()["chat"]
+    question, reply = chat["messages"]
+    assert (question["content"], question["parent_id"]) == ("question", None)
+    assert (reply["content"], reply["parent_id"], reply["status"]) == (
+        "half a",
+        question["id"],
+        "interrupted",
+    )
+    assert datetime.fromisoformat(reply["created_at"]) == datetime.fromisoformat(
+        question["created_at"]
+    ) + timedelta(microseconds=1)
+    assert chat["active_leaf_id"] == reply["id"]  # the leaf below the one named
