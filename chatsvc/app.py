@@ -28,7 +28,21 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts, ActiveUser
-from chatsvc.api import admin, auth, chats, docs, keys, ops, search, shares, usage, web, ws
+from chatsvc.api import (
+    admin,
+    auth,
+    chats,
+    docs,
+    feedback,
+    keys,
+    ops,
+    search,
+    shares,
+    transfer,
+    usage,
+    web,
+    ws,
+)
 from chatsvc.api.headers import add_security_headers
 from chatsvc.api.problems import error_body, validation_error
 from chatsvc.api.security import AuthUser, TokenIssuer, create_jwt_auth, json_bodies_only
@@ -305,6 +319,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             chats.ChatController,
             chats.list_user_chats,
             chats.list_models,
+            feedback.set_feedback,
+            feedback.delete_feedback,
+            transfer.export_chat,
+            transfer.export_all,
+            transfer.import_chats,
             keys.ApiKeyController,
             shares.create_share,
             shares.list_chat_shares,

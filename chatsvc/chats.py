@@ -11,7 +11,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET
 
-from chatsvc import store
+from chatsvc import feedback_store, store
 from chatsvc.errors import InvalidInput, ModelNotOffered, NotFound, SettingRefused
 from chatsvc.events import ChatEvents, event_of
 from chatsvc.mappers import chat_from_record, message_from_record
@@ -177,7 +177,7 @@ class Chats:
         start = keyset[1] if keyset is not None else None
         messages = await store.branch_messages(chat_id, limit=limit + 1, before=start)
         more = len(messages) > limit
-        page = messages[1:] if more else messages
+        page = await feedback_store.with_feedback(messages[1:] if more else messages)
         next_cursor = encode_cursor((page[0].created_at, page[0].id)) if more else None
         return MessagePage(items=[message_from_record(m) for m in page], next_cursor=next_cursor)
 
@@ -186,7 +186,7 @@ class Chats:
         messages = await store.list_messages(chat_id, limit=limit + 1, before=keyset)
         more = len(messages) > limit
         # oldest first: drop the extra, oldest one
-        page = messages[1:] if more else messages
+        page = await feedback_store.with_feedback(messages[1:] if more else messages)
         next_cursor = encode_cursor((page[0].created_at, page[0].id)) if more else None
         return MessagePage(items=[message_from_record(m) for m in page], next_cursor=next_cursor)
 

@@ -117,6 +117,21 @@ class QuotaExceeded(ChatsvcError):
         self.retry_after = retry_after
 
 
+class NotAReply(ChatsvcError):
+    """Feedback on a message that is no assistant reply (issue 17)."""
+
+    code = "not_a_reply"
+    status_code = 422
+
+
+class InvalidImport(ChatsvcError):
+    """An import file that is not one of the formats taken, or breaks their rules: nothing
+    of it was stored (issue 17)."""
+
+    code = "invalid_import"
+    status_code = 422
+
+
 class LimitReached(ChatsvcError):
     """A cap on what one user may keep (``MAX_CHATS_PER_USER``, ``TREE_MAX_BYTES_PER_USER``):
     delete something first."""

@@ -6,8 +6,8 @@ They live next to the store, below both use-case modules that need them (``chats
 
 from __future__ import annotations
 
-from chatsvc.records import ChatRecord, MessageRecord
-from chatsvc.wire import Chat, Message, Usage
+from chatsvc.records import ChatRecord, FeedbackRecord, MessageRecord
+from chatsvc.wire import Chat, Feedback, Message, Usage
 
 
 def chat_from_record(chat: ChatRecord) -> Chat:
@@ -53,4 +53,14 @@ def message_from_record(message: MessageRecord) -> Message:
         completed_at=message.completed_at,
         tool_calls=message.tool_calls,
         reasoning=message.reasoning,
+        feedback=feedback_from_record(message.feedback) if message.feedback else None,
+    )
+
+
+def feedback_from_record(feedback: FeedbackRecord) -> Feedback:
+    return Feedback(
+        rating=feedback.rating,
+        comment=feedback.comment,
+        created_at=feedback.created_at,
+        updated_at=feedback.updated_at,
     )

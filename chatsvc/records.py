@@ -14,7 +14,7 @@ from uuid import UUID
 
 from msgspec import Struct
 
-from chatsvc.wire import MessageRole, MessageStatus, ToolCallRecord
+from chatsvc.wire import FeedbackRating, MessageRole, MessageStatus, ToolCallRecord
 
 
 class UserAccess(Struct, frozen=True, kw_only=True):
@@ -56,6 +56,49 @@ class ChatRecord(Struct, frozen=True, kw_only=True):
     message_count: int = 0
 
 
+class FeedbackRecord(Struct, frozen=True, kw_only=True):
+    """The owner's rating of an assistant message (issue 17)."""
+
+    rating: FeedbackRating
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class NewMessage(Struct, frozen=True, kw_only=True):
+    """A message to store as it is (an import; issue 17): its id and parent are chosen
+    above the store, which keeps the chat's tree valid (a parent before its children)."""
+
+    id: UUID
+    parent: UUID | None
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    created_at: datetime
+    completed_at: datetime | None = None
+    reasoning: str = ""
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usage_estimated: bool | None = None
+    finish_reason: str | None = None
+    tool_calls: list[ToolCallRecord] | None = None
+    feedback: FeedbackRecord | None = None
+
+
+class NewChat(Struct, frozen=True, kw_only=True):
+    """A chat to store with its messages (an import), parents before children."""
+
+    title: str
+    system_prompt: str
+    model: str | None
+    sampling: Sampling
+    created_at: datetime
+    updated_at: datetime
+    active_leaf: UUID | None
+    messages: list[NewMessage]
+
+
 class MessageRecord(Struct, frozen=True, kw_only=True):
     """``siblings``: the ids of the messages with the same parent, this one among them,
     oldest first (filled by the store where a message is shown)."""
@@ -77,6 +120,8 @@ class MessageRecord(Struct, frozen=True, kw_only=True):
     tool_calls: list[ToolCallRecord] | None
     reasoning: str = ""
     siblings: tuple[UUID, ...] = ()
+    #: Filled where a message is shown (``feedback_store.with_feedback``).
+    feedback: FeedbackRecord | None = None
 
 
 class Exchange(Struct, frozen=True, kw_only=True):

@@ -174,6 +174,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             description="chats a user may keep; a new one past it is refused (limit_reached)",
         ),
     ] = 1000
+    # Imports (issue 17, point 2): what one `POST /api/import` may bring.
+    import_max_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1024,
+            le=1024 * 1024 * 1024,
+            description="largest import file in bytes; larger ones are refused (too_large)",
+        ),
+    ] = 50 * 1024 * 1024
+    import_max_chats: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1, le=100_000, description="chats one import file may hold (more: too_large)"
+        ),
+    ] = 1000
+    import_max_messages_per_chat: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=1_000_000,
+            description="messages an imported chat may hold; a longer one is skipped",
+        ),
+    ] = 10_000
     llm_stream_idle_timeout: Annotated[
         _Seconds, msgspec.Meta(description="seconds without an upstream chunk before timeout")
     ] = 60.0

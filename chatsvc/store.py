@@ -357,6 +357,17 @@ async def list_messages(
     return await _with_siblings(chat_id, [_message(row) for row in reversed(rows)])
 
 
+async def chat_messages(chat_id: UUID) -> list[MessageRecord]:
+    """Every message of the chat, every branch, oldest first (an export; issue 17): the
+    caller bounds how many chats it holds at once."""
+    rows = (
+        await Message.select(*_MESSAGE_COLUMNS)
+        .where(Message.chat == chat_id)
+        .order_by(Message.created_at, Message.id)
+    )
+    return [_message(row) for row in rows]
+
+
 # The conversation is the path from a first message to the chat's active leaf. It is
 # read upwards from the leaf by a recursive query (SQLite and PostgreSQL both have
 # them), each step one primary-key lookup, and never further than the caller needs.

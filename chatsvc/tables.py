@@ -302,6 +302,31 @@ class ChatShare(Table):
         return Readable(template="%s (%s)", columns=[cls.title, cls.prefix])
 
 
+class FeedbackRating(StrEnum):
+    up = "up"
+    down = "down"
+
+
+class MessageFeedback(Table):
+    """A user's thumbs up or down on one of their assistant messages (issue 17), at most
+    one per message."""
+
+    id = UUID(primary_key=True)
+    message = ForeignKey(
+        references=Message,
+        on_delete=OnDelete.cascade,
+        null=False,
+        unique=True,
+        help_text="The assistant message rated (its chat is the owner's).",
+    )
+    rating = Varchar(length=8, choices=FeedbackRating, index=True, help_text="Thumbs up or down.")
+    comment = Text(
+        default="", help_text="What the user said of the reply (up to 2,000 characters)."
+    )
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow(), help_text="Last change of the rating.")
+
+
 class Instance(Table):
     """A running chatsvc process; the replies it streams are its own while its lease lasts."""
 

@@ -54,6 +54,8 @@ ErrorCode = Literal[
     "unavailable",
     "overloaded",
     "quota_exceeded",
+    "not_a_reply",
+    "invalid_import",
 ]
 
 #: Text without NUL characters (PostgreSQL cannot store them; SQLite would, so refuse both).
@@ -333,6 +335,35 @@ class ToolCallRecord(_Wire):
     ]
 
 
+FeedbackRating = Literal["up", "down"]
+#: The longest feedback comment (``tables.MAX_FEEDBACK_COMMENT``).
+MAX_FEEDBACK_COMMENT = 2_000
+FeedbackComment = Annotated[
+    str,
+    Meta(
+        max_length=MAX_FEEDBACK_COMMENT,
+        pattern=NO_NUL,
+        description=f"Up to {MAX_FEEDBACK_COMMENT} characters; may be empty.",
+    ),
+]
+
+
+class FeedbackUpdate(_Wire):
+    """A thumbs up or down on an assistant message, with an optional comment (issue 17)."""
+
+    rating: FeedbackRating
+    comment: FeedbackComment = ""
+
+
+class Feedback(_Wire):
+    """The owner's rating of an assistant message; one per message, replaced by a new one."""
+
+    rating: FeedbackRating
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class Message(_Wire, omit_defaults=True):
     """`tool_calls` is left out when the message made none, `reasoning` when the model
     streamed none; `parent_id` for a first message; `sibling_index`, `sibling_count` and
@@ -373,6 +404,10 @@ class Message(_Wire, omit_defaults=True):
     sibling_ids: Annotated[
         list[UUID] | None,
         Meta(description="The ids of the messages sharing its parent, itself included, in order."),
+    ] = None
+    feedback: Annotated[
+        Feedback | None,
+        Meta(description="The owner's thumbs up or down on an assistant message; left out: none."),
     ] = None
 
 
@@ -557,6 +592,80 @@ class SearchPage(_Wire):
 
     items: list[SearchHit]
     next_cursor: str | None = msgspec.field(default=None)
+
+
+# --- export and import (issue 17, point 2) -----------------------------------------
+
+EXPORT_FORMAT = "chatsvc.export"
+EXPORT_VERSION = 1
+ExportTitle = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+ExportText = Annotated[str, Meta(pattern=NO_NUL)]
+
+
+class ExportedMessage(_Wire):
+    """One message of an exported chat: `id` is its id in this file, `parent_id` the
+    message it follows (null: a first message); importing gives every message a new id."""
+
+    id: UUID
+    parent_id: UUID | None
+    role: MessageRole
+    content: ExportText
+    status: MessageStatus
+    created_at: datetime
+    completed_at: datetime | None = None
+    reasoning: ExportText = ""
+    model: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    tool_calls: list[ToolCallRecord] | None = None
+    feedback: Feedback | None = None
+
+
+class ExportedChat(_Wire):
+    """A chat with every message of every branch, oldest first; `active_leaf_id` is the
+    end of the branch shown and continued (null: the newest message)."""
+
+    id: UUID
+    title: ExportTitle
+    created_at: datetime
+    updated_at: datetime
+    messages: list[ExportedMessage]
+    system_prompt: Annotated[str, Meta(max_length=32_000, pattern=NO_NUL)] = ""
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    active_leaf_id: UUID | None = None
+
+
+class ChatExport(_Wire):
+    """`GET /api/chats/{chat_id}/export`, and each line of `GET /api/me/export`; what
+    `POST /api/import` takes back (docs/protocol.md section 3.6)."""
+
+    format: Literal["chatsvc.export"]
+    version: Literal[1]
+    exported_at: datetime
+    chat: ExportedChat
+
+
+ExportFormat = Literal["json", "markdown"]
+
+
+class ImportSkipped(_Wire):
+    """A chat, or a part of one, left out of an import, and why."""
+
+    index: Annotated[int, Meta(description="The chat's place in the file, from 0.")]
+    title: str
+    reason: str
+
+
+class ImportReport(_Wire):
+    """What `POST /api/import` stored: the new chats' ids, in the file's order, and what
+    it left out (whole chats, or messages of an imported one: hidden, system, tool or
+    non-text nodes of a ChatGPT export)."""
+
+    imported: list[UUID]
+    skipped: list[ImportSkipped]
 
 
 # --- operations -----------------------------------------------------------------

@@ -310,6 +310,7 @@ def test_no_admin_response_carries_a_password_hash(
         "chat_share",
         "instance",
         "message",
+        "message_feedback",
         "piccolo_user",
         "user_daily_usage",
         "user_quota",

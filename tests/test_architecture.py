@@ -64,6 +64,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.share_store",
             "chatsvc.usage_store",
             "chatsvc.search_store",
+            "chatsvc.feedback_store",
+            "chatsvc.transfer_store",
         },
     ),
     (
@@ -80,6 +82,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.shares",
             "chatsvc.usage",
             "chatsvc.search",
+            "chatsvc.feedback",
+            "chatsvc.exports",
+            "chatsvc.imports",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
@@ -109,6 +114,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.chats",
             "chatsvc.api.services",
             "chatsvc.api.docs",
+            "chatsvc.api.feedback",
+            "chatsvc.api.transfer",
             "chatsvc.api.headers",
             "chatsvc.api.keys",
             "chatsvc.api.shares",

@@ -29,7 +29,12 @@ from tests.support import PASSWORD, Server, register_and_login, unique_username
 PACKAGE = "chatsvc_client"
 
 #: No post-hooks: the generator would otherwise run ruff over its output.
-GENERATOR_CONFIG = "post_hooks: []\n"
+#: Files of no JSON type (issue 17's exports) come to the client as bytes.
+GENERATOR_CONFIG = """post_hooks: []
+content_type_overrides:
+  application/x-ndjson: application/octet-stream
+  text/markdown: application/octet-stream
+"""
 
 #: The operations anyone may call; every other one needs the bearer token.
 PUBLIC = {
@@ -48,6 +53,10 @@ OTHER_ERROR_BODIES = {("getReadiness", "503"): "Readiness"}
 #: Request bodies documented inline: login takes the same fields as JSON or as the OAuth2
 #: password form (Swagger's Authorize), read by hand rather than from a typed ``data``.
 INLINE_BODIES = {"login"}
+
+#: Answers that are files of no JSON type: every chat as JSON lines (issue 17), which
+#: generators cannot parse (the client gets the bytes).
+FILE_ANSWERS = {"exportAllChats"}
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 COMPONENT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
@@ -270,7 +279,11 @@ def test_schema_is_fit_for_client_generation(server: Server) -> None:
                 expected = OTHER_ERROR_BODIES.get((operation_id, status), "ErrorBody")
                 if schema.get("$ref") != f"#/components/schemas/{expected}":
                     problems.append(f"{label}: {status} is not documented as {expected}")
-            elif response.get("content") and "$ref" not in schema:
+            elif (
+                response.get("content")
+                and "$ref" not in schema
+                and operation_id not in FILE_ANSWERS
+            ):
                 problems.append(f"{label}: {status} body is not a named component schema")
 
     assert set(seen) >= PUBLIC, sorted(seen)

@@ -21,6 +21,7 @@ TABLES = (
     "user_quota",
     "api_key",
     "chat_share",
+    "message_feedback",
 )
 
 #: The full-text search objects (issue 17) are no Piccolo columns: the tables made from their
@@ -36,14 +37,15 @@ import importlib.util
 from piccolo.apps.user.tables import BaseUser
 from piccolo.table import create_db_tables
 from chatsvc.tables import (
-    ApiKey, Chat, ChatShare, Message, RefreshToken, TokenVersion, UserQuota,
+    ApiKey, Chat, ChatShare, Message, MessageFeedback, RefreshToken, TokenVersion, UserQuota,
 )
 spec = importlib.util.spec_from_file_location("search_migration", {str(SEARCH_MIGRATION)!r})
 search = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(search)
 async def main():
     await create_db_tables(
-        BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey, ChatShare
+        BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey, ChatShare,
+        MessageFeedback,
     )
     await search.create()
 asyncio.run(main())

@@ -74,6 +74,7 @@ from chatsvc.tables import (
     ChatShare,
     Instance,
     Message,
+    MessageFeedback,
     UserDailyUsage,
     UserQuota,
     UserUsage,
@@ -340,6 +341,27 @@ def _table_configs() -> list[TableConfig]:
                 Message.instance,
             ],
             order_by=[OrderBy(Message.created_at, ascending=False)],
+            validators=read_only,
+        ),
+        TableConfig(
+            # Ratings of replies (issue 17): staff filter them by rating, read-only.
+            MessageFeedback,
+            menu_group="Chats",
+            visible_columns=[
+                MessageFeedback.id,
+                MessageFeedback.updated_at,
+                MessageFeedback.message,
+                MessageFeedback.rating,
+                MessageFeedback.comment,
+            ],
+            visible_filters=[
+                MessageFeedback.rating,
+                MessageFeedback.message,
+                MessageFeedback.comment,
+                MessageFeedback.created_at,
+                MessageFeedback.updated_at,
+            ],
+            order_by=[OrderBy(MessageFeedback.updated_at, ascending=False)],
             validators=read_only,
         ),
         TableConfig(

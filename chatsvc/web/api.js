@@ -204,6 +204,31 @@ async function request(method, path, body, token) {
   }
 }
 
+/**
+ * The answer of `method path` as it is (a file to download), with `body` sent as it is
+ * under `contentType` (a file to upload); throws an ApiError for an error answer.
+ */
+export async function apiRaw(method, path, body, contentType) {
+  const send = (token) => {
+    const headers = { Authorization: `Bearer ${token}` };
+    if (contentType) headers["Content-Type"] = contentType;
+    return fetch(path, { method, headers, body }).catch(() => {
+      throw new ApiError(0, "network", "");
+    });
+  };
+  const token = currentToken();
+  let response = await send(token);
+  if (response.status === 401 && (await renew(token)) === "ok") {
+    response = await send(currentToken());
+  }
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    const code = (data && data.code) || (response.status === 401 ? "unauthorized" : "internal");
+    throw new ApiError(response.status, code, data && data.detail);
+  }
+  return response;
+}
+
 /** The JSON answer of `method path` (null for 204); throws an ApiError. */
 export async function api(method, path, body) {
   const token = currentToken();

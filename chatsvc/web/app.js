@@ -19,8 +19,10 @@ import { autosize, send, sendText, stop } from "./composer.js";
 import { connectIfClosed, handle } from "./connection.js";
 import { askDelete, askRename, deleteChat, rename } from "./dialogs.js";
 import { $, clearError, showError } from "./dom.js";
+import { isRating, onCommentDialogClose, onRating } from "./feedback.js";
 import { followLatest, isRunning, jumpToLatest } from "./messages.js";
 import { bindShortcuts, onShortcut } from "./shortcuts.js";
+import { exportChat, importFile } from "./transfer.js";
 
 function bind() {
   onUnauthorized(signOut); // a session the server has ended
@@ -61,6 +63,12 @@ function bind() {
     if ($("rename-dialog").returnValue === "save") rename();
   });
   $("delete-chat").addEventListener("click", askDelete);
+  $("export-chat").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-format]");
+    if (button) exportChat(button.dataset.format);
+  });
+  $("import-file").addEventListener("change", (event) => importFile(event.target, loadChats));
+  $("feedback-dialog").addEventListener("close", onCommentDialogClose);
   $("delete-dialog").addEventListener("close", () => {
     if ($("delete-dialog").returnValue === "delete") deleteChat();
   });
@@ -79,7 +87,8 @@ function bind() {
   messages.addEventListener("click", (event) => {
     if (event.target.closest(".continue")) return sendText("Continue");
     const button = event.target.closest("button[data-action]");
-    if (button) onMessageAction(button); // versions, Edit, Regenerate (branches.js)
+    if (button && isRating(button)) onRating(button); // thumbs and comment (feedback.js)
+    else if (button) onMessageAction(button); // versions, Edit, Regenerate (branches.js)
   });
   // The editor of a user message (branches.js).
   messages.addEventListener("submit", (event) => {

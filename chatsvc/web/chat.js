@@ -163,6 +163,7 @@ function showChat(chat, messages, older = null) {
   $("rename-chat").hidden = !chat;
   $("share-chat").hidden = !chat;
   $("delete-chat").hidden = !chat;
+  $("export-chat").hidden = !chat;
   state.messages.clear();
   $("messages").replaceChildren();
   for (const message of messages || []) upsertMessage(message);

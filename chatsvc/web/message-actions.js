@@ -17,8 +17,39 @@ export function messageActions(message, status, busy) {
     row.append(action("edit", "Edit", "Edit this message and send it again", busy));
   } else if (status !== "streaming") {
     row.append(action("regenerate", "Regenerate", "Write this reply again, as a new version", busy));
+    row.append(ratingControls(message.feedback));
   }
   return row.childElementCount ? row : null;
+}
+
+/**
+ * Thumbs up and down on a reply (issue 17), pressed as rated (feedback.js sends them), and
+ * Comment once it is rated. Never held back: rating starts no reply.
+ */
+function ratingControls(feedback) {
+  const rating = feedback ? feedback.rating : null;
+  const thumb = (name, text, label) => {
+    const button = el("button", { type: "button", class: "rate", "data-action": name, text });
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.setAttribute("aria-pressed", String(rating === name.slice(5)));
+    return button;
+  };
+  const group = el(
+    "div",
+    { class: "rating", role: "group", "aria-label": "Rate this reply" },
+    thumb("rate-up", "▲ Good", "Good reply"),
+    thumb("rate-down", "▼ Bad", "Bad reply"),
+  );
+  if (rating) {
+    const said = feedback.comment ? "Edit your comment" : "Add a comment";
+    const comment = el("button", { type: "button", "data-action": "comment", text: "Comment" });
+    comment.title = said;
+    comment.setAttribute("aria-label", said);
+    group.append(comment);
+    if (feedback.comment) group.append(el("span", { class: "comment", text: feedback.comment }));
+  }
+  return group;
 }
 
 /** `< 2/3 >`: the previous and next versions (the ends disabled), and where this one is. */

@@ -18,6 +18,8 @@ export const PLAIN_WORDS = {
   unavailable: "The server's database is unavailable. Try again shortly.",
   internal: "Something went wrong on the server.",
   quota_exceeded: "Your token budget is used up.",
+  not_a_reply: "Only the assistant's replies can be rated.",
+  invalid_import: "That file is not a chat export this server can import.",
 };
 
 /** A count of tokens, grouped by thousands. */
