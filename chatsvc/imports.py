@@ -24,33 +24,17 @@ follows the message before it.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
-from uuid import UUID, uuid4
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 import msgspec
 
-from chatsvc import transfer_store
+from chatsvc import chatgpt_import, transfer_store
 from chatsvc.errors import InvalidImport, TooLarge
+from chatsvc.import_tree import ImportLimits, Node, Parsed, build_tree, convert, new_chat
 from chatsvc.records import FeedbackRecord, NewChat, NewMessage, Sampling
 from chatsvc.wire import ChatExport, ImportReport, ImportSkipped
-
-#: Newer than its parent by at least this much (the tree is ordered by creation).
-_TICK = timedelta(microseconds=1)
-_UNTITLED = "Imported chat"
-_T = TypeVar("_T")
-
-
-class ImportLimits(NamedTuple):
-    max_bytes: int
-    max_chats: int
-    max_messages: int
-    max_chats_per_user: int
-    #: The models a chat may choose (``Settings.model_choices``): another one is dropped.
-    models: tuple[str, ...]
-    max_tokens_limit: int
 
 
 async def import_file(owner: int, body: bytes, limits: ImportLimits) -> ImportReport:
@@ -111,180 +95,24 @@ def _lines(text: bytes) -> list[Any]:
     return documents
 
 
-class _Parsed(NamedTuple):
-    title: str
-    chat: NewChat | None
-    notes: list[str]
-
-
-def _parse(index: int, document: Any, limits: ImportLimits) -> _Parsed:
+def _parse(index: int, document: Any, limits: ImportLimits) -> Parsed:
     if isinstance(document, dict) and "format" in document:
         return _ours(index, document, limits)
     if isinstance(document, dict) and "mapping" in document:
-        return _chatgpt(index, document, limits)
+        return chatgpt_import.parse_conversation(index, document, limits)
     raise InvalidImport(
         f"chat {index}: neither a chatsvc export (with `format`) nor a ChatGPT "
         "conversation (with `mapping`)"
     )
 
 
-def _convert(index: int, document: Any, kind: type[_T]) -> _T:
-    try:
-        return msgspec.convert(document, kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidImport(f"chat {index}: {exc}") from exc
-
-
-# --- the tree, whatever the source --------------------------------------------------
-
-
-@dataclass
-class _Node:
-    """A message of the file: ``message`` (its id and parent still to be chosen), or
-    ``None`` and ``skipped``, why it is left out (empty: silently, ChatGPT's root)."""
-
-    key: str
-    parent: str | None
-    message: NewMessage | None
-    skipped: str = ""
-
-
-class _Tree(NamedTuple):
-    messages: list[NewMessage]
-    active_leaf: UUID | None
-    notes: Counter[str]
-
-
-def _tree(index: int, nodes: list[_Node], active: str | None, *, strict: bool) -> _Tree:
-    """New ids, parents and times for the messages kept, parents first. ``strict``: a
-    parent missing from the chat, or a cycle, refuses the file (our own format); else
-    such a node starts a branch."""
-    by_key = {node.key: node for node in nodes}
-    children: dict[str | None, list[str]] = {}
-    for node in nodes:
-        parent = node.parent
-        if parent is not None and parent not in by_key:
-            if strict:
-                raise InvalidImport(f"chat {index}: message {node.key} follows no message of it")
-            parent = None
-        children.setdefault(parent, []).append(node.key)
-    kept: list[NewMessage] = []
-    stands: dict[str, NewMessage | None] = {}
-    notes: Counter[str] = Counter()
-    clock = datetime.min.replace(tzinfo=UTC)
-    pending: list[tuple[str, NewMessage | None]] = [
-        (key, None) for key in reversed(children.get(None, []))
-    ]
-    while pending:
-        key, before = pending.pop()
-        node = by_key[key]
-        stand = before
-        if node.message is None:
-            if node.skipped:
-                notes[node.skipped] += 1
-        elif node.message.role != _expected(before):
-            follows = f"an {before.role} message" if before else "nothing"
-            notes[f"an {node.message.role} message that follows {follows}"] += 1
-        else:
-            stand = _placed(node.message, before, clock)
-            clock = stand.created_at
-            kept.append(stand)
-        stands[key] = stand
-        pending += [(child, stand) for child in reversed(children.get(key, []))]
-    if len(stands) < len(by_key):
-        if strict:
-            raise InvalidImport(f"chat {index}: its messages' parents make a cycle")
-        notes["a message in a cycle of parents"] += len(by_key) - len(stands)
-    chosen = stands.get(active) if active is not None else None
-    return _Tree(kept, _leaf_below(chosen, kept) if chosen else None, notes)
-
-
-def _expected(before: NewMessage | None) -> str:
-    return "user" if before is None or before.role == "assistant" else "assistant"
-
-
-def _placed(message: NewMessage, before: NewMessage | None, clock: datetime) -> NewMessage:
-    """The message with a new id, following ``before``, newer than it."""
-    created = message.created_at
-    if before is not None and created <= before.created_at:
-        created = before.created_at + _TICK
-    if created == datetime.min.replace(tzinfo=UTC):  # no time given: after the last one
-        created = clock + _TICK
-    completed = message.completed_at
-    status = "interrupted" if message.status == "streaming" else message.status
-    return msgspec.structs.replace(
-        message,
-        id=uuid4(),
-        parent=before.id if before else None,
-        created_at=created,
-        completed_at=max(completed, created) if completed else None,
-        status=status,
-    )
-
-
-def _leaf_below(message: NewMessage, kept: list[NewMessage]) -> UUID:
-    """The newest leaf under ``message`` (itself when nothing follows it)."""
-    below: dict[UUID | None, list[NewMessage]] = {}
-    for other in kept:
-        below.setdefault(other.parent, []).append(other)
-    current = message
-    while below.get(current.id):
-        current = max(below[current.id], key=lambda m: (m.created_at, str(m.id)))
-    return current.id
-
-
-def _chat(
-    index: int,
-    title: str,
-    tree: _Tree,
-    limits: ImportLimits,
-    *,
-    system_prompt: str = "",
-    model: str | None = None,
-    sampling: Sampling,
-    created_at: datetime | None,
-    updated_at: datetime | None,
-) -> _Parsed:
-    notes = [
-        f"{count} message{'s' if count > 1 else ''} left out: {reason}"
-        for reason, count in sorted(tree.notes.items())
-    ]
-    if not tree.messages:
-        return _Parsed(title, None, [*notes, "chat skipped: no text message to import"])
-    if len(tree.messages) > limits.max_messages:
-        return _Parsed(
-            title,
-            None,
-            [
-                f"chat skipped: {len(tree.messages)} messages, more than "
-                f"IMPORT_MAX_MESSAGES_PER_CHAT ({limits.max_messages})"
-            ],
-        )
-    first = min(m.created_at for m in tree.messages)
-    last = max(m.created_at for m in tree.messages)
-    max_tokens = sampling.max_tokens
-    if max_tokens is not None and max_tokens > limits.max_tokens_limit:
-        sampling = msgspec.structs.replace(sampling, max_tokens=None)
-    chat = NewChat(
-        title=title,
-        system_prompt=system_prompt,
-        model=model if model in limits.models else None,
-        sampling=sampling,
-        created_at=min(created_at or first, first),
-        updated_at=max(updated_at or last, last),
-        active_leaf=tree.active_leaf,
-        messages=tree.messages,
-    )
-    return _Parsed(title, chat, notes)
-
-
 # --- our own export ---------------------------------------------------------------
 
 
-def _ours(index: int, document: Any, limits: ImportLimits) -> _Parsed:
-    export = _convert(index, document, ChatExport)
+def _ours(index: int, document: Any, limits: ImportLimits) -> Parsed:
+    export = convert(index, document, ChatExport)
     chat = export.chat
-    nodes: list[_Node] = []
+    nodes: list[Node] = []
     seen: set[UUID] = set()
     for m in chat.messages:
         if m.id in seen:
@@ -315,12 +143,12 @@ def _ours(index: int, document: Any, limits: ImportLimits) -> _Parsed:
             if m.feedback and m.role == "assistant"
             else None,
         )
-        nodes.append(_Node(str(m.id), str(m.parent_id) if m.parent_id else None, message))
+        nodes.append(Node(str(m.id), str(m.parent_id) if m.parent_id else None, message))
     active = str(chat.active_leaf_id) if chat.active_leaf_id else None
     if active is not None and active not in {node.key for node in nodes}:
         raise InvalidImport(f"chat {index}: active_leaf_id is no message of it")
-    tree = _tree(index, nodes, active, strict=True)
-    return _chat(
+    tree = build_tree(index, nodes, active, strict=True)
+    return new_chat(
         index,
         chat.title,
         tree,
@@ -337,119 +165,3 @@ def _ours(index: int, document: Any, limits: ImportLimits) -> _Parsed:
 
 def _aware(stamp: datetime) -> datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-
-
-# --- ChatGPT's conversations.json ---------------------------------------------------
-# The shape of OpenAI's data export, as far as it is read here: unknown fields are
-# ignored (the format is OpenAI's, and grows), the ones read must have their types.
-
-
-class _GptAuthor(msgspec.Struct):
-    role: str
-
-
-class _GptContent(msgspec.Struct):
-    content_type: str
-    parts: list[Any] | None = None
-
-
-class _GptMessage(msgspec.Struct):
-    author: _GptAuthor
-    content: _GptContent | None = None
-    create_time: float | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class _GptNode(msgspec.Struct):
-    message: _GptMessage | None = None
-    parent: str | None = None
-    children: list[str] = []
-
-
-class _GptConversation(msgspec.Struct):
-    mapping: dict[str, _GptNode]
-    title: str | None = None
-    create_time: float | None = None
-    update_time: float | None = None
-    current_node: str | None = None
-    default_model_slug: str | None = None
-
-
-_TEXT_TYPES = frozenset({"text", "multimodal_text"})
-
-
-def _chatgpt(index: int, document: Any, limits: ImportLimits) -> _Parsed:
-    conversation = _convert(index, document, _GptConversation)
-    title = _clean(conversation.title or "")[:200].strip() or _UNTITLED
-    nodes = [
-        _gpt_node(key, node)
-        for key, node in sorted(conversation.mapping.items(), key=lambda item: _order(item[1]))
-    ]
-    tree = _tree(index, nodes, conversation.current_node, strict=False)
-    return _chat(
-        index,
-        title,
-        tree,
-        limits,
-        model=conversation.default_model_slug,
-        sampling=Sampling(),
-        created_at=_time(conversation.create_time),
-        updated_at=_time(conversation.update_time),
-    )
-
-
-def _order(node: _GptNode) -> float:
-    """Siblings in the order they were written (ChatGPT lists children so too)."""
-    message = node.message
-    return message.create_time or 0.0 if message else 0.0
-
-
-def _gpt_node(key: str, node: _GptNode) -> _Node:
-    message = node.message
-    if message is None:
-        return _Node(key, node.parent, None)  # the root of every conversation: no message
-    role = message.author.role
-    if role not in ("user", "assistant"):
-        return _Node(key, node.parent, None, f"a {role} message")
-    metadata = message.metadata or {}
-    if metadata.get("is_visually_hidden_from_conversation"):
-        return _Node(key, node.parent, None, "a hidden message")
-    content = message.content
-    kind = content.content_type if content else "none"
-    if content is None or kind not in _TEXT_TYPES:
-        return _Node(key, node.parent, None, f"non-text content ({kind})")
-    texts = [part for part in content.parts or [] if isinstance(part, str)]
-    text = _clean("\n\n".join(t for t in texts if t))
-    if not text.strip():
-        why = "no text (images or files only)" if content.parts else "an empty message"
-        return _Node(key, node.parent, None, why)
-    model = metadata.get("model_slug")
-    stamp = _time(message.create_time)
-    return _Node(
-        key,
-        node.parent,
-        NewMessage(
-            id=uuid4(),
-            parent=None,
-            role="user" if role == "user" else "assistant",
-            content=text,
-            status="complete",
-            created_at=stamp or datetime.min.replace(tzinfo=UTC),
-            completed_at=stamp,
-            model=model if isinstance(model, str) and role == "assistant" else None,
-        ),
-    )
-
-
-def _time(seconds: float | None) -> datetime | None:
-    if seconds is None:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _clean(text: str) -> str:
-    """PostgreSQL cannot store NUL characters."""
-    return text.replace("\x00", "")

@@ -85,6 +85,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.feedback",
             "chatsvc.exports",
             "chatsvc.imports",
+            "chatsvc.import_tree",
+            "chatsvc.chatgpt_import",
         },
     ),
     # The generation package, one way inside too: the launcher starts a reply and the
