@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -117,6 +119,33 @@ def _schema(db: Database) -> dict[str, dict]:
     return schema
 
 
+def migrate_back(env: dict[str, str], migration_id: str) -> None:
+    """Piccolo's ``migrations backwards`` of chatsvc's app, down to ``migration_id`` (the
+    schema as it was when that migration was the newest)."""
+    command = ("migrations", "backwards", "chatsvc", "--migration_id", migration_id, "-y")
+    back = subprocess.run(
+        [sys.executable, "-m", "piccolo.main", *command],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
+def old_user(db: Database) -> int:
+    """A user stored straight into the database, as an older version would have; its id."""
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    return db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+
+
 def test_migrations_match_the_table_definitions(
     engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
@@ -127,9 +156,6 @@ def test_migrations_match_the_table_definitions(
     again = run_chatsvc("migrate", cwd=tmp_path, env=clean_environment(DATABASE_URL=migrated.url))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "[forwards]... ok" not in again.stdout  # nothing left to run
-
-    import subprocess
-    import sys
 
     created = subprocess.run(
         [sys.executable, "-c", CREATE_FROM_DEFINITIONS],
@@ -175,31 +201,12 @@ def test_trees_stored_before_their_size_was_kept_get_it(
 ) -> None:
     """A database migrated up to before ``chat_tree.size``, holding a tree, gets the tree's
     size (bytes of compact JSON) when migrated on: the per-user cap counts it."""
-    import subprocess
-    import sys
-
     db = make_database(engine)
     env = clean_environment(DATABASE_URL=db.url)
     assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_size = "2026-12-06T04:51:15:720028"
-    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
-    back = subprocess.run(
-        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_size, "-y"],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert back.returncode == 0, back.stdout + back.stderr
-    db.query(
-        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
-        True,
-        False,
-        False,
-    )
-    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    migrate_back(env, before_size)
+    owner = old_user(db)
     chat = uuid.uuid4()
     now = datetime.now(UTC)
     db.query(
@@ -224,24 +231,13 @@ def test_chats_stored_before_trees_become_single_branches(
     when migrated on, and each chat becomes one branch in its order: every message's
     parent is the one before it (``created_at``, then id), the first one has none, and
     the chat's active leaf is left empty (its newest message)."""
-    import subprocess
-    import sys
     from datetime import timedelta
 
     db = make_database(engine)
     env = clean_environment(DATABASE_URL=db.url)
     assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_trees = "2026-12-06T11:24:35:483064"
-    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
-    back = subprocess.run(
-        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_trees, "-y"],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert back.returncode == 0, back.stdout + back.stderr
+    migrate_back(env, before_trees)
     columns = {
         row["name"] if engine == "sqlite" else row["column_name"]
         for row in (
@@ -253,14 +249,7 @@ def test_chats_stored_before_trees_become_single_branches(
         )
     }
     assert "parent" not in columns  # today's schema, as it was before trees
-    db.query(
-        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
-        True,
-        False,
-        False,
-    )
-    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    owner = old_user(db)
     start = datetime.now(UTC)
     chats: dict[uuid.UUID, list[uuid.UUID]] = {}
     for number, count in enumerate((5, 1, 0, 4)):
@@ -314,35 +303,12 @@ def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
     gets its completion estimated from its text and reasoning (4 characters a token,
     rounded up), its prompt left unknown, and is marked estimated; user messages and
     replies still streaming are left alone. Backwards, the estimates are emptied again."""
-    import subprocess
-    import sys
-
     db = make_database(engine)
     env = clean_environment(DATABASE_URL=db.url)
     assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_usage = "2026-12-06T11:24:36:000000"
-    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
-
-    def backwards() -> None:
-        back = subprocess.run(
-            [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_usage, "-y"],
-            cwd=Path(__file__).resolve().parent.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert back.returncode == 0, back.stdout + back.stderr
-
-    backwards()
-    db.query(
-        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
-        True,
-        False,
-        False,
-    )
-    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    migrate_back(env, before_usage)
+    owner = old_user(db)
     chat, now = uuid.uuid4(), datetime.now(UTC)
     db.query(
         "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, 't', ?, ?)",
@@ -415,7 +381,7 @@ def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
     day = now.date().isoformat()
     assert daily == {"id": f"{owner}/{day}", "day": day, "replies": 3}
 
-    backwards()
+    migrate_back(env, before_usage)
     (row,) = db.query(
         "SELECT prompt_tokens, completion_tokens FROM message WHERE id = ?", ids["reported"]
     )
@@ -434,31 +400,12 @@ def test_rows_stored_before_search_are_indexed(
 ) -> None:
     """Issue 17: the search migration indexes the titles and messages already stored
     (empty ones are skipped), and backwards it leaves them untouched."""
-    import subprocess
-    import sys
-
     db = make_database(engine)
     env = clean_environment(DATABASE_URL=db.url)
     assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_search = "2026-12-06T17:41:08:000000"
-    PICCOLO = (sys.executable, "-m", "piccolo.main")  # noqa: N806
-    back = subprocess.run(
-        [*PICCOLO, "migrations", "backwards", "chatsvc", "--migration_id", before_search, "-y"],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert back.returncode == 0, back.stdout + back.stderr
-    db.query(
-        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
-        True,
-        False,
-        False,
-    )
-    owner = db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    migrate_back(env, before_search)
+    owner = old_user(db)
     chat, now = uuid.uuid4(), datetime.now(UTC)
     db.query(
         "INSERT INTO chat (id, owner, title, created_at, updated_at) "
