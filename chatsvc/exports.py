@@ -14,7 +14,7 @@ import msgspec
 
 from chatsvc import transfer_store
 from chatsvc.errors import NotFound
-from chatsvc.mappers import feedback_from_record
+from chatsvc.mappers import feedback_from_record, usage_from_record
 from chatsvc.records import ChatRecord, MessageRecord
 from chatsvc.wire import (
     EXPORT_FORMAT,
@@ -22,7 +22,6 @@ from chatsvc.wire import (
     ChatExport,
     ExportedChat,
     ExportedMessage,
-    Usage,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -72,7 +71,6 @@ def _export(chat: ChatRecord, messages: list[MessageRecord]) -> ChatExport:
 
 
 def _message(message: MessageRecord) -> ExportedMessage:
-    has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
     return ExportedMessage(
         id=message.id,
         parent_id=message.parent,
@@ -83,13 +81,7 @@ def _message(message: MessageRecord) -> ExportedMessage:
         completed_at=message.completed_at,
         reasoning=message.reasoning,
         model=message.model,
-        usage=Usage(
-            prompt_tokens=message.prompt_tokens,
-            completion_tokens=message.completion_tokens,
-            estimated=bool(message.usage_estimated),
-        )
-        if has_usage
-        else None,
+        usage=usage_from_record(message),
         finish_reason=message.finish_reason,
         tool_calls=message.tool_calls,
         feedback=feedback_from_record(message.feedback) if message.feedback else None,

@@ -27,7 +27,6 @@ def chat_from_record(chat: ChatRecord) -> Chat:
 
 
 def message_from_record(message: MessageRecord) -> Message:
-    has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
     siblings = list(message.siblings) if len(message.siblings) > 1 else None
     return Message(
         id=message.id,
@@ -41,19 +40,24 @@ def message_from_record(message: MessageRecord) -> Message:
         status=message.status,
         is_ai=message.role == "assistant",
         model=message.model,
-        usage=Usage(
-            prompt_tokens=message.prompt_tokens,
-            completion_tokens=message.completion_tokens,
-            estimated=bool(message.usage_estimated),
-        )
-        if has_usage
-        else None,
+        usage=usage_from_record(message),
         finish_reason=message.finish_reason,
         created_at=message.created_at,
         completed_at=message.completed_at,
         tool_calls=message.tool_calls,
         reasoning=message.reasoning,
         feedback=feedback_from_record(message.feedback) if message.feedback else None,
+    )
+
+
+def usage_from_record(message: MessageRecord) -> Usage | None:
+    """The reply's tokens, when any were counted or estimated (``None`` for the rest)."""
+    if message.prompt_tokens is None and message.completion_tokens is None:
+        return None
+    return Usage(
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        estimated=bool(message.usage_estimated),
     )
 
 
