@@ -7,10 +7,11 @@ under a burst some writers wait past any deadline (docs/architecture.md,
 "Embedded SQLite"). This engine keeps Piccolo's tables, queries and
 transactions, and changes only where a statement runs:
 
-- **Writes** (every transaction, and every statement that is not a
-  ``SELECT``) run on one long-lived writer connection, one turn at a time, in
-  the order they asked. ``BEGIN IMMEDIATE`` is only ever issued by the writer,
-  so no two writers of this process wait on each other inside SQLite. The
+- **Writes** (every transaction, and every statement that is not a read: a
+  ``SELECT``, or a ``WITH`` query that only selects) run on one long-lived
+  writer connection, one turn at a time, in the order they asked.
+  ``BEGIN IMMEDIATE`` is only ever issued by the writer, so no two writers
+  of this process wait on each other inside SQLite. The
   writer's statements run right on the event loop's thread: a local SQLite
   statement takes microseconds, less than handing it to a thread and back
   (aiosqlite's way), and a turn then runs without waiting in the loop's queue
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import sqlite3
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -177,6 +179,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         # aiosqlite types row_factory as a class; sqlite3 takes any callable (as Piccolo does).
         connection.row_factory = dict_factory  # pyright: ignore[reportAttributeAccessIssue]
         await connection.execute("PRAGMA foreign_keys = 1")
+        await connection.execute("PRAGMA query_only = 1")  # readers never write (_is_read)
         return connection
 
     def _connection_kwargs(self) -> dict[str, Any]:
@@ -346,8 +349,18 @@ def _rollback(writer: _InlineConnection) -> None:
         writer.run("ROLLBACK")
 
 
+#: A statement that changes the database, wherever it stands in a ``WITH`` query.
+_WRITING = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|UPSERT|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+
+
 def _is_read(sql: str) -> bool:
-    return sql.lstrip()[:6].upper() == "SELECT"
+    """A ``SELECT``, or a ``WITH`` query (recursive history walks, search) that selects:
+    it goes to a reader, not into the writer's queue. A reader is ``query_only``, so a
+    statement taken for a read by mistake fails rather than writes outside the writer."""
+    head = sql.lstrip()[:6].upper()
+    if head == "SELECT":
+        return True
+    return head[:4] == "WITH" and head[4:5].isspace() and not _WRITING.search(sql)
 
 
 class _Waiting:

@@ -108,7 +108,18 @@ async def test_a_write_that_cannot_start_in_time_is_refused_and_writes_nothing(
     assert _names(engine) == ["after"]
 
 
-@pytest.mark.parametrize("statement", ["SELECT 1", "select name from item"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 1",
+        "select name from item",
+        # A recursive walk (the prompt's history) and a CTE (search) are reads too: queued
+        # behind the writer they waited on every write, and were refused under a burst.
+        "WITH RECURSIVE up(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM up WHERE n < 3) "
+        "SELECT count(*) AS n FROM up",
+        "with named(updated_at) as (select name from item) select * from named",
+    ],
+)
 async def test_reads_do_not_queue_behind_the_writer(tmp_path: Path, statement: str) -> None:
     engine = _engine(tmp_path)
     read_while_held: list[object] = []
@@ -127,4 +138,17 @@ async def test_reads_do_not_queue_behind_the_writer(tmp_path: Path, statement: s
         hold.set()
 
     assert len(read_while_held) == 1  # answered while a write was open (it sees none of it)
-    assert read_while_held[0] in ([{"1": 1}], [])
+    assert read_while_held[0] in ([{"1": 1}], [], [{"n": 3}])
+
+
+async def test_a_with_query_that_writes_goes_to_the_writer(tmp_path: Path) -> None:
+    """A ``WITH`` that inserts is a write: it lands through the writer (the readers are
+    ``query_only``: taken for a read, it would have failed)."""
+    engine = _engine(tmp_path)
+    async with engine.serve():
+        await engine.run_ddl(
+            "WITH picked(name) AS (SELECT 'from a cte') "
+            "INSERT INTO item (name) SELECT name FROM picked"
+        )
+
+    assert _names(engine) == ["from a cte"]
