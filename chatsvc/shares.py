@@ -16,7 +16,6 @@ and an unknown token all answer the same 404.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -27,6 +26,7 @@ import msgspec
 from chatsvc import share_store, store
 from chatsvc.audit import audit
 from chatsvc.errors import NotFound, TooLarge
+from chatsvc.keys import key_hash
 from chatsvc.records import MessageRecord, ShareRecord
 from chatsvc.wire import NewShare, Share, SharedChat, SharedMessage, ShareList
 
@@ -45,10 +45,6 @@ PAGE_PATH = "/share/"
 
 _encode_messages = msgspec.json.Encoder().encode
 _decode_messages = msgspec.json.Decoder(list[SharedMessage]).decode
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _is_token(token: str) -> bool:
@@ -77,7 +73,7 @@ class Shares:
             owner,
             chat_id,
             prefix=token[:SHOWN],
-            token_hash=token_hash(token),
+            token_hash=key_hash(token),
             title=chat.title,
             messages=_encode_messages(messages).decode(),
             created_at=self._clock(),
@@ -109,7 +105,7 @@ class Shares:
 
     async def shared(self, token: str) -> SharedChat:
         """What the link shows; the same :class:`NotFound` for every link that shows nothing."""
-        found = await share_store.snapshot(token_hash(token)) if _is_token(token) else None
+        found = await share_store.snapshot(key_hash(token)) if _is_token(token) else None
         if found is None:
             raise NotFound(SHARE_NOT_FOUND)
         return SharedChat(
