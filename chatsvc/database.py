@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
+from piccolo.apps.user.tables import BaseUser
 from piccolo.engine.base import BaseAtomic, BaseBatch, Engine
 from piccolo.engine.postgres import PostgresEngine
 
@@ -230,6 +231,18 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
                 yield
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
+
+
+_LOCK_USER = "SELECT id FROM piccolo_user WHERE id = {} FOR UPDATE"
+
+
+async def lock_user(engine: Engine[Any], owner: int) -> None:
+    """Inside a write transaction: the writes of one user that count against one of
+    the user's limits (chats, keys, running replies) take their turn, so two of them
+    cannot pass the limit together. On PostgreSQL this is the user's row lock, held to
+    the end of the transaction; the embedded SQLite has one writer already."""
+    if isinstance(engine, PostgresEngine):
+        await BaseUser.raw(_LOCK_USER, owner)
 
 
 class KeyedTurns:

@@ -18,11 +18,9 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from piccolo.apps.user.tables import BaseUser
 from piccolo.columns.base import Column
-from piccolo.engine.postgres import PostgresEngine
 
-from chatsvc.database import current_engine, write_transaction
+from chatsvc.database import current_engine, lock_user, write_transaction
 from chatsvc.errors import InvalidInput, LimitReached
 from chatsvc.records import ApiKeyRecord, KeyHolder, KeyState
 from chatsvc.tables import ApiKey
@@ -36,7 +34,6 @@ _COLUMNS = (
     ApiKey.expires_at,
     ApiKey.revoked_at,
 )
-_LOCK_USER = "SELECT id FROM piccolo_user WHERE id = {} FOR UPDATE"
 #: The key of a hash with its owner's state, in one query.
 _HOLDER = (
     "SELECT k.id AS key_id, k.expires_at, k.revoked_at, k.last_used_at, "
@@ -63,8 +60,7 @@ async def create_key(
     """Insert a key; :class:`LimitReached` when the owner keeps ``max_keys`` unrevoked ones."""
     engine = current_engine()
     async with write_transaction(engine):
-        if isinstance(engine, PostgresEngine):
-            await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
+        await lock_user(engine, owner)  # two creates of one user count in turn
         kept = await ApiKey.count().where((ApiKey.owner == owner) & ApiKey.revoked_at.is_null())
         if kept >= max_keys:
             raise LimitReached(

@@ -17,9 +17,7 @@ is conditional, so instances and bursts do not multiply it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +27,7 @@ import msgspec
 
 from chatsvc import key_store
 from chatsvc.audit import audit
+from chatsvc.bearer import new_secret, secret_hash
 from chatsvc.errors import InvalidInput, NotFound
 from chatsvc.records import ApiKeyRecord, KeyHolder
 from chatsvc.wire import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey
@@ -49,10 +48,6 @@ def is_key(bearer: str) -> bool:
     return bearer.startswith(KEY_PREFIX)
 
 
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class ApiKeys:
     """The key use cases of the REST API, the token auth and the admin."""
 
@@ -68,12 +63,12 @@ class ApiKeys:
     async def create(self, owner: int, request: ApiKeyCreate) -> NewApiKey:
         now = self._clock()
         expires_at = _expiry(request, now)
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = new_secret(KEY_PREFIX)
         record = await key_store.create_key(
             owner,
             name=request.name,
             prefix=key[:SHOWN],
-            key_hash=key_hash(key),
+            key_hash=secret_hash(key),
             created_at=now,
             expires_at=expires_at,
             max_keys=MAX_KEYS_PER_USER,
@@ -115,7 +110,7 @@ class ApiKeys:
     async def holder(self, key: str) -> KeyHolder | None:
         """The key's holder when the key is valid now (known, unexpired, unrevoked, its user
         active); notes the use at most once a minute."""
-        found = await key_store.holder(key_hash(key))
+        found = await key_store.holder(secret_hash(key))
         now = self._clock()
         if (
             found is None

@@ -16,8 +16,6 @@ session but the caller's, which gets a fresh pair at the new version.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 from uuid import UUID
@@ -27,6 +25,7 @@ import msgspec
 from chatsvc import session_store
 from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.audit import audit
+from chatsvc.bearer import new_secret, secret_hash
 from chatsvc.errors import Unauthorized
 from chatsvc.session_store import RefreshRecord
 
@@ -42,11 +41,6 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     refresh_expires_in: int
 
 
-def token_hash(token: str) -> str:
-    """SHA-256 is enough for a random 256-bit token: there is nothing to guess."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class Sessions:
     """Start, renew and end the login sessions of users."""
 
@@ -56,7 +50,7 @@ class Sessions:
 
     def _new_token(self) -> tuple[str, datetime]:
         expires_at = datetime.now(UTC) + timedelta(seconds=self.refresh_seconds)
-        return secrets.token_urlsafe(32), expires_at
+        return new_secret(), expires_at
 
     def _session(self, user: ActiveUser, family: UUID, token: str) -> Session:
         return Session(
@@ -67,14 +61,14 @@ class Sessions:
         """A new session for a user who just logged in."""
         token, expires_at = self._new_token()
         family = await session_store.start(
-            user.id, user.token_version, token_hash(token), expires_at, family=None
+            user.id, user.token_version, secret_hash(token), expires_at, family=None
         )
         return self._session(user, family, token)
 
     async def refresh(self, token: str, *, address: str | None = None) -> Session:
         """Exchange a refresh token for the session's next one; :class:`Unauthorized` when
         it is unknown, expired, revoked, or already used (which revokes the session)."""
-        record = await session_store.find(token_hash(token))
+        record = await session_store.find(secret_hash(token))
         if record is None:
             raise Unauthorized(ENDED)
         if record.used_at is not None:
@@ -87,7 +81,7 @@ class Sessions:
             await session_store.revoke_family(record.family)
             raise Unauthorized(ENDED)
         new, expires_at = self._new_token()
-        if not await session_store.exchange(record, token_hash(new), expires_at):
+        if not await session_store.exchange(record, secret_hash(new), expires_at):
             await self._reused(record, address)  # exchanged by someone else meanwhile
         return self._session(user, record.family, new)
 
@@ -104,7 +98,7 @@ class Sessions:
 
     async def end(self, token: str) -> None:
         """Log out: revoke the session of this refresh token (none: nothing to do)."""
-        record = await session_store.find(token_hash(token))
+        record = await session_store.find(secret_hash(token))
         if record is not None:
             await session_store.revoke_family(record.family)
 
@@ -128,7 +122,7 @@ class Sessions:
         changed = await self._accounts.change_password(user, current, new, address=address)
         await session_store.revoke_user(user.id, keep=family)
         token, expires_at = self._new_token()
-        hashed = token_hash(token)
+        hashed = secret_hash(token)
         if family is None or not await session_store.renew(
             family, user.id, changed.token_version, hashed, expires_at
         ):

@@ -16,7 +16,6 @@ and an unknown token all answer the same 404.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
@@ -25,8 +24,8 @@ import msgspec
 
 from chatsvc import share_store, store
 from chatsvc.audit import audit
+from chatsvc.bearer import new_secret, secret_hash
 from chatsvc.errors import NotFound, TooLarge
-from chatsvc.keys import key_hash
 from chatsvc.records import MessageRecord, ShareRecord
 from chatsvc.wire import NewShare, Share, SharedChat, SharedMessage, ShareList
 
@@ -68,12 +67,12 @@ class Shares:
                 f"the conversation has more than {MAX_SHARED_MESSAGES} messages, too many to share"
             )
         messages = [_shared(m) for m in branch if m.status != "streaming" and m.content]
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = new_secret(TOKEN_PREFIX)
         record = await share_store.create_share(
             owner,
             chat_id,
             prefix=token[:SHOWN],
-            token_hash=key_hash(token),
+            token_hash=secret_hash(token),
             title=chat.title,
             messages=_encode_messages(messages).decode(),
             created_at=self._clock(),
@@ -105,7 +104,7 @@ class Shares:
 
     async def shared(self, token: str) -> SharedChat:
         """What the link shows; the same :class:`NotFound` for every link that shows nothing."""
-        found = await share_store.snapshot(key_hash(token)) if _is_token(token) else None
+        found = await share_store.snapshot(secret_hash(token)) if _is_token(token) else None
         if found is None:
             raise NotFound(SHARE_NOT_FOUND)
         return SharedChat(

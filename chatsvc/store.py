@@ -32,7 +32,13 @@ from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc.admission import Admission, admit
 from chatsvc.context import CHARS_PER_TOKEN
-from chatsvc.database import KeyedTurns, ServerPostgresEngine, current_engine, write_transaction
+from chatsvc.database import (
+    KeyedTurns,
+    ServerPostgresEngine,
+    current_engine,
+    lock_user,
+    write_transaction,
+)
 from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
 from chatsvc.quota_store import spent
 from chatsvc.records import (
@@ -203,8 +209,7 @@ async def create_chat(
     stamp = now()
     engine = current_engine()
     async with write_transaction(engine):
-        if isinstance(engine, PostgresEngine):
-            await BaseUser.raw(_LOCK_USER, owner)  # two creates of one user count in turn
+        await lock_user(engine, owner)  # two creates of one user count in turn
         row = await _insert_chat(
             owner,
             max_chats,
@@ -704,8 +709,7 @@ async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerato
         else contextlib.nullcontext()
     )
     async with one_per_user, write_transaction(engine):
-        if isinstance(engine, PostgresEngine):
-            await BaseUser.raw(_LOCK_USER, owner)
+        await lock_user(engine, owner)
         running = await Message.raw(_RUNNING_FOR_OWNER, owner, live_after)
         admit([row["chat"] for row in running], chat_id, per_user_cap)
         if (quota := admission.quota) is not None:
@@ -718,7 +722,6 @@ async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerato
 # Admission runs these for every message sent: as constant SQL they cost a few
 # microseconds to prepare, where Piccolo's query builder takes a quarter of a
 # millisecond for the join and subquery (tests/bench/admission.py).
-_LOCK_USER = "SELECT id FROM piccolo_user WHERE id = {} FOR UPDATE"
 #: The chats of the owner's replies streaming on a live instance.
 _RUNNING_FOR_OWNER = (
     "SELECT message.chat FROM message JOIN chat ON chat.id = message.chat "

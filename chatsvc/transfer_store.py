@@ -16,18 +16,15 @@ from collections.abc import Sequence
 from uuid import UUID
 
 import msgspec
-from piccolo.apps.user.tables import BaseUser
-from piccolo.engine.postgres import PostgresEngine
 
 from chatsvc import store
-from chatsvc.database import current_engine, write_transaction
+from chatsvc.database import current_engine, lock_user, write_transaction
 from chatsvc.errors import LimitReached
 from chatsvc.feedback_store import with_feedback
 from chatsvc.records import ChatRecord, MessageRecord, NewChat
 from chatsvc.tables import Chat, ChatTree, Message, MessageFeedback
 from chatsvc.tree import empty_root
 
-_LOCK_USER = "SELECT id FROM piccolo_user WHERE id = {} FOR UPDATE"
 #: Rows inserted per statement (SQLite allows 32,766 bound values; a message has 17).
 _BATCH = 500
 
@@ -56,8 +53,7 @@ async def insert_chats(owner: int, chats: Sequence[NewChat], *, max_chats: int) 
     engine = current_engine()
     ids: list[UUID] = []
     async with write_transaction(engine):
-        if isinstance(engine, PostgresEngine):
-            await BaseUser.raw(_LOCK_USER, owner)  # counted with the owner's other creates
+        await lock_user(engine, owner)  # counted with the owner's other creates
         kept = await Chat.count().where(Chat.owner == owner)
         if kept + len(chats) > max_chats:
             raise LimitReached(

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.tables",
             "chatsvc.logs",
             "chatsvc.audit",
+            "chatsvc.bearer",
             "chatsvc.context",
             "chatsvc.titles",
             "chatsvc.tasks",
