@@ -190,7 +190,7 @@ async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         # (Piccolo passes **kwargs to asyncpg untyped.)
-        await engine.start_connection_pool(min_size=1, max_size=20)  # pyright: ignore[reportUnknownMemberType]
+        await engine.start_connection_pool(min_size=1, max_size=20, reset=_keep_session)  # pyright: ignore[reportUnknownMemberType]
         try:
             yield
         finally:
@@ -200,6 +200,16 @@ async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
             yield
     else:
         yield
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs between two uses, beyond what asyncpg always does
+    (roll back a transaction left open, drop listeners): nothing. asyncpg's default
+    runs ``RESET ALL; UNLISTEN *; CLOSE ALL`` and an advisory unlock, one more round trip
+    for every query outside a transaction, for state chatsvc never leaves on a pooled
+    connection: settings are set per transaction (``set_config(..., true)``), LISTEN has
+    its own connection (``chatsvc/bus.py``), no advisory locks, cursors close with their
+    transaction (docs/performance.md, "Per-reply costs")."""
 
 
 PING_SECONDS = 3.0
