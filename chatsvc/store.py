@@ -19,7 +19,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import UUID
 
 import asyncpg
@@ -428,28 +428,29 @@ async def branch_messages(
     return await _with_siblings(chat_id, records)
 
 
+# Sorted in Python, not by the query: ordered by creation, SQLite may walk the chat's
+# (chat, created_at) index and read every message (the parent column comes last, after
+# the text), where the (chat, parent) index finds the siblings alone. Constant SQL: a
+# reply's start and end each read its siblings, and Piccolo's query builder costs more
+# CPU than the query (docs/performance.md, "Per-reply costs").
+_SIBLINGS = "SELECT id, parent, created_at FROM message WHERE chat = {} AND "
+
+
 async def _with_siblings(chat_id: UUID, records: list[MessageRecord]) -> list[MessageRecord]:
     """The records with the ids of their siblings (one query)."""
     if not records:
         return records
     parents = {record.parent for record in records}
     named = [parent for parent in parents if parent is not None]
-    where = Message.parent.is_in(named) if named else None
+    which = [f"parent IN ({', '.join('{}' for _ in named)})"] if named else []
     if None in parents:
-        roots = Message.parent.is_null()
-        where = roots if where is None else where | roots
-    assert where is not None
-    # Sorted here, not by the query: ordered by creation, SQLite may walk the chat's
-    # (chat, created_at) index and read every message (the parent column comes last,
-    # after the text), where the (chat, parent) index finds the siblings alone.
-    rows = await Message.select(Message.id, Message.parent, Message.created_at).where(
-        (Message.chat == chat_id) & where
-    )
-    found: list[_Row] = rows
+        which.append("parent IS NULL")
+    found: list[_Row] = await Message.raw(f"{_SIBLINGS}({' OR '.join(which)})", chat_id, *named)
     found.sort(key=_creation)
     groups: dict[UUID | None, list[UUID]] = {}
     for row in found:
-        groups.setdefault(row["parent"], []).append(row["id"])
+        parent = row["parent"]
+        groups.setdefault(None if parent is None else _uuid(parent), []).append(_uuid(row["id"]))
     return [
         msgspec.structs.replace(record, siblings=tuple(groups.get(record.parent, [record.id])))
         for record in records
@@ -591,9 +592,7 @@ async def create_exchange(
             )
             created, follows = True, None
         else:
-            rows = await Chat.select(*_CHAT_COLUMNS).where(
-                (Chat.id == chat_id) & (Chat.owner == owner)
-            )
+            rows = await Chat.raw(_OWNED_CHAT, chat_id, owner)
             if not rows:
                 return None
             chat, created = rows[0], False
@@ -619,9 +618,12 @@ async def create_exchange(
     # Counted after the commit: a read, not worth holding the writer for.
     record = (await _chats(chats))[0]
     question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
-    question_record, reply_record = await _with_siblings(
-        record.id, [_message(question), _message(reply_row)]
-    )
+    exchange = [_message(question), _message(reply_row)]
+    if created:  # the first message of a new chat, and its reply: each alone
+        exchange = [msgspec.structs.replace(m, siblings=(m.id,)) for m in exchange]
+    else:
+        exchange = await _with_siblings(record.id, exchange)
+    question_record, reply_record = exchange
     return Exchange(chat=record, question=question_record, reply=reply_record, created=created)
 
 
@@ -675,6 +677,13 @@ async def create_regeneration(
         chat_id, [_message(question[0]), _message(inserted[0])]
     )
     return Exchange(chat=record, question=question_record, reply=reply_record, created=False)
+
+
+#: The owner's chat, the columns of ``_CHAT_COLUMNS`` (constant SQL: every send reads it).
+_OWNED_CHAT = (
+    "SELECT id, title, system_prompt, model, temperature, top_p, max_tokens, created_at, "
+    "updated_at, title_source, active_leaf FROM chat WHERE id = {} AND owner = {}"
+)
 
 
 def _streaming_reply(admission: Admission, chat: _Row, parent: UUID, stamp: datetime) -> Message:
@@ -865,14 +874,22 @@ async def _create_tree(chat_id: UUID) -> None:
     )
 
 
+#: Constant SQL: every reply's prompt reads the tree (see ``_SIBLINGS``).
+_TREE = "SELECT version, root FROM chat_tree WHERE chat = {}"
+
+
 async def get_tree(chat_id: UUID) -> TreeRecord:
     """The chat's tree; a chat from before trees gets an empty one."""
-    query = ChatTree.select(ChatTree.version, ChatTree.root).where(ChatTree.chat == chat_id)
-    rows = await query.output(load_json=True)
+    rows = await ChatTree.raw(_TREE, chat_id)
     if not rows:
         await _create_tree(chat_id)
-        rows = await query.output(load_json=True)
-    return TreeRecord(**rows[0])
+        rows = await ChatTree.raw(_TREE, chat_id)
+    version, root = rows[0]["version"], rows[0]["root"]
+    return TreeRecord(version=version, root=msgspec.json.decode(root) if _is_text(root) else root)
+
+
+def _is_text(value: object) -> TypeGuard[str | bytes]:
+    return isinstance(value, str | bytes)
 
 
 #: The bytes of the trees of a chat's owner, but that chat's.
