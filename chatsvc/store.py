@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
@@ -599,7 +599,9 @@ async def create_exchange(
             follows = await active_leaf(chat_id) if parent is UNSET else parent
             if parent is not UNSET and parent is not None:
                 await _check_parent(chat_id, parent)
-        user_message = Message(
+        question_id = uuid4()
+        user_message = _NewMessage(
+            id=question_id,
             chat=chat["id"],
             parent=follows,
             role="user",
@@ -608,13 +610,9 @@ async def create_exchange(
             created_at=stamp,
             completed_at=stamp,
         )
-        reply = _streaming_reply(admission, chat, user_message.id, stamp + _AFTER)
-        rows = await Message.insert(user_message, reply).returning(*_MESSAGE_COLUMNS)
-        chats = await (
-            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: admission.reply_id})
-            .where(Chat.id == chat["id"])
-            .returning(*_CHAT_COLUMNS)
-        )
+        reply = _streaming_reply(admission, chat, question_id, stamp + _AFTER)
+        rows = await _insert_messages(user_message, reply)
+        chats = await Chat.raw(_LEAD_TO_REPLY, stamp, admission.reply_id, chat["id"])
     # Counted after the commit: a read, not worth holding the writer for.
     record = (await _chats(chats))[0]
     question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
@@ -666,12 +664,8 @@ async def create_regeneration(
             raise Busy("a reply is already being generated in this chat")
         question = await Message.select(*_MESSAGE_COLUMNS).where(Message.id == given.parent)
         reply = _streaming_reply(admission, chat, given.parent, stamp)
-        inserted = await Message.insert(reply).returning(*_MESSAGE_COLUMNS)
-        chats = await (
-            Chat.update({Chat.updated_at: stamp, Chat.active_leaf: admission.reply_id})
-            .where(Chat.id == chat_id)
-            .returning(*_CHAT_COLUMNS)
-        )
+        inserted = await _insert_messages(reply)
+        chats = await Chat.raw(_LEAD_TO_REPLY, stamp, admission.reply_id, chat_id)
     record = (await _chats(chats))[0]  # after the commit, as for a new message
     question_record, reply_record = await _with_siblings(
         chat_id, [_message(question[0]), _message(inserted[0])]
@@ -679,17 +673,12 @@ async def create_regeneration(
     return Exchange(chat=record, question=question_record, reply=reply_record, created=False)
 
 
-#: The owner's chat, the columns of ``_CHAT_COLUMNS`` (constant SQL: every send reads it).
-_OWNED_CHAT = (
-    "SELECT id, title, system_prompt, model, temperature, top_p, max_tokens, created_at, "
-    "updated_at, title_source, active_leaf FROM chat WHERE id = {} AND owner = {}"
-)
-
-
-def _streaming_reply(admission: Admission, chat: _Row, parent: UUID, stamp: datetime) -> Message:
+def _streaming_reply(
+    admission: Admission, chat: _Row, parent: UUID, stamp: datetime
+) -> _NewMessage:
     """The admitted reply's row: empty, ``streaming``, in the chat's model if it is offered."""
     offered = chat["model"] in admission.offered_models
-    return Message(
+    return _NewMessage(
         id=admission.reply_id,
         chat=chat["id"],
         parent=parent,
@@ -700,6 +689,61 @@ def _streaming_reply(admission: Admission, chat: _Row, parent: UUID, stamp: date
         created_at=stamp,
         task_id=admission.task_id,
         instance=admission.instance,
+    )
+
+
+class _NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message row to insert: every column of ``message`` that is written."""
+
+    id: UUID
+    chat: UUID
+    parent: UUID | None
+    role: str
+    content: str
+    status: str
+    created_at: datetime
+    model: str | None = None
+    completed_at: datetime | None = None
+    task_id: UUID | None = None
+    instance: str | None = None
+    reasoning: str = ""
+    usage_estimated: bool = False
+
+
+# Every send inserts two messages, makes the reply the chat's active leaf and later
+# stores the reply's end: as constant SQL, without Piccolo's query builder, which costs
+# more CPU than these statements (docs/performance.md, "Per-reply costs"). Each names
+# every column it writes; the values bind as Piccolo's would (the same sqlite3 adapters).
+# ``_MESSAGE_SQL`` and ``_CHAT_SQL`` are ``_MESSAGE_COLUMNS`` and ``_CHAT_COLUMNS``.
+_MESSAGE_SQL = (
+    "id, chat, parent, role, content, status, model, prompt_tokens, completion_tokens, "
+    "usage_estimated, finish_reason, created_at, completed_at, tool_calls, reasoning"
+)
+_NEW_MESSAGE_SQL = ", ".join(_NewMessage.__struct_fields__)
+_CHAT_SQL = (
+    "id, title, system_prompt, model, temperature, top_p, max_tokens, created_at, "
+    "updated_at, title_source, active_leaf"
+)
+_LEAD_TO_REPLY = (
+    "UPDATE chat SET updated_at = {}, active_leaf = {} WHERE id = {} "  # noqa: S608
+    f"RETURNING {_CHAT_SQL}"
+)
+_END_REPLY = (
+    "UPDATE message SET content = {}, reasoning = {}, status = {}, prompt_tokens = {}, "  # noqa: S608
+    "completion_tokens = {}, usage_estimated = {}, finish_reason = {}, error_code = {}, "
+    f"completed_at = {{}}, tool_calls = {{}} WHERE id = {{}} RETURNING {_MESSAGE_SQL}"
+)
+_TOUCH_CHAT = "UPDATE chat SET updated_at = {} WHERE id = {}"
+_OWNED_CHAT = f"SELECT {_CHAT_SQL} FROM chat WHERE id = {{}} AND owner = {{}}"  # noqa: S608
+
+
+async def _insert_messages(*messages: _NewMessage) -> list[_Row]:
+    row = f"({', '.join('{}' for _ in _NewMessage.__struct_fields__)})"
+    values = [value for message in messages for value in msgspec.structs.astuple(message)]
+    return await Message.raw(
+        f"INSERT INTO message ({_NEW_MESSAGE_SQL}) "  # noqa: S608 (column names and placeholders)
+        f"VALUES {', '.join(row for _ in messages)} RETURNING {_MESSAGE_SQL}",
+        *values,
     )
 
 
@@ -792,26 +836,23 @@ async def finish_reply(
     (``name``, ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before
     other queued writes: an abort, and every follower, waits for it."""
     stamp = now()
+    calls = msgspec.json.encode(tool_calls).decode() if tool_calls else None
     async with write_transaction(current_engine(), urgent=True):
-        rows = await (
-            Message.update(
-                {
-                    Message.content: content,
-                    Message.reasoning: reasoning,
-                    Message.status: status,
-                    Message.prompt_tokens: prompt_tokens,
-                    Message.completion_tokens: completion_tokens,
-                    Message.usage_estimated: usage_estimated,
-                    Message.finish_reason: finish_reason,
-                    Message.error_code: error_code,
-                    Message.completed_at: stamp,
-                    Message.tool_calls: tool_calls or None,
-                }
-            )
-            .where(Message.id == message_id)
-            .returning(*_MESSAGE_COLUMNS)
+        rows = await Message.raw(
+            _END_REPLY,
+            content,
+            reasoning,
+            status,
+            prompt_tokens,
+            completion_tokens,
+            usage_estimated,
+            finish_reason,
+            error_code,
+            stamp,
+            calls,
+            message_id,
         )
-        await Chat.update({Chat.updated_at: stamp}).where(Chat.id == chat_id)
+        await Chat.raw(_TOUCH_CHAT, stamp, chat_id)
     return (await _with_siblings(chat_id, [_message(rows[0])]))[0] if rows else None
 
 
