@@ -2,8 +2,10 @@
 
 Hashes are Piccolo's own (``Account.hash_password``: BaseUser's, with our
 length rules; ``pbkdf2_sha256$600000$salt$hex``), so the same accounts log in
-to the Piccolo admin. PBKDF2 at 600,000 rounds costs
-about 0.5-0.8 s of CPU, so it always runs in a worker thread, at most
+to the Piccolo admin. New hashes take ``PASSWORD_HASH_ROUNDS`` rounds (600,000 by
+default and at least in production; a stored hash of fewer is upgraded at its next
+login, never lowered). PBKDF2 at 600,000 rounds costs
+about 0.2-0.8 s of CPU, so it always runs in a worker thread, at most
 ``PASSWORD_HASH_WORKERS`` at once: a burst of logins queues there instead of
 stalling other requests and streams. At most ``PASSWORD_HASH_QUEUE`` wait
 there; beyond, a login is refused at once (``overloaded``, with a
@@ -43,7 +45,8 @@ from chatsvc.errors import (
 )
 from chatsvc.login_limits import LoginLimits
 from chatsvc.records import UserAccess
-from chatsvc.tables import MAX_PASSWORD, MIN_PASSWORD, PASSWORD_ITERATIONS, Account
+from chatsvc.settings import DEFAULT_PASSWORD_HASH_ROUNDS
+from chatsvc.tables import MAX_PASSWORD, MIN_PASSWORD, Account
 from chatsvc.wire import User
 
 T = TypeVar("T")
@@ -66,9 +69,9 @@ def _check(password: str, stored: str) -> bool:
     return algorithm == "pbkdf2_sha256" and hmac.compare_digest(again, stored)
 
 
-def _needs_rehash(stored: str) -> bool:
-    """Hashed with fewer rounds than new hashes get (an older default)."""
-    return Account.split_stored_password(stored)[1] != str(PASSWORD_ITERATIONS)
+def _needs_rehash(stored: str, rounds: int) -> bool:
+    """Hashed with fewer rounds than new hashes get (an older default); never lowered."""
+    return int(Account.split_stored_password(stored)[1]) < rounds
 
 
 @functools.cache
@@ -110,6 +113,7 @@ class Accounts:
         allow_registration: bool,
         hash_workers: int,
         hash_queue: int = 0,
+        hash_rounds: int = DEFAULT_PASSWORD_HASH_ROUNDS,
         login_limits: LoginLimits | None = None,
         on_change: Callable[[int], None] = lambda user_id: None,
     ) -> None:
@@ -122,7 +126,8 @@ class Accounts:
         self._hash_seconds = 0.8  # a first guess for Retry-After, then measured
         self._limits = login_limits
         # Verified when the username is unknown, so that both cases cost the same time.
-        self._dummy_hash = Account.hash_password(secrets.token_hex(16))
+        self._rounds = hash_rounds
+        self._dummy_hash = Account.hash_password(secrets.token_hex(16), iterations=hash_rounds)
 
     async def _in_thread(self, work: Callable[[], T]) -> T:
         """``work`` in a hashing thread, or :class:`Overloaded` when too many already wait."""
@@ -143,7 +148,9 @@ class Accounts:
         return result
 
     async def hash_password(self, password: str) -> str:
-        return await self._in_thread(lambda: Account.hash_password(password))
+        return await self._in_thread(
+            lambda: Account.hash_password(password, iterations=self._rounds)
+        )
 
     async def _verify(self, password: str, stored: str) -> bool:
         return await self._in_thread(lambda: _check(password, stored))
@@ -260,7 +267,7 @@ class Accounts:
             )
             raise Unauthorized(INVALID_CREDENTIALS)
         rehashed = None
-        if _needs_rehash(stored):
+        if _needs_rehash(stored, self._rounds):
             rehashed = await self.hash_password(password)  # upgrade an older iteration count
         await store.record_login(row.id, rehashed)
         return _active_user(row)

@@ -215,6 +215,7 @@ def _build_services(
         allow_registration=settings.allow_registration,
         hash_workers=settings.password_hash_workers,
         hash_queue=settings.password_hash_queue,
+        hash_rounds=settings.password_hash_rounds,
         login_limits=LoginLimits(settings.login_attempts_per_minute),
         on_change=access.changed,
     )

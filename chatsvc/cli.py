@@ -271,7 +271,9 @@ async def create_user(
         raise CommandError(f"invalid {field}: {str(exc).split(' - at ')[0]}") from None
     engine = engine_from_settings(settings)
     await migrate(engine, quiet=True)
-    accounts = Accounts(allow_registration=True, hash_workers=1)
+    accounts = Accounts(
+        allow_registration=True, hash_workers=1, hash_rounds=settings.password_hash_rounds
+    )
     with use_engine(engine):
         async with connection_pool(engine):
             try:

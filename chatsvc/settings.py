@@ -27,6 +27,11 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/@+-]+$"
 MODEL_NAME_MAX = 200
 
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+#: PBKDF2-SHA256 rounds of a new password hash: OWASP's figure, and the least in production.
+DEFAULT_PASSWORD_HASH_ROUNDS = 600_000
+#: The fewest rounds any environment takes (test suites, where hashing dominates the time).
+MIN_PASSWORD_HASH_ROUNDS = 1_000
+
 #: The most tokens any reply may be asked for (the same bound as ``MaxTokens`` on the wire).
 MAX_TOKENS_BOUND = 1_000_000
 
@@ -102,6 +107,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         msgspec.Meta(ge=1, le=64, description="threads hashing passwords at once"),
     ] = max(1, os.cpu_count() or 1)
+    password_hash_rounds: Annotated[
+        int,
+        msgspec.Meta(
+            ge=MIN_PASSWORD_HASH_ROUNDS,
+            le=10_000_000,
+            description="PBKDF2 rounds of new password hashes; fewer than the default only "
+            "outside production, for test suites",
+        ),
+    ] = DEFAULT_PASSWORD_HASH_ROUNDS
     password_hash_queue: Annotated[
         int,
         msgspec.Meta(
@@ -394,6 +408,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 str(self.llm_max_tokens),
                 f"at most LLM_MAX_TOKENS_LIMIT ({self.llm_max_tokens_limit}), the most a chat "
                 "may ask for; raise the limit or lower the default",
+            )
+        if (
+            self.environment == "production"
+            and self.password_hash_rounds < DEFAULT_PASSWORD_HASH_ROUNDS
+        ):
+            raise ConfigError(
+                "PASSWORD_HASH_ROUNDS",
+                str(self.password_hash_rounds),
+                f"at least {DEFAULT_PASSWORD_HASH_ROUNDS} in production "
+                "(fewer rounds are for test suites)",
             )
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
             raise ConfigError(

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import httpx
 
+from chatsvc.settings import MIN_PASSWORD_HASH_ROUNDS
 from tests.fake_openai import FakeOpenAI
 from tests.support.databases import Database
 from tests.support.environment import clean_environment
 
 JWT_SECRET = "test-secret-" + "x" * 40
 UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
+#: ``PASSWORD_HASH_ROUNDS`` of test servers: the least the settings take.
+TEST_HASH_ROUNDS = MIN_PASSWORD_HASH_ROUNDS
 HIGH_LIMITS = {
     "RATE_LIMIT_PER_MINUTE": "100000",
     "LOGIN_ATTEMPTS_PER_MINUTE": "100000",
@@ -108,6 +111,12 @@ def server_environment(db: Database, settings: Mapping[str, str]) -> dict[str, s
     # whole run, which lasts longer than the default 15 minutes; the tests of expiry and
     # renewal set their own lifetime (tests/test_sessions.py, test_web_sessions.py).
     defaults["JWT_TTL_SECONDS"] = str(TEST_ACCESS_SECONDS)
+    # Hashing a password at the production rounds (600,000) costs 0.15-0.8 s of CPU, and the
+    # suite registers and logs in users by the thousand: the least rounds the settings take
+    # keep the same code path at a fraction of the cost. The tests of the rounds themselves
+    # and of a full hashing queue set their own (tests/test_passwords.py,
+    # test_login_limits.py).
+    defaults["PASSWORD_HASH_ROUNDS"] = str(TEST_HASH_ROUNDS)
     # The suite makes many requests from one address; the limit tests lower these.
     return {**defaults, **HIGH_LIMITS, **settings}
 
