@@ -19,7 +19,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -486,9 +486,7 @@ async def set_active_leaf(owner: int, chat_id: UUID, leaf: UUID) -> ChatRecord |
 
 def _message(row: _Row) -> MessageRecord:
     """The JSONB column comes as JSON text from both drivers (or null)."""
-    stored = row["tool_calls"]
-    if isinstance(stored, str | bytes):
-        stored = msgspec.json.decode(stored)
+    stored = _json(row["tool_calls"])
     calls = msgspec.convert(stored, list[ToolCallRecord]) if stored else None
     values: _Row = {**row, "tool_calls": calls}
     return MessageRecord(**values)
@@ -648,7 +646,7 @@ async def create_regeneration(
     is not a reply, ``Busy`` for one still streaming."""
     stamp, owner = now(), admission.owner
     async with _admitted(admission, chat_id):
-        rows = await Chat.select(*_CHAT_COLUMNS).where((Chat.id == chat_id) & (Chat.owner == owner))
+        rows = await Chat.raw(_OWNED_CHAT, chat_id, owner)
         if not rows:
             return None
         chat = rows[0]
@@ -926,11 +924,12 @@ async def get_tree(chat_id: UUID) -> TreeRecord:
         await _create_tree(chat_id)
         rows = await ChatTree.raw(_TREE, chat_id)
     version, root = rows[0]["version"], rows[0]["root"]
-    return TreeRecord(version=version, root=msgspec.json.decode(root) if _is_text(root) else root)
+    return TreeRecord(version=version, root=_json(root))
 
 
-def _is_text(value: object) -> TypeGuard[str | bytes]:
-    return isinstance(value, str | bytes)
+def _json(value: Any) -> Any:
+    """A JSONB column's value: both drivers give its JSON text (or null)."""
+    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
 
 
 #: The bytes of the trees of a chat's owner, but that chat's.
