@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -229,6 +230,10 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
     deadline here (twice that) is a last resort. Either way a write that could
     not be done in time raises :class:`Overloaded`, which may be retried. An
     ``urgent`` write (a reply's end) goes before the others queued on SQLite.
+
+    The deadline never cuts the COMMIT: a COMMIT cancelled in flight may land all the
+    same, and its caller, told the write failed, would leave what it wrote behind
+    (a send refused as ``overloaded`` whose reply stays ``streaming``, its chat busy).
     """
     if isinstance(engine, EmbeddedSQLiteEngine):
         async with engine.write_turn(urgent=urgent):
@@ -236,9 +241,11 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
         return
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
     try:
-        with anyio.fail_after(2 * seconds, shield=True):
+        with anyio.fail_after(2 * seconds, shield=True) as deadline:
             async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
                 yield
+                # No checkpoint since the body's last one: not cancelled, it commits.
+                deadline.deadline = math.inf
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
 

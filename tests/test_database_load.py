@@ -290,3 +290,45 @@ def test_reply_end_lands_after_the_database_was_too_slow(slow_write_server: Serv
     refused_rows = server.db.query("SELECT id FROM message WHERE chat = ?", uuid.UUID(other_chat))
     assert refused_rows == []  # the refused sends stored nothing
     assert "trying again" in server.log()
+
+
+# --- a COMMIT slower than the write deadline ----------------------------------------------
+
+#: Every message whose content holds this makes its transaction's COMMIT this slow.
+SLOW_COMMIT = "slow-commit"
+COMMIT_SECONDS = 2 * WRITE_DEADLINE + 1.0  # past the last-resort deadline (twice the timeout)
+
+
+@pytest.mark.postgres_only
+def test_a_commit_slower_than_the_deadline_lands_and_is_told_so(
+    slow_write_server: Server,
+) -> None:
+    """The write deadline never cuts a COMMIT: one cancelled in flight may land all the
+    same, and a send told ``overloaded`` would leave its reply ``streaming`` (its chat busy
+    until a restart). A deferred trigger makes the COMMIT outlast the deadline: the send
+    starts and its reply ends stored, as if the database had been quick."""
+    server = slow_write_server
+    server.db.query(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM pg_sleep({COMMIT_SECONDS}); RETURN NULL; END $$"
+    )
+    server.db.query(
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON message "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        f"WHEN (NEW.content LIKE '%{SLOW_COMMIT}%') EXECUTE FUNCTION slow_commit()"
+    )
+    user = register_and_login(server)
+    with Socket(user) as socket:
+        sent_at = time.monotonic()
+        started = socket.start(f"{SLOW_COMMIT} {directive(tokens=3)}")
+        assert time.monotonic() - sent_at >= COMMIT_SECONDS  # the COMMIT was that slow
+        frames = socket.until_end(started["task_id"])
+    assert frames[-1]["type"] == "done", frames[-1]
+    rows = server.db.query(
+        "SELECT role, status FROM message WHERE chat = ? ORDER BY created_at",
+        uuid.UUID(started["chat_id"]),
+    )
+    assert [(r["role"], r["status"]) for r in rows] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
