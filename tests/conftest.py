@@ -74,6 +74,13 @@ _ENGINES = pytest.StashKey[list[str]]()
 _NOTE = pytest.StashKey[str]()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers of ``-n auto`` (in the addopts): two per core. A test spends most of its time
+    waiting on servers, sockets and paced tokens, so one worker per core leaves the cores
+    idle; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides this."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"chatsvc database engines: {', '.join(config.stash[_ENGINES])}"]
     if config.stash[_NOTE]:

@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser import screenshot
 from tests.support import Server
+from tests.support.http import tls
 
 
 class OfflinePage:
@@ -51,7 +52,7 @@ def offline(browser: Browser, server: Server) -> Iterator[OfflinePage]:
 
 
 def operations(server: Server) -> list[dict[str, Any]]:
-    schema = httpx.get(f"{server.url}/schema/openapi.json", timeout=30).json()
+    schema = httpx.get(f"{server.url}/schema/openapi.json", timeout=30, verify=tls()).json()
     found = [
         operation
         for item in schema["paths"].values()
@@ -104,7 +105,7 @@ def test_redoc_renders_every_operation_offline(offline: OfflinePage, server: Ser
 
 
 def test_the_pages_and_their_files_come_from_this_server(server: Server) -> None:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, verify=tls()) as client:
         pages = [client.get("/docs"), client.get("/redoc")]
         files = {
             name: client.get(f"/docs/assets/{name}")

@@ -24,6 +24,7 @@ from tests.support import (
     Database,
     unique_username,
 )
+from tests.support.http import tls
 from tests.support.inprocess import serving
 
 # Litestar 2.25 warns of what it will drop in 3.0 (services found by parameter name,
@@ -40,7 +41,7 @@ def settings_for(db: Database) -> Settings:
 def chat_and_reply(url: str, title: str) -> str:
     """Register, log in, create a chat and wait for the (echo) reply; gives the username."""
     username = unique_username()
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, verify=tls()) as client:
         account = {"username": username, "password": PASSWORD}
         assert client.post("/api/auth/register", json=account).status_code == 201
         token = client.post("/api/auth/login", json=account).json()["access_token"]

@@ -9,11 +9,12 @@ from collections.abc import Callable
 import httpx
 
 from tests.support import Server, wait_until
+from tests.support.http import tls
 from tests.tcp_proxy import TcpProxy
 
 
 def readiness(server: Server) -> httpx.Response:
-    return httpx.get(f"{server.url}/health/ready", timeout=10)
+    return httpx.get(f"{server.url}/health/ready", timeout=10, verify=tls())
 
 
 def test_readiness_follows_the_event_bus_down_and_up(
@@ -31,7 +32,7 @@ def test_readiness_follows_the_event_bus_down_and_up(
         assert down.json()["status"] == "unavailable"
         assert down.json()["event_bus"] == "unavailable"
         assert down.json()["database"] == "ok"
-        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/health", timeout=10, verify=tls()).status_code == 200
         wait_until(
             lambda: "readiness check failed: event bus" in server.log(),
             what="the failed check logged",

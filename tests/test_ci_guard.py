@@ -30,6 +30,8 @@ def _pytest(*, ci: bool) -> subprocess.CompletedProcess[str]:
             "pytest",
             "-p",
             "no:cov",
+            "-n",
+            "0",
             "--collect-only",
             "-q",
             "tests/test_docs.py",

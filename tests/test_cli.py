@@ -26,6 +26,7 @@ from tests.support import (
     start_server,
     unique_username,
 )
+from tests.support.http import tls
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["createuser"]])
@@ -152,14 +153,17 @@ def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> Non
         while True:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, verify=tls())
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "no answer on /health"
                 time.sleep(0.1)
         assert response.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["database"] == "ok"
-        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/health/ready", verify=tls()).json()["database"]
+            == "ok"
+        )
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", verify=tls()).status_code == 200
         assert (tmp_path / "chatsvc.db").is_file()
     finally:
         process.terminate()
@@ -246,7 +250,7 @@ def test_the_banner_comes_once_the_server_listens_and_names_its_real_address(
             # Right after the line, with no retry: the port accepts connections already.
             with socket.create_connection((url.hostname or "", url.port), timeout=5):
                 pass
-            health = httpx.get(f"{url.scheme}://{url.netloc}/health", timeout=5)
+            health = httpx.get(f"{url.scheme}://{url.netloc}/health", timeout=5, verify=tls())
             assert health.json()["status"] == "ok"
         finally:
             process.terminate()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support import Database, register_and_login, start_server
+from tests.support.http import tls
 from tests.tcp_proxy import TcpProxy
 
 
@@ -31,8 +32,8 @@ def test_requests_fail_clearly_while_the_database_is_down_and_recover(
                 proxy.down()
                 listing = client.get("/api/chats")
                 creating = client.post("/api/chats", json={"title": "during"})
-                ready = httpx.get(f"{server.url}/health/ready", timeout=10)
-                alive = httpx.get(f"{server.url}/health", timeout=10)
+                ready = httpx.get(f"{server.url}/health/ready", timeout=10, verify=tls())
+                alive = httpx.get(f"{server.url}/health", timeout=10, verify=tls())
                 assert listing.status_code == 503, listing.text
                 assert listing.json()["code"] == "unavailable"
                 assert "Retry-After" in listing.headers
@@ -52,7 +53,9 @@ def test_requests_fail_clearly_while_the_database_is_down_and_recover(
                 titles = [c["title"] for c in listing.json()["items"]]
                 assert titles == ["before"]  # nothing half-written from the outage
                 assert client.post("/api/chats", json={"title": "after"}).status_code == 201
-            assert httpx.get(f"{server.url}/health/ready", timeout=10).status_code == 200
+            assert (
+                httpx.get(f"{server.url}/health/ready", timeout=10, verify=tls()).status_code == 200
+            )
             assert "database unavailable" in server.log()
         finally:
             server.stop()

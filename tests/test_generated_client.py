@@ -25,6 +25,7 @@ import pytest
 
 from chatsvc.api.openapi import OPERATION_ID
 from tests.support import PASSWORD, Server, register_and_login, unique_username
+from tests.support.http import tls
 
 PACKAGE = "chatsvc_client"
 
@@ -64,7 +65,7 @@ _IMPORTS_UNSET = re.compile(r"^from \.\.\.types import [^\n]*\bUnset\b", re.MULT
 
 
 def _schema(server: Server) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/schema/openapi.json", timeout=10)
+    response = httpx.get(f"{server.url}/schema/openapi.json", timeout=10, verify=tls())
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -92,7 +93,9 @@ def client_package(server: Server, tmp_path: Path) -> Iterator[ModuleType]:
     imported from a temporary directory, then forgotten."""
     schema_path = tmp_path / "openapi.json"
     schema_path.write_bytes(
-        httpx.get(f"{server.url}/schema/openapi.json", timeout=10).raise_for_status().content
+        httpx.get(f"{server.url}/schema/openapi.json", timeout=10, verify=tls())
+        .raise_for_status()
+        .content
     )
     config_path = tmp_path / "generator.yaml"
     config_path.write_text(GENERATOR_CONFIG)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import Socket, User, tokens_of
+from tests.support.http import tls
 
 SLOW = directive(tokens=400, rate=40)
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -176,7 +177,7 @@ def test_sse_abort(alice: User, fake_llm: FakeOpenAI) -> None:
 
     def read_stream() -> None:
         with (
-            httpx.Client(base_url=alice.server.url, timeout=30) as client,
+            httpx.Client(base_url=alice.server.url, timeout=30, verify=tls()) as client,
             client.stream(
                 "POST",
                 f"/api/chats/{chat['id']}/messages",

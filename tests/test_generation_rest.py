@@ -10,6 +10,7 @@ import httpx
 
 from tests.fake_openai import FakeOpenAI, Script, directive
 from tests.support import User, wait_until
+from tests.support.http import tls
 
 
 def marker() -> str:
@@ -25,7 +26,7 @@ def read_sse(user: User, chat_id: str, content: str, limit: int | None = None) -
     """The events of one SSE response (stops reading after ``limit`` events if given)."""
     events: list[dict] = []
     with (
-        httpx.Client(base_url=user.server.url, timeout=30) as client,
+        httpx.Client(base_url=user.server.url, timeout=30, verify=tls()) as client,
         client.stream(
             "POST",
             f"/api/chats/{chat_id}/messages",
@@ -130,7 +131,7 @@ def test_rest_errors(alice: User, bob: User) -> None:
 
 def test_busy_over_rest(alice: User) -> None:
     chat_id = new_chat(alice)
-    with httpx.Client(base_url=alice.server.url, timeout=30) as client:
+    with httpx.Client(base_url=alice.server.url, timeout=30, verify=tls()) as client:
         headers = {"Authorization": f"Bearer {alice.token}", "Accept": "text/event-stream"}
         with client.stream(
             "POST",

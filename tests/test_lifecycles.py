@@ -35,6 +35,7 @@ from tests.support import (
     start_server,
     upstream_settings,
 )
+from tests.support.http import tls
 
 #: Enters a ``Generations`` on the bus of ``EVENT_BUS_URL``, the body raising ``Boom`` if it
 #: gets in; prints what came out, then that and the background tasks still running after it.
@@ -164,7 +165,7 @@ def test_an_sse_stream_ends_cleanly_when_a_stop_interrupts_its_reply(
         outcome["kinds"] = kinds
         try:
             with (
-                httpx.Client(base_url=server.url, timeout=30) as client,
+                httpx.Client(base_url=server.url, timeout=30, verify=tls()) as client,
                 client.stream(
                     "POST",
                     f"/api/chats/{chat_id}/messages",

@@ -18,6 +18,7 @@ from tests.support import (
     register_and_login,
     upstream_settings,
 )
+from tests.support.http import tls
 
 ORIGIN = "https://app.example"
 
@@ -63,7 +64,7 @@ def test_limits(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-unt
     assert "Retry-After" in limited.headers
     with bob.client() as client:
         assert client.get("/api/chats").status_code == 200
-    assert httpx.get(f"{server.url}/health").status_code == 200  # never limited
+    assert httpx.get(f"{server.url}/health", verify=tls()).status_code == 200  # never limited
 
     # WebSocket frames: bursts are cut, the socket stays.
     with Socket(bob) as socket:

@@ -20,6 +20,7 @@ from tests.support import (
     register_and_login,
     run_chatsvc,
 )
+from tests.support.http import tls
 
 NOT_OFFERED = "o1-pro"
 
@@ -36,7 +37,7 @@ def test_models_lists_what_a_chat_may_choose(server: Server, alice: User) -> Non
         "default": "fake-model",
         "models": [{"id": "fake-model"}, {"id": OTHER_MODEL}],
     }
-    assert httpx.get(f"{server.url}/api/models").status_code == 401
+    assert httpx.get(f"{server.url}/api/models", verify=tls()).status_code == 401
 
 
 def test_a_model_not_offered_is_refused_with_422(fresh_user: User) -> None:
@@ -93,7 +94,7 @@ def test_the_upstream_never_gets_a_model_not_offered(
 
 
 def test_models_is_in_the_openapi_schema(server: Server) -> None:
-    schema = httpx.get(f"{server.url}/schema/openapi.json").json()
+    schema = httpx.get(f"{server.url}/schema/openapi.json", verify=tls()).json()
     operation = schema["paths"]["/api/models"]["get"]
     assert operation["operationId"] == "listModels"
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]

@@ -11,10 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_openai import FakeOpenAI, directive
 from tests.support import Server, Socket, User, register_and_login
+from tests.support.http import tls
 
 
 def metrics(server: Server) -> dict[tuple[str, tuple], float]:
-    response = httpx.get(f"{server.url}/metrics", timeout=10)
+    response = httpx.get(f"{server.url}/metrics", timeout=10, verify=tls())
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     values = {}

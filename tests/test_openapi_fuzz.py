@@ -35,6 +35,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
 from tests.support import Server, User, register_and_login, unique_username
+from tests.support.http import tls
 
 #: Random cases per operation (the coverage phase adds its own boundary cases).
 EXAMPLES_PER_OPERATION = 25
@@ -179,13 +180,15 @@ def test_api_conforms_to_its_openapi_schema(server: Server, fuzzer: User, real_c
 
 def test_every_operation_documents_how_it_answers_a_missing_token(server: Server) -> None:
     """Routes that need the token say so (``security``) and document their 401; others don't."""
-    spec = httpx.get(f"{server.url}/schema/openapi.json", timeout=10).json()
+    spec = httpx.get(f"{server.url}/schema/openapi.json", timeout=10, verify=tls()).json()
     problems = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             url = path.replace("{chat_id}", str(uuid.uuid4())).replace("{user_id}", "1")
             body = {} if method in ("post", "patch", "put") else None
-            status = httpx.request(method, f"{server.url}{url}", json=body, timeout=10).status_code
+            status = httpx.request(
+                method, f"{server.url}{url}", json=body, timeout=10, verify=tls()
+            ).status_code
             security = operation.get("security", spec.get("security", []))
             needs_token = any(requirement for requirement in security)
             label = f"{method.upper()} {path}"
@@ -201,4 +204,4 @@ def test_every_operation_documents_how_it_answers_a_missing_token(server: Server
 
 def test_the_fuzzed_server_still_answers(server: Server) -> None:
     """Runs after the fuzzing in this module: the server survived it."""
-    assert httpx.get(f"{server.url}/health/ready", timeout=10).status_code == 200
+    assert httpx.get(f"{server.url}/health/ready", timeout=10, verify=tls()).status_code == 200

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.support import PASSWORD, Server, User, register_and_login
+from tests.support.http import tls
 
 
 def test_health_and_readiness(server: Server) -> None:
@@ -98,6 +99,7 @@ def test_health_answers_promptly_while_ten_logins_hash(
             f"{server.url}/api/auth/login",
             json={"username": alice.username, "password": PASSWORD},
             timeout=120,
+            verify=tls(),
         )
         statuses.append(response.status_code)
 

@@ -33,6 +33,7 @@ from tests.support import (
     upstream_settings,
     wait_until,
 )
+from tests.support.http import tls
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUS_URLS = {"memory": None, "redis": REDIS_URL, "postgres": PG_ADMIN_URL}
@@ -344,7 +345,7 @@ def test_a_tree_patch_on_b_reaches_a_socket_following_the_chat_on_a(
 
 def test_readiness_reports_the_event_bus(cluster: Cluster) -> None:
     for server in (cluster.a, cluster.b):
-        ready = httpx.get(f"{server.url}/health/ready", timeout=10)
+        ready = httpx.get(f"{server.url}/health/ready", timeout=10, verify=tls())
         assert ready.status_code == 200
         expected = "none" if cluster.bus == "memory" else "ok"
         assert ready.json()["event_bus"] == expected

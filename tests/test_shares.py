@@ -16,6 +16,7 @@ import pytest
 from chatsvc.logs import redact
 from tests.fake_openai import directive
 from tests.support import Server, User, register_and_login, wait_until
+from tests.support.http import tls
 from tests.test_generation_rest import read_sse
 
 TOKEN_LENGTH = len("shr_") + 43  # secrets.token_urlsafe(32)
@@ -45,7 +46,7 @@ def share(user: User, chat_id: str) -> httpx.Response:
 
 def shared(server: Server, token: str) -> httpx.Response:
     """The public read: no Authorization header at all."""
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=10, verify=tls()) as client:
         return client.get(f"/api/shared/{token}")
 
 
@@ -190,7 +191,7 @@ def test_another_user_can_neither_share_nor_see_nor_revoke_the_links(
 def test_managing_links_needs_a_login(server: Server, fresh_user: User) -> None:
     chat_id = new_chat(fresh_user)
     link = share(fresh_user, chat_id).json()
-    with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+    with httpx.Client(base_url=server.url, timeout=10, verify=tls()) as anonymous:
         assert anonymous.post(f"/api/chats/{chat_id}/share").status_code == 401
         assert anonymous.get(f"/api/chats/{chat_id}/shares").status_code == 401
         assert anonymous.get("/api/shares").status_code == 401
@@ -254,7 +255,7 @@ def test_the_page_needs_no_login_and_is_never_cached_nor_indexed(
     server: Server, fresh_user: User
 ) -> None:
     token = share(fresh_user, new_chat(fresh_user)).json()["token"]
-    with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+    with httpx.Client(base_url=server.url, timeout=10, verify=tls()) as anonymous:
         page = anonymous.get(f"/share/{token}")
         script = anonymous.get("/static/share.js")
     assert page.status_code == 200
@@ -274,7 +275,7 @@ def test_tokens_stay_out_of_the_logs(server: Server, fresh_user: User) -> None:
     chat_id = new_chat(fresh_user)
     link = share(fresh_user, chat_id).json()
     token = link["token"]
-    with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+    with httpx.Client(base_url=server.url, timeout=10, verify=tls()) as anonymous:
         assert anonymous.get(f"/share/{token}").status_code == 200
         assert anonymous.get(f"/api/shared/{token}").status_code == 200
         assert anonymous.get(f"/api/shared/{token}x").status_code == 404

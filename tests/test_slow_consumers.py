@@ -26,6 +26,7 @@ from tests.support import (
     upstream_settings,
     wait_until,
 )
+from tests.support.http import tls
 
 OUTBOX = 64
 #: 2,000 tokens of 2 KB: far more than the kernel's socket buffers hold.
@@ -42,7 +43,7 @@ def _slow_socket(server: Server, token: str) -> ClientConnection:
 
 
 def _slow_consumers(server: Server) -> float:
-    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10, verify=tls()).text
     found = re.search(r"^chatsvc_slow_consumers_total (\S+)$", metrics, re.MULTILINE)
     assert found, metrics
     return float(found.group(1))

@@ -22,6 +22,7 @@ from tests.support import (
     upstream_settings,
     wait_until,
 )
+from tests.support.http import tls
 
 
 def marker() -> str:
@@ -211,7 +212,7 @@ def test_the_circuit_opens_then_lets_one_trial_through(
     server, user = fragile
 
     def circuit() -> str:
-        return httpx.get(f"{server.url}/health/ready", timeout=5).json()["llm"]
+        return httpx.get(f"{server.url}/health/ready", timeout=5, verify=tls()).json()["llm"]
 
     assert circuit() == "closed"
     with Socket(user) as socket:
@@ -228,7 +229,7 @@ def test_the_circuit_opens_then_lets_one_trial_through(
         # Once the cooldown (1 s) is over, the next request will be the trial, and readiness
         # says so before any request arrives (issue 12).
         wait_until(lambda: circuit() == "half-open", timeout=5, what="the half-open circuit")
-        with httpx.Client(base_url=server.url) as client:
+        with httpx.Client(base_url=server.url, verify=tls()) as client:
             metrics = client.get("/metrics").text
         assert "chatsvc_llm_circuit_state 1.0" in metrics
         trial = marker()

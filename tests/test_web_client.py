@@ -28,6 +28,7 @@ from tests.support import (
     register_and_login,
     unique_username,
 )
+from tests.support.http import tls
 from tests.tcp_proxy import TcpProxy
 
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"
@@ -90,7 +91,9 @@ def body_text(page: Page, selector: str) -> str:
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as client:  # no token: the page logs in itself
+    with httpx.Client(
+        base_url=server.url, verify=tls()
+    ) as client:  # no token: the page logs in itself
         page = client.get("/")
         script = client.get("/static/app.js")
         style = client.get("/static/app.css")

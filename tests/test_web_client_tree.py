@@ -27,6 +27,7 @@ from playwright.sync_api import Locator, Page, Request, WebSocketRoute, expect
 from tests.browser import screenshot
 from tests.fake_openai import directive
 from tests.support import Server, User, register_and_login
+from tests.support.http import tls
 from tests.test_web_client import ASSISTANT, log_in, send, wait_for_partial_reply
 
 WEB = Path(__file__).resolve().parent.parent / "chatsvc" / "web"
@@ -156,7 +157,7 @@ class RoutedSocket:
 
 
 def test_the_tree_script_is_served_from_this_host_and_never_parses_html(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, verify=tls()) as client:
         html = client.get("/").text
         scripts = [client.get(f"/static/{name}") for name in ("tree.js", "json-patch.js")]
     for script in scripts:

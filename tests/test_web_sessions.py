@@ -15,6 +15,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.support import Server, register_and_login
+from tests.support.http import tls
 from tests.test_audit import audit_lines
 from tests.test_web_client import ASSISTANT, log_in, send
 
@@ -59,7 +60,7 @@ def test_a_session_outlives_several_access_tokens(
     expect(second_tab.locator("#connection")).to_have_attribute("data-state", "connected")
 
     renewals(page, 5)  # over 3 lifetimes of the first token (about 2 s each)
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, verify=tls()) as client:
         assert client.get("/api/me", headers={"Authorization": f"Bearer {first}"}).status_code == (
             401
         )
@@ -101,7 +102,7 @@ def test_log_out_ends_the_session_on_the_server(server: Server, page: Page) -> N
     assert logout.value.status == 204
     expect(page.locator("#auth-view")).to_be_visible()
     assert page.evaluate("localStorage.getItem('chatsvc.refresh')") is None
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, verify=tls()) as client:
         again = client.post("/api/auth/refresh", json={"refresh_token": refresh})
     assert again.status_code == 401
 

@@ -16,6 +16,7 @@ from chatsvc.settings import MIN_PASSWORD_HASH_ROUNDS
 from tests.fake_openai import FakeOpenAI
 from tests.support.databases import Database
 from tests.support.environment import clean_environment
+from tests.support.http import tls
 
 JWT_SECRET = "test-secret-" + "x" * 40
 UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
@@ -64,7 +65,7 @@ class Reachable:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=tls())
 
     @property
     def ws_url(self) -> str:
@@ -148,7 +149,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"chatsvc exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}/health", timeout=1, verify=tls()).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
