@@ -3,7 +3,8 @@
 With access tokens of a couple of seconds, the client renews them before they expire,
 and when the server closes its socket for an expired token (4401) it opens another with
 the new one; a reply sent several lifetimes later streams as usual. A session ended
-elsewhere (log out everywhere) ends the client with one line.
+elsewhere (log out everywhere) ends the client with one line, at the prompt or during
+a reply.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.fake_openai import directive
 from tests.support import Server, register_and_login
 from tests.support.waiting import wait_until
 from tests.test_audit import audit_lines
@@ -66,3 +68,20 @@ def test_a_session_ended_elsewhere_ends_the_client(echo_server: Server, tmp_path
     child.sendline("hello?")
     output = ends_with_status(child, 1)
     assert "run `chatsvc chat` again to log in" in output
+
+
+def test_a_session_ended_during_a_reply_ends_the_client(server: Server, tmp_path: Path) -> None:
+    """The server closes the socket of an ended session (4401) while a reply streams on
+    it: the client says the session ended and exits 1, rather than 'connection lost' and
+    a prompt whose next message would fail."""
+    user = register_and_login(server)
+    child = spawn_client(tmp_path, "--url", server.url, "--user", user.username)
+    log_in(child)
+    child.expect_exact(PROMPT)
+    child.sendline(f"a long one {directive(tokens=200, rate=10)}")
+    child.expect_exact("assistant: t0 ")
+    with user.client() as client:
+        assert client.post("/api/auth/logout-all").status_code == 204
+    output = ends_with_status(child, 1)
+    assert "run `chatsvc chat` again to log in" in output
+    assert "connection lost" not in transcript(child) + output

@@ -44,7 +44,11 @@ CLOSE_UNAUTHORIZED = 4401
 
 
 class Closed:
-    """Queued by the socket reader when the WebSocket ends."""
+    """Queued by the socket reader when the WebSocket ends; ``ended`` when the server
+    closed it because the session has ended (its token could not be renewed)."""
+
+    def __init__(self, ended: Unauthorized | None = None) -> None:
+        self.ended = ended
 
 
 class GiveUp:
@@ -137,9 +141,12 @@ class Connection:
     async def _read(
         self, ws: aiohttp.ClientWebSocketResponse, events: asyncio.Queue[Queued]
     ) -> None:
-        """Reads every frame (so pings are answered) until the socket ends; after a close
-        for its token (4401), opens a new one with a renewed token."""
+        """Reads every frame (so pings are answered) until the socket ends, then queues
+        ``Closed``. After a close for its token (4401), first opens a new socket with a
+        renewed token; when the session has ended instead, ``Closed`` says so, and a reply
+        waiting on the socket ends the client as a refused request would."""
         token = self._token
+        ended: Unauthorized | None = None
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
@@ -150,15 +157,19 @@ class Connection:
                         events.put_nowait(event)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     break
+            if ws.close_code == CLOSE_UNAUTHORIZED:
+                try:
+                    await self._api.renew(token)
+                    async with self._opening:
+                        if self._ws is ws:
+                            self._ws = None
+                            await self.open()
+                except Unauthorized as exc:
+                    ended = exc
+                except ClientError:
+                    pass  # the next request says why
         finally:
-            events.put_nowait(Closed())
-        if ws.close_code == CLOSE_UNAUTHORIZED:
-            with contextlib.suppress(ClientError):  # else the next request says why
-                await self._api.renew(token)
-                async with self._opening:
-                    if self._ws is ws:
-                        self._ws = None
-                        await self.open()
+            events.put_nowait(Closed(ended))
 
     async def fresh_events(self) -> asyncio.Queue[Queued]:
         """The queue of an open socket, rid of what other tabs did in the meantime.
@@ -172,8 +183,8 @@ class Connection:
                 await self.open()
         events = self.events
         while not events.empty():
-            if isinstance(events.get_nowait(), Closed):  # but not a socket that just ended
-                events.put_nowait(Closed())
+            if isinstance(event := events.get_nowait(), Closed):  # but not a socket that ended
+                events.put_nowait(event)
                 break
         return events
 

@@ -67,6 +67,8 @@ class Reply:
         while True:
             event = await self._events.get()
             if isinstance(event, Closed):
+                if event.ended is not None:  # not lost: the server ended the session
+                    raise event.ended
                 self._end("[connection lost: /history shows how the reply ended]")
                 return
             if isinstance(event, GiveUp):
