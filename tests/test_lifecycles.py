@@ -13,12 +13,13 @@ process; the whole app is started as a server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +30,7 @@ from tests.support import (
     JWT_SECRET,
     Database,
     clean_environment,
-    free_port,
+    refusing_port,
     register_and_login,
     run_chatsvc,
     start_server,
@@ -85,9 +86,11 @@ anyio.run(main)
 """
 
 
-def _refused_url() -> str:
-    """A Redis URL on a loopback port nothing listens on."""
-    return f"redis://127.0.0.1:{free_port()}"
+@contextlib.contextmanager
+def _refused_url() -> Iterator[str]:
+    """A Redis URL on a loopback port that refuses connections while the block runs."""
+    with refusing_port() as port:
+        yield f"redis://127.0.0.1:{port}"
 
 
 def _enter_generations(db: Database, cwd: Path, event_bus_url: str) -> dict:
@@ -114,7 +117,8 @@ def test_generations_that_cannot_reach_the_bus_undo_what_they_entered(
     engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
     db = make_database(engine)
-    report = _enter_generations(db, tmp_path, _refused_url())
+    with _refused_url() as url:
+        report = _enter_generations(db, tmp_path, url)
     assert not report["entered"]
     assert report["raised"] == ["ConnectionError"]  # the bus's error, and nothing else
     assert report.get("left") == []  # the checkpoint and lease loops were cancelled
@@ -135,8 +139,8 @@ def test_the_body_error_of_generations_comes_out_and_stops_its_tasks(
 def test_a_server_whose_bus_refuses_stops_at_start_naming_the_bus_error(
     engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:
-    with pytest.raises(RuntimeError, match="exited with") as failed:
-        start_server(make_database(engine), tmp_path, EVENT_BUS_URL=_refused_url())
+    with _refused_url() as url, pytest.raises(RuntimeError, match="exited with") as failed:
+        start_server(make_database(engine), tmp_path, EVENT_BUS_URL=url)
     log = str(failed.value)
     assert "Application startup failed" in log
     assert "Connection refused" in log  # the cause is in the log ...

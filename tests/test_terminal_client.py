@@ -29,7 +29,7 @@ from tests.support import (
     Socket,
     User,
     clean_environment,
-    free_port,
+    refusing_port,
     register_and_login,
     run_chatsvc,
 )
@@ -344,8 +344,9 @@ def test_refused_token(server: Server, tmp_path: Path) -> None:
 
 
 def test_server_down(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    result = run_chatsvc("chat", "--url", url, cwd=tmp_path, env=client_environment())
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        result = run_chatsvc("chat", "--url", url, cwd=tmp_path, env=client_environment())
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"chatsvc: cannot reach {url}")
@@ -383,9 +384,9 @@ def test_bad_arguments(
 
 def test_default_url_uses_port_only(tmp_path: Path) -> None:
     """Without --url: http://127.0.0.1:PORT; other settings, even broken, do not matter."""
-    port = free_port()
-    (tmp_path / ".env").write_text(f"PORT={port}\nDATABASE_URL=mysql://nowhere\n")
-    result = run_chatsvc("chat", cwd=tmp_path, env=client_environment())
+    with refusing_port() as port:
+        (tmp_path / ".env").write_text(f"PORT={port}\nDATABASE_URL=mysql://nowhere\n")
+        result = run_chatsvc("chat", cwd=tmp_path, env=client_environment())
     assert result.returncode == 1
     assert f"cannot reach http://127.0.0.1:{port}" in result.stderr
     assert not (tmp_path / "chatsvc.db").exists()

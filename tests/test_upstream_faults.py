@@ -138,14 +138,16 @@ def test_an_upstream_that_never_answers_is_unavailable(
 def test_a_refused_connection_is_unavailable(serve_app) -> None:  # type: ignore[no-untyped-def]
     """The SDK's aiohttp transport raises a refused connection as a connect timeout: it is
     still reported as what it is, and its cause logged once per request, not per retry."""
-    from tests.support import free_port
+    from tests.support import refusing_port
 
-    port = free_port()
-    server: Server = serve_app(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", LLM_MAX_RETRIES="1")
-    user = register_and_login(server)
-    with Socket(user) as socket:
-        started = socket.start("anyone there?")
-        error = socket.until_end(started["task_id"])[-1]
+    with refusing_port() as port:
+        server: Server = serve_app(
+            OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", LLM_MAX_RETRIES="1"
+        )
+        user = register_and_login(server)
+        with Socket(user) as socket:
+            started = socket.start("anyone there?")
+            error = socket.until_end(started["task_id"])[-1]
     assert error["code"] == "llm_unavailable"
     assert error["message"] == "could not connect to the model server"
     log = server.log().splitlines()

@@ -6,7 +6,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,17 @@ OTHER_MODEL = "fake-model-large"
 SERVER_START_SECONDS = 60
 #: The access token lifetime of test servers (a day; the default is 15 minutes).
 TEST_ACCESS_SECONDS = 86_400
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: bound and
+    never listening. (A port merely free when asked can be taken a moment later by another
+    worker's server, which then answers.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 def free_port() -> int:
