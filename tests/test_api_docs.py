@@ -89,10 +89,12 @@ def test_redoc_renders_every_operation_offline(offline: OfflinePage, server: Ser
     assert response is not None
     assert response.status == 200
 
-    for operation in expected:
+    for index, operation in enumerate(expected):
         anchor = offline.page.locator(f'a[href$="/operation/{operation["operationId"]}"]')
         heading = offline.page.locator("h2", has=anchor)
-        expect(heading).to_have_count(1)
+        # ReDoc renders every operation at once, once it has read the schema: on a busy
+        # machine (the suite's other workers) that can take longer than expect's 5 s.
+        expect(heading).to_have_count(1, timeout=30_000 if index == 0 else 5_000)
         expect(heading).to_contain_text(operation["summary"])
     screenshot(offline.page, "api-docs-redoc")
     assert offline.elsewhere == []
