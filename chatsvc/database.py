@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -234,6 +233,7 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
     The deadline never cuts the COMMIT: a COMMIT cancelled in flight may land all the
     same, and its caller, told the write failed, would leave what it wrote behind
     (a send refused as ``overloaded`` whose reply stays ``streaming``, its chat busy).
+    Waiting for a pool connection is not under it either: each holder's body is.
     """
     if isinstance(engine, EmbeddedSQLiteEngine):
         async with engine.write_turn(urgent=urgent):
@@ -241,11 +241,15 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
         return
     seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
     try:
-        with anyio.fail_after(2 * seconds, shield=True) as deadline:
+        with anyio.CancelScope(shield=True):
             async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
-                yield
-                # No checkpoint since the body's last one: not cancelled, it commits.
-                deadline.deadline = math.inf
+                # The deadline cuts the body only. Piccolo's ROLLBACK, the connection's
+                # release and the reset of its current transaction then run uncancelled:
+                # cut by the deadline too, they left the connection out of the pool with the
+                # body's rows uncommitted, and the next write of the same task ran inside
+                # that dead transaction (a send refused as `overloaded`, then `busy`).
+                with anyio.fail_after(2 * seconds):
+                    yield
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
 

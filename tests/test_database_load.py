@@ -332,3 +332,42 @@ def test_a_commit_slower_than_the_deadline_lands_and_is_told_so(
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+
+#: Every message whose content holds this makes its INSERT this slow (the body of the write).
+SLOW_INSERT = "slow-insert"
+
+
+@pytest.mark.postgres_only
+def test_a_write_cut_by_the_deadline_leaves_nothing_behind(slow_write_server: Server) -> None:
+    """A send whose INSERT outlasts the write deadline is refused ``overloaded``, stores
+    nothing, and the next send on the same socket starts as usual. (Cut by the deadline
+    too, the ROLLBACK and the release of the connection did not run: the next write of
+    the socket ran inside the dead transaction, saw its own uncommitted reply, and was
+    refused ``busy``, again and again.)"""
+    server = slow_write_server
+    server.db.query(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM pg_sleep({COMMIT_SECONDS}); RETURN NEW; END $$"
+    )
+    server.db.query(
+        "CREATE TRIGGER slow_insert BEFORE INSERT ON message FOR EACH ROW "
+        f"WHEN (NEW.content LIKE '%{SLOW_INSERT}%') EXECUTE FUNCTION slow_insert()"
+    )
+    user = register_and_login(server)
+    with Socket(user) as socket:
+        started = socket.start("first")
+        socket.until_end(started["task_id"])
+        chat_id = started["chat_id"]
+        socket.send(action="send_message", chat_id=chat_id, content=SLOW_INSERT, request_id="r1")
+        refused = socket.until(lambda f: f.get("request_id") == "r1", timeout=30)[-1]
+        assert refused["type"] == "error", refused
+        assert refused["code"] == "overloaded", refused
+        again = socket.start(f"again {directive(tokens=3)}", chat_id=chat_id)
+        frames = socket.until_end(again["task_id"])
+    assert frames[-1]["type"] == "done", frames[-1]
+    rows = server.db.query(
+        "SELECT content, status FROM message WHERE chat = ? AND role = 'user' ORDER BY created_at",
+        uuid.UUID(chat_id),
+    )
+    assert [r["content"] for r in rows] == ["first", f"again {directive(tokens=3)}"]
