@@ -47,8 +47,10 @@ def test_a_doubling_patch_is_refused_at_once_while_a_stream_goes_on(alice: User)
         window: list[float] = []
 
         def patch_repeatedly() -> None:
-            window.append(time.monotonic())
-            for _ in range(10):
+            # Ten patches at least, for half a second at least: a fast machine refuses ten
+            # in under 50 ms, less than three tokens' time.
+            window.append(begun := time.monotonic())
+            while len(answers) < 10 or time.monotonic() - begun < 0.5:
                 sent = time.monotonic()
                 response = patch(client, chat_id, 1, doubling)
                 answers.append((time.monotonic() - sent, response))
@@ -68,7 +70,7 @@ def test_a_doubling_patch_is_refused_at_once_while_a_stream_goes_on(alice: User)
                     break
             patcher.join(timeout=60)
         assert frame["type"] == "done", frame
-        assert len(answers) == 10
+        assert len(answers) >= 10
         for seconds, response in answers:
             refused(response, "op 8", "more than 1000 nodes")  # 2 nodes, doubled 9 times
             assert seconds < 1, f"a refused patch took {seconds:.2f} s"
