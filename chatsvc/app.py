@@ -29,7 +29,7 @@ from chatsvc import __version__
 from chatsvc.access import AccessWatch, SocketCounter
 from chatsvc.accounts import Accounts, ActiveUser
 from chatsvc.api import (
-    admin,
+    admin_mount,
     auth,
     chats,
     docs,
@@ -340,7 +340,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             docs.redoc,
             docs.assets(),
             ws.ChatSocket,
-            admin.admin_mount(settings, services.accounts, services.keys, services.shares),
+            admin_mount.admin_mount(settings, services.accounts, services.keys, services.shares),
             web.index,
             web.share_page,
             web.static_files(),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from tests.support import (
     create_account,
     register_and_login,
 )
+from tests.support.databases import Database
+from tests.support.environment import clean_environment
+from tests.support.servers import server_environment
 
 LOGIN = "/admin/public/login/"
 
@@ -356,3 +362,36 @@ def test_admin_logins_are_rate_limited_per_address(
         # The address stays blocked a while, even with the right password.
         assert admin_login(client, staff).status_code == 429
         assert client.get("/admin/").status_code == 200
+
+
+def test_the_admin_is_loaded_on_its_first_request_not_at_start(tmp_path: Path) -> None:
+    """Building the app imports neither Piccolo admin nor FastAPI (a fifth of a start's CPU,
+    docs/architecture.md); the first request to ``/admin`` does (the tests above)."""
+    code = (
+        "import sys\n"
+        "from chatsvc.app import create_app\n"
+        "from chatsvc.settings import load_settings\n"
+        "create_app(load_settings())\n"
+        "print(sorted(name for name in ('piccolo_admin', 'fastapi') if name in sys.modules))\n"
+    )
+    database = Database("sqlite", f"sqlite:///{tmp_path / 'chatsvc.db'}")
+    env = clean_environment(**server_environment(database, {}))
+    built = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip() == "[]"
+
+
+def test_requests_that_come_while_the_admin_is_built_are_all_served(
+    serve_app: Callable[..., AppServer],
+) -> None:
+    """Requests that come while the admin is being built wait for it, and all are served."""
+    fresh = serve_app()
+
+    def get_admin(_: int) -> int:
+        with fresh.client() as client:
+            return client.get("/admin/").status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(get_admin, range(8))) == [200] * 8

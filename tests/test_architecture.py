@@ -113,6 +113,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "chatsvc.api",
             "chatsvc.api.admin",
+            "chatsvc.api.admin_mount",
             "chatsvc.api.auth",
             "chatsvc.api.chats",
             "chatsvc.api.services",

@@ -1,8 +1,9 @@
 """Piccolo admin at ``/admin``: operators browse users, chats and messages.
 
 Piccolo's own admin (a FastAPI app) mounted inside Litestar, built once per
-app. It has its own session auth (a cookie, CSRF-protected login at
-``/admin/public/login/``); our JWT auth does not apply to it. Here:
+app on its first request (:mod:`chatsvc.api.admin_mount`). It has its own
+session auth (a cookie, CSRF-protected login at ``/admin/public/login/``); our
+JWT auth does not apply to it. Here:
 
 - Only active staff users (``admin``) log in: others are refused at the login
   itself, so they get no session at all. Passwords are checked by
@@ -47,8 +48,6 @@ from typing import Any, cast
 from uuid import UUID
 
 import msgspec
-from litestar import asgi
-from litestar.handlers import ASGIRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 from litestar.types import Message as ASGIMessage
 from piccolo.apps.user.tables import BaseUser
@@ -540,9 +539,11 @@ async def _audited(
             write(None)
 
 
-def admin_mount(
-    settings: Settings, accounts: Accounts, keys: ApiKeys, shares: Shares
-) -> ASGIRouteHandler:
+def build_admin(settings: Settings, accounts: Accounts, keys: ApiKeys, shares: Shares) -> ASGIApp:
+    """Piccolo's admin app, wrapped: each request knows its caller, and changes are audited.
+
+    Built on the first request to ``/admin`` (:mod:`chatsvc.api.admin_mount`), not at start.
+    """
     admin_app = create_admin(
         tables=_table_configs(),
         auth_table=AdminUser,
@@ -557,7 +558,6 @@ def admin_mount(
     # Piccolo admin is a Starlette app: an ASGI app like ours, typed by another library.
     mounted = cast("ASGIApp", admin_app)
 
-    @asgi("/admin", is_mount=True, copy_scope=True, include_in_schema=False)
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         client = scope["client"]
         address = client[0] if client else "unknown"
