@@ -20,7 +20,12 @@ class Socket:
 
     def __init__(self, user: User) -> None:
         self.user = user
-        self._connection = connect(f"{user.server.ws_url}?token={user.token}", max_size=None)
+        # No high-water mark: past `max_queue` unread frames websockets stops reading, and
+        # a test that leaves a reply's frames unread then waited `close_timeout` (10 s) in
+        # `close()` for the server's close frame behind them.
+        self._connection = connect(
+            f"{user.server.ws_url}?token={user.token}", max_size=None, max_queue=None
+        )
         self.ws: ClientConnection = self._connection.__enter__()
         #: Every frame received, also those that ``start`` and ``until`` passed over.
         self.received: list[Frame] = []
