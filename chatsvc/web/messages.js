@@ -174,11 +174,15 @@ export function renderMessage(entry) {
   if (mark) head.append(el("span", { class: "mark", "data-status": status, text: mark }));
   const parts = [head];
   if (message.reasoning) {
-    // Collapsed, unless the reader opened it: a streaming reply is drawn again and again.
-    const shown = node.querySelector(":scope > details.reasoning");
-    const thinking = el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
-    thinking.open = Boolean(shown && shown.open);
-    thinking.append(renderText(message.reasoning, shown && shown.querySelector(":scope > .body")));
+    // Collapsed until the reader opens it. A streaming reply is drawn again every few
+    // tokens: the block stays the same element, so a click on "Thinking" is not lost
+    // when the block is redrawn between the press and the release.
+    const thinking =
+      node.querySelector(":scope > details.reasoning") ||
+      el("details", { class: "reasoning" }, el("summary", { text: "Thinking" }));
+    const body = thinking.querySelector(":scope > .body");
+    const drawn = renderText(message.reasoning, body);
+    if (drawn !== body) thinking.append(drawn);
     parts.push(thinking);
   }
   const busy = isRunning();
