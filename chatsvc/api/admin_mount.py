@@ -1,7 +1,7 @@
 """``/admin``: the mount point of Piccolo's admin, which is built on its first request.
 
 Piccolo admin brings FastAPI with it: importing it and building the admin app is about a
-fifth of what a ``chatsvc serve`` costs to start (docs/performance.md), for a page that
+fifth of what a ``chatsvc serve`` costs to start (docs/architecture.md), for a page that
 many instances never serve. So the start only mounts this handler; the first request to
 ``/admin`` imports and builds the admin (:mod:`chatsvc.api.admin`) in a worker thread, so
 the event loop goes on serving streams meanwhile, and requests that come during the build
