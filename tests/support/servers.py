@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ OTHER_MODEL = "fake-model-large"
 SERVER_START_SECONDS = 60
 #: The access token lifetime of test servers (a day; the default is 15 minutes).
 TEST_ACCESS_SECONDS = 86_400
+#: The start banner's line with the address a server listens on (``chatsvc.cli.banner``).
+_LISTENING = re.compile(rb"Listening +http://127\.0\.0\.1:(\d+)")
 
 
 @contextmanager
@@ -140,32 +144,37 @@ def server_environment(db: Database, settings: Mapping[str, str]) -> dict[str, s
 def start_server(
     db: Database, cwd: Path, *, python_args: Sequence[str] = ("-m", "chatsvc"), **settings: str
 ) -> Server:
-    """Start ``chatsvc serve`` on a free port and wait until ``/health`` answers.
+    """Start ``chatsvc serve`` on a port of its own and wait until ``/health`` answers.
 
-    ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server under a profiler).
+    The server binds port 0 and its start banner names the port it got: a port found free
+    here and bound by the server a second or two later could be taken meanwhile by another
+    worker's server. ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server
+    under a profiler).
     """
-    port = free_port()
     env = clean_environment(**server_environment(db, settings))
-    log_path = cwd / f"server-{port}.log"
+    log_path = cwd / f"server-{uuid.uuid4().hex[:12]}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, *python_args, "serve", "--port", str(port)],
+            [sys.executable, *python_args, "serve", "--port", "0"],
             cwd=cwd,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", db, log_path, process, cwd)
+    server = Server("", db, log_path, process, cwd)  # the URL once the banner names it
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"chatsvc exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1, verify=tls()).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling the process's port: there is no event to wait on
+        if not server.url and (listening := _LISTENING.search(log_path.read_bytes())):
+            server.url = f"http://127.0.0.1:{int(listening.group(1))}"
+        if server.url:
+            try:
+                if httpx.get(f"{server.url}/health", timeout=1, verify=tls()).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)  # polling the process's log and port: there is no event to wait on
     server.stop()
     raise RuntimeError(f"chatsvc did not answer /health in time:\n{server.log()}")
 
