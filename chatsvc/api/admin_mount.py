@@ -10,8 +10,6 @@ wait for it.
 
 from __future__ import annotations
 
-from functools import partial
-
 import anyio
 import anyio.to_thread
 from litestar import asgi
@@ -24,28 +22,25 @@ from chatsvc.settings import Settings
 from chatsvc.shares import Shares
 
 
-def _build(settings: Settings, accounts: Accounts, keys: ApiKeys, shares: Shares) -> ASGIApp:
-    from chatsvc.api.admin import build_admin  # imports Piccolo admin and FastAPI
-
-    return build_admin(settings, accounts, keys, shares)
-
-
 def admin_mount(
     settings: Settings, accounts: Accounts, keys: ApiKeys, shares: Shares
 ) -> ASGIRouteHandler:
     """The ``/admin`` handler of one app: its admin is built once, on first use."""
-    build = partial(_build, settings, accounts, keys, shares)
-    built: list[ASGIApp] = []
+    site: ASGIApp | None = None
     building = anyio.Lock()
 
-    async def site() -> ASGIApp:
-        async with building:
-            if not built:
-                built.append(await anyio.to_thread.run_sync(build))
-        return built[0]
+    def build() -> ASGIApp:
+        from chatsvc.api.admin import build_admin  # imports Piccolo admin and FastAPI
+
+        return build_admin(settings, accounts, keys, shares)
 
     @asgi("/admin", is_mount=True, copy_scope=True, include_in_schema=False)
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
-        await (built[0] if built else await site())(scope, receive, send)
+        nonlocal site
+        if site is None:
+            async with building:  # requests during the build wait for it
+                if site is None:
+                    site = await anyio.to_thread.run_sync(build)
+        await site(scope, receive, send)
 
     return admin
