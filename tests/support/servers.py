@@ -52,9 +52,8 @@ def refusing_port() -> Iterator[int]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port free when asked, for a test that must name the port a server binds."""
+    with refusing_port() as port:
         return port
 
 
