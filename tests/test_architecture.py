@@ -118,6 +118,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chatsvc.api.chats",
             "chatsvc.api.services",
             "chatsvc.api.docs",
+            "chatsvc.api.doorbell",
             "chatsvc.api.feedback",
             "chatsvc.api.transfer",
             "chatsvc.api.headers",

@@ -41,6 +41,7 @@ from litestar.security.jwt import Token
 from litestar.types import Receive, ReceiveMessage
 
 from chatsvc.access import AccessWatch, SocketCounter
+from chatsvc.api.doorbell import Doorbell
 from chatsvc.api.security import WS_UNAUTHORIZED, AuthUser, KeyAuth, credential_end
 from chatsvc.api.services import Services
 from chatsvc.chats import Chats
@@ -121,11 +122,11 @@ class SocketSession:
         self._expires_at, self._key_id = credential_end(socket.auth)
         # A deque rather than a memory stream: one wake-up drains every frame waiting, and
         # posting never awaits. The writer runs while there is something to send (and
-        # lingers a little): an idle socket has no task of its own.
+        # lingers a little, waiting on the doorbell): an idle socket has no task of its own.
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._writing = False
-        self._wake: anyio.Event | None = None  # set by `post` while the writer lingers
+        self._doorbell = Doorbell(WRITER_LINGER_SECONDS)
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.too_slow = False
@@ -193,9 +194,9 @@ class SocketSession:
             self._end()
             return
         self._outbox.append(data)
-        if self._wake is not None:
-            self._wake.set()
-        elif not self._writing:
+        if self._writing:
+            self._doorbell.ring()
+        else:
             self._start_writer()
 
     def send(self, frame: msgspec.Struct) -> None:
@@ -286,15 +287,11 @@ class SocketSession:
                     data = outbox.popleft()
                     self._outbox_bytes -= len(data)
                     await self.socket.send_data(data, mode="text")
-                self._wake = wake = anyio.Event()
-                with anyio.move_on_after(WRITER_LINGER_SECONDS):
-                    await wake.wait()
-                self._wake = None
-                if not outbox:
-                    return
+                if not await self._doorbell.wait() and not outbox:
+                    return  # idle for the linger (a frame posted as it ended is sent)
         finally:
             self._writing = False
-            self._wake = None
+            self._doorbell.stop()
 
     async def receive(self, text: str, *, binary: bool) -> None:
         """Answer one frame; its work starts elsewhere, so this returns at once.
