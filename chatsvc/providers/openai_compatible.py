@@ -65,9 +65,8 @@ _STATES: dict[str, CircuitState] = {
     "half-opened": "half-open",
 }
 
-_Response = openai.AsyncAPIResponse[openai.AsyncStream[ChatCompletionChunk]]
-#: The SDK's streamed request, not sent yet: entering it sends the request.
-_Opening = AbstractAsyncContextManager[_Response]
+#: The streamed request, not sent yet: entering it sends the request.
+_Opening = AbstractAsyncContextManager[httpx2.Response]
 
 
 def _openai_messages(turns: list[ChatTurn]) -> list[dict[str, Any]]:
@@ -151,7 +150,7 @@ class OpenAIProvider:
 
     async def _open_guarded(
         self, opening: Callable[[], _Opening], stack: AsyncExitStack
-    ) -> _Response:
+    ) -> httpx2.Response:
         """Open the stream through the breaker; a half-open circuit lets one trial through.
 
         The opened response joins ``stack``: closing the stack closes it. ``opening`` makes
@@ -177,17 +176,36 @@ class OpenAIProvider:
                 log.warning("LLM circuit breaker: %s -> %s", self._circuit_state, state)
                 self._circuit_state = state
 
-    def _opening(self, model: str, body: dict[str, Any], ask_usage: bool) -> _Opening:
-        """The SDK's streamed request, not sent yet."""
-        return self._client.chat.completions.with_streaming_response.create(
-            model=model,
-            messages=[],
-            stream=True,
-            stream_options={"include_usage": True} if ask_usage else openai.omit,
-            extra_body=body,
-        )
+    @asynccontextmanager
+    async def _opening(
+        self, model: str, body: dict[str, Any], ask_usage: bool
+    ) -> AsyncGenerator[httpx2.Response]:
+        """The streamed request, sent on entering; its response, closed on leaving.
 
-    async def _open(self, model: str, body: dict[str, Any], stack: AsyncExitStack) -> _Response:
+        It goes through the SDK's client (base URL, auth, retries, timeouts, status
+        errors) but not through ``chat.completions.create``, whose handling of its
+        parameters cost a quarter of a millisecond of CPU a reply (docs/performance.md):
+        the body is ours, plain values, encoded by msgspec and sent as it is. The SDK's
+        ``AsyncStream`` is never iterated: :mod:`chatsvc.providers.chunks` decodes the body.
+        """
+        payload = {"model": model, **body, "stream": True}
+        if ask_usage:
+            payload["stream_options"] = {"include_usage": True}
+        stream = await self._client.post(
+            "/chat/completions",
+            cast_to=ChatCompletionChunk,
+            content=msgspec.json.encode(payload),
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+        )
+        try:
+            yield stream.response
+        finally:
+            await stream.close()
+
+    async def _open(
+        self, model: str, body: dict[str, Any], stack: AsyncExitStack
+    ) -> httpx2.Response:
         """Open the stream; its response joins ``stack``.
 
         We ask for usage in the stream (``stream_options``). A server that ignores the
@@ -219,9 +237,6 @@ class OpenAIProvider:
             body["top_p"] = request.top_p
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
-        # The messages and tools go in `extra_body`, which the SDK sends as given: through
-        # `messages=` it would first walk them against its TypedDicts, about 5 ms of CPU per
-        # reply with a short history, more with a long one (docs/performance.md).
         stack = AsyncExitStack()
         try:
             try:
@@ -230,7 +245,7 @@ class OpenAIProvider:
                 raise unreachable(exc) from exc
             except openai.APIStatusError as exc:
                 raise refused(exc) from exc
-            yield self._deltas(response.http_response)
+            yield self._deltas(response)
         finally:
             # Closing the response closes the HTTP connection: the server stops generating.
             # Shielded (an abort is what usually brings us here) and bounded.
@@ -253,7 +268,7 @@ class OpenAIProvider:
                 model=model,
                 messages=[],
                 max_tokens=TITLE_MAX_TOKENS,
-                extra_body={"messages": messages},  # sent as given (see `stream`)
+                extra_body={"messages": messages},  # sent as given, not walked against TypedDicts
             )
         except openai.APIConnectionError as exc:  # and APITimeoutError
             raise unreachable(exc) from exc
