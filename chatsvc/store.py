@@ -611,14 +611,15 @@ async def create_exchange(
         reply = _streaming_reply(admission, chat, question_id, stamp + _AFTER)
         rows = await _insert_messages(user_message, reply)
         chats = await Chat.raw(_LEAD_TO_REPLY, stamp, admission.reply_id, chat["id"])
-    # Counted after the commit: a read, not worth holding the writer for.
-    record = (await _chats(chats))[0]
-    question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
-    exchange = [_message(question), _message(reply_row)]
-    if created:  # the first message of a new chat, and its reply: each alone
-        exchange = [msgspec.structs.replace(m, siblings=(m.id,)) for m in exchange]
-    else:
-        exchange = await _with_siblings(record.id, exchange)
+        # Read inside the transaction, like everything the caller gets: a read failing
+        # after the commit would leave the reply `streaming` with nothing to end it.
+        record = (await _chats(chats))[0]
+        question, reply_row = sorted(rows, key=lambda row: row["role"] != "user")
+        exchange = [_message(question), _message(reply_row)]
+        if created:  # the first message of a new chat, and its reply: each alone
+            exchange = [msgspec.structs.replace(m, siblings=(m.id,)) for m in exchange]
+        else:
+            exchange = await _with_siblings(record.id, exchange)
     question_record, reply_record = exchange
     return Exchange(chat=record, question=question_record, reply=reply_record, created=created)
 
@@ -664,10 +665,10 @@ async def create_regeneration(
         reply = _streaming_reply(admission, chat, given.parent, stamp)
         inserted = await _insert_messages(reply)
         chats = await Chat.raw(_LEAD_TO_REPLY, stamp, admission.reply_id, chat_id)
-    record = (await _chats(chats))[0]  # after the commit, as for a new message
-    question_record, reply_record = await _with_siblings(
-        chat_id, [_message(question[0]), _message(inserted[0])]
-    )
+        record = (await _chats(chats))[0]  # in the transaction, as for a new message
+        question_record, reply_record = await _with_siblings(
+            chat_id, [_message(question[0]), _message(inserted[0])]
+        )
     return Exchange(chat=record, question=question_record, reply=reply_record, created=False)
 
 
