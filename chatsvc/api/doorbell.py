@@ -5,9 +5,10 @@ them its socket's writer waits; a socket left idle for ``linger`` seconds ends i
 writer, so an idle socket holds no task. anyio's way to wait for either (an ``Event``
 under ``move_on_after``) costs a backend lookup, a cancel scope and a timer per wait:
 with paced streams that was twice the CPU of sending the frame (docs/performance.md,
-"The socket writer"). Here a wait is one asyncio future, and one timer serves every
-wait of ``linger`` seconds. asyncio, not anyio: uvicorn always runs asyncio, and
-anyio's cancel scopes cancel a task awaiting a plain future as they cancel any other.
+"The socket writer and the upstream request"). Here a wait is one asyncio future, and
+one timer serves every wait of ``linger`` seconds. asyncio, not anyio: uvicorn always
+runs asyncio, and anyio's cancel scopes cancel a task awaiting a plain future as they
+cancel any other.
 """
 
 from __future__ import annotations
