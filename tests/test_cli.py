@@ -20,7 +20,6 @@ from tests.support import (
     PASSWORD,
     Database,
     clean_environment,
-    free_port,
     register_and_login,
     run_chatsvc,
     start_server,
@@ -139,44 +138,46 @@ def test_environment_wins_over_dot_env(tmp_path: Path) -> None:
 
 
 def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatsvc", "--port", str(port)],
+    """``python -m chatsvc`` with no command serves, on the embedded SQLite. On port 0:
+    a port found free and then named could be taken meanwhile by another worker's
+    server; the banner names the one it took."""
+    output: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "chatsvc", "--port", "0"],
         cwd=tmp_path,
         env=clean_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, verify=tls())
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "no answer on /health"
-                time.sleep(0.1)
-        assert response.status_code == 200
-        assert (
-            httpx.get(f"http://127.0.0.1:{port}/health/ready", verify=tls()).json()["database"]
-            == "ok"
-        )
-        assert httpx.get(f"http://127.0.0.1:{port}/docs", verify=tls()).status_code == 200
-        assert (tmp_path / "chatsvc.db").is_file()
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=20)
-    assert f"  Listening  http://127.0.0.1:{port}\n" in output
-    assert f"http://127.0.0.1:{port}/docs" in output
-    assert f"http://127.0.0.1:{port}/admin/" in output
-    assert f"http://127.0.0.1:{port}/health" in output
-    assert "localhost" not in output
-    assert "sqlite:///chatsvc.db" in output
-    assert "echo" in output
-    assert "NOT an LLM" in output
-    assert "tokens will not survive a restart" in output
+    ) as process:
+        lines = _lines(process)
+        try:
+            for line in lines:
+                output.append(line)
+                if line.startswith("  Listening "):
+                    break
+            else:
+                pytest.fail("no banner:\n" + "".join(output))
+            port = urlsplit(line.split()[1]).port
+            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5, verify=tls())
+            assert response.status_code == 200
+            ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", verify=tls())
+            assert ready.json()["database"] == "ok"
+            assert httpx.get(f"http://127.0.0.1:{port}/docs", verify=tls()).status_code == 200
+            assert (tmp_path / "chatsvc.db").is_file()
+        finally:
+            process.terminate()
+            output.extend(lines)  # to the end of the output
+    text = "".join(output)
+    assert f"  Listening  http://127.0.0.1:{port}\n" in text
+    assert f"http://127.0.0.1:{port}/docs" in text
+    assert f"http://127.0.0.1:{port}/admin/" in text
+    assert f"http://127.0.0.1:{port}/health" in text
+    assert "localhost" not in text
+    assert "sqlite:///chatsvc.db" in text
+    assert "echo" in text
+    assert "NOT an LLM" in text
+    assert "tokens will not survive a restart" in text
 
 
 def _ipv6_loopback() -> bool:

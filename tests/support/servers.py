@@ -51,12 +51,6 @@ def refusing_port() -> Iterator[int]:
         yield port
 
 
-def free_port() -> int:
-    """A loopback port free when asked, for a test that must name the port a server binds."""
-    with refusing_port() as port:
-        return port
-
-
 def run_chatsvc(
     *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
