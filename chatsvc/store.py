@@ -852,7 +852,9 @@ async def finish_reply(
             message_id,
         )
         await Chat.raw(_TOUCH_CHAT, stamp, chat_id)
-    return (await _with_siblings(chat_id, [_message(rows[0])]))[0] if rows else None
+        # On the transaction's connection: read after the commit, it waited for a pooled
+        # one behind a burst's reads, as long again as the write (docs/performance.md).
+        return (await _with_siblings(chat_id, [_message(rows[0])]))[0] if rows else None
 
 
 async def claim_title(chat_id: UUID) -> bool:
