@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,15 +41,25 @@ def engine_from_url(url: str, *, write_seconds: float = WRITE_SECONDS) -> Engine
     raise ValueError(f"unsupported DATABASE_URL scheme: {urlsplit(url).scheme!r}")
 
 
-class ServerPostgresEngine(PostgresEngine):
-    """Piccolo's PostgreSQL engine; lock waits end at ``write_seconds`` (``lock_timeout``)."""
+#: Connections in the PostgreSQL pool of one app.
+POOL_SIZE = 20
+#: Of those, how many ordinary write transactions never take: a burst of sends (each
+#: holding a connection for its whole transaction) leaves them to the replies' ends
+#: and to reads, so an abort is stored without queueing behind the burst.
+URGENT_RESERVE = 5
 
-    __slots__ = ("write_seconds",)
+
+class ServerPostgresEngine(PostgresEngine):
+    """Piccolo's PostgreSQL engine; lock waits end at ``write_seconds`` (``lock_timeout``),
+    and at most ``POOL_SIZE - URGENT_RESERVE`` ordinary write transactions run at once."""
+
+    __slots__ = ("write_seconds", "writers")
 
     def __init__(self, url: str, *, write_seconds: float) -> None:
         lock_timeout = str(max(1, round(write_seconds * 1000)))  # milliseconds
         super().__init__(config={"dsn": url, "server_settings": {"lock_timeout": lock_timeout}})
         self.write_seconds = write_seconds
+        self.writers = anyio.Semaphore(POOL_SIZE - URGENT_RESERVE)
 
 
 def engine_from_settings(settings: Settings) -> Engine[Any]:
@@ -190,7 +200,7 @@ async def connection_pool(engine: Engine[Any]) -> AsyncGenerator[None]:
     """Open the PostgreSQL pool, or SQLite's writer and readers, for the app's lifetime."""
     if isinstance(engine, PostgresEngine):
         # (Piccolo passes **kwargs to asyncpg untyped.)
-        await engine.start_connection_pool(min_size=1, max_size=20, reset=_keep_session)  # pyright: ignore[reportUnknownMemberType]
+        await engine.start_connection_pool(min_size=1, max_size=POOL_SIZE, reset=_keep_session)  # pyright: ignore[reportUnknownMemberType]
         try:
             yield
         finally:
@@ -228,7 +238,9 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
     shielded scope; lock waits end at ``lock_timeout`` on the server, and the
     deadline here (twice that) is a last resort. Either way a write that could
     not be done in time raises :class:`Overloaded`, which may be retried. An
-    ``urgent`` write (a reply's end) goes before the others queued on SQLite.
+    ``urgent`` write (a reply's end) goes before the others queued on SQLite; on
+    PostgreSQL it is the only kind that may take the pool's last ``URGENT_RESERVE``
+    connections (the others wait for one of ``engine.writers`` first).
 
     The deadline never cuts the COMMIT: a COMMIT cancelled in flight may land all the
     same, and its caller, told the write failed, would leave what it wrote behind
@@ -239,17 +251,25 @@ async def write_transaction(engine: Engine[Any], *, urgent: bool = False) -> Asy
         async with engine.write_turn(urgent=urgent):
             yield
         return
-    seconds = engine.write_seconds if isinstance(engine, ServerPostgresEngine) else WRITE_SECONDS
+    seconds = WRITE_SECONDS
+    turn: AbstractAsyncContextManager[Any] = nullcontext()
+    if isinstance(engine, ServerPostgresEngine):
+        seconds = engine.write_seconds
+        # A transaction nested in one already open runs on its connection: no second turn.
+        if not urgent and engine.current_transaction.get() is None:
+            turn = engine.writers
     try:
-        with anyio.CancelScope(shield=True):
-            async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
-                # The deadline cuts the body only. Piccolo's ROLLBACK, the connection's
-                # release and the reset of its current transaction then run uncancelled:
-                # cut by the deadline too, they left the connection out of the pool with the
-                # body's rows uncommitted, and the next write of the same task ran inside
-                # that dead transaction (a send refused as `overloaded`, then `busy`).
-                with anyio.fail_after(2 * seconds):
-                    yield
+        async with turn:
+            with anyio.CancelScope(shield=True):
+                async with engine.transaction():  # pyright: ignore[reportUnknownMemberType] (Piccolo's *args)
+                    # The deadline cuts the body only. Piccolo's ROLLBACK, the connection's
+                    # release and the reset of its current transaction then run uncancelled:
+                    # cut by the deadline too, they left the connection out of the pool with
+                    # the body's rows uncommitted, and the next write of the same task ran
+                    # inside that dead transaction (a send refused as `overloaded`, then
+                    # `busy`).
+                    with anyio.fail_after(2 * seconds):
+                        yield
     except (TimeoutError, *_BUSY) as exc:
         raise Overloaded() from exc
 
