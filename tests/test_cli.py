@@ -8,7 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -141,33 +142,14 @@ def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> Non
     """``python -m chatsvc`` with no command serves, on the embedded SQLite. On port 0:
     a port found free and then named could be taken meanwhile by another worker's
     server; the banner names the one it took."""
-    output: list[str] = []
-    with subprocess.Popen(
-        [sys.executable, "-m", "chatsvc", "--port", "0"],
-        cwd=tmp_path,
-        env=clean_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        lines = _lines(process)
-        try:
-            for line in lines:
-                output.append(line)
-                if line.startswith("  Listening "):
-                    break
-            else:
-                pytest.fail("no banner:\n" + "".join(output))
-            port = urlsplit(line.split()[1]).port
-            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5, verify=tls())
-            assert response.status_code == 200
-            ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", verify=tls())
-            assert ready.json()["database"] == "ok"
-            assert httpx.get(f"http://127.0.0.1:{port}/docs", verify=tls()).status_code == 200
-            assert (tmp_path / "chatsvc.db").is_file()
-        finally:
-            process.terminate()
-            output.extend(lines)  # to the end of the output
+    with _serving(tmp_path, "--port", "0") as (lines, output):
+        port = urlsplit(_line_starting("  Listening ", lines, output).split()[1]).port
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5, verify=tls())
+        assert response.status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", verify=tls())
+        assert ready.json()["database"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", verify=tls()).status_code == 200
+        assert (tmp_path / "chatsvc.db").is_file()
     text = "".join(output)
     assert f"  Listening  http://127.0.0.1:{port}\n" in text
     assert f"http://127.0.0.1:{port}/docs" in text
@@ -205,6 +187,36 @@ def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
         yield line
 
 
+@contextmanager
+def _serving(cwd: Path, *args: str) -> Generator[tuple[Iterator[str], list[str]]]:
+    """``python -m chatsvc ARGS`` for the length of the block: its output lines as they
+    come, and the list of those read, to the end of the output once the block stopped it."""
+    output: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "chatsvc", *args],
+        cwd=cwd,
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        lines = _lines(process)
+        try:
+            yield lines, output
+        finally:
+            process.terminate()
+            output.extend(lines)
+
+
+def _line_starting(prefix: str, lines: Iterator[str], output: list[str]) -> str:
+    """The first line that starts with ``prefix``; every line read joins ``output``."""
+    for line in lines:
+        output.append(line)
+        if line.startswith(prefix):
+            return line
+    pytest.fail("no banner:\n" + "".join(output))
+
+
 @pytest.mark.parametrize(
     ("options", "listening", "linked"),
     [
@@ -229,33 +241,15 @@ def test_the_banner_comes_once_the_server_listens_and_names_its_real_address(
 ) -> None:
     """Issue 13, point 7: `--port 0` shows the port picked, the address is the one bound
     (not `localhost`), and the banner's link is connectable the moment it is printed."""
-    output: list[str] = []
-    with subprocess.Popen(
-        [sys.executable, "-m", "chatsvc", "serve", "--port", "0", *options],
-        cwd=tmp_path,
-        env=clean_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        lines = _lines(process)
-        try:
-            for line in lines:
-                output.append(line)
-                if line.startswith("  Web client "):
-                    break
-            else:
-                pytest.fail("no banner:\n" + "".join(output))
-            url = urlsplit(line.split()[2])
-            assert url.port, line
-            # Right after the line, with no retry: the port accepts connections already.
-            with socket.create_connection((url.hostname or "", url.port), timeout=5):
-                pass
-            health = httpx.get(f"{url.scheme}://{url.netloc}/health", timeout=5, verify=tls())
-            assert health.json()["status"] == "ok"
-        finally:
-            process.terminate()
-            output.extend(lines)  # to the end of the output
+    with _serving(tmp_path, "serve", "--port", "0", *options) as (lines, output):
+        line = _line_starting("  Web client ", lines, output)
+        url = urlsplit(line.split()[2])
+        assert url.port, line
+        # Right after the line, with no retry: the port accepts connections already.
+        with socket.create_connection((url.hostname or "", url.port), timeout=5):
+            pass
+        health = httpx.get(f"{url.scheme}://{url.netloc}/health", timeout=5, verify=tls())
+        assert health.json()["status"] == "ok"
     text = "".join(output)
     assert url.port != 8000  # the default port was not taken instead of a free one
     assert url.netloc == f"{linked}:{url.port}"
