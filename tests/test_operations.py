@@ -123,6 +123,8 @@ def test_health_answers_promptly_while_ten_logins_hash(
     # A loop blocked by the hashing would answer after the hash in progress (~0.5 s each),
     # nearly every time. One that is not answers at once, but on two cores shared with ten
     # hashing threads (and, in the suite, other workers) an answer can still wait for a
-    # core now and then: the typical answer is what tells the two apart.
+    # core now and then (2.04 s once, on a slow machine): the typical answers are what tell
+    # the two apart, not the slowest one.
     assert statistics.median(latencies) < 0.1, sorted(latencies)
-    assert max(latencies) < 2.0, sorted(latencies)[-5:]
+    prompt = [latency for latency in latencies if latency < 0.25]
+    assert len(prompt) >= 0.75 * len(latencies), sorted(latencies)
