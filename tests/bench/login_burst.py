@@ -29,7 +29,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Database("sqlite", f"sqlite:///{tmp}/bench.db")
         # Production's hashing cost (test servers take the fewest rounds): unset, the default.
-        server = start_server(db, Path(tmp), PASSWORD_HASH_ROUNDS="")
+        server = start_server(db, Path(tmp), fresh_interpreter=True, PASSWORD_HASH_ROUNDS="")
         try:
             user = register_and_login(server)
             durations: list[float] = []

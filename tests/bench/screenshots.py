@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Database("sqlite", f"sqlite:///{tmp}/screenshots.db")
         migrate_database(db)
-        server = start_server(db, Path(tmp), ECHO_TOKEN_DELAY="0.002")
+        server = start_server(db, Path(tmp), fresh_interpreter=True, ECHO_TOKEN_DELAY="0.002")
         try:
             user = register_and_login(server, "ada")
             with user.client() as client:

@@ -155,7 +155,7 @@ def run(engine: str, messages: int, count: int) -> None:
             db = Database("postgres", run_async(create_postgres_database()))
         try:
             migrate_database(db)
-            server = start_server(db, Path(tmp))
+            server = start_server(db, Path(tmp), fresh_interpreter=True)
             try:
                 users = [register_and_login(server) for _ in range(USERS)]
                 for number in range(OTHERS):

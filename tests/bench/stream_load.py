@@ -1712,7 +1712,7 @@ def start_servers(
                 profiled = ("-c", PROFILED_SERVE, str(options.profile.resolve()))
                 servers.append(start_server(db, tmp, python_args=profiled, **settings))
             else:
-                servers.append(start_server(db, tmp, **settings))
+                servers.append(start_server(db, tmp, fresh_interpreter=True, **settings))
     except BaseException:
         stop_servers(servers, options)
         raise
@@ -1896,7 +1896,7 @@ def run_idle(options: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "MAX_SOCKETS_PER_USER": str(per_user),
     }
     try:
-        server = start_server(db, tmp, **settings)
+        server = start_server(db, tmp, fresh_interpreter=True, **settings)
         try:
             users = [register_and_login(server) for _ in range(options.users)]
             idle = asyncio.run(measure_idle(server, users, options))

@@ -17,9 +17,11 @@ import httpx
 
 from chatsvc.settings import MIN_PASSWORD_HASH_ROUNDS
 from tests.fake_openai import FakeOpenAI
+from tests.support import warm_start
 from tests.support.databases import Database
 from tests.support.environment import clean_environment
 from tests.support.http import tls
+from tests.support.warm_start import WarmProcess
 
 JWT_SECRET = "test-secret-" + "x" * 40
 UPSTREAM_KEY = "sk-test-upstream-key-never-logged"
@@ -88,7 +90,7 @@ class Server(Reachable):
     url: str
     db: Database
     log_path: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | WarmProcess
     cwd: Path
 
     def log(self) -> str:
@@ -135,25 +137,38 @@ def server_environment(db: Database, settings: Mapping[str, str]) -> dict[str, s
 
 
 def start_server(
-    db: Database, cwd: Path, *, python_args: Sequence[str] = ("-m", "chatsvc"), **settings: str
+    db: Database,
+    cwd: Path,
+    *,
+    python_args: Sequence[str] | None = None,
+    fresh_interpreter: bool = False,
+    **settings: str,
 ) -> Server:
     """Start ``chatsvc serve`` on a port of its own and wait until ``/health`` answers.
 
     The server binds port 0 and its start banner names the port it got: a port found free
     here and bound by the server a second or two later could be taken meanwhile by another
-    worker's server. ``python_args`` replaces ``-m chatsvc`` (the benchmark runs the server
+    worker's server. The server is a fork of the worker's warm interpreter
+    (``tests.support.warm_start``), or with ``fresh_interpreter`` a new ``python -m chatsvc``
+    process; ``python_args`` replaces ``-m chatsvc`` in one (the benchmark runs the server
     under a profiler).
     """
     env = clean_environment(**server_environment(db, settings))
     log_path = cwd / f"server-{uuid.uuid4().hex[:12]}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, *python_args, "serve", "--port", "0"],
-            cwd=cwd,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    argv = ["serve", "--port", "0"]
+    process: subprocess.Popen[bytes] | WarmProcess
+    if python_args is None and not fresh_interpreter:
+        log_path.touch()
+        process = warm_start.start(argv, env, cwd, log_path)
+    else:
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, *(python_args or ("-m", "chatsvc")), *argv],
+                cwd=cwd,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
     server = Server("", db, log_path, process, cwd)  # the URL once the banner names it
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
