@@ -75,12 +75,13 @@ _NOTE = pytest.StashKey[str]()
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers of ``-n auto`` (in the addopts): two per core. A test spends much of its time
-    waiting on servers, sockets and paced tokens, so one worker per core leaves the cores
-    idle. On the 2-core CI machine the whole run took 385 s with three workers and 355 s with
-    four (no coverage, the cores 78 % busy); ``--dist worksteal`` hands a worker that is done
-    the tests another still has queued. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides this."""
-    return 2 * (os.cpu_count() or 1)
+    """Workers of ``-n auto`` (in the addopts): three per core. A test spends much of its
+    time waiting on servers, sockets and paced tokens, so one worker per core leaves the
+    cores idle. On a 2-core machine, once servers started as forks of a warm interpreter
+    (``tests/support/warm_start.py``), the whole run took 417 s with four workers and
+    374-379 s with six (no coverage); ``--dist worksteal`` hands a worker that is done the
+    tests another still has queued. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides this."""
+    return 3 * (os.cpu_count() or 1)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
