@@ -23,6 +23,7 @@ fail on pytest 9.2 (they set ``Function._nodeid``, which pytest 9.2 dropped).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,17 @@ from tests.support.http import tls
 
 #: Random cases per operation (the coverage phase adds its own boundary cases).
 EXAMPLES_PER_OPERATION = 25
+
+#: The operations, fuzzed in groups of about ten, one test each (a path pattern, and the
+#: methods, all if none): the suite's workers fuzz them side by side, where one test of all
+#: 38 kept one worker busy for over a minute at the end of the run. ``rest`` is what no
+#: other group takes, so every operation is in exactly one.
+GROUPS: dict[str, tuple[str, list[str] | None]] = {
+    "chats-read": (r"^/api/chats", ["GET"]),
+    "chats-write": (r"^/api/chats", ["POST", "PUT", "PATCH", "DELETE"]),
+    "account": (r"^/api/(auth|me|keys|users|usage)\b", None),
+    "rest": (r"^(?!/api/(chats|auth|me|keys|users|usage)\b)", None),
+}
 
 #: Whether answers conform to the schema, no 5xx, and invalid input refused. Left out:
 #: ``positive_data_acceptance``, which expects every schema-valid cursor to be accepted,
@@ -108,10 +120,12 @@ def real_chat(fuzzer: User) -> str:
     return chat_id
 
 
-def _load_schema(server: Server, user: User, real_chat: str) -> Any:
+def _load_schema(server: Server, user: User, real_chat: str, group: str) -> Any:
     schema = schemathesis.openapi.from_url(
         f"{server.url}/schema/openapi.json", config=_config(user.token), timeout=30
     )
+    path_regex, methods = GROUPS[group]
+    schema = schema.include(path_regex=path_regex, method=methods)
     # Logging out everywhere would refuse the fuzzer's token for every operation after it
     # (tests/test_sessions.py covers it).
     schema = schema.exclude(operation_id="logoutEverywhere")
@@ -158,13 +172,33 @@ def _failures(event: events.ScenarioFinished) -> dict[tuple[str, str, str], str]
     return found
 
 
-# About a minute alone; with coverage on and the other workers busy, past the suite's 120 s.
+def test_every_operation_is_fuzzed_in_exactly_one_group(server: Server) -> None:
+    spec = httpx.get(f"{server.url}/schema/openapi.json", timeout=10, verify=tls()).json()
+    counts: dict[str, int] = {}
+    for path, operations in spec["paths"].items():
+        for method in operations.keys() & {"get", "post", "put", "patch", "delete"}:
+            counts[f"{method.upper()} {path}"] = sum(
+                bool(re.search(pattern, path)) and (methods is None or method.upper() in methods)
+                for pattern, methods in GROUPS.values()
+            )
+    assert len(counts) > 30
+    assert {label: n for label, n in counts.items() if n != 1} == {}
+
+
+# Half a minute alone for the largest group; with coverage on and the other workers busy,
+# past the suite's 120 s.
 @pytest.mark.timeout(600)
-def test_api_conforms_to_its_openapi_schema(server: Server, fuzzer: User, real_chat: str) -> None:
-    schema = _load_schema(server, fuzzer, real_chat)
+@pytest.mark.parametrize("group", GROUPS)
+def test_api_conforms_to_its_openapi_schema(
+    server: Server, fuzzer: User, real_chat: str, group: str
+) -> None:
+    schema = _load_schema(server, fuzzer, real_chat, group)
     problems: dict[tuple[str, str, str], str] = {}
     finished = False
+    fuzzed: set[str] = set()
     for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            fuzzed.add(event.recorder.label)
         if isinstance(event, events.ScenarioFinished) and event.status == Status.FAILURE:
             for key, text in _failures(event).items():
                 problems.setdefault(key, text)
@@ -175,6 +209,7 @@ def test_api_conforms_to_its_openapi_schema(server: Server, fuzzer: User, real_c
         elif isinstance(event, events.EngineFinished):
             finished = True
     assert finished
+    assert len(fuzzed) >= 3, f"{group}: only {sorted(fuzzed)} fuzzed"
     if problems:
         report = "\n".join(problems[key] for key in sorted(problems))
         pytest.fail(f"{len(problems)} kinds of schemathesis failure:\n{report}", pytrace=False)
