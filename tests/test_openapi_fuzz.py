@@ -34,6 +34,7 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
+from schemathesis.generation.meta import ParameterLocation
 
 from tests.support import Server, User, register_and_login, unique_username
 from tests.support.http import tls
@@ -81,6 +82,9 @@ def _config(token: str) -> SchemathesisConfig:
                 "max-examples": EXAMPLES_PER_OPERATION,
                 "database": "none",  # no example database on disk
                 "deterministic": bool(os.environ.get("CI")),  # CI: the same cases every run
+                # Unknown query parameters are ignored, not refused (docs/protocol.md,
+                # "Conventions"): a request with one is not invalid input.
+                "allow-extra-parameters": False,
             },
             "phases": {"stateful": {"enabled": False}},
             "checks": {
@@ -139,6 +143,8 @@ def _load_schema(server: Server, user: User, real_chat: str, group: str) -> Any:
             return st.just(case)
 
         def aimed(_: object) -> schemathesis.Case:
+            if case.meta is not None and case.meta.is_negative_at(ParameterLocation.PATH):
+                return case  # an invalid id stays invalid: its refusal is what is checked
             if "chat_id" in parameters:  # DELETE gets a chat of its own
                 deleting = case.method.upper() == "DELETE"
                 parameters["chat_id"] = fresh_chat() if deleting else real_chat
