@@ -79,7 +79,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     time waiting on servers, sockets and paced tokens, so one worker per core leaves the
     cores idle. On a 2-core machine, once servers started as forks of a warm interpreter
     (``tests/support/warm_start.py``), the whole run took 417 s with four workers and
-    374-379 s with six (no coverage); ``--dist worksteal`` hands a worker that is done the
+    374-425 s with six (no coverage); ``--dist worksteal`` hands a worker that is done the
     tests another still has queued. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides this."""
     return 3 * (os.cpu_count() or 1)
 
