@@ -205,9 +205,9 @@ def test_api_conforms_to_its_openapi_schema(
     for event in schemathesis.engine.from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             fuzzed.add(event.recorder.label)
-        if isinstance(event, events.ScenarioFinished) and event.status == Status.FAILURE:
-            for key, text in _failures(event).items():
-                problems.setdefault(key, text)
+            if event.status == Status.FAILURE:
+                for key, text in _failures(event).items():
+                    problems.setdefault(key, text)
         elif isinstance(event, events.NonFatalError):
             problems[(event.label, "", "error")] = f"{event.label}: {event.info.format()}"
         elif isinstance(event, events.FatalError):

@@ -158,7 +158,6 @@ def start_server(
     argv = ["serve", "--port", "0"]
     process: subprocess.Popen[bytes] | WarmProcess
     if python_args is None and not fresh_interpreter:
-        log_path.touch()
         process = warm_start.start(argv, env, cwd, log_path)
     else:
         with log_path.open("wb") as log_file:

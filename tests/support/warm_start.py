@@ -111,8 +111,9 @@ class WarmProcess:
 
 
 def start(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> WarmProcess:
-    """``chatsvc ARGV`` in a fork of the worker's warm forkserver; output appended to
-    ``log_path`` (which must exist)."""
+    """``chatsvc ARGV`` in a fork of the worker's warm forkserver; its output goes to
+    ``log_path``, made empty here (so a reader finds the file from the first moment)."""
+    log_path.write_bytes(b"")
     process = _forkserver().Process(
         target=_run, args=(list(argv), dict(env), cwd, log_path), daemon=True
     )
