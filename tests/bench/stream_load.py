@@ -102,7 +102,10 @@ Burst mode (issue 11), and the runs it records (each well under a minute)::
   errors other than deliberate refusals, 0 replies left streaming, server CPU
   < 0.1 s per 1,000 tokens (the issue's is at 200 x 10 tokens/s on PostgreSQL),
   and, flat out (``--rate 0``) only, aborts landing >= 99%: answered by
-  ``aborted`` rather than ``done``, among the aborts sent.
+  ``aborted`` rather than ``done``, among the aborts sent. For the aborts
+  answered by ``done``, "late: first token -> done" is how long such a reply
+  took to reach its client whole: an abort's round trip longer than that
+  cannot land.
 - ``--slow-readers`` needs a timed window: not with ``--burst``. Followers work.
 
 Idle sockets (a mode of its own; about a minute)::
@@ -1257,6 +1260,11 @@ def summarize_relay(run: Run, records: dict[str, UpstreamRecord]) -> dict[str, A
         "abort_ms": spread(abort_latency),
         "aborts_answered": len(aborted),
         "aborts_late": len(late),
+        # How long such a reply took to reach its client whole, from its first token: a
+        # reply that arrives faster than an abort's round trip cannot be aborted.
+        "late_reply_ms": spread(
+            [s.ended_at - s.first_token_at for s in late if s.ended_at and s.first_token_at]
+        ),
         "abort_landed_share": round(len(aborted) / (len(aborted) + len(late)), 4)
         if aborted or late
         else None,
@@ -1539,6 +1547,8 @@ def print_table(results: dict[str, Any]) -> None:
             f"{goal('abort_landed_share'):<13}{mark('abort_landed_share')}   "
             "(judged flat out only; the others were answered by done)"
         )
+        if relay["late_reply_ms"]["n"]:
+            row("  late: first token -> done ms", relay["late_reply_ms"])
     detail = relay["error_detail"]
     print(
         f"{'errors (not refusals)':<30}{relay['errors']:>9}{'':18}  {goal('errors'):<13}"
