@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import secrets
@@ -130,17 +129,6 @@ def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         status_code=503,
         headers={"Retry-After": "5"},
     )
-
-
-def _freeze_startup_heap() -> None:
-    """Leave what start-up built (modules, the app, its services) out of garbage collection.
-
-    Those objects live as long as the process. Left in, every full collection
-    walks them again: under a burst of sends such a collection held the event
-    loop for 110-160 ms, which every stream felt (docs/performance.md).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _client_key(request: Request[Any, Any, Any]) -> str:
@@ -298,7 +286,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
                         services.generations.instance,
                         services.bus.kind,
                     )
-                    _freeze_startup_heap()
                     yield
             finally:
                 await provider.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import getpass
 import io
 import logging
@@ -415,17 +416,37 @@ def _serve_reloading(config: uvicorn.Config, settings: Settings) -> None:
         ChangeReload(config, target=_BannerServer(config, settings).run, sockets=[sock]).run()
 
 
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, the app, its services) out of garbage collection.
+
+    Those objects live as long as the process. Left in, every full collection
+    walks them again: under a burst of sends such a collection held the event
+    loop for 110-160 ms, which every stream felt (docs/performance.md). A decision
+    for the process that serves, not for the app: an app built inside another host
+    does not freeze its host's heap.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class _BannerServer(uvicorn.Server):
     """uvicorn's server, printing the start banner once it listens: with the address its
     sockets are bound to (the real port of ``--port 0``), and only when a client can
     connect (issue 13, point 7)."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: uvicorn.Config, settings: Settings, *, freeze_heap: bool = True
+    ) -> None:
         super().__init__(config)
         self.chatsvc_settings = settings
+        #: A process that serves this one app freezes what its start built; one that
+        #: builds many apps (the test suite's in-process servers) does not.
+        self.freeze_heap = freeze_heap
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # exits the process when it cannot listen
+        if self.freeze_heap:
+            freeze_startup_heap()
         addresses = listening_addresses(self.servers)
         print(banner(self.chatsvc_settings, addresses, self.context_line()), flush=True)
 
@@ -441,8 +462,15 @@ class _GracefulServer(_BannerServer):
     are interrupted and stored before any socket is closed.
     """
 
-    def __init__(self, config: uvicorn.Config, settings: Settings, app: ChatsvcApp) -> None:
-        super().__init__(config, settings)
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        settings: Settings,
+        app: ChatsvcApp,
+        *,
+        freeze_heap: bool = True,
+    ) -> None:
+        super().__init__(config, settings, freeze_heap=freeze_heap)
         self.chatsvc_app = app
 
     def context_line(self) -> str | None:

@@ -4,6 +4,7 @@ cycle; importing chatsvc reads no settings and opens nothing."""
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import subprocess
 import sys
@@ -177,6 +178,18 @@ def _base(node: ast.ImportFrom, module: str, path: Path) -> str:
     return f"{package}.{node.module}" if node.module else package
 
 
+@functools.cache
+def _import_statements(source: str) -> tuple[ast.Import | ast.ImportFrom, ...]:
+    """A module's import statements, found once per text: the tests' copies of the package
+    differ from it in one planted module at most (parsing each copy whole was two thirds of
+    these tests' time: 8.8 s alone, 3.0 s with this)."""
+    return tuple(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    )
+
+
 def imported_names(module: str, path: Path, modules: dict[str, Path]) -> Iterator[str]:
     """Every module ``module`` imports, in any form and anywhere in the file.
 
@@ -185,7 +198,7 @@ def imported_names(module: str, path: Path, modules: dict[str, Path]) -> Iterato
     signatures change when the imported type does, and pyright reads it), and a
     ``TYPE_CHECKING`` block is exactly where a cycle hides from the interpreter.
     """
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _import_statements(path.read_text()):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -10,7 +10,6 @@ starts them for a test, ``start_app_server`` for a module's fixture.
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import logging
 import threading
@@ -71,7 +70,14 @@ def serving(
     own loop may be running in this one.
     """
     config = _config(app, settings)
-    server = uvicorn.Server(config) if settings is None else _GracefulServer(config, settings, app)
+    # Not `freeze_heap`: right for a process that serves one app, a leak in a test process
+    # that builds many (what a test or an earlier app left in cycles would never be
+    # collected), and a full collection of the worker's heap at every start.
+    server = (
+        uvicorn.Server(config)
+        if settings is None
+        else _GracefulServer(config, settings, app, freeze_heap=False)
+    )
     failure: list[BaseException] = []
 
     async def run() -> None:
@@ -91,10 +97,6 @@ def serving(
             server.should_exit = True
             raise RuntimeError(f"the app did not start: {failure or 'see the log above'}")
         time.sleep(0.01)
-    # The app's start-up froze the heap (`chatsvc.app._freeze_startup_heap`): right for a
-    # process that serves one app, a leak in a test process that builds many (what a test
-    # or an earlier app left in cycles would never be collected).
-    gc.unfreeze()
     port: int = server.servers[0].sockets[0].getsockname()[1]
     if log is not None and isinstance(server, _GracefulServer):
         addresses = listening_addresses(server.servers)
