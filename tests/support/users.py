@@ -14,7 +14,7 @@ import httpx
 from chatsvc.cli import create_user
 from chatsvc.settings import load_settings
 from tests.support.databases import Database, run_async
-from tests.support.servers import Server
+from tests.support.servers import TEST_HASH_ROUNDS, Server
 
 PASSWORD = "correct horse battery"
 
@@ -76,11 +76,14 @@ def insert_message(
 def create_account(db: Database, *flags: str) -> str:
     """What ``chatsvc createuser NAME FLAGS`` does (``chatsvc.cli.create_user``), run in this
     process against ``db``: no interpreter to start per account (tests/test_cli.py runs the
-    command itself). ``flags``: ``--staff``, ``--superuser``. Returns NAME."""
+    command itself). Hashed with the suite's servers' rounds: at production's 600,000 the
+    hash (and each login's check of it) was half a minute of the suite's CPU. ``flags``:
+    ``--staff``, ``--superuser``. Returns NAME."""
     unknown = set(flags) - {"--staff", "--superuser"}
     assert not unknown, unknown
     username = unique_username("staff" if flags else "user")
-    settings = load_settings({"DATABASE_URL": db.url}, env_file=None)
+    environment = {"DATABASE_URL": db.url, "PASSWORD_HASH_ROUNDS": str(TEST_HASH_ROUNDS)}
+    settings = load_settings(environment, env_file=None)
     staff, superuser = "--staff" in flags, "--superuser" in flags
     with contextlib.redirect_stdout(io.StringIO()):  # its "created user ..." line
         run_async(create_user(settings, username, PASSWORD, staff, superuser))
