@@ -416,7 +416,7 @@ def _serve_reloading(config: uvicorn.Config, settings: Settings) -> None:
         ChangeReload(config, target=_BannerServer(config, settings).run, sockets=[sock]).run()
 
 
-def freeze_startup_heap() -> None:
+def _freeze_startup_heap() -> None:
     """Leave what start-up built (modules, the app, its services) out of garbage collection.
 
     Those objects live as long as the process. Left in, every full collection
@@ -446,7 +446,7 @@ class _BannerServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # exits the process when it cannot listen
         if self.freeze_heap:
-            freeze_startup_heap()
+            _freeze_startup_heap()
         addresses = listening_addresses(self.servers)
         print(banner(self.chatsvc_settings, addresses, self.context_line()), flush=True)
 

@@ -70,9 +70,9 @@ def serving(
     own loop may be running in this one.
     """
     config = _config(app, settings)
-    # Not `freeze_heap`: right for a process that serves one app, a leak in a test process
-    # that builds many (what a test or an earlier app left in cycles would never be
-    # collected), and a full collection of the worker's heap at every start.
+    # `freeze_heap=False`: freezing is right for a process that serves one app. In a test
+    # process that builds many it would leak (what a test or an earlier app left in cycles
+    # would never be collected) and cost a full collection of the worker's heap per start.
     server = (
         uvicorn.Server(config)
         if settings is None
