@@ -176,6 +176,16 @@ _CHAT_COLUMNS = (
 )
 
 
+def _column_list(columns: tuple[Column, ...]) -> str:
+    """The columns as constant SQL names them (``id, title, ...``): one list, the builder's
+    and the raw statements' alike."""
+    # `_meta` is how Piccolo's own docs reach a column's names.
+    return ", ".join(
+        column._meta.db_column_name  # pyright: ignore[reportPrivateUsage]
+        for column in columns
+    )
+
+
 def _uuid(value: Any) -> UUID:
     """An id read by a raw query (SQLite gives the text of computed columns)."""
     return value if isinstance(value, UUID) else UUID(str(value))
@@ -713,16 +723,9 @@ class _NewMessage(msgspec.Struct, frozen=True, kw_only=True):
 # stores the reply's end: as constant SQL, without Piccolo's query builder, which costs
 # more CPU than these statements (docs/performance.md, "Per-reply costs"). Each names
 # every column it writes; the values bind as Piccolo's would (the same sqlite3 adapters).
-# ``_MESSAGE_SQL`` and ``_CHAT_SQL`` are ``_MESSAGE_COLUMNS`` and ``_CHAT_COLUMNS``.
-_MESSAGE_SQL = (
-    "id, chat, parent, role, content, status, model, prompt_tokens, completion_tokens, "
-    "usage_estimated, finish_reason, created_at, completed_at, tool_calls, reasoning"
-)
+_MESSAGE_SQL = _column_list(_MESSAGE_COLUMNS)
 _NEW_MESSAGE_SQL = ", ".join(_NewMessage.__struct_fields__)
-_CHAT_SQL = (
-    "id, title, system_prompt, model, temperature, top_p, max_tokens, created_at, "
-    "updated_at, title_source, active_leaf"
-)
+_CHAT_SQL = _column_list(_CHAT_COLUMNS)
 _LEAD_TO_REPLY = (
     "UPDATE chat SET updated_at = {}, active_leaf = {} WHERE id = {} "  # noqa: S608
     f"RETURNING {_CHAT_SQL}"
