@@ -4,9 +4,10 @@ The one place of the rule and its words. A reply may start while the tokens coun
 under the budget, so the reply that crosses it finishes (no half answers) and the next
 one is refused. What is counted: ``prompt_tokens + completion_tokens`` of the assistant
 messages (estimates where the upstream sent none), per user for replies started in the
-current UTC day (``DAILY_TOKEN_BUDGET``, or the user's override), per chat for all its
-replies (``CHAT_TOKEN_BUDGET``). The store counts them in the transaction that admits a
-reply (``store.create_exchange``, ``store.create_regeneration``).
+current UTC day (``DAILY_TOKEN_BUDGET``, or the user's override; each reply's added to the
+user's ``daily_spend`` row of that day as its end is stored, so deleting a chat gives none
+back), per chat for all its replies (``CHAT_TOKEN_BUDGET``). The store reads them in the
+transaction that admits a reply (``store.create_exchange``, ``store.create_regeneration``).
 """
 
 from __future__ import annotations

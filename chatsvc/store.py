@@ -40,7 +40,7 @@ from chatsvc.database import (
     write_transaction,
 )
 from chatsvc.errors import Busy, Conflict, InvalidInput, LimitReached, NotFound
-from chatsvc.quota_store import spent
+from chatsvc.quota_store import add_spent, spent
 from chatsvc.records import (
     ChatRecord,
     Exchange,
@@ -824,6 +824,7 @@ async def finish_reply(
     message_id: UUID,
     chat_id: UUID,
     *,
+    owner: int,
     status: MessageStatus,
     content: str,
     prompt_tokens: int | None,
@@ -835,8 +836,9 @@ async def finish_reply(
     usage_estimated: bool = False,
 ) -> MessageRecord | None:
     """The one final write of a reply: its text, reasoning, status, usage and tool calls
-    (``name``, ``arguments``, ``result`` each); the chat's ``updated_at``. It goes before
-    other queued writes: an abort, and every follower, waits for it."""
+    (``name``, ``arguments``, ``result`` each); the chat's ``updated_at``; its tokens in
+    ``owner``'s day. It goes before other queued writes: an abort, and every follower,
+    waits for it."""
     stamp = now()
     calls = msgspec.json.encode(tool_calls).decode() if tool_calls else None
     async with write_transaction(current_engine(), urgent=True):
@@ -855,9 +857,13 @@ async def finish_reply(
             message_id,
         )
         await Chat.raw(_TOUCH_CHAT, stamp, chat_id)
+        if not rows:
+            return None
+        reply = _message(rows[0])
+        await add_spent(owner, reply.created_at, (prompt_tokens or 0) + (completion_tokens or 0))
         # On the transaction's connection: read after the commit, it waited for a pooled
         # one behind a burst's reads, as long again as the write (docs/performance.md).
-        return (await _with_siblings(chat_id, [_message(rows[0])]))[0] if rows else None
+        return (await _with_siblings(chat_id, [reply]))[0]
 
 
 async def claim_title(chat_id: UUID) -> bool:

@@ -8,6 +8,7 @@ from piccolo.apps.user.tables import BaseUser
 from piccolo.columns import (
     JSONB,
     UUID,
+    BigInt,
     Boolean,
     DoublePrecision,
     ForeignKey,
@@ -225,6 +226,21 @@ class UserQuota(Table):
         help_text="Tokens a day (UTC) for this user, in place of DAILY_TOKEN_BUDGET; "
         "empty: no daily limit. Delete the row to fall back to the setting.",
     )
+
+
+class DailySpend(Table, tablename="daily_spend"):
+    """Each user's tokens per UTC day: the replies started that day, added as each ends.
+
+    What the daily budget reads when it admits a reply: one row, where summing the day's
+    replies cost a read of every one of them, a cost that grew with each message a user sent
+    that day (docs/performance.md, "The day's tokens in one row"). Tokens spent stay spent:
+    deleting a chat does not give them back, and imported chats bring none.
+    """
+
+    id = Varchar(length=80, primary_key=True, help_text="The user's id and the day: 12/2026-12-07.")
+    account = ForeignKey(references=BaseUser, on_delete=OnDelete.cascade, null=False, index=True)
+    day = Varchar(length=10, help_text="The UTC day (YYYY-MM-DD) the replies started.")
+    tokens = BigInt(default=0, help_text="Prompt and completion tokens of those replies.")
 
 
 class ApiKey(Table):

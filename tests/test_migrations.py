@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chatsvc.piccolo_app import APP_CONFIG
@@ -24,6 +24,7 @@ TABLES = (
     "api_key",
     "chat_share",
     "message_feedback",
+    "daily_spend",
 )
 
 #: The full-text search objects (issue 17) are no Piccolo columns: the tables made from their
@@ -39,7 +40,8 @@ import importlib.util
 from piccolo.apps.user.tables import BaseUser
 from piccolo.table import create_db_tables
 from chatsvc.tables import (
-    ApiKey, Chat, ChatShare, Message, MessageFeedback, RefreshToken, TokenVersion, UserQuota,
+    ApiKey, Chat, ChatShare, DailySpend, Message, MessageFeedback, RefreshToken, TokenVersion,
+    UserQuota,
 )
 spec = importlib.util.spec_from_file_location("search_migration", {str(SEARCH_MIGRATION)!r})
 search = importlib.util.module_from_spec(spec)
@@ -47,7 +49,7 @@ spec.loader.exec_module(search)
 async def main():
     await create_db_tables(
         BaseUser, Chat, Message, TokenVersion, RefreshToken, UserQuota, ApiKey, ChatShare,
-        MessageFeedback,
+        MessageFeedback, DailySpend,
     )
     await search.create()
 asyncio.run(main())
@@ -393,6 +395,62 @@ def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
     again = run_chatsvc("migrate", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert usage()["aborted"] == (None, 4, True)
+
+
+def test_replies_stored_before_daily_spend_are_counted_in_their_day(
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
+) -> None:
+    """Issue 11: ``daily_spend`` starts with the sums the daily budget made until then, the
+    tokens of every reply by its user and the UTC day it started (user messages count
+    nothing), so no budget of the day changes with the upgrade; backwards, the rows go."""
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_spend = "2026-12-06T20:50:00:000000"
+    migrate_back(env, before_spend)
+    owner = old_user(db)
+    today = datetime.now(UTC)
+    yesterday = today - timedelta(days=1)
+    chats = [uuid.uuid4(), uuid.uuid4()]
+    for chat in chats:
+        db.query(
+            "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, 't', ?, ?)",
+            chat,
+            owner,
+            today,
+            today,
+        )
+    rows = [  # chat, role, prompt, completion, started
+        (chats[0], "assistant", 10, 20, today),
+        (chats[1], "assistant", 5, None, today),
+        (chats[1], "user", 100, 100, today),
+        (chats[0], "assistant", 7, 8, yesterday),
+    ]
+    for chat, role, prompt, completion, started in rows:
+        db.query(
+            "INSERT INTO message (id, chat, role, content, status, prompt_tokens, "
+            "completion_tokens, created_at) VALUES (?, ?, ?, 'x', 'complete', ?, ?, ?)",
+            uuid.uuid4(),
+            chat,
+            role,
+            prompt,
+            completion,
+            started,
+        )
+
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+    found = db.query("SELECT id, account, day, tokens FROM daily_spend ORDER BY day")
+    days = [yesterday.date().isoformat(), today.date().isoformat()]
+    assert found == [
+        {"id": f"{owner}/{days[0]}", "account": owner, "day": days[0], "tokens": 15},
+        {"id": f"{owner}/{days[1]}", "account": owner, "day": days[1], "tokens": 35},
+    ]
+
+    migrate_back(env, before_spend)
+    again = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert db.query("SELECT SUM(tokens) AS tokens FROM daily_spend")[0]["tokens"] == 50
 
 
 def test_rows_stored_before_search_are_indexed(

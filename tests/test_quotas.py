@@ -198,6 +198,25 @@ def test_the_daily_budget_refuses_before_the_upstream_and_resets_at_utc_midnight
     assert len(fake_llm.records_for(again)) == 1
 
 
+def test_tokens_spent_today_stay_spent_when_their_chat_is_deleted(
+    serve_app: Callable[..., AppServer], fake_llm: FakeOpenAI
+) -> None:
+    """The day's count is what the replies cost upstream (``daily_spend``): deleting the
+    chat they are in gives none of it back, and the budget still refuses."""
+    server, _ = quota_server(serve_app, fake_llm, DAILY_TOKEN_BUDGET="60")
+    user = register_and_login(server)
+    with Socket(user) as socket:
+        done = reply(socket, f"{mark()} {directive(tokens=30, rate=200)}")
+        assert done["type"] == "done", done
+        used = spent_in(user, done["chat_id"])
+        assert used > 60
+        with user.client() as client:
+            assert client.delete(f"/api/chats/{done['chat_id']}").status_code == 204
+            assert client.get("/api/chats").json()["items"] == []
+        assert daily(user)["used"] == used
+        assert refusal(socket, action="send_message", content="more")["code"] == "quota_exceeded"
+
+
 def retry_seconds(delta: timedelta) -> int:
     """``Retry-After`` for a wait: whole seconds, rounded up (the clock is fixed)."""
     seconds = delta.total_seconds()
@@ -311,7 +330,8 @@ def test_api_me_without_budgets_counts_the_day_against_none(server: Server) -> N
 
 
 def spend(server: AppServer, user: User, tokens: int) -> None:
-    """A reply of ``tokens`` stored today in a chat of the user's, behind the server's back."""
+    """A reply of ``tokens`` stored today in a chat of the user's, and counted in the user's
+    day as the reply's end counts it, behind the server's back."""
     with user.client() as client:
         chat_id = client.post("/api/chats", json={"title": "spent"}).json()["id"]
     message_id = insert_message(server.db, chat_id, "earlier", role="assistant")
@@ -319,6 +339,15 @@ def spend(server: AppServer, user: User, tokens: int) -> None:
         "UPDATE message SET prompt_tokens = ?, completion_tokens = 0 WHERE id = ?",
         tokens,
         uuid.UUID(message_id),
+    )
+    day = datetime.now(UTC).date().isoformat()
+    server.db.query(
+        "INSERT INTO daily_spend (id, account, day, tokens) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET tokens = daily_spend.tokens + excluded.tokens",
+        f"{user.id}/{day}",
+        user.id,
+        day,
+        tokens,
     )
 
 

@@ -159,6 +159,7 @@ class Runner:
                 return await store.finish_reply(
                     generation.message_id,
                     generation.chat_id,
+                    owner=generation.owner,
                     status=ending.status,
                     content=generation.content,
                     prompt_tokens=usage.prompt_tokens,

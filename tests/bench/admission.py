@@ -127,8 +127,8 @@ async def measure(options: argparse.Namespace) -> None:
                 f" p50 / p99 / max ms: {figures}"
             )
             async with anyio.create_task_group() as group:
-                for reply_id, chat_id in admissions.replies:
-                    group.start_soon(admissions.finish, reply_id, chat_id)
+                for reply_id, chat_id, owner in admissions.replies:
+                    group.start_soon(admissions.finish, reply_id, chat_id, owner)
 
 
 class Round:
@@ -140,7 +140,7 @@ class Round:
         self.overloaded = overloaded
         self.times: dict[str, list[float]] = {step: [] for step in STEPS}
         self.refused = 0
-        self.replies: list[tuple[uuid.UUID, uuid.UUID]] = []
+        self.replies: list[tuple[uuid.UUID, uuid.UUID, int]] = []
 
     async def send(self, owner: int, chat_id: uuid.UUID, cap: int) -> None:
         began = time.perf_counter()
@@ -177,20 +177,22 @@ class Round:
         read = time.perf_counter()
         await self.store.get_tree(chat_id)
         done = time.perf_counter()
-        self.replies.append((reply_id, chat_id))
+        self.replies.append((reply_id, chat_id, owner))
         self.times["exchange"].append(stored - began)
         self.times["history"].append(read - stored)
         self.times["tree"].append(done - read)
         self.times["total"].append(done - began)
 
-    async def finish(self, reply_id: uuid.UUID, chat_id: uuid.UUID) -> None:
+    async def finish(self, reply_id: uuid.UUID, chat_id: uuid.UUID, owner: int) -> None:
+        # With usage, as a model server reports it: the day's tokens grow round by round.
         await self.store.finish_reply(
             reply_id,
             chat_id,
+            owner=owner,
             status="complete",
             content="bench reply",
-            prompt_tokens=None,
-            completion_tokens=None,
+            prompt_tokens=120,
+            completion_tokens=30,
             finish_reason="stop",
             error_code=None,
         )
