@@ -859,11 +859,13 @@ async def finish_reply(
         await Chat.raw(_TOUCH_CHAT, stamp, chat_id)
         if not rows:
             return None
-        reply = _message(rows[0])
-        await add_spent(owner, reply.created_at, (prompt_tokens or 0) + (completion_tokens or 0))
         # On the transaction's connection: read after the commit, it waited for a pooled
         # one behind a burst's reads, as long again as the write (docs/performance.md).
-        return (await _with_siblings(chat_id, [reply]))[0]
+        (reply,) = await _with_siblings(chat_id, [_message(rows[0])])
+        # Last: the user's row of the day is locked (on PostgreSQL) from here to the commit,
+        # and the user's other replies that end meanwhile wait for it.
+        await add_spent(owner, reply.created_at, (prompt_tokens or 0) + (completion_tokens or 0))
+        return reply
 
 
 async def claim_title(chat_id: UUID) -> bool:
