@@ -186,6 +186,39 @@ def _column_list(columns: tuple[Column, ...]) -> str:
     )
 
 
+_CHAT_SQL = _column_list(_CHAT_COLUMNS)
+
+
+class _NewChat(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat row to insert: every column of ``chat`` that is written."""
+
+    id: UUID
+    owner: int
+    title: str
+    title_source: str
+    system_prompt: str
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    created_at: datetime
+    updated_at: datetime
+    active_leaf: UUID | None = None
+
+
+# A burst's first messages make their chats: as constant SQL, like a send's other
+# statements (see `_insert_messages`), without the query builder's CPU.
+_COUNT_CHATS = "SELECT COUNT(*) AS n FROM chat WHERE owner = {}"
+_INSERT_CHAT = (
+    f"INSERT INTO chat ({', '.join(_NewChat.__struct_fields__)}) "  # noqa: S608 (column names and placeholders)
+    f"VALUES ({', '.join('{}' for _ in _NewChat.__struct_fields__)}) RETURNING {_CHAT_SQL}"
+)
+_INSERT_TREE = (
+    "INSERT INTO chat_tree (chat, version, root, size) VALUES ({}, 0, {}, 0) "
+    "ON CONFLICT (chat) DO NOTHING"
+)
+
+
 def _uuid(value: Any) -> UUID:
     """An id read by a raw query (SQLite gives the text of computed columns)."""
     return value if isinstance(value, UUID) else UUID(str(value))
@@ -247,27 +280,27 @@ async def _insert_chat(
     """A chat and its empty tree, in the caller's write transaction; :class:`LimitReached`
     when the owner has ``max_chats`` already."""
     await _check_room_for_chat(owner, max_chats)
-    rows = await Chat.insert(
-        Chat(
-            owner=owner,
-            title=title,
-            title_source=title_source,
-            system_prompt=system_prompt,
-            model=model,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            created_at=stamp,
-            updated_at=stamp,
-        )
-    ).returning(*_CHAT_COLUMNS)
-    await _create_tree(rows[0]["id"])
+    chat = _NewChat(
+        id=uuid4(),
+        owner=owner,
+        title=title,
+        title_source=title_source,
+        system_prompt=system_prompt,
+        model=model,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    rows = await Chat.raw(_INSERT_CHAT, *msgspec.structs.astuple(chat))
+    await _create_tree(chat.id)
     return rows[0]
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
     """Inside the transaction that inserts a chat, with the owner's row locked."""
-    if await Chat.count().where(Chat.owner == owner) >= max_chats:
+    if (await Chat.raw(_COUNT_CHATS, owner))[0]["n"] >= max_chats:
         raise LimitReached(
             f"you have {max_chats} chats, the most allowed; delete one to start another"
         )
@@ -725,7 +758,6 @@ class _NewMessage(msgspec.Struct, frozen=True, kw_only=True):
 # every column it writes; the values bind as Piccolo's would (the same sqlite3 adapters).
 _MESSAGE_SQL = _column_list(_MESSAGE_COLUMNS)
 _NEW_MESSAGE_SQL = ", ".join(_NewMessage.__struct_fields__)
-_CHAT_SQL = _column_list(_CHAT_COLUMNS)
 _LEAD_TO_REPLY = (
     "UPDATE chat SET updated_at = {}, active_leaf = {} WHERE id = {} "  # noqa: S608
     f"RETURNING {_CHAT_SQL}"
@@ -920,11 +952,13 @@ async def find_running(
 # --- trees ---------------------------------------------------------------------------
 
 
+#: The root alone, as the JSON text a JSONB column takes (both drivers bind it as text).
+_EMPTY_ROOT = msgspec.json.encode(empty_root()).decode()
+
+
 async def _create_tree(chat_id: UUID) -> None:
     """An empty tree (the root alone, version 0); nothing when the chat has one."""
-    await ChatTree.insert(ChatTree(chat=chat_id, version=0, root=empty_root())).on_conflict(
-        target=ChatTree.chat, action="DO NOTHING"
-    )
+    await ChatTree.raw(_INSERT_TREE, chat_id, _EMPTY_ROOT)
 
 
 #: Constant SQL: every reply's prompt reads the tree (see ``_SIBLINGS``).
