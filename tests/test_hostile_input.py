@@ -93,6 +93,18 @@ class Hostile:
             self._socket = Socket(self.user)
         return self._socket
 
+    def client(self) -> httpx.Client:
+        """The attacker's REST client. The reusable socket is closed first: the chat events
+        of what the client changes go to every socket of the user, and one waiting there
+        would be read as the answer to the next hostile frame."""
+        self.drop_socket()
+        return self.user.client()
+
+    def own_socket(self) -> Socket:
+        """A socket of the attacker's own, the reusable one closed first (as for ``client``)."""
+        self.drop_socket()
+        return Socket(self.user)
+
     def drop_socket(self) -> None:
         if self._socket is not None:
             with contextlib.suppress(Exception):  # already broken: only the reconnect matters
@@ -451,13 +463,13 @@ def test_a_frame_over_max_frame_bytes_closes_the_socket_with_1009(
         padding = MAX_FRAME_BYTES + 1 - len(frame(action="send_message", content=""))
         data = frame(action="send_message", content="x" * padding)
         assert len(data.encode()) == MAX_FRAME_BYTES + 1
-    with Socket(hostile.user) as socket:
+    with hostile.own_socket() as socket:
         socket.send_raw(data)
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=10)
     assert closed.value.rcvd is not None, closed.value
     assert closed.value.rcvd.code == 1009, closed.value
-    with Socket(hostile.user) as socket:  # the server itself is fine
+    with hostile.own_socket() as socket:  # the server itself is fine
         socket.send(action="ping")
         assert socket.recv() == {"type": "pong"}
     assert hostile.snapshot() == before
@@ -491,7 +503,7 @@ def _stored_chat(server: Server, chat_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("text", HOSTILE_TEXTS)
 def test_hostile_looking_titles_are_stored_verbatim(hostile: Hostile, text: str) -> None:
     users_before = hostile.server.db.query("SELECT count(*) AS n FROM piccolo_user")
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         created = client.post("/api/chats", json={"title": text, "system_prompt": text})
         assert created.status_code == 201, created.text
         chat = created.json()
@@ -537,7 +549,7 @@ def test_nul_in_a_title_is_stored_verbatim_or_refused(hostile: Hostile) -> None:
     is fine (stored and returned verbatim, or 400 invalid_message), a 5xx is not."""
     for title in ["a\x00b", "\x00"]:
         before = hostile.snapshot()
-        with hostile.user.client() as client:
+        with hostile.client() as client:
             response = client.post("/api/chats", json={"title": title})
         assert response.status_code in (201, 400), (repr(title), response.text)
         assert_no_leak(response.text, repr(title))
@@ -558,7 +570,7 @@ def test_hostile_looking_message_streams_and_is_stored_verbatim(hostile: Hostile
         '<script>document.cookie</script> " \\ %_ \u202e 😀 ' + directive(tokens=20, rate=100)
     )
     garbage = ["not json", b"\x01", "{}", frame(action="dance"), nested(DEEP), '"\\ud800"']
-    with Socket(hostile.user) as socket:
+    with hostile.own_socket() as socket:
         started = socket.start(content, request_id="<b>r</b>")
         assert started["request_id"] == "<b>r</b>"
         for data in garbage:
@@ -571,7 +583,7 @@ def test_hostile_looking_message_streams_and_is_stored_verbatim(hostile: Hostile
     assert done["type"] == "done", done
     text = "".join(t["token"] for t in tokens_of(frames, started["task_id"]))
     assert text == done["message"]["content"] == Script(tokens=20).expected_text()
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         chat = client.get(f"/api/chats/{started['chat_id']}").json()
     assert chat["title"] == content.splitlines()[0][: len(chat["title"])]
     assert chat["title"].startswith("<img src=x onerror=alert(1)> '; DROP TABLE message;")
@@ -584,7 +596,7 @@ def test_hostile_looking_message_streams_and_is_stored_verbatim(hostile: Hostile
 
 def test_hostile_looking_message_over_rest_is_stored_verbatim(hostile: Hostile) -> None:
     content = "Robert'); DROP TABLE chat;-- <svg onload=alert(1)> " + directive(tokens=2)
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         chat = client.post("/api/chats", json={}).json()
         reply = client.post(f"/api/chats/{chat['id']}/messages", json={"content": content})
         assert reply.status_code == 200, reply.text
@@ -599,7 +611,7 @@ def test_nul_in_a_message_is_stored_verbatim_or_refused(hostile: Hostile) -> Non
     mark = f"m-{secrets.token_hex(4)}"
     content = f"nul \x00 byte {mark} " + directive(tokens=2)
     before = hostile.snapshot()
-    with Socket(hostile.user) as socket:
+    with hostile.own_socket() as socket:
         socket.send(action="send_message", content=content, chat_id=hostile.own_chat)
         frames = socket.until(lambda f: f["type"] in ("done", "error", "aborted"))
         socket.send(action="ping")
@@ -610,7 +622,7 @@ def test_nul_in_a_message_is_stored_verbatim_or_refused(hostile: Hostile) -> Non
         assert hostile.snapshot() == before
         return
     assert last["type"] == "done", frames
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         messages = client.get(f"/api/chats/{hostile.own_chat}/messages").json()["items"]
     assert messages[-2]["content"] == content
 
@@ -916,7 +928,7 @@ def _send(client: httpx.Client, case: RestCase, hostile: Hostile) -> httpx.Respo
 def test_hostile_rest_request(hostile: Hostile, case: RestCase) -> None:
     before = hostile.snapshot()
     logged_before = len(hostile.server.log())
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         response = _send(client, case, hostile)
     answer = f"{case.id}: {response.status_code} {response.text[:400]}"
     assert response.status_code < 500, answer
@@ -936,7 +948,7 @@ def test_hostile_rest_request(hostile: Hostile, case: RestCase) -> None:
 
 
 def test_other_users_chat_answers_match_unknown_ones(hostile: Hostile) -> None:
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         for suffix in ("", "/messages"):
             theirs = client.get(f"/api/chats/{hostile.other_chat}{suffix}")
             unknown = client.get(f"/api/chats/{UNKNOWN_ID}{suffix}")
@@ -974,7 +986,7 @@ def test_nul_in_a_lookup_is_never_a_server_error(
 ) -> None:
     """NUL in text that only reaches a WHERE clause: no match (200 empty, 401) or 400."""
     path = path.format(mark=secrets.token_hex(4))
-    with hostile.user.client() as client:
+    with hostile.client() as client:
         response = client.request(method, path, content=body, headers=dict(headers))
     answer = f"{response.status_code} {response.text[:300]}"
     assert response.status_code < 500, answer
