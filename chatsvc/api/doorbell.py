@@ -20,6 +20,8 @@ class Doorbell:
     """One waiter at a time: :meth:`wait` returns True when :meth:`ring` is called,
     False once it has waited ``linger`` seconds with no ring."""
 
+    __slots__ = ("_idle_since", "_linger", "_timer", "_waiter")
+
     def __init__(self, linger: float) -> None:
         self._linger = linger
         self._waiter: asyncio.Future[bool] | None = None

@@ -75,6 +75,8 @@ CLOSE_TOO_SLOW = 1013
 class FrameBudget:
     """A token bucket: ``rate`` frames a second, bursts of twice that."""
 
+    __slots__ = ("_at", "_tokens", "capacity", "rate")
+
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.capacity = 2 * rate
@@ -106,6 +108,33 @@ _decode_chat_id = msgspec.json.Decoder(_ChatIdOnly).decode
 
 class SocketSession:
     """One connected client: its outbox, its subscriptions, its frames."""
+
+    # Slots: thousands of idle sockets each hold one (docs/performance.md, idle sockets).
+    __slots__ = (
+        "_closed",
+        "_debug_chats",
+        "_doorbell",
+        "_expires_at",
+        "_key_id",
+        "_may_debug",
+        "_outbox",
+        "_outbox_bytes",
+        "_task_group",
+        "_writing",
+        "access",
+        "budget",
+        "chats",
+        "counter",
+        "events",
+        "generations",
+        "launcher",
+        "revoked",
+        "settings",
+        "socket",
+        "telemetry",
+        "too_slow",
+        "user",
+    )
 
     def __init__(self, socket: WebSocket[AuthUser, Any, Any], services: Services) -> None:
         self.socket = socket
