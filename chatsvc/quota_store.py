@@ -6,7 +6,7 @@ a reply's tokens are added to its user's day as its end is stored (``add_spent``
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -35,8 +35,7 @@ async def spent(owner: int, since: datetime, chat_id: UUID | None = None) -> Spe
     """The owner's tokens in replies started on the UTC day that begins at ``since``, the
     chat's (0 without one, or for another user's: its refusal is ``not_found``, as
     everywhere), and the owner's override of the daily budget."""
-    day = _day_id(owner, since.astimezone(UTC).date())
-    raw = Message.raw(_SPENT, owner, owner, day, chat_id, owner)
+    raw = Message.raw(_SPENT, owner, owner, _day_id(owner, _day_of(since)), chat_id, owner)
     # Piccolo types raw rows as unknown; this one is read field by field into `Spent`.
     row = cast("list[dict[str, Any]]", await raw)[0]
     return Spent(
@@ -51,10 +50,16 @@ async def add_spent(owner: int, started_at: datetime, tokens: int) -> None:
     """Count a reply's tokens in its owner's day, the UTC day it started (as the budget and
     the usage views count it); in the caller's transaction, the one that stores its end."""
     if tokens > 0:
-        day = started_at.astimezone(UTC).date()
-        await DailySpend.raw(_ADD_SPENT, _day_id(owner, day), owner, day.isoformat(), tokens)
+        day = _day_of(started_at)
+        await DailySpend.raw(_ADD_SPENT, _day_id(owner, day), owner, day, tokens)
 
 
-def _day_id(owner: int, day: date) -> str:
-    """The row of ``owner``'s UTC day: ``12/2026-12-07``, as the admin's daily usage names it."""
-    return f"{owner}/{day.isoformat()}"
+def _day_of(moment: datetime) -> str:
+    """The UTC day ``moment`` is in, ``2026-12-07``: one rule for the row read and the row
+    written."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def _day_id(owner: int, day: str) -> str:
+    """The row of ``owner``'s day: ``12/2026-12-07``, as the admin's daily usage names it."""
+    return f"{owner}/{day}"
