@@ -50,6 +50,7 @@ from chatsvc.bus import EventBus
 from chatsvc.chats import Chats
 from chatsvc.context import ContextBudgets
 from chatsvc.database import connection_pool, engine_from_settings, use_engine
+from chatsvc.database import identity as database_identity
 from chatsvc.errors import ChatsvcError
 from chatsvc.events import ChatEvents
 from chatsvc.generation import Generations
@@ -273,22 +274,20 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             )
         provider = services.provider
         await _learn_context_lengths(provider, services.budgets, settings.model_choices)
-        async with (
-            connection_pool(services.engine),
-            services.bus,
-            services.events,
-            services.access,
-        ):
-            try:
-                async with services.generations:
-                    log.info(
-                        "instance %s, event bus: %s",
-                        services.generations.instance,
-                        services.bus.kind,
-                    )
-                    yield
-            finally:
-                await provider.aclose()
+        async with connection_pool(services.engine):
+            services.bus.name_deployment(await database_identity(services.engine))
+            async with services.bus, services.events, services.access:
+                try:
+                    async with services.generations:
+                        log.info(
+                            "instance %s, event bus: %s, namespace %s",
+                            services.generations.instance,
+                            services.bus.kind,
+                            services.bus.namespace,
+                        )
+                        yield
+                finally:
+                    await provider.aclose()
 
     app = ChatsvcApp(
         route_handlers=[

@@ -1,15 +1,18 @@
 """The event bus between chatsvc instances, on Litestar's Channels plugin.
 
-Instances share nothing but the database and this bus. Two kinds of channel:
+Instances share nothing but the database and this bus. Every channel's name
+starts with the deployment's namespace (``chatsvc.<digest>``, from the database's
+identity, :meth:`EventBus.name_deployment`): one Redis (or bus database) may serve
+several deployments, whose user ids are the same small numbers. The channels:
 
-- ``chatsvc.chat.<chat id>``: the events of one chat (``Envelope``), published
+- ``<namespace>.chat.<chat id>``: the events of one chat (``Envelope``), published
   by the instance running its reply and read by every instance with a socket
   following the chat;
-- ``chatsvc.instance.<instance id>``: requests to one instance (``AbortRequest``,
+- ``<namespace>.instance.<instance id>``: requests to one instance (``AbortRequest``,
   ``SnapshotRequest``), which it answers on the chat's channel;
-- ``chatsvc.accounts``: ``AccountChanged``, read by every instance, which then
+- ``<namespace>.accounts``: ``AccountChanged``, read by every instance, which then
   re-checks the open sockets of that user (docs/operations.md);
-- ``chatsvc.users``: ``UserEnvelope``, the events of a chat that go to every socket
+- ``<namespace>.users``: ``UserEnvelope``, the events of a chat that go to every socket
   of its owner (``chat_created``, ``chat_updated``), read by every instance: they
   are few (a chat created, renamed, named or switched to another branch).
 
@@ -22,6 +25,7 @@ stop at 8,000 bytes, so larger messages travel as numbered ``Chunk``s.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -135,16 +139,19 @@ async def start_reader(
         log.error("event bus: no answer in %g s; %s", READY_SECONDS, lost)
 
 
+# Channel names within the deployment's namespace, which the bus puts in front.
+
+
 def chat_channel(chat_id: UUID) -> str:
-    return f"chatsvc.chat.{chat_id}"
+    return f"chat.{chat_id}"
 
 
 def instance_channel(instance: str) -> str:
-    return f"chatsvc.instance.{instance}"
+    return f"instance.{instance}"
 
 
-ACCOUNTS_CHANNEL = "chatsvc.accounts"
-USERS_CHANNEL = "chatsvc.users"
+ACCOUNTS_CHANNEL = "accounts"
+USERS_CHANNEL = "users"
 
 
 # --- backends ------------------------------------------------------------------------
@@ -239,6 +246,7 @@ class EventBus(anyio.AsyncContextManagerMixin):
         self._backend = backend
         self.instance = instance
         self.shared = not isinstance(backend, MemoryChannelsBackend)
+        self.namespace = "chatsvc"
         self._max_payload = NOTIFY_PAYLOAD_BYTES if isinstance(backend, _NotifyBackend) else None
 
     @classmethod
@@ -259,6 +267,23 @@ class EventBus(anyio.AsyncContextManagerMixin):
         async with self._plugin:
             yield self
 
+    def name_deployment(self, database: str) -> None:
+        """Put this deployment's channels apart on a bus other deployments may share.
+
+        ``database`` is the identity of the database (``chatsvc.database.identity``):
+        every instance of a deployment shares it and no other deployment does, so
+        the namespace made of its digest is the same on every instance of this one
+        and different on any other. Called before the bus starts.
+        """
+        digest = hashlib.sha256(database.encode()).hexdigest()
+        # 12 hex digits keep the longest name (an instance's) at 62 bytes, under
+        # PostgreSQL's 63 for a LISTEN channel.
+        self.namespace = f"chatsvc.{digest[:12]}"
+
+    def channel_name(self, channel: str) -> str:
+        """``channel``'s name on the bus: within this deployment's namespace."""
+        return f"{self.namespace}.{channel}"
+
     @property
     def kind(self) -> str:
         if not self.shared:
@@ -276,6 +301,7 @@ class EventBus(anyio.AsyncContextManagerMixin):
         """Queue ``message`` for ``channel``; messages of one instance keep their order."""
         if not self.shared:
             return
+        channel = self.channel_name(channel)
         data = _encode(message)
         if self._max_payload is None or len(data) <= self._max_payload:
             self._send(data, channel)
@@ -295,6 +321,7 @@ class EventBus(anyio.AsyncContextManagerMixin):
         after the call returned, so the reader sends itself a ``Probe`` and waits
         for it to come back.
         """
+        channel = self.channel_name(channel)
         subscriber = await self._plugin.subscribe(channel)
         assembling: OrderedDict[tuple[str, str], list[str | None]] = OrderedDict()
         probe = Probe(origin=self.instance, id=uuid.uuid4().hex)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -320,6 +320,35 @@ class KeyedTurns:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, holders - 1)
+
+
+#: The cluster's system identifier and the database's oid: a copy of a database (from
+#: a template, or a backup restored elsewhere) gets another oid or another cluster.
+_PG_IDENTITY = (
+    "SELECT system_identifier::text || '/' || (SELECT oid FROM pg_database"
+    " WHERE datname = current_database())::text AS identity FROM pg_control_system()"
+)
+
+
+async def identity(engine: Engine[Any]) -> str:
+    """What names this database: the same for every process using it, whatever URL
+    reaches it, and different for any other database (the event bus's namespace).
+
+    PostgreSQL: its cluster's system identifier and its oid, or its name where the
+    server does not grant ``pg_control_system()``. SQLite: the file's device and
+    inode, whatever path or link reaches it.
+    """
+    if isinstance(engine, PostgresEngine):
+        # Piccolo types raw rows as unknown; these have one text column.
+        try:
+            rows = cast("list[dict[str, str]]", await BaseUser.raw(_PG_IDENTITY))
+        except asyncpg.PostgresError:
+            name = BaseUser.raw("SELECT 'name ' || current_database() AS identity")
+            rows = cast("list[dict[str, str]]", await name)
+        return f"postgresql {rows[0]['identity']}"
+    if isinstance(engine, EmbeddedSQLiteEngine):
+        return f"sqlite {engine.file_identity()}"
+    raise TypeError(f"no identity for {type(engine).__name__}")
 
 
 async def ping(engine: Engine[Any]) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import sqlite3
 from collections import deque
@@ -181,6 +182,11 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         await connection.execute("PRAGMA foreign_keys = 1")
         await connection.execute("PRAGMA query_only = 1")  # readers never write (_is_read)
         return connection
+
+    def file_identity(self) -> str:
+        """The database file's device and inode: the same whatever path or link reaches it."""
+        found = os.stat(self._connection_kwargs()["database"])
+        return f"{found.st_dev}/{found.st_ino}"
 
     def _connection_kwargs(self) -> dict[str, Any]:
         """Piccolo's arguments for a connection (its path may be set after construction)."""

@@ -24,18 +24,20 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 BUSES = {"redis": REDIS_URL, "postgres": PG_ADMIN_URL}
 SECONDS = 10
 
-#: Puts raw text on a channel, as another program on the same Redis or database could.
+#: Puts raw text on a channel of a bus, as another program on the same Redis or
+#: database could.
 Raw = Callable[[str, str], Awaitable[None]]
 
 
 @asynccontextmanager
-async def raw_publisher(url: str) -> AsyncGenerator[Raw]:
+async def raw_publisher(url: str, bus: EventBus) -> AsyncGenerator[Raw]:
     if url.startswith("redis://"):
         redis = Redis.from_url(url)  # pyright: ignore[reportUnknownMemberType]
         try:
 
             async def publish(channel: str, text: str) -> None:
-                await redis.publish(channel, text)  # pyright: ignore[reportUnknownMemberType]
+                name = bus.channel_name(channel)
+                await redis.publish(name, text)  # pyright: ignore[reportUnknownMemberType]
 
             yield publish
         finally:
@@ -45,7 +47,8 @@ async def raw_publisher(url: str) -> AsyncGenerator[Raw]:
         try:
 
             async def notify(channel: str, text: str) -> None:
-                await connection.execute("SELECT pg_notify($1, $2)", channel, text)
+                name = bus.channel_name(channel)
+                await connection.execute("SELECT pg_notify($1, $2)", name, text)
 
             yield notify
         finally:
@@ -82,7 +85,7 @@ async def reading(url: str, channel: str) -> AsyncGenerator[tuple[Reader, EventB
     async with (
         EventBus.from_url(url, instance="reader") as reader_bus,
         EventBus.from_url(url, instance="writer") as writer,
-        raw_publisher(url) as raw,
+        raw_publisher(url, reader_bus) as raw,
         anyio.create_task_group() as tasks,
     ):
         reader = Reader(reader_bus, channel)

@@ -8,6 +8,7 @@ both parts. Every combination runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import socket
@@ -421,3 +422,38 @@ def test_the_model_s_title_reaches_the_user_s_sockets_on_the_other_instance(
         assert _until_pong(other) == []
     with on_b.client() as client:
         assert client.get(f"/api/chats/{chat_id}").json()["title"] == "Named on A"
+
+
+@pytest.mark.parametrize("bus", ["redis", "postgres"])
+def test_deployments_sharing_a_bus_hear_nothing_of_each_other(
+    bus: str,
+    engine: str,
+    make_database: Callable[..., Database],
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_llm: FakeOpenAI,
+) -> None:
+    """Two deployments, each on its own database, on one Redis (or one bus database):
+    their first users have the same id. A chat created in the first reaches its user's
+    socket on the first's other instance, and never the second's user."""
+    if bus == "redis":
+        _require_redis()
+    settings = {**upstream_settings(fake_llm), "EVENT_BUS_URL": str(BUS_URLS[bus])}
+    cwd = tmp_path_factory.mktemp(f"deployments-{engine}-{bus}")
+    first, second = make_database(engine, migrated=True), make_database(engine, migrated=True)
+    servers = [start_server(first, cwd, **settings) for _ in range(2)]
+    servers.append(start_server(second, cwd, **settings))
+    a, a_too, b = servers
+    try:
+        on_a, theirs = register_and_login(a), register_and_login(b)
+        assert on_a.id == theirs.id, "both deployments' first users share an id"
+        with Socket(replace(on_a, server=a_too)) as mine, Socket(theirs) as stranger:
+            chat_id = _new_chat(on_a)
+            created = mine.until(lambda f: f["type"] == "chat_created")
+            assert [f["chat"]["id"] for f in created] == [chat_id], created
+            assert _until_pong(stranger) == []
+        namespaces = [re.findall(r"namespace (chatsvc\.\w+)", s.log()) for s in servers]
+        assert namespaces[0] == namespaces[1] != namespaces[2], namespaces
+        assert len(namespaces[0]) == 1, namespaces
+    finally:
+        for server in servers:
+            server.stop()
