@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -123,6 +124,19 @@ def bearer_token(header: str) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def raw_header(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
+    """The first value of header ``name`` among the ASGI scope's, as Litestar decodes it.
+
+    Not ``connection.headers``: Litestar keeps the parsed headers it builds in the
+    scope, which a WebSocket holds for its whole life (about 1.5 KB a socket).
+    """
+    wanted = name.lower().encode("latin-1")
+    for key, value in headers:
+        if key == wanted:
+            return value.decode("latin-1")
+    return None
+
+
 def query_token(query_string: bytes) -> str | None:
     """The value of ``token=`` in a raw query string, its name spelt exactly so.
 
@@ -151,7 +165,7 @@ class TokenAuthMiddleware(JWTCookieAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         is_websocket = connection.scope["type"] == "websocket"
-        header = connection.headers.get(self.auth_header)
+        header = raw_header(connection.scope["headers"], self.auth_header)
         if header is not None:
             token = bearer_token(header)
         elif is_websocket:
