@@ -23,6 +23,7 @@ or its token revoked (docs/protocol.md).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -95,7 +96,10 @@ class FrameBudget:
 
 CLOSE_TOO_MANY_SOCKETS = 1008
 #: How long a socket's writer waits for the next frame before it ends: a streaming reply
-#: keeps one writer, an idle socket none.
+#: keeps one writer, an idle socket none. Only a writer started within this long of the
+#: previous one's end lingers: a socket that has sent `ready` and nothing since ends its
+#: first writer at once (5,000 sockets opening together would otherwise hold 5,000
+#: waiting writers, about 2.6 KB each, for the linger; docs/performance.md).
 WRITER_LINGER_SECONDS = 5.0
 
 
@@ -116,6 +120,7 @@ class SocketSession:
         "_doorbell",
         "_expires_at",
         "_key_id",
+        "_last_writer_end",
         "_may_debug",
         "_outbox",
         "_outbox_bytes",
@@ -155,6 +160,7 @@ class SocketSession:
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._writing = False
+        self._last_writer_end = -math.inf  # time.monotonic()
         self._doorbell = Doorbell(WRITER_LINGER_SECONDS)
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -308,18 +314,24 @@ class SocketSession:
 
     async def _write(self) -> None:
         """Send what the outbox holds; wait ``WRITER_LINGER_SECONDS`` for more, then end
-        (the next ``post`` starts a writer again)."""
+        (the next ``post`` starts a writer again). A writer started long after the last
+        one ended (the socket's first, or after a quiet spell) does not wait: it ends once
+        the outbox is empty."""
         outbox = self._outbox
+        linger = time.monotonic() - self._last_writer_end < WRITER_LINGER_SECONDS
         try:
             while True:
                 while outbox:
                     data = outbox.popleft()
                     self._outbox_bytes -= len(data)
                     await self.socket.send_data(data, mode="text")
+                if not linger:
+                    return  # nothing says more frames come soon
                 if not await self._doorbell.wait() and not outbox:
                     return  # idle for the linger (a frame posted as it ended is sent)
         finally:
             self._writing = False
+            self._last_writer_end = time.monotonic()
             self._doorbell.stop()
 
     async def receive(self, text: str, *, binary: bool) -> None:
