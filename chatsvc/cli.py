@@ -23,7 +23,13 @@ import uvicorn
 from chatsvc import __version__
 from chatsvc.errors import ChatsvcError
 from chatsvc.logs import logging_config
-from chatsvc.settings import ConfigError, Settings, describe_variables, load_settings
+from chatsvc.settings import (
+    ConfigError,
+    Settings,
+    describe_url,
+    describe_variables,
+    load_settings,
+)
 from chatsvc.terminal.commands import help_lines
 
 if TYPE_CHECKING:
@@ -317,8 +323,6 @@ def banner(settings: Settings, addresses: Sequence[Address], context: str | None
     The links use the first address; a wildcard bind is linked through its loopback
     address (127.0.0.1 or ::1), which reaches it from this machine.
     """
-    from chatsvc.database import describe_url
-
     host, port = addresses[0]
     host = _EVERY_INTERFACE.get(host, (host, ""))[0]
     base = _http_url(host, port)

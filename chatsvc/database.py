@@ -67,15 +67,6 @@ def engine_from_settings(settings: Settings) -> Engine[Any]:
     return engine_from_url(settings.database_url, write_seconds=settings.database_write_timeout)
 
 
-def describe_url(url: str) -> str:
-    """The URL without its password, for logs and the start banner."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 #: The engine of the app whose code runs in this context (its requests, lifespan and tasks).
 _bound_engine: ContextVar[Engine[Any] | None] = ContextVar("chatsvc_engine", default=None)
 

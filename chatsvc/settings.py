@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, get_args, get_type_hints
+from urllib.parse import urlsplit
 
 import msgspec
 from dotenv import dotenv_values
@@ -383,6 +384,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _Seconds, msgspec.Meta(description="seconds the title request may take")
     ] = 20.0
 
+    @staticmethod
+    def _check_base_url(url: str) -> None:
+        """The SDK appends ``/chat/completions`` to the URL's path: a query string would
+        end up before it, and credentials in it clash with the key's header."""
+        if not re.match(r"^https?://\S+$", url):
+            raise ConfigError("OPENAI_BASE_URL", url, "an http:// or https:// URL")
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            raise ConfigError(
+                "OPENAI_BASE_URL",
+                url,
+                "a URL without credentials (the key goes in OPENAI_API_KEY)",
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(
+                "OPENAI_BASE_URL",
+                url,
+                "a URL without a query string or fragment (the API's path is added after it)",
+            )
+
     def __post_init__(self) -> None:
         # Shape checks msgspec's constraints cannot express.
         if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", self.database_url):
@@ -391,10 +412,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 self.database_url,
                 "a URL like sqlite:///chatsvc.db or postgresql://user:pass@host:5432/db",
             )
-        if self.openai_base_url is not None and not re.match(
-            r"^https?://\S+$", self.openai_base_url
-        ):
-            raise ConfigError("OPENAI_BASE_URL", self.openai_base_url, "an http:// or https:// URL")
+        if self.openai_base_url is not None:
+            self._check_base_url(self.openai_base_url)
         if self.event_bus_url is not None and not re.match(
             r"^(redis|rediss|postgres|postgresql)://\S+$", self.event_bus_url
         ):
@@ -509,11 +528,23 @@ def _looks_like_a_placeholder(secret: str) -> bool:
 
 
 class ConfigError(ValueError):
-    """A configuration value is unusable; ``str()`` is the one line to show."""
+    """A configuration value is unusable; ``str()`` is the one line to show (a URL's
+    password never in it)."""
 
     def __init__(self, variable: str, value: str, expected: str) -> None:
         self.variable = variable
-        super().__init__(f"invalid configuration: {variable}={value!r} expects {expected}")
+        shown = describe_url(value) if variable.endswith("_URL") else value
+        super().__init__(f"invalid configuration: {variable}={shown!r} expects {expected}")
+
+
+#: ``//user:password@``: what follows the user up to the ``@`` is the password.
+_PASSWORD = re.compile(r"(//[^/@:\s]*):[^@\s]*@")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs, the start banner and configuration errors
+    (even a malformed URL, which ``urlsplit`` would not take apart)."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 FIELDS: tuple[str, ...] = Settings.__struct_fields__

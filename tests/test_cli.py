@@ -55,7 +55,11 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
         ("JWT_TTL_SECONDS", "1", ">= 2"),
         ("REFRESH_TOKEN_TTL_SECONDS", "30", ">= 60"),
         ("DATABASE_URL", "mysql://localhost/db", "sqlite:///"),
+        ("DATABASE_URL", "postgresq://chatsvc:s3cret-pw@db/chatsvc", "postgresql://"),
         ("OPENAI_BASE_URL", "localhost:11434", "http"),
+        ("OPENAI_BASE_URL", "https://proxy:s3cret-pw@llm.example/v1", "without credentials"),
+        ("OPENAI_BASE_URL", "https://llm.example/v1?key=abc", "without a query string"),
+        ("EVENT_BUS_URL", "redis//:s3cret-pw@cache:6379/0", "redis://"),
         ("JWT_SECRET", "too-short", "at least 32 characters"),
         ("MAX_CONCURRENT_GENERATIONS", "0", ">= 1"),
         ("LLM_STREAM_IDLE_TIMEOUT", "-3", "> 0"),
@@ -74,6 +78,7 @@ def test_bad_setting_prints_one_clear_line(
     assert "Traceback" not in result.stderr + result.stdout
     if variable == "JWT_SECRET":
         assert value not in lines[0]  # secrets are never echoed
+    assert "s3cret-pw" not in result.stderr + result.stdout  # nor a URL's password
     assert not (tmp_path / "chatsvc.db").exists()
 
 
