@@ -100,6 +100,8 @@ def test_audit_log_says_what_happened(alice: User, fake_llm: FakeOpenAI) -> None
     assert "generation failed" in failure
     assert "error_code=llm_error" in failure
     assert alice.token not in server.log()
+    # One line per reply's start is the audit's: the HTTP client's own is quiet at INFO.
+    assert "/chat/completions" not in server.log()
 
 
 def test_production_logs_are_json_lines(serve_app, fake_llm: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
