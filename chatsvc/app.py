@@ -275,7 +275,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         provider = services.provider
         await _learn_context_lengths(provider, services.budgets, settings.model_choices)
         async with connection_pool(services.engine):
-            services.bus.name_deployment(await database_identity(services.engine))
+            identity = await database_identity(services.engine)
+            services.bus.name_deployment(identity, settings.jwt_secret)
             async with services.bus, services.events, services.access:
                 try:
                     async with services.generations:

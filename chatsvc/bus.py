@@ -2,8 +2,9 @@
 
 Instances share nothing but the database and this bus. Every channel's name
 starts with the deployment's namespace (``chatsvc.<digest>``, from the database's
-identity, :meth:`EventBus.name_deployment`): one Redis (or bus database) may serve
-several deployments, whose user ids are the same small numbers. The channels:
+identity and the JWT secret, :meth:`EventBus.name_deployment`): one Redis (or bus
+database) may serve several deployments, whose user ids are the same small numbers.
+The channels:
 
 - ``<namespace>.chat.<chat id>``: the events of one chat (``Envelope``), published
   by the instance running its reply and read by every instance with a socket
@@ -267,15 +268,18 @@ class EventBus(anyio.AsyncContextManagerMixin):
         async with self._plugin:
             yield self
 
-    def name_deployment(self, database: str) -> None:
+    def name_deployment(self, database: str, secret: str | None) -> None:
         """Put this deployment's channels apart on a bus other deployments may share.
 
-        ``database`` is the identity of the database (``chatsvc.database.identity``):
-        every instance of a deployment shares it and no other deployment does, so
-        the namespace made of its digest is the same on every instance of this one
-        and different on any other. Called before the bus starts.
+        ``database`` is the identity of the database (``chatsvc.database.identity``)
+        and ``secret`` the ``JWT_SECRET``: every instance of a deployment shares both,
+        and another deployment differs in at least one (a copy of production's
+        database has its own secret), so the namespace made of their digest is the
+        same on every instance of this one and different on any other. Without a
+        ``JWT_SECRET`` (each process makes up its own) the database alone names it.
+        Called before the bus starts.
         """
-        digest = hashlib.sha256(database.encode()).hexdigest()
+        digest = hashlib.sha256(f"{database}\n{secret or ''}".encode()).hexdigest()
         # 12 hex digits keep the longest name (an instance's) at 62 bytes, under
         # PostgreSQL's 63 for a LISTEN channel.
         self.namespace = f"chatsvc.{digest[:12]}"

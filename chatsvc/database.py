@@ -327,29 +327,33 @@ class KeyedTurns:
                 self._locks[key] = (lock, holders - 1)
 
 
-#: The cluster's system identifier and the database's oid: a copy of a database (from
-#: a template, or a backup restored elsewhere) gets another oid or another cluster.
+#: The cluster's system identifier, the database's oid and the schema its tables are in:
+#: a copy of a database made by pg_dump or from a template gets another oid (a physical
+#: copy keeps both: docs/scaling.md).
 _PG_IDENTITY = (
     "SELECT system_identifier::text || '/' || (SELECT oid FROM pg_database"
-    " WHERE datname = current_database())::text AS identity FROM pg_control_system()"
+    " WHERE datname = current_database())::text || '/' || current_schema() AS identity"
+    " FROM pg_control_system()"
 )
+#: Where the server does not grant ``pg_control_system()`` (or has no such function).
+_PG_NAME = "SELECT 'name ' || current_database() || '/' || current_schema() AS identity"
 
 
 async def identity(engine: Engine[Any]) -> str:
     """What names this database: the same for every process using it, whatever URL
     reaches it, and different for any other database (the event bus's namespace).
 
-    PostgreSQL: its cluster's system identifier and its oid, or its name where the
-    server does not grant ``pg_control_system()``. SQLite: the file's device and
-    inode, whatever path or link reaches it.
+    PostgreSQL: its cluster's system identifier, its oid and its schema, or its name
+    and schema where the server does not grant ``pg_control_system()``. SQLite: the
+    file's device and inode, whatever path or link reaches it.
     """
     if isinstance(engine, PostgresEngine):
-        # Piccolo types raw rows as unknown; these have one text column.
-        try:
-            rows = cast("list[dict[str, str]]", await BaseUser.raw(_PG_IDENTITY))
-        except asyncpg.PostgresError:
-            name = BaseUser.raw("SELECT 'name ' || current_database() AS identity")
-            rows = cast("list[dict[str, str]]", await name)
+        with anyio.fail_after(PING_SECONDS):
+            # Piccolo types raw rows as unknown; these have one text column.
+            try:
+                rows = cast("list[dict[str, str]]", await BaseUser.raw(_PG_IDENTITY))
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedFunctionError):
+                rows = cast("list[dict[str, str]]", await BaseUser.raw(_PG_NAME))
         return f"postgresql {rows[0]['identity']}"
     if isinstance(engine, EmbeddedSQLiteEngine):
         return f"sqlite {engine.file_identity()}"

@@ -388,9 +388,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def _check_base_url(url: str) -> None:
         """The SDK appends ``/chat/completions`` to the URL's path: a query string would
         end up before it, and credentials in it clash with the key's header."""
+        expected = "an http:// or https:// URL"
         if not re.match(r"^https?://\S+$", url):
-            raise ConfigError("OPENAI_BASE_URL", url, "an http:// or https:// URL")
-        parts = urlsplit(url)
+            raise ConfigError("OPENAI_BASE_URL", url, expected)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an IPv6 host without its closing bracket
+            raise ConfigError("OPENAI_BASE_URL", url, expected) from exc
         if "@" in parts.netloc:
             raise ConfigError(
                 "OPENAI_BASE_URL",
@@ -537,14 +541,17 @@ class ConfigError(ValueError):
         super().__init__(f"invalid configuration: {variable}={shown!r} expects {expected}")
 
 
-#: ``//user:password@``: what follows the user up to the ``@`` is the password.
-_PASSWORD = re.compile(r"(//[^/@:\s]*):[^@\s]*@")
+#: ``//user:password@host``: what follows the user up to the authority's last ``@``.
+_PASSWORD = re.compile(r"(//[^/?#@:\s]*):[^/?#\s]*@")
+#: A query parameter whose name says it holds a secret (``?password=...``, ``&api-key=``).
+_SECRET_PARAM = re.compile(r"([?&][^=&#\s]*(?:pass|secret|key|token)[^=&#\s]*=)[^&#\s]*", re.I)
 
 
 def describe_url(url: str) -> str:
     """The URL without its password, for logs, the start banner and configuration errors
-    (even a malformed URL, which ``urlsplit`` would not take apart)."""
-    return _PASSWORD.sub(r"\1:***@", url)
+    (even a malformed URL, which ``urlsplit`` would not take apart): the user's password
+    and the values of query parameters named like secrets become ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1:***@", url))
 
 
 FIELDS: tuple[str, ...] = Settings.__struct_fields__

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from chatsvc.settings import describe_variables
+from chatsvc.settings import describe_url, describe_variables
 from tests.support import (
     PASSWORD,
     Database,
@@ -58,7 +58,8 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
         ("DATABASE_URL", "postgresq://chatsvc:s3cret-pw@db/chatsvc", "postgresql://"),
         ("OPENAI_BASE_URL", "localhost:11434", "http"),
         ("OPENAI_BASE_URL", "https://proxy:s3cret-pw@llm.example/v1", "without credentials"),
-        ("OPENAI_BASE_URL", "https://llm.example/v1?key=abc", "without a query string"),
+        ("OPENAI_BASE_URL", "https://llm.example/v1?api-key=s3cret-pw", "without a query string"),
+        ("OPENAI_BASE_URL", "http://[::1/v1", "an http:// or https:// URL"),
         ("EVENT_BUS_URL", "redis//:s3cret-pw@cache:6379/0", "redis://"),
         ("JWT_SECRET", "too-short", "at least 32 characters"),
         ("MAX_CONCURRENT_GENERATIONS", "0", ">= 1"),
@@ -80,6 +81,24 @@ def test_bad_setting_prints_one_clear_line(
         assert value not in lines[0]  # secrets are never echoed
     assert "s3cret-pw" not in result.stderr + result.stdout  # nor a URL's password
     assert not (tmp_path / "chatsvc.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://chatsvc:pw@db:5432/chatsvc", "postgresql://chatsvc:***@db:5432/chatsvc"),
+        ("redis://:p@ss@cache:6379/0", "redis://:***@cache:6379/0"),  # redis-py takes the last @
+        ("redis://cache:6379/0?client_name=a@b", "redis://cache:6379/0?client_name=a@b"),
+        (
+            "postgresql://u@db/c?password=pw&sslmode=require",
+            "postgresql://u@db/c?password=***&sslmode=require",
+        ),
+        ("https://llm.example/v1?api-key=k", "https://llm.example/v1?api-key=***"),
+        ("sqlite:///chatsvc.db", "sqlite:///chatsvc.db"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    assert describe_url(url) == shown
 
 
 def test_production_refuses_to_start_without_a_jwt_secret(tmp_path: Path) -> None:

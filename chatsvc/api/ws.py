@@ -158,8 +158,8 @@ class SocketSession:
         # once, and posting never awaits. The writer runs while there is something to
         # send (and lingers a little, waiting on the doorbell): an idle socket has no task
         # of its own. A list, not a deque: an empty deque holds a block of 64 slots
-        # (0.7 KB), an empty list none. The counts cover the frames the writer took and
-        # has not sent yet.
+        # (0.7 KB), an empty list none. The counts cover the frames waiting, including
+        # those the writer took and has not begun to send.
         self._outbox: list[bytes] = []
         self._outbox_frames = 0
         self._outbox_bytes = 0
@@ -328,9 +328,9 @@ class SocketSession:
                 while self._outbox:
                     frames, self._outbox = self._outbox, []
                     for data in frames:
-                        await self.socket.send_data(data, mode="text")
-                        self._outbox_frames -= 1
+                        self._outbox_frames -= 1  # a frame being sent waits no more
                         self._outbox_bytes -= len(data)
+                        await self.socket.send_data(data, mode="text")
                 if not linger:
                     return  # nothing says more frames come soon
                 if not await self._doorbell.wait() and not self._outbox:
