@@ -167,6 +167,8 @@ async def _learn_context_lengths(
     with anyio.move_on_after(PROBE_SECONDS * 2):
         stated = await provider.stated_contexts()
     budgets.take(stated, models)
+    if provider.name == "echo":
+        return  # no model server: the start banner says so
     for model in models:
         log.info("model %s: context %s", model, budgets.describe(model))
 
@@ -280,11 +282,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             async with services.bus, services.events, services.access:
                 try:
                     async with services.generations:
+                        bus = services.bus
+                        shared = f", namespace {bus.namespace}" if bus.shared else ""
                         log.info(
-                            "instance %s, event bus: %s, namespace %s",
+                            "instance %s, event bus: %s%s",
                             services.generations.instance,
-                            services.bus.kind,
-                            services.bus.namespace,
+                            bus.kind,
+                            shared,
                         )
                         yield
                 finally:

@@ -119,7 +119,7 @@ class JsonFormatter(logging.Formatter):
 def logging_config(level: str = "info", *, json: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict for uvicorn, Litestar and chatsvc."""
     level = level.upper()
-    clients_level = max(level, "WARNING", key=logging.getLevelName)
+    libraries_level = max(level, "WARNING", key=logging.getLevelName)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -146,10 +146,11 @@ def logging_config(level: str = "info", *, json: bool = False) -> dict[str, Any]
                 for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar", "chatsvc")
             },
             # The HTTP clients log every request at INFO: one line per reply, beside the
-            # audit's own `generation started`. Shown at DEBUG, quiet at INFO.
+            # audit's own `generation started`; Piccolo logs its engine's version at INFO,
+            # SQLite's 3.40 as "3.4". Shown at DEBUG, quiet at INFO.
             **{
-                name: {"level": level if level == "DEBUG" else clients_level}
-                for name in ("httpx", "httpx2", "httpcore")
+                name: {"level": level if level == "DEBUG" else libraries_level}
+                for name in ("httpx", "httpx2", "httpcore", "piccolo")
             },
         },
     }

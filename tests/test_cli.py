@@ -184,6 +184,12 @@ def test_serve_on_an_empty_directory_uses_embedded_sqlite(tmp_path: Path) -> Non
     assert "echo" in text
     assert "NOT an LLM" in text
     assert "tokens will not survive a restart" in text
+    # Nothing that says less than it seems: no model server to state a context, one
+    # instance with no bus to name, and not Piccolo's "Running Sqlite version 3.4".
+    assert ": context " not in text
+    assert "event bus: memory\n" in text
+    assert "namespace" not in text
+    assert "Running Sqlite" not in text
 
 
 def _ipv6_loopback() -> bool:
