@@ -644,6 +644,7 @@ async def create_exchange(
         user_message = _NewMessage(
             id=question_id,
             chat=chat["id"],
+            owner=owner,
             parent=follows,
             role="user",
             content=user_content,
@@ -723,6 +724,7 @@ def _streaming_reply(
     return _NewMessage(
         id=admission.reply_id,
         chat=chat["id"],
+        owner=admission.owner,
         parent=parent,
         role="assistant",
         content="",
@@ -739,6 +741,7 @@ class _NewMessage(msgspec.Struct, frozen=True, kw_only=True):
 
     id: UUID
     chat: UUID
+    owner: int
     parent: UUID | None
     role: str
     content: str
@@ -809,11 +812,11 @@ async def _admitted(admission: Admission, chat_id: UUID | None) -> AsyncGenerato
 # Admission runs these for every message sent: as constant SQL they cost a few
 # microseconds to prepare, where Piccolo's query builder takes a quarter of a
 # millisecond for the join and subquery (tests/bench/admission.py).
-#: The chats of the owner's replies streaming on a live instance.
+#: The chats of the owner's replies streaming on a live instance: by the index
+#: ``message (owner, status)``, a few rows, however many other users' replies stream.
 _RUNNING_FOR_OWNER = (
-    "SELECT message.chat FROM message JOIN chat ON chat.id = message.chat "
-    "WHERE message.status = 'streaming' AND chat.owner = {} "
-    "AND message.instance IN (SELECT id FROM instance WHERE heartbeat_at > {})"
+    "SELECT chat FROM message WHERE owner = {} AND status = 'streaming' "
+    "AND instance IN (SELECT id FROM instance WHERE heartbeat_at > {})"
 )
 
 _ADMISSIONS = KeyedTurns()

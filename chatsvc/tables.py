@@ -116,6 +116,12 @@ class Message(Table):
 
     id = UUID(primary_key=True)
     chat = ForeignKey(references=Chat, on_delete=OnDelete.cascade, null=False)
+    owner = Integer(
+        null=True,
+        default=None,
+        help_text="The owner of the chat (which never changes): a user's running replies "
+        "are found by it and the status.",
+    )
     parent = UUID(
         null=True,
         default=None,
@@ -386,8 +392,9 @@ class UserDailyUsage(Table, tablename="user_daily_usage"):
 #: Multi-column indexes, created by a migration (Piccolo columns declare single-column ones only):
 #: chat lists are ``WHERE owner = ? ORDER BY updated_at``, histories ``WHERE chat = ? ORDER BY
 #: created_at``, siblings and descendants ``WHERE chat = ? AND parent = ?`` (a first message's
-#: siblings: ``parent IS NULL``). The migrations test checks the database against this list.
+#: siblings: ``parent IS NULL``), a user's running replies ``WHERE owner = ? AND status =
+#: 'streaming'``. The migrations test checks the database against this list.
 COMPOSITE_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "chat": (("owner", "updated_at"),),
-    "message": (("chat", "created_at"), ("chat", "parent")),
+    "message": (("chat", "created_at"), ("chat", "parent"), ("owner", "status")),
 }

@@ -86,6 +86,7 @@ async def _insert_chat(owner: int, chat: NewChat) -> UUID:
         Message(
             id=m.id,
             chat=chat_id,
+            owner=owner,
             parent=m.parent,
             role=m.role,
             content=m.content,

@@ -453,6 +453,61 @@ def test_replies_stored_before_daily_spend_are_counted_in_their_day(
     assert db.query("SELECT SUM(tokens) AS tokens FROM daily_spend")[0]["tokens"] == 50
 
 
+def test_messages_stored_before_their_owner_was_kept_get_it(
+    engine: str, make_database: Callable[..., Database], tmp_path: Path
+) -> None:
+    """Issue 11: every message stored before ``message.owner`` gets its chat's owner, so a
+    reply left streaming by the upgrade still counts against its user's running replies;
+    backwards, the column goes and the messages stay."""
+    db = make_database(engine)
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    before_owner = "2026-12-07T17:00:01:000000"
+    migrate_back(env, before_owner)
+    first = old_user(db)
+    db.query(
+        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
+        "admin, superuser) VALUES ('older', 'x', '', '', 'o@example.com', ?, ?, ?)",
+        True,
+        False,
+        False,
+    )
+    second = db.query("SELECT id FROM piccolo_user WHERE username = 'older'")[0]["id"]
+    now = datetime.now(UTC)
+    expected: dict[str, int] = {}
+    for owner in (first, second, first):
+        chat = uuid.uuid4()
+        db.query(
+            "INSERT INTO chat (id, owner, title, created_at, updated_at) VALUES (?, ?, 't', ?, ?)",
+            chat,
+            owner,
+            now,
+            now,
+        )
+        for role, status in (("user", "complete"), ("assistant", "streaming")):
+            message = uuid.uuid4()
+            db.query(
+                "INSERT INTO message (id, chat, role, content, status, created_at) "
+                "VALUES (?, ?, ?, 'x', ?, ?)",
+                message,
+                chat,
+                role,
+                status,
+                now,
+            )
+            expected[str(message)] = owner
+
+    forwards = run_chatsvc("migrate", cwd=tmp_path, env=env)
+    assert forwards.returncode == 0, forwards.stdout + forwards.stderr
+    found = {str(row["id"]): row["owner"] for row in db.query("SELECT id, owner FROM message")}
+    assert found == expected
+
+    migrate_back(env, before_owner)
+    kept = db.query("SELECT * FROM message")
+    assert {str(row["id"]) for row in kept} == set(expected)
+    assert "owner" not in kept[0]
+
+
 def test_rows_stored_before_search_are_indexed(
     engine: str, make_database: Callable[..., Database], tmp_path: Path
 ) -> None:

@@ -115,10 +115,12 @@ def insert_reply(
     """A reply stored behind the API's back (on another day than today); its id."""
     message_id = uuid.uuid4()
     server.db.query(
-        "INSERT INTO message (id, chat, role, content, status, model, prompt_tokens, "
+        "INSERT INTO message (id, chat, owner, role, content, status, model, prompt_tokens, "
         "completion_tokens, usage_estimated, created_at, instance) "
-        "VALUES (?, ?, 'assistant', 'stored before', ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, (SELECT owner FROM chat WHERE id = ?), 'assistant', 'stored before', "
+        "?, ?, ?, ?, ?, ?, ?)",
         message_id,
+        uuid.UUID(chat_id),
         uuid.UUID(chat_id),
         status,
         model,

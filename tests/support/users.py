@@ -60,10 +60,11 @@ def insert_message(
     stamp = created_at or datetime.now(UTC)
     # It follows the chat's newest message, as the server links a message it stores.
     db.query(
-        "INSERT INTO message (id, chat, parent, role, content, status, created_at) "
-        "VALUES (?, ?, (SELECT id FROM message WHERE chat = ? "
-        "ORDER BY created_at DESC, id DESC LIMIT 1), ?, ?, 'complete', ?)",
+        "INSERT INTO message (id, chat, owner, parent, role, content, status, created_at) "
+        "VALUES (?, ?, (SELECT owner FROM chat WHERE id = ?), (SELECT id FROM message "
+        "WHERE chat = ? ORDER BY created_at DESC, id DESC LIMIT 1), ?, ?, 'complete', ?)",
         message_id,
+        uuid.UUID(chat_id),
         uuid.UUID(chat_id),
         uuid.UUID(chat_id),
         role,
