@@ -136,16 +136,27 @@ def migrate_back(env: dict[str, str], migration_id: str) -> None:
     assert back.returncode == 0, back.stdout + back.stderr
 
 
-def old_user(db: Database) -> int:
+def migrated_back(db: Database, tmp_path: Path, migration_id: str) -> dict[str, str]:
+    """``db`` migrated to the newest schema and back to ``migration_id``'s; the environment
+    that migrates it on (``chatsvc migrate``) or back again (:func:`migrate_back`)."""
+    env = clean_environment(DATABASE_URL=db.url)
+    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
+    migrate_back(env, migration_id)
+    return env
+
+
+def old_user(db: Database, username: str = "old") -> int:
     """A user stored straight into the database, as an older version would have; its id."""
     db.query(
         "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('old', 'x', '', '', '', ?, ?, ?)",
+        "admin, superuser) VALUES (?, 'x', '', '', ?, ?, ?, ?)",
+        username,
+        f"{username}@example.com",
         True,
         False,
         False,
     )
-    return db.query("SELECT id FROM piccolo_user WHERE username = 'old'")[0]["id"]
+    return db.query("SELECT id FROM piccolo_user WHERE username = ?", username)[0]["id"]
 
 
 def test_migrations_match_the_table_definitions(
@@ -204,10 +215,8 @@ def test_trees_stored_before_their_size_was_kept_get_it(
     """A database migrated up to before ``chat_tree.size``, holding a tree, gets the tree's
     size (bytes of compact JSON) when migrated on: the per-user cap counts it."""
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_size = "2026-12-06T04:51:15:720028"
-    migrate_back(env, before_size)
+    env = migrated_back(db, tmp_path, before_size)
     owner = old_user(db)
     chat = uuid.uuid4()
     now = datetime.now(UTC)
@@ -236,10 +245,8 @@ def test_chats_stored_before_trees_become_single_branches(
     from datetime import timedelta
 
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_trees = "2026-12-06T11:24:35:483064"
-    migrate_back(env, before_trees)
+    env = migrated_back(db, tmp_path, before_trees)
     columns = {
         row["name"] if engine == "sqlite" else row["column_name"]
         for row in (
@@ -306,10 +313,8 @@ def test_replies_stored_before_usage_was_tracked_get_their_usage_marked(
     rounded up), its prompt left unknown, and is marked estimated; user messages and
     replies still streaming are left alone. Backwards, the estimates are emptied again."""
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_usage = "2026-12-06T11:24:36:000000"
-    migrate_back(env, before_usage)
+    env = migrated_back(db, tmp_path, before_usage)
     owner = old_user(db)
     chat, now = uuid.uuid4(), datetime.now(UTC)
     db.query(
@@ -404,10 +409,8 @@ def test_replies_stored_before_daily_spend_are_counted_in_their_day(
     tokens of every reply by its user and the UTC day it started (user messages count
     nothing), so no budget of the day changes with the upgrade; backwards, the rows go."""
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_spend = "2026-12-06T20:50:00:000000"
-    migrate_back(env, before_spend)
+    env = migrated_back(db, tmp_path, before_spend)
     owner = old_user(db)
     today = datetime.now(UTC)
     yesterday = today - timedelta(days=1)
@@ -460,19 +463,9 @@ def test_messages_stored_before_their_owner_was_kept_get_it(
     reply left streaming by the upgrade still counts against its user's running replies;
     backwards, the column goes and the messages stay."""
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_owner = "2026-12-07T17:00:01:000000"
-    migrate_back(env, before_owner)
-    first = old_user(db)
-    db.query(
-        "INSERT INTO piccolo_user (username, password, first_name, last_name, email, active, "
-        "admin, superuser) VALUES ('older', 'x', '', '', 'o@example.com', ?, ?, ?)",
-        True,
-        False,
-        False,
-    )
-    second = db.query("SELECT id FROM piccolo_user WHERE username = 'older'")[0]["id"]
+    env = migrated_back(db, tmp_path, before_owner)
+    first, second = old_user(db), old_user(db, "older")
     now = datetime.now(UTC)
     expected: dict[str, int] = {}
     for owner in (first, second, first):
@@ -514,10 +507,8 @@ def test_rows_stored_before_search_are_indexed(
     """Issue 17: the search migration indexes the titles and messages already stored
     (empty ones are skipped), and backwards it leaves them untouched."""
     db = make_database(engine)
-    env = clean_environment(DATABASE_URL=db.url)
-    assert run_chatsvc("migrate", cwd=tmp_path, env=env).returncode == 0
     before_search = "2026-12-06T17:41:08:000000"
-    migrate_back(env, before_search)
+    env = migrated_back(db, tmp_path, before_search)
     owner = old_user(db)
     chat, now = uuid.uuid4(), datetime.now(UTC)
     db.query(
