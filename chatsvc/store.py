@@ -206,12 +206,19 @@ class _NewChat(msgspec.Struct, frozen=True, kw_only=True):
     active_leaf: UUID | None = None
 
 
+def _columns_and_row(row: type[msgspec.Struct]) -> tuple[str, str]:
+    """The column list of an ``INSERT`` of ``row``'s fields, and one row of placeholders."""
+    fields = row.__struct_fields__
+    return ", ".join(fields), f"({', '.join('{}' for _ in fields)})"
+
+
 # A burst's first messages make their chats: as constant SQL, like a send's other
 # statements (see `_insert_messages`), without the query builder's CPU.
 _COUNT_CHATS = "SELECT COUNT(*) AS n FROM chat WHERE owner = {}"
+_NEW_CHAT_SQL, _NEW_CHAT_ROW = _columns_and_row(_NewChat)
 _INSERT_CHAT = (
-    f"INSERT INTO chat ({', '.join(_NewChat.__struct_fields__)}) "  # noqa: S608 (column names and placeholders)
-    f"VALUES ({', '.join('{}' for _ in _NewChat.__struct_fields__)}) RETURNING {_CHAT_SQL}"
+    f"INSERT INTO chat ({_NEW_CHAT_SQL}) VALUES {_NEW_CHAT_ROW} "  # noqa: S608 (column names and placeholders)
+    f"RETURNING {_CHAT_SQL}"
 )
 _INSERT_TREE = (
     "INSERT INTO chat_tree (chat, version, root, size) VALUES ({}, 0, {}, 0) "
@@ -294,13 +301,19 @@ async def _insert_chat(
         updated_at=stamp,
     )
     rows = await Chat.raw(_INSERT_CHAT, *msgspec.structs.astuple(chat))
-    await _create_tree(chat.id)
+    await create_tree(chat.id)
     return rows[0]
+
+
+async def count_chats(owner: int) -> int:
+    """How many chats ``owner`` keeps (inside a transaction that adds some: with the
+    owner's row locked)."""
+    return (await Chat.raw(_COUNT_CHATS, owner))[0]["n"]
 
 
 async def _check_room_for_chat(owner: int, max_chats: int) -> None:
     """Inside the transaction that inserts a chat, with the owner's row locked."""
-    if (await Chat.raw(_COUNT_CHATS, owner))[0]["n"] >= max_chats:
+    if await count_chats(owner) >= max_chats:
         raise LimitReached(
             f"you have {max_chats} chats, the most allowed; delete one to start another"
         )
@@ -760,7 +773,7 @@ class _NewMessage(msgspec.Struct, frozen=True, kw_only=True):
 # more CPU than these statements (docs/performance.md, "Per-reply costs"). Each names
 # every column it writes; the values bind as Piccolo's would (the same sqlite3 adapters).
 _MESSAGE_SQL = _column_list(_MESSAGE_COLUMNS)
-_NEW_MESSAGE_SQL = ", ".join(_NewMessage.__struct_fields__)
+_NEW_MESSAGE_SQL, _NEW_MESSAGE_ROW = _columns_and_row(_NewMessage)
 _LEAD_TO_REPLY = (
     "UPDATE chat SET updated_at = {}, active_leaf = {} WHERE id = {} "  # noqa: S608
     f"RETURNING {_CHAT_SQL}"
@@ -775,11 +788,10 @@ _OWNED_CHAT = f"SELECT {_CHAT_SQL} FROM chat WHERE id = {{}} AND owner = {{}}"  
 
 
 async def _insert_messages(*messages: _NewMessage) -> list[_Row]:
-    row = f"({', '.join('{}' for _ in _NewMessage.__struct_fields__)})"
     values = [value for message in messages for value in msgspec.structs.astuple(message)]
     return await Message.raw(
         f"INSERT INTO message ({_NEW_MESSAGE_SQL}) "  # noqa: S608 (column names and placeholders)
-        f"VALUES {', '.join(row for _ in messages)} RETURNING {_MESSAGE_SQL}",
+        f"VALUES {', '.join(_NEW_MESSAGE_ROW for _ in messages)} RETURNING {_MESSAGE_SQL}",
         *values,
     )
 
@@ -959,7 +971,7 @@ async def find_running(
 _EMPTY_ROOT = msgspec.json.encode(empty_root()).decode()
 
 
-async def _create_tree(chat_id: UUID) -> None:
+async def create_tree(chat_id: UUID) -> None:
     """An empty tree (the root alone, version 0); nothing when the chat has one."""
     await ChatTree.raw(_INSERT_TREE, chat_id, _EMPTY_ROOT)
 
@@ -972,7 +984,7 @@ async def get_tree(chat_id: UUID) -> TreeRecord:
     """The chat's tree; a chat from before trees gets an empty one."""
     rows = await ChatTree.raw(_TREE, chat_id)
     if not rows:
-        await _create_tree(chat_id)
+        await create_tree(chat_id)
         rows = await ChatTree.raw(_TREE, chat_id)
     version, root = rows[0]["version"], rows[0]["root"]
     return TreeRecord(version=version, root=_json(root))

@@ -22,10 +22,9 @@ from chatsvc.database import current_engine, lock_user, write_transaction
 from chatsvc.errors import LimitReached
 from chatsvc.feedback_store import with_feedback
 from chatsvc.records import ChatRecord, MessageRecord, NewChat
-from chatsvc.tables import Chat, ChatTree, Message, MessageFeedback
-from chatsvc.tree import empty_root
+from chatsvc.tables import Chat, Message, MessageFeedback
 
-#: Rows inserted per statement (SQLite allows 32,766 bound values; a message has 17).
+#: Rows inserted per statement (SQLite allows 32,766 bound values; a message has 19).
 _BATCH = 500
 
 
@@ -54,7 +53,7 @@ async def insert_chats(owner: int, chats: Sequence[NewChat], *, max_chats: int) 
     ids: list[UUID] = []
     async with write_transaction(engine):
         await lock_user(engine, owner)  # counted with the owner's other creates
-        kept = await Chat.count().where(Chat.owner == owner)
+        kept = await store.count_chats(owner)
         if kept + len(chats) > max_chats:
             raise LimitReached(
                 f"you keep {kept} chats and this file has {len(chats)}: more than the "
@@ -81,7 +80,7 @@ async def _insert_chat(owner: int, chat: NewChat) -> UUID:
     )
     inserted = await Chat.insert(row).returning(Chat.id)
     chat_id: UUID = inserted[0]["id"]
-    await ChatTree.insert(ChatTree(chat=chat_id, version=0, root=empty_root()))
+    await store.create_tree(chat_id)
     messages = [
         Message(
             id=m.id,
