@@ -119,7 +119,8 @@ class JsonFormatter(logging.Formatter):
 def logging_config(level: str = "info", *, json: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict for uvicorn, Litestar and chatsvc."""
     level = level.upper()
-    libraries_level = max(level, "WARNING", key=logging.getLevelName)
+    # Chatty libraries (below): their lines at DEBUG, only their warnings at INFO.
+    libraries_level = level if level == "DEBUG" else max(level, "WARNING", key=logging.getLevelName)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -147,9 +148,9 @@ def logging_config(level: str = "info", *, json: bool = False) -> dict[str, Any]
             },
             # The HTTP clients log every request at INFO: one line per reply, beside the
             # audit's own `generation started`; Piccolo logs its engine's version at INFO,
-            # SQLite's 3.40 as "3.4". Shown at DEBUG, quiet at INFO.
+            # SQLite's 3.40 as "3.4".
             **{
-                name: {"level": level if level == "DEBUG" else libraries_level}
+                name: {"level": libraries_level}
                 for name in ("httpx", "httpx2", "httpcore", "piccolo")
             },
         },
